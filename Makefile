@@ -1,0 +1,50 @@
+# tiltflow: two commands for a fresh machine
+#   make demo   set up, simulate the demo session, run the whole pipeline on it
+#   make test   set up and run the test suite (what CI runs)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  := torch==2.13.0
+DEMO   ?= demo
+TOOLS  ?= .tools
+
+.PHONY: setup test demo lint bench chromium nflint clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, from the pinned CPU wheel; the constraints file keeps it there.
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Headless Chromium for the report test, and Nextflow's own parser for the .nf lint.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the browser test will be skipped"; }
+
+nflint: setup
+	$(PY) -m tiltflow.nflint --install $(TOOLS)
+
+test: setup chromium nflint
+	$(VENV)/bin/ruff check python tests bench
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check python tests bench
+
+demo: setup
+	$(VENV)/bin/tiltflow simulate $(DEMO)/session --preset demo
+	$(VENV)/bin/tiltflow run $(DEMO)/session --gain $(DEMO)/session/gain.mrc --outdir $(DEMO)/results
+	$(PY) -m tiltflow.demo_summary $(DEMO)/session $(DEMO)/results
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) $(TOOLS) .pytest_cache .ruff_cache

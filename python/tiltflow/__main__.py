@@ -1,0 +1,3 @@
+from tiltflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Write-then-rename helpers: an interrupted step never leaves a half-written output.
+
+Every file tiltflow writes goes through :func:`atomic_path`: the content is written to a
+temporary name in the same directory and renamed over the target only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
+
+    The temporary name keeps the target's suffix (``suffix`` overrides it) so that libraries
+    choosing a format from the extension (mrcfile, tifffile, matplotlib) still work.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sfx = target.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{sfx}", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(target: str | Path, text: str) -> Path:
+    """Atomically write ``text`` to ``target``."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)
+
+
+def write_json(target: str | Path, data: Any) -> Path:
+    """Atomically write ``data`` as indented JSON."""
+    return write_text(target, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def clean_partials(directory: str | Path) -> int:
+    """Remove temporary files left by a killed run (``.name.*.part*``); return how many."""
+    n = 0
+    directory = Path(directory)
+    if not directory.exists():
+        return 0
+    for p in directory.rglob(".*.part*"):
+        if p.is_file():
+            p.unlink()
+            n += 1
+    return n

@@ -1,0 +1,93 @@
+"""The ``tiltflow`` command line: one subcommand per step (see ``tiltflow --help``).
+
+Each subcommand lives in ``tiltflow.commands.<name>`` as a function ``main``; heavy imports
+(torch) happen inside the commands so that ``--help`` and Nextflow's version probes stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from tiltflow import __version__
+from tiltflow.errors import TiltflowError
+
+#: subcommand name -> module in tiltflow.commands
+COMMANDS: dict[str, str] = {
+    "inspect": "inspect_",
+    "import": "import_",
+    "simulate": "simulate",
+    "gain": "gain",
+    "motioncor": "motioncor",
+    "ctf": "ctf",
+    "exclude": "exclude",
+    "stack": "stack",
+    "align": "align",
+    "reconstruct": "reconstruct",
+    "export": "export",
+    "report": "report",
+    "run": "run",
+    "version": "version",
+}
+
+app = typer.Typer(
+    name="tiltflow",
+    help="SerialEM cryo-ET sessions to aligned tilt series, tomograms and RELION 5 input.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"tiltflow {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version."),
+) -> None:
+    """tiltflow: preprocessing for cryo-electron tomography."""
+
+
+for _name, _module in COMMANDS.items():
+    _mod = importlib.import_module(f"tiltflow.commands.{_module}")
+    app.command(_name, help=(_mod.main.__doc__ or "").strip().split("\n\n")[0] or None)(_mod.main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    from tiltflow.steplog import configure_console
+
+    configure_console()
+    try:
+        app(args=argv, prog_name="tiltflow", standalone_mode=False)
+    except TiltflowError as exc:
+        typer.echo(f"tiltflow: error: {exc}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code or 0
+    except typer.Abort:
+        typer.echo("tiltflow: aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("tiltflow: interrupted", err=True)
+        return 130
+    except Exception as exc:  # click usage errors and unexpected failures
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        typer.echo(f"tiltflow: error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI subcommands, one module each; ``tiltflow.cli.COMMANDS`` lists them."""

@@ -1,0 +1,22 @@
+"""User-facing errors: one line that names the file and the problem.
+
+The CLI catches :class:`TiltflowError` and prints its message without a traceback,
+so raise it for every problem a user can fix (bad input, missing files, wrong options).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TiltflowError(Exception):
+    """A problem with the user's input or environment, reported as one line."""
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = str(path) if path is not None else None
+        text = " ".join(str(message).split())  # always one line
+        super().__init__(f"{self.path}: {text}" if self.path else text)
+
+
+class ToolError(TiltflowError):
+    """An external program (MotionCor2, CTFFIND, AreTomo, IMOD) failed or wrote nothing usable."""

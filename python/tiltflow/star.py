@@ -1,0 +1,256 @@
+"""RELION 5 STAR files: the contract passed between tiltflow steps.
+
+RELION 5 keeps a tomogram set as a global ``tomograms.star`` (table ``global``, one row per
+tilt series) and one STAR file per tilt series (one table named after ``rlnTomoName``).
+
+Between steps tiltflow passes one file per tilt series that holds both: the series' row of the
+global table (block ``data_global``) and its per-tilt table (block ``data_<name>``). RELION reads
+such a file unchanged (it looks the per-tilt table up by name); :func:`write_tomogram_set` writes the
+canonical two-level layout for export. All reading and writing of STAR files lives here.
+
+Paths inside STAR files are relative to the project root (the directory a step runs in), as in
+RELION; raw movies and the gain may be absolute.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tiltflow.atomic import atomic_path
+from tiltflow.errors import TiltflowError
+
+# --- global table (one row per tilt series), RELION 5 names --------------------------------
+TOMO_NAME = "rlnTomoName"
+TS_STAR_FILE = "rlnTomoTiltSeriesStarFile"
+VOLTAGE = "rlnVoltage"  # kV
+CS = "rlnSphericalAberration"  # mm
+AMP_CONTRAST = "rlnAmplitudeContrast"  # fraction
+ORIGINAL_PIXEL_SIZE = "rlnMicrographOriginalPixelSize"  # A, movie pixel
+TS_PIXEL_SIZE = "rlnTomoTiltSeriesPixelSize"  # A, motion-corrected images
+HAND = "rlnTomoHand"  # +1 / -1
+OPTICS_GROUP = "rlnOpticsGroupName"
+TOMO_BINNING = "rlnTomoTomogramBinning"
+TOMO_SIZE_X = "rlnTomoSizeX"  # unbinned pixels
+TOMO_SIZE_Y = "rlnTomoSizeY"
+TOMO_SIZE_Z = "rlnTomoSizeZ"
+TOMOGRAM = "rlnTomoReconstructedTomogram"
+TOMOGRAM_HALF1 = "rlnTomoReconstructedTomogramHalf1"
+TOMOGRAM_HALF2 = "rlnTomoReconstructedTomogramHalf2"
+ARETOMO_AXIS_SCORE = "rlnAreTomoTiltAxisScore"
+ETOMO_DIRECTIVE = "rlnEtomoDirectiveFile"
+
+# --- per-tilt table ----------------------------------------------------------------------
+MOVIE = "rlnMicrographMovieName"
+FRAME_COUNT = "rlnTomoTiltMovieFrameCount"
+NOMINAL_TILT = "rlnTomoNominalStageTiltAngle"  # deg
+NOMINAL_AXIS = "rlnTomoNominalTiltAxisAngle"  # deg
+PRE_EXPOSURE = "rlnMicrographPreExposure"  # e/A^2 before this tilt
+NOMINAL_DEFOCUS = "rlnTomoNominalDefocus"  # um, negative = underfocus (SerialEM TargetDefocus)
+MICROGRAPH = "rlnMicrographName"
+MICROGRAPH_EVEN = "rlnMicrographNameEven"
+MICROGRAPH_ODD = "rlnMicrographNameOdd"
+MICROGRAPH_METADATA = "rlnMicrographMetadata"
+POWER_SPECTRUM = "rlnCtfPowerSpectrum"
+MOTION_TOTAL = "rlnAccumMotionTotal"  # A
+MOTION_EARLY = "rlnAccumMotionEarly"
+MOTION_LATE = "rlnAccumMotionLate"
+CTF_IMAGE = "rlnCtfImage"
+DEFOCUS_U = "rlnDefocusU"  # A
+DEFOCUS_V = "rlnDefocusV"  # A
+DEFOCUS_ANGLE = "rlnDefocusAngle"  # deg
+ASTIGMATISM = "rlnCtfAstigmatism"  # A, |U - V|
+CTF_FOM = "rlnCtfFigureOfMerit"
+CTF_MAX_RES = "rlnCtfMaxResolution"  # A
+ICE_RING = "rlnCtfIceRingDensity"
+PHASE_SHIFT = "rlnPhaseShift"  # deg
+X_TILT = "rlnTomoXTilt"  # deg
+Y_TILT = "rlnTomoYTilt"  # deg
+Z_ROT = "rlnTomoZRot"  # deg
+X_SHIFT = "rlnTomoXShiftAngst"  # A
+Y_SHIFT = "rlnTomoYShiftAngst"  # A
+CTF_SCALE = "rlnCtfScalefactor"
+
+#: RELION 4 projection matrices: never written (RELION 5 deactivates them on write).
+RELION4_MATRICES = ("rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW")
+
+GLOBAL_BLOCK = "global"
+
+
+@dataclass
+class TiltSeriesStar:
+    """One tilt series as passed between steps: its global row and its per-tilt table.
+
+    ``globals`` maps RELION global-table labels to values; ``tilts`` has one row per tilt with
+    RELION per-tilt labels (extra ``tf*`` columns are tiltflow's own and are dropped on export).
+    """
+
+    name: str
+    globals: dict[str, Any]
+    tilts: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def copy(self) -> TiltSeriesStar:
+        return TiltSeriesStar(self.name, copy.deepcopy(self.globals), self.tilts.copy())
+
+    @property
+    def pixel_size(self) -> float:
+        """Tilt-series pixel size if motion correction has set it, else the movie pixel size."""
+        ps = self.globals.get(TS_PIXEL_SIZE) or self.globals.get(ORIGINAL_PIXEL_SIZE)
+        if not ps:
+            raise TiltflowError(f"tilt series {self.name} has no pixel size in its STAR file")
+        return float(ps)
+
+
+def _read_blocks(path: Path) -> dict[str, Any]:
+    import starfile
+
+    if not path.is_file():
+        raise TiltflowError("STAR file not found", path)
+    try:
+        blocks = starfile.read(path, always_dict=True, parse_as_string=[TOMO_NAME, OPTICS_GROUP])
+    except Exception as exc:  # starfile raises several types for malformed files
+        raise TiltflowError(f"not a readable STAR file ({exc})", path) from exc
+    if not blocks:
+        raise TiltflowError("STAR file has no data blocks", path)
+    return blocks
+
+
+def _as_frame(block: Any) -> pd.DataFrame:
+    if isinstance(block, pd.DataFrame):
+        return block
+    return pd.DataFrame([block])  # a single-row table written without loop_
+
+
+def read_tilt_series(path: str | Path) -> TiltSeriesStar:
+    """Read a per-tilt-series STAR file written by a tiltflow step (or RELION plus a global row)."""
+    path = Path(path)
+    blocks = _read_blocks(path)
+    glob = _as_frame(blocks[GLOBAL_BLOCK]) if GLOBAL_BLOCK in blocks else None
+    tilt_names = [k for k in blocks if k != GLOBAL_BLOCK]
+    if len(tilt_names) != 1:
+        raise TiltflowError(f"expected one per-tilt table, found {len(tilt_names)}", path)
+    name = str(tilt_names[0])
+    if glob is None:
+        raise TiltflowError(f"no data_global block: pass a file written by a tiltflow step for {name}", path)
+    rows = glob[glob[TOMO_NAME].astype(str) == name] if TOMO_NAME in glob else glob.iloc[0:0]
+    if len(rows) != 1:
+        raise TiltflowError(f"data_global has no single row for tilt series {name}", path)
+    globals_ = {k: _py(v) for k, v in rows.iloc[0].items()}
+    tilts = _as_frame(blocks[tilt_names[0]]).reset_index(drop=True)
+    return TiltSeriesStar(name=name, globals=globals_, tilts=tilts)
+
+
+def write_tilt_series(ts: TiltSeriesStar, path: str | Path) -> Path:
+    """Atomically write ``ts`` as a two-block STAR file (``data_global`` + ``data_<name>``)."""
+    g = dict(ts.globals)
+    g[TOMO_NAME] = ts.name
+    g.setdefault(TS_STAR_FILE, str(path))
+    glob = pd.DataFrame([_ordered(g)])
+    _write_blocks({GLOBAL_BLOCK: glob, ts.name: _clean_tilts(ts.tilts)}, Path(path))
+    return Path(path)
+
+
+def read_relion_tilt_table(path: str | Path) -> tuple[str, pd.DataFrame]:
+    """Read a RELION per-tilt-series STAR file (single table); return (block name, table)."""
+    path = Path(path)
+    blocks = _read_blocks(path)
+    names = [k for k in blocks if k != GLOBAL_BLOCK]
+    if len(names) != 1:
+        raise TiltflowError(f"expected one per-tilt table, found {len(names)}", path)
+    return str(names[0]), _as_frame(blocks[names[0]]).reset_index(drop=True)
+
+
+def read_tomograms(path: str | Path) -> pd.DataFrame:
+    """Read a RELION 5 global ``tomograms.star`` (table ``global``)."""
+    path = Path(path)
+    blocks = _read_blocks(path)
+    if GLOBAL_BLOCK not in blocks:
+        raise TiltflowError("no data_global table (is this a RELION 5 tomograms.star?)", path)
+    return _as_frame(blocks[GLOBAL_BLOCK]).reset_index(drop=True)
+
+
+def read_tomogram_set(path: str | Path) -> list[TiltSeriesStar]:
+    """Read ``tomograms.star`` and every per-tilt-series file it points to (relative to its root).
+
+    RELION writes the per-series paths relative to the project directory; tiltflow writes them
+    relative to the directory of ``tomograms.star``'s parent project. Both are tried.
+    """
+    path = Path(path)
+    glob = read_tomograms(path)
+    out = []
+    for _, row in glob.iterrows():
+        ref = Path(str(row[TS_STAR_FILE]))
+        candidates = [ref, path.parent / ref, path.parent / ref.name, path.parent / "tilt_series" / ref.name]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise TiltflowError(f"per-tilt-series STAR file {ref} not found", path)
+        name, tilts = read_relion_tilt_table(found)
+        out.append(TiltSeriesStar(name=name, globals={k: _py(v) for k, v in row.items()}, tilts=tilts))
+    return out
+
+
+def write_tomogram_set(series: Iterable[TiltSeriesStar], outdir: str | Path, star_prefix: str | None = None) -> Path:
+    """Write RELION 5's layout: ``outdir/tomograms.star`` + ``outdir/tilt_series/<name>.star``.
+
+    ``star_prefix`` is how ``rlnTomoTiltSeriesStarFile`` spells the folder (default
+    ``<outdir>/tilt_series``, relative to the project root, as RELION does).
+    """
+    outdir = Path(outdir)
+    prefix = star_prefix if star_prefix is not None else str(outdir / "tilt_series")
+    rows = []
+    for ts in series:
+        ts_path = outdir / "tilt_series" / f"{ts.name}.star"
+        _write_blocks({ts.name: _clean_tilts(ts.tilts, export=True)}, ts_path)
+        g = {k: v for k, v in ts.globals.items() if not k.startswith("tf")}
+        g[TOMO_NAME] = ts.name
+        g[TS_STAR_FILE] = f"{prefix}/{ts.name}.star"
+        rows.append(_ordered(g))
+    if not rows:
+        raise TiltflowError("no tilt series to write", outdir)
+    glob = pd.DataFrame(rows)
+    out = outdir / "tomograms.star"
+    _write_blocks({GLOBAL_BLOCK: glob}, out)
+    return out
+
+
+# --- helpers -------------------------------------------------------------------------------
+_GLOBAL_ORDER = [
+    TOMO_NAME, TS_STAR_FILE, VOLTAGE, CS, AMP_CONTRAST, ORIGINAL_PIXEL_SIZE, HAND, OPTICS_GROUP,
+    TS_PIXEL_SIZE, TOMO_BINNING, TOMO_SIZE_X, TOMO_SIZE_Y, TOMO_SIZE_Z, TOMOGRAM, TOMOGRAM_HALF1, TOMOGRAM_HALF2,
+]
+
+
+def _ordered(g: dict[str, Any]) -> dict[str, Any]:
+    keys = [k for k in _GLOBAL_ORDER if k in g] + [k for k in g if k not in _GLOBAL_ORDER]
+    return {k: g[k] for k in keys if g[k] is not None}
+
+
+def _clean_tilts(tilts: pd.DataFrame, export: bool = False) -> pd.DataFrame:
+    bad = [c for c in tilts.columns if c in RELION4_MATRICES]
+    out = tilts.drop(columns=bad)
+    if export:
+        out = out[[c for c in out.columns if c.startswith("rln")]]
+    return out.reset_index(drop=True)
+
+
+def _write_blocks(blocks: dict[str, pd.DataFrame], path: Path) -> None:
+    import starfile
+
+    with atomic_path(path) as tmp:
+        starfile.write(blocks, tmp, float_format="%.6f", overwrite=True)
+
+
+def _py(v: Any) -> Any:
+    """numpy scalars -> Python scalars, so that globals compare and serialise simply."""
+    return v.item() if hasattr(v, "item") else v
+
+
+def resolve(path: str | Path, root: str | Path = ".") -> Path:
+    """A path from a STAR file, resolved against the project root unless absolute."""
+    p = Path(str(path))
+    return p if p.is_absolute() else Path(root) / p
