@@ -1,0 +1,1 @@
+"""Image input/output: MRC files, movies (TIFF, MRC, EER) and gain references."""
