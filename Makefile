@@ -29,7 +29,7 @@ chromium:
 	  || echo "warning: could not install chromium; the browser test will be skipped"; }
 
 nflint: setup
-	$(PY) -m tiltflow.nflint --install $(TOOLS)
+	$(PY) tools/nflint/nflint.py --install $(TOOLS) --install-only
 
 test: setup chromium nflint
 	$(VENV)/bin/ruff check python tests bench

@@ -243,6 +243,11 @@ def _write_blocks(blocks: dict[str, pd.DataFrame], path: Path) -> None:
 
     with atomic_path(path) as tmp:
         starfile.write(blocks, tmp, float_format="%.6f", overwrite=True)
+        # starfile stamps the wall-clock time into its header; RELION 5 writes "# version 50001".
+        # A deterministic header keeps Nextflow's -resume and the local runner's resume checks stable.
+        lines = tmp.read_text().splitlines(keepends=True)
+        tmp.write_text("".join("# version 50001\n" if ln.startswith("# Created by the starfile") else ln
+                               for ln in lines))
 
 
 def _py(v: Any) -> Any:

@@ -1,0 +1,1 @@
+"""SerialEM session metadata: mdoc parsing, discovery, acquisition order, dose, movie lookup."""
