@@ -14,6 +14,9 @@ import typer
 from tiltflow import __version__
 from tiltflow.errors import TiltflowError
 
+#: exit code for "CUDA out of memory": Nextflow retries such tasks with more memory (conf/base.config)
+EXIT_GPU_OOM = 75
+
 #: subcommand name -> module in tiltflow.commands
 COMMANDS: dict[str, str] = {
     "inspect": "inspect_",
@@ -80,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:  # click usage errors and unexpected failures
         import click
+
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            typer.echo(f"tiltflow: error: GPU out of memory: {' '.join(str(exc).split())[:200]}", err=True)
+            return EXIT_GPU_OOM
 
         if isinstance(exc, click.ClickException):
             exc.show()

@@ -1,0 +1,199 @@
+"""The Nextflow pipeline checked without a Nextflow runtime.
+
+Nextflow cannot be installed here, so these tests hold the contract between the .nf files and the rest:
+the files parse with Nextflow's own front end (tools/nflint), every `tiltflow` call in a module uses a
+subcommand and options the CLI accepts, every `params.x` is declared in nextflow.config and
+nextflow_schema.json, and modules publish into the layout the local runner writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MODULES = sorted((REPO / "modules").rglob("*.nf"))
+NF_FILES = [REPO / "main.nf", *MODULES]
+CONFIGS = [REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config"))]
+
+sys.path.insert(0, str(REPO / "tools" / "nflint"))
+import nflint  # noqa: E402
+
+
+def _strip_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"(?m)^\s*//.*$", "", text)
+
+
+def _script_blocks(text: str) -> list[str]:
+    """The bodies of `script:` sections (between script: and stub: or the end of the process)."""
+    out = []
+    for m in re.finditer(r"\n\s*script:\s*\n(.*?)(?=\n\s*stub:|\n\}\s*\n)", text, flags=re.S):
+        out.append(m.group(1))
+    return out
+
+
+def _tiltflow_calls(text: str) -> list[list[str]]:
+    """Each `tiltflow ...` command line in a script block, continuation lines joined, as tokens."""
+    calls = []
+    for block in _script_blocks(_strip_comments(text)):
+        joined = re.sub(r"\\\\\n", " ", block)
+        for line in joined.splitlines():
+            line = line.strip()
+            if line.startswith("tiltflow "):
+                line = re.sub(r"\$\{[^}]*\}", "X", line)  # Groovy interpolations -> a placeholder
+                line = line.split(">")[0]
+                calls.append(shlex.split(line))
+    return calls
+
+
+def _cli_commands() -> dict[str, set[str]]:
+    import typer
+
+    from tiltflow.cli import app
+
+    group = typer.main.get_command(app)
+    out = {}
+    for name, cmd in group.commands.items():
+        opts: set[str] = set()
+        for p in cmd.params:
+            opts.update(o for o in (*p.opts, *p.secondary_opts) if o.startswith("-"))
+        out[name] = opts
+    return out
+
+
+def test_nf_and_config_files_parse_with_nextflows_own_parser():
+    if shutil.which("java") is None:
+        pytest.skip("java is not installed")
+    jar = nflint.default_jar()
+    if not jar.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{jar} missing: `make test` installs it (tools/nflint/nflint.py --install .tools)")
+        pytest.skip("nf-lang jar not installed (run: make nflint)")
+    files = nflint.pipeline_files()
+    assert REPO / "main.nf" in files and len(files) >= 12
+    res = nflint.lint(files, jar)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0 errors" in res.stdout
+
+
+def test_the_linter_catches_a_broken_script(tmp_path):
+    if shutil.which("java") is None or not nflint.default_jar().is_file():
+        pytest.skip("nf-lang jar not installed")
+    bad = tmp_path / "bad.nf"
+    bad.write_text("process A {\n  input:\n  val x from ch\n  script:\n  'echo'\n}\nworkflow { B(1) }\n")
+    res = nflint.lint([bad], nflint.default_jar())
+    assert res.returncode == 1
+    assert "Unexpected input: 'from'" in res.stdout
+
+
+def test_every_module_calls_tiltflow_with_existing_subcommands_and_options():
+    commands = _cli_commands()
+    seen = set()
+    for nf in MODULES:
+        calls = _tiltflow_calls(nf.read_text())
+        assert calls, f"{nf.relative_to(REPO)} calls no tiltflow subcommand"
+        for tokens in calls:
+            sub = tokens[1]
+            assert sub in commands, f"{nf.relative_to(REPO)}: unknown subcommand `tiltflow {sub}`"
+            seen.add(sub)
+            for tok in tokens[2:]:
+                if tok.startswith("--"):
+                    opt = tok.split("=")[0]
+                    assert opt in commands[sub], f"{nf.relative_to(REPO)}: `tiltflow {sub}` has no option {opt}"
+    steps = {"simulate", "gain", "import", "motioncor", "ctf", "exclude", "stack", "align", "reconstruct",
+             "export", "report", "version"}
+    assert steps <= seen
+
+
+def _declared_params() -> set[str]:
+    text = _strip_comments((REPO / "nextflow.config").read_text())
+    block = re.search(r"\nparams\s*\{(.*?)\n\}", text, flags=re.S).group(1)
+    return set(re.findall(r"(?m)^\s*(\w+)\s*=", block))
+
+
+def _schema_params() -> dict[str, dict]:
+    schema = json.loads((REPO / "nextflow_schema.json").read_text())
+    props: dict[str, dict] = {}
+    for group in schema["$defs"].values():
+        props.update(group["properties"])
+    return props
+
+
+def test_every_param_used_is_declared_in_config_and_schema():
+    used = set()
+    for f in [*NF_FILES, *CONFIGS]:
+        used |= set(re.findall(r"params\.(\w+)", _strip_comments(f.read_text())))
+    declared = _declared_params()
+    schema = _schema_params()
+    assert used - declared == set(), f"used but not in nextflow.config: {sorted(used - declared)}"
+    assert used - set(schema) == set(), f"used but not in nextflow_schema.json: {sorted(used - set(schema))}"
+    assert declared == set(schema), f"config vs schema differ: {sorted(declared ^ set(schema))}"
+
+
+def test_schema_defaults_match_config_defaults():
+    text = _strip_comments((REPO / "nextflow.config").read_text())
+    block = re.search(r"\nparams\s*\{(.*?)\n\}", text, flags=re.S).group(1)
+    config = {}
+    for name, value in re.findall(r"(?m)^\s*(\w+)\s*=\s*(.+?)\s*$", block):
+        config[name] = json.loads(value.replace("'", '"')) if value != "null" else None
+    for name, prop in _schema_params().items():
+        if "default" in prop or config.get(name) is not None:
+            assert prop.get("default") == config[name], f"{name}: schema {prop.get('default')!r} vs config {config[name]!r}"
+
+
+def test_modules_follow_nf_core_habits():
+    for nf in MODULES:
+        text = nf.read_text()
+        rel = nf.relative_to(REPO)
+        assert re.search(r"\n\s*label ", text), f"{rel}: no label"
+        assert re.search(r"\n\s*container ", text), f"{rel}: no container"
+        assert "\n    stub:\n" in text, f"{rel}: no stub block"
+        assert 'path "versions.yml", emit: versions' in text, f"{rel}: no versions.yml emit"
+        assert "task.ext.args" in text, f"{rel}: ignores task.ext.args"
+        assert re.search(r"emit: \w+", text)
+        if "val(meta)" in text:
+            assert 'tag "${meta.id}"' in text, f"{rel}: per-series process without tag"
+
+
+def test_published_layout_is_the_local_runner_layout():
+    from tiltflow.steps.common import STEPS, series_dir
+
+    for nf in MODULES:
+        text = nf.read_text()
+        for step in re.findall(r'path\("(\w+)/\$\{meta\.id\}"\)', text):
+            assert step in STEPS, f"{nf.relative_to(REPO)} publishes {step}/ which the runner does not write"
+            assert str(series_dir(step, "TS_01")) == f"{step}/TS_01"
+    config = (REPO / "conf" / "modules.config").read_text()
+    assert "path: { params.outdir }" in config  # <outdir>/<step>/<series>, no extra nesting
+
+
+def test_gpu_labels_request_an_accelerator_and_retry_on_oom():
+    base = (REPO / "conf" / "base.config").read_text()
+    gpu = re.search(r"withLabel: 'process_gpu' \{(.*?)\n    \}", base, flags=re.S).group(1)
+    assert "accelerator = 1" in gpu
+    assert "75" in base and "retry" in base  # tiltflow exits 75 on CUDA out-of-memory
+    from tiltflow.cli import EXIT_GPU_OOM
+
+    assert EXIT_GPU_OOM == 75
+
+
+def test_profiles_exist():
+    text = (REPO / "nextflow.config").read_text()
+    for profile in ("standard", "slurm", "apptainer", "singularity", "docker", "gpu", "test"):
+        assert re.search(rf"\n    {profile} \{{", text), f"profile {profile} missing"
+
+
+def test_nf_test_files_are_shipped():
+    tests = sorted((REPO / "tests" / "nextflow").glob("*.nf.test"))
+    assert tests, "no nf-test files"
+    assert (REPO / "nf-test.config").is_file()
+    for t in tests:
+        assert "nextflow_pipeline" in t.read_text() or "nextflow_process" in t.read_text()
