@@ -31,6 +31,8 @@ def configure_console(verbose: bool = False, quiet: bool = False) -> None:
     h.setLevel(logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO))
     h.setFormatter(logging.Formatter("%(levelname)s: %(message)s" if not verbose else _FMT))
     h._tiltflow_console = True  # type: ignore[attr-defined]
+    # the CLI prints a failing step's error itself, as one line; don't echo it twice
+    h.addFilter(lambda record: not getattr(record, "file_only", False))
     root.addHandler(h)
     root.propagate = False
 
@@ -60,7 +62,7 @@ def step_logs(step: str, outdir: str | Path, series: str | None = None) -> Itera
     try:
         yield root
     except Exception as exc:
-        root.error("%s failed: %s", label, exc)
+        root.error("%s failed: %s", label, exc, extra={"file_only": True})
         if not isinstance(exc, _user_errors()):
             root.debug("traceback", exc_info=True)
             import traceback

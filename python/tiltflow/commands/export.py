@@ -1,8 +1,21 @@
-"""PLACEHOLDER: `tiltflow export` is being built (see the issues)."""
+"""``tiltflow export``: RELION 5 tomograms.star and per-series STAR files from the pipeline's outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
-def main(args: list[str] = typer.Argument(None)) -> None:
-    """Not implemented yet."""
-    raise typer.Exit(3)
+def main(
+    stars: list[Path] = typer.Argument(..., help="Per-tilt-series STAR files (e.g. reconstruct/*/*.star)."),
+    outdir: Path = typer.Option(Path("relion"), "--outdir", "-o", help="Output folder."),
+) -> None:
+    """Write RELION 5's tomograms.star and tilt_series/<name>.star for the given series.
+
+    Run it from the project root so that the paths in the STAR files stay valid for RELION.
+    """
+    from tiltflow.steps.export import export
+
+    out = export(stars, outdir)
+    typer.echo(str(out))
