@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_console()
     try:
-        app(args=argv, prog_name="tiltflow", standalone_mode=False)
+        # without standalone mode click returns typer.Exit(code)'s code instead of raising it
+        rc = app(args=argv, prog_name="tiltflow", standalone_mode=False)
     except TiltflowError as exc:
         typer.echo(f"tiltflow: error: {exc}", err=True)
         return 2
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("tiltflow: interrupted", err=True)
         return 130
     except Exception as exc:  # click usage errors and unexpected failures
-        import click
+        try:
+            import click
+        except ImportError:  # typer >= 0.2x vendors click as typer._click
+            from typer import _click as click
 
         if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
             typer.echo(f"tiltflow: error: GPU out of memory: {' '.join(str(exc).split())[:200]}", err=True)
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             return exc.exit_code
         typer.echo(f"tiltflow: error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
         return 1
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

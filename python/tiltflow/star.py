@@ -162,7 +162,11 @@ def read_relion_tilt_table(path: str | Path) -> tuple[str, pd.DataFrame]:
     names = [k for k in blocks if k != GLOBAL_BLOCK]
     if len(names) != 1:
         raise TiltflowError(f"expected one per-tilt table, found {len(names)}", path)
-    return str(names[0]), _as_frame(blocks[names[0]]).reset_index(drop=True)
+    table = _as_frame(blocks[names[0]]).reset_index(drop=True)
+    # RELION's own rule (TomogramSet): a tilt-series table is data_<name> with rlnMicrographPreExposure
+    if not str(names[0]) or PRE_EXPOSURE not in table.columns:
+        raise TiltflowError(f"data_{names[0]} is not a tilt-series table (no name or no {PRE_EXPOSURE})", path)
+    return str(names[0]), table
 
 
 def read_tomograms(path: str | Path) -> pd.DataFrame:
@@ -183,6 +187,16 @@ def read_tomogram_set(path: str | Path) -> list[TiltSeriesStar]:
     path = Path(path)
     glob = read_tomograms(path)
     out = []
+    if TS_STAR_FILE not in glob.columns:
+        # RELION 4 / Warp layout: the per-tomogram tables sit in the same file (data_<name>)
+        blocks = _read_blocks(path)
+        for _, row in glob.iterrows():
+            name = str(row[TOMO_NAME])
+            if name not in blocks:
+                raise TiltflowError(f"no {TS_STAR_FILE} column and no data_{name} table", path)
+            tilts = _as_frame(blocks[name]).reset_index(drop=True)
+            out.append(TiltSeriesStar(name=name, globals={k: _py(v) for k, v in row.items()}, tilts=tilts))
+        return out
     for _, row in glob.iterrows():
         ref = Path(str(row[TS_STAR_FILE]))
         candidates = [ref, path.parent / ref, path.parent / ref.name, path.parent / "tilt_series" / ref.name]
@@ -216,6 +230,23 @@ def write_tomogram_set(series: Iterable[TiltSeriesStar], outdir: str | Path, sta
     out = outdir / "tomograms.star"
     _write_blocks({GLOBAL_BLOCK: glob}, out)
     return out
+
+
+def write_tomograms(series: Iterable[TiltSeriesStar], path: str | Path) -> Path:
+    """Atomically write only the global table (``data_global``) of ``series``, ``tf*`` columns kept.
+
+    Each row is the series' global row as is (its ``rlnTomoTiltSeriesStarFile`` must already point
+    to the per-series file); this is a step's index of its outputs, e.g. ``import/tomograms.star``.
+    """
+    rows = []
+    for ts in series:
+        g = dict(ts.globals)
+        g[TOMO_NAME] = ts.name
+        rows.append(_ordered(g))
+    if not rows:
+        raise TiltflowError("no tilt series to write", path)
+    _write_blocks({GLOBAL_BLOCK: pd.DataFrame(rows)}, Path(path))
+    return Path(path)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -259,3 +290,15 @@ def resolve(path: str | Path, root: str | Path = ".") -> Path:
     """A path from a STAR file, resolved against the project root unless absolute."""
     p = Path(str(path))
     return p if p.is_absolute() else Path(root) / p
+
+
+# --- generic blocks (files other than the step contract, e.g. RELION's per-movie motion STAR) ------------
+def write_blocks(path: str | Path, blocks: dict[str, pd.DataFrame | dict[str, Any]]) -> Path:
+    """Atomically write named data blocks: a DataFrame becomes a ``loop_`` table, a dict a key-value block."""
+    _write_blocks(dict(blocks), Path(path))  # type: ignore[arg-type]
+    return Path(path)
+
+
+def read_blocks(path: str | Path) -> dict[str, Any]:
+    """Read every data block: ``loop_`` tables as DataFrames, key-value blocks as dicts."""
+    return _read_blocks(Path(path))

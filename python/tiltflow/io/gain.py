@@ -12,6 +12,9 @@ the MRC (y-up) display is ``np.rot90(img, k=-1)`` here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
 from tiltflow.errors import TiltflowError
@@ -66,18 +69,200 @@ def unorient_gain(gain_in_movie_orientation: np.ndarray, rotate: int, flip: int)
     return np.ascontiguousarray(np.rot90(out, k=int(rotate)))
 
 
-def serialem_rf_to_rotate_flip(code: int) -> tuple[int, int]:
+def serialem_rf_to_rotate_flip(code: int, *, tiff_frames: bool = False) -> tuple[int, int]:
     """Convert SerialEM's ``r/f`` value (title ``r/f v``, mdoc ``RotationAndFlip``) to MotionCor's pair.
 
     SerialEM (``about_camera.htm``): ``v = CCW rotation / 90 + 4`` if the image was flipped about the Y axis
-    (mirrored in x, left-right) BEFORE the rotation; that operation applied to the gain reference brings it
-    into the frames' orientation. MotionCor rotates first and flips after. With ``R`` a CCW turn and ``Fx``
-    the left-right mirror, ``R^k . Fx = Fx . R^-k``, so ``v = k + 4`` becomes ``rotate = -k mod 4, flip = 2``.
+    (mirrored in x, left-right) BEFORE the rotation; that operation applied to the gain reference (as IMOD
+    reads it) brings it into the frames' orientation. MotionCor rotates first and flips after. With ``R`` a
+    CCW turn and ``Fx`` the left-right mirror, ``R^k . Fx = Fx . R^-k``, so ``v = k + 4`` becomes
+    ``rotate = -k mod 4, flip = 2``; ``v < 4`` is ``rotate = k, flip = 0``.
+
+    ``tiff_frames``: IMOD inverts y when it reads a TIFF, MotionCor (and tiltflow) do not, so for TIFF frames
+    the operation is followed by an upside-down flip ``Fy``: ``Fy . R^k`` = (k, 1), and
+    ``Fy . R^k . Fx = R^(2-k)`` = ((2 - k) mod 4, 0). (The classic "SerialEM TIFF + dm2mrc gain needs
+    -FlipGain 1" is the ``v = 0`` case.) The gain itself must be read as IMOD does (``read_dm4`` default).
     """
     v = int(code)
     if v not in range(8):
         raise TiltflowError(f"SerialEM r/f value must be 0-7, got {code}")
     k = v % 4
-    if v < 4:
-        return k, 0
-    return (-k) % 4, 2
+    if not tiff_frames:
+        return (k, 0) if v < 4 else ((-k) % 4, 2)
+    return (k, 1) if v < 4 else ((2 - k) % 4, 0)
+
+
+#: the 8 distinct orientations as MotionCor (rotate, flip) pairs (flip 2 = flip 1 after 180 degrees)
+ALL_ORIENTATIONS: tuple[tuple[int, int], ...] = tuple((r, f) for f in (0, 1) for r in range(4))
+
+#: K3 super-resolution gain shapes (h, w) in either orientation; the counting size is half of each
+K3_SUPERRES_SHAPES: tuple[tuple[int, int], ...] = ((8184, 11520), (11520, 8184))
+
+GAIN_SUFFIXES = (".mrc", ".mrcs", ".tif", ".tiff", ".gain", ".dm4")
+
+
+@dataclass(frozen=True)
+class GainImage:
+    """A gain reference as read from its file (float32 ``data[y, x]``, no orientation applied)."""
+
+    data: np.ndarray
+    pixel_size: float | None
+    path: Path
+    format: str  # "mrc", "tiff" or "dm4"
+
+
+def read_gain_file(path: str | Path) -> GainImage:
+    """Read a gain reference: MRC, TIFF (including EER ``.gain``) or DM4; one 2-D image.
+
+    TIFF and MRC rows are kept in file order (as MotionCor and RELION read them); DM4 as IMOD's dm2mrc
+    writes it (see :mod:`tiltflow.io.dm4`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TiltflowError("gain reference not found", path)
+    sfx = path.suffix.lower()
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if sfx == ".dm4" or head == b"\x00\x00\x00\x04":
+        from tiltflow.io.dm4 import read_dm4
+
+        img = read_dm4(path)
+        data, pixel, fmt = img.data, img.pixel_size, "dm4"
+    elif sfx in (".tif", ".tiff", ".gain") or head[:2] in (b"II", b"MM"):
+        data, pixel, fmt = _read_tiff_gain(path), None, "tiff"
+    else:
+        from tiltflow.io.mrc import read_mrc
+
+        data, pixel = read_mrc(path)
+        fmt = "mrc"
+    data = np.asarray(data)
+    if data.ndim == 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 2:
+        raise TiltflowError(
+            f"a gain reference must be one 2-D image, the file holds shape {data.shape}", path
+        )
+    if np.iscomplexobj(data):
+        raise TiltflowError("a gain reference cannot be complex", path)
+    return GainImage(data.astype(np.float32), pixel or None, path, fmt)
+
+
+def _read_tiff_gain(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) != 1:
+                raise TiltflowError(
+                    f"a gain reference TIFF must hold one page, it has {len(tif.pages)}", path
+                )
+            return tif.pages.first.asarray()
+    except TiltflowError:
+        raise
+    except Exception as exc:
+        raise TiltflowError(
+            f"not a readable TIFF gain reference ({' '.join(str(exc).split())[:200]})", path
+        ) from exc
+
+
+def shrink2(gain: np.ndarray) -> np.ndarray:
+    """2x2 binning by averaging (K3 super-resolution -> counting size, like IMOD ``newstack -shrink 2``)."""
+    h, w = gain.shape
+    if h % 2 or w % 2:
+        raise TiltflowError(f"cannot bin a {w}x{h} gain reference by 2 (odd size)")
+    g = gain.astype(np.float64).reshape(h // 2, 2, w // 2, 2)
+    return g.mean(axis=(1, 3)).astype(np.float32)
+
+
+def match_gain_to_frame(
+    gain: np.ndarray, frame_shape: tuple[int, int], path: str | Path | None = None
+) -> np.ndarray:
+    """Bring a prepared gain to the frame size: equal, or an integer multiple (EER 8k/16k rendering).
+
+    A 4k gain on an 8k-rendered EER frame is repeated 2x2, as MotionCor (``AugmentRefs``) and RELION
+    (``loadEERGain``) do. Any other mismatch raises a TiltflowError saying what would fit.
+    """
+    gh, gw = gain.shape
+    fh, fw = frame_shape
+    if (gh, gw) == (fh, fw):
+        return gain
+    if fh % gh == 0 and fw % gw == 0 and fh // gh == fw // gw:
+        k = fh // gh
+        return np.repeat(np.repeat(gain, k, axis=0), k, axis=1)
+    hint = shape_hint((gh, gw), (fh, fw))
+    raise TiltflowError(f"gain reference is {gw}x{gh} but movie frames are {fw}x{fh}{hint}", path)
+
+
+def shape_hint(gain_shape: tuple[int, int], frame_shape: tuple[int, int], rotate: int = 0) -> str:
+    """A short suggestion for a gain/frame shape mismatch ('' when nothing obvious fits)."""
+    gh, gw = gain_shape
+    fh, fw = frame_shape
+    if (gw, gh) == (fh, fw):
+        return f": it fits only after a 90-degree turn, use --rotate {(rotate + 1) % 4} or --rotate {(rotate + 3) % 4}"
+    if (gh, gw) == (2 * fh, 2 * fw):
+        return ": the gain is super-resolution and the movies counting mode, use --counting"
+    if (gw, gh) == (2 * fh, 2 * fw):
+        return (
+            f": the gain is super-resolution and turned by 90 degrees, use --counting and --rotate "
+            f"{(rotate + 1) % 4} or {(rotate + 3) % 4}"
+        )
+    return ""
+
+
+def load_prepared_gain(path: str | Path, frame_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Load the gain written by ``tiltflow gain`` (multiplicative: ``corrected = raw * gain``).
+
+    Checks that it is one finite, positive 2-D image; with ``frame_shape`` also that it fits the frames
+    (or an integer multiple of them, see :func:`match_gain_to_frame`).
+    """
+    from tiltflow.io.mrc import read_mrc
+
+    path = Path(path)
+    if not path.is_file():
+        raise TiltflowError("gain reference not found (prepare it with `tiltflow gain`)", path)
+    data, _ = read_mrc(path)
+    if data.ndim != 2:
+        raise TiltflowError(f"prepared gain must be one 2-D image, got shape {data.shape}", path)
+    data = data.astype(np.float32, copy=False)
+    bad = int(np.count_nonzero(~np.isfinite(data) | (data <= 0)))
+    if bad:
+        raise TiltflowError(
+            f"gain has {bad} zero, negative or non-finite pixels; prepare it with `tiltflow gain` first", path
+        )
+    if frame_shape is not None:
+        data = match_gain_to_frame(data, tuple(frame_shape), path)
+    return data
+
+
+def orientation_scores(gain: np.ndarray, movie_sum: np.ndarray) -> list[tuple[int, int, float]]:
+    """How well each orientation of ``gain`` flattens ``movie_sum``: (rotate, flip, z-score), best first.
+
+    Raw counts are ``dose / gain`` (multiplicative gain), so the fine pixel pattern of the summed movie
+    correlates with ``1/gain`` in the right orientation and not in the others. Both are high-passed (5x5
+    box) so the specimen does not count; the score is the correlation times sqrt(pixels), ~N(0,1) when
+    unrelated. Orientations whose shape does not fit the movie are skipped.
+    """
+    s = _highpass(movie_sum.astype(np.float64))
+    out = []
+    inv = 1.0 / np.where(np.isfinite(gain) & (gain > 0), gain, np.nan)
+    inv = np.where(np.isfinite(inv), inv, np.nanmedian(inv))
+    for r, f in ALL_ORIENTATIONS:
+        g = orient_gain(inv, r, f)
+        if g.shape != s.shape:
+            continue
+        gh = _highpass(g.astype(np.float64))
+        den = np.sqrt((s * s).sum() * (gh * gh).sum())
+        corr = float((s * gh).sum() / den) if den > 0 else 0.0
+        out.append((r, f, corr * np.sqrt(s.size)))
+    return sorted(out, key=lambda t: -t[2])
+
+
+def _highpass(img: np.ndarray, box: int = 5) -> np.ndarray:
+    """``img`` minus its ``box``-pixel running mean (edge-padded), with numpy only."""
+    pad = box // 2
+    p = np.pad(img, pad, mode="edge")
+    c = np.cumsum(np.cumsum(p, axis=0), axis=1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    h, w = img.shape
+    tot = c[box : box + h, box : box + w] - c[:h, box : box + w] - c[box : box + h, :w] + c[:h, :w]
+    return img - tot / (box * box)

@@ -17,6 +17,7 @@ from pathlib import Path
 from tiltflow.errors import TiltflowError
 from tiltflow.metadata.mdoc import MdocFile
 from tiltflow.metadata.models import Skipped
+from tiltflow.metadata.movies import windows_basename
 
 #: how deep below a session folder mdocs are looked for (frames/ sub-folders hold per-movie mdocs)
 MAX_DEPTH = 3
@@ -42,6 +43,8 @@ def find_mdocs(paths: Iterable[str | Path]) -> list[Path]:
                     dirnames[:] = []
                 found += [Path(dirpath) / f for f in filenames if f.lower().endswith(".mdoc") and not f.startswith(".")]
         elif p.is_file():
+            if not p.name.lower().endswith(".mdoc"):
+                raise TiltflowError("not an mdoc file (expected a SerialEM/Tomo5 *.mdoc or a session folder)", p)
             found.append(p)
         else:
             raise TiltflowError("no such file or folder", p)
@@ -82,8 +85,6 @@ def classify(md: MdocFile) -> Skipped | None:
                 "FrameTSStartEndFrames (not supported: needs one movie per tilt)",
             )
         movie = next((s.keys.get("SubFramePath", "") for s in md.sections if s.kind == "FrameSet"), "")
-        from tiltflow.metadata.movies import windows_basename
-
         what = f" of movie {windows_basename(movie)}" if movie else ""
         return Skipped(md.path, "frames", f"per-movie frame mdoc ([FrameSet] section{what}), not a tilt series")
     if not zsections:

@@ -23,7 +23,6 @@ _DATE_FORMATS = (
     "%Y-%m-%d %H:%M:%S",
     "%Y-%m-%dT%H:%M:%S",
     "%Y/%m/%d %H:%M:%S",
-    "%d/%m/%Y %H:%M:%S",
 )
 
 #: two tilts closer than this (degrees) are the same angle: the later one is a retake
@@ -83,54 +82,54 @@ def drop_retakes(ordered: Sequence[Tilt], tolerance: float = RETAKE_TOLERANCE) -
     return kept, dropped
 
 
+def _sides(angles: Sequence[float], tolerance: float) -> list[int]:
+    start = angles[0]
+    return [0 if abs(x - start) < tolerance else (1 if x > start else -1) for x in angles]
+
+
+def _side_runs(sides: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive tilts on one side of the start angle: [(side, length), ...]."""
+    runs: list[tuple[int, int]] = []
+    for s in sides:
+        if not s:
+            continue
+        if runs and runs[-1][0] == s:
+            runs[-1] = (s, runs[-1][1] + 1)
+        else:
+            runs.append((s, 1))
+    return runs
+
+
 def detect_scheme(angles: Sequence[float], tolerance: float = RETAKE_TOLERANCE) -> str:
     """Name the tilt scheme of ``angles`` given in acquisition order.
 
-    unidirectional: one monotonic sweep; bidirectional: one sweep, then a jump back past the start
-    and a sweep the other way; dose-symmetric: the distance from the first angle grows while the
-    side alternates (Hagen groups of any size); anything else: irregular.
+    Seen from the first angle, every scheme sweeps each side outwards; they differ in how often the
+    side changes: never (unidirectional), once (bidirectional), repeatedly (dose-symmetric, Hagen
+    groups of any size, including hybrids that finish one branch and then the other). A side that
+    goes back towards the start makes the series irregular.
     """
     a = [float(x) for x in angles]
     if len(a) < 2:
         return "single"
-    steps = [b - c for c, b in zip(a, a[1:], strict=False)]
-    signs = [1 if s > tolerance else -1 if s < -tolerance else 0 for s in steps]
-    changes = sum(1 for s0, s1 in zip(signs, signs[1:], strict=False) if s0 and s1 and s0 != s1)
-    if changes == 0:
+    sides = _sides(a, tolerance)
+    for side in (1, -1):
+        dist = [abs(x - a[0]) for x, s in zip(a, sides, strict=True) if s == side]
+        if any(d1 < d0 + tolerance for d0, d1 in zip(dist, dist[1:], strict=False)):
+            return "irregular"
+    runs = _side_runs(sides)
+    if len(runs) <= 1:
         return "unidirectional"
-    start = a[0]
-    side = [0 if abs(x - start) < tolerance else (1 if x > start else -1) for x in a]
-    if changes == 1:
-        k = next(i for i in range(1, len(signs)) if signs[i] and signs[i - 1] and signs[i] != signs[i - 1])
-        # the second branch lies wholly on the other side of the start angle
-        if k + 1 < len(a) and side[1] and all(side[i] == -side[1] for i in range(k + 1, len(a))):
-            return "bidirectional"
-    dist = [abs(x - start) for x in a]
-    growing = all(d1 >= d0 - tolerance for d0, d1 in zip(dist, dist[1:], strict=False))
-    both_sides = {s for s in side if s} == {1, -1}
-    if growing and both_sides and changes >= 2:
-        return "dose-symmetric"
-    return "irregular"
+    if len(runs) == 2:
+        return "bidirectional"
+    return "dose-symmetric"
 
 
 def dose_symmetric_group_size(angles: Sequence[float], tolerance: float = RETAKE_TOLERANCE) -> int | None:
     """Typical number of consecutive tilts on one side in a dose-symmetric series (Hagen: 2)."""
     if len(angles) < 3:
         return None
-    start = angles[0]
-    runs: list[int] = []
-    cur_side, run = 0, 0
-    for x in angles[1:]:
-        s = 0 if abs(x - start) < tolerance else (1 if x > start else -1)
-        if s == cur_side:
-            run += 1
-        else:
-            if cur_side:
-                runs.append(run)
-            cur_side, run = s, 1
-    # the first and last runs are often partial (start tilt, high-tilt tail)
-    inner = runs[1:] if len(runs) > 2 else runs
+    runs = [n for _, n in _side_runs(_sides([float(x) for x in angles], tolerance))]
+    inner = runs[1:-1] if len(runs) > 2 else runs  # the first and last runs are often partial
     if not inner:
         return None
-    inner.sort()
-    return inner[len(inner) // 2]
+    return sorted(inner)[len(inner) // 2]

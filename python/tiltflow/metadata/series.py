@@ -10,7 +10,6 @@ sections than the user expects.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from tiltflow.metadata import dose as dose_mod
 from tiltflow.metadata import order as order_mod
@@ -94,7 +93,7 @@ def tilt_axis_from(md: MdocFile) -> tuple[float | None, str]:
     return None, ""
 
 
-def _tilt(section: MdocSection, mdoc: Path) -> Tilt:
+def _tilt(section: MdocSection) -> Tilt:
     k = section.keys
     try:
         z = int(section.index)
@@ -134,7 +133,7 @@ def build_series(
     check_complete(md, expected_tilts)
     warnings: list[str] = []
     zs = [s for s in md.sections if s.kind == "ZValue"]
-    tilts = [_tilt(s, md.path) for s in zs]
+    tilts = [_tilt(s) for s in zs]
     zvals = sorted(t.z_value for t in tilts)
     if len(set(zvals)) != len(zvals):
         raise InvalidMdoc("repeated ZValue sections")
@@ -165,6 +164,11 @@ def build_series(
             warnings.append(
                 f"tilt axis {axis:.2f} deg from a Tomo5 title: Tomo5 angles are known to be off, check it"
             )
+    if pixel_size is None and binning > 1:
+        warnings.append(
+            f"movie pixel size {movie_ps:.4g} A = PixelSpacing / Binning ({image_ps:g} / {binning:g}); "
+            "give --pixel-size if the movies were saved at another binning (super-resolution)"
+        )
     if not md.ends_with_newline:
         warnings.append("file ends without a final newline (Tomo5 does this; last section is complete)")
 

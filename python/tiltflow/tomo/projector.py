@@ -6,7 +6,8 @@ A voxel ``X = (x, y, z)`` of ``volume[z, y, x]`` lands in tilt ``i`` at image pi
 
 with ``c_vol = int(size/2)`` per axis and ``c_img = int(size/2)`` unless given (callers that bin
 by a non-integer factor pass the exact bin-1 centres expressed in their pixels). Volume and images
-share one pixel size; ``alignment.shifts_px`` must be in pixels of ``images``.
+share one pixel size (unless ``image_scale`` says otherwise); ``alignment.shifts_px`` must be in
+pixels of ``images``.
 
 The pair is *exactly adjoint*: :func:`backproject` samples each image bilinearly at ``p``
 (voxel-driven, ``grid_sample`` with zero padding) and :func:`forward_project` is the transpose of
@@ -23,6 +24,7 @@ Work is done tilt by tilt and in z-chunks of at most ``max_voxels`` voxels, so m
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -75,7 +77,7 @@ def _grid(
     return torch.stack(comps, dim=-1).reshape(1, -1, wv, 2)
 
 
-def _setup(alignment, images_shape, vol_shape, volume_center, image_center):
+def _setup(alignment, images_shape, vol_shape, volume_center, image_center, image_scale=None):
     n, h, w = images_shape
     if len(alignment.y_tilt) != n:
         raise ValueError(f"alignment has {len(alignment.y_tilt)} tilts, images {n}")
@@ -83,9 +85,15 @@ def _setup(alignment, images_shape, vol_shape, volume_center, image_center):
         raise ValueError("images must be at least 2 x 2 pixels")
     mats = projection_matrices(alignment)
     c_vol = _centres(vol_shape, volume_center)
-    c_img = _centres((h, w), image_center)
+    if image_scale is None:
+        c_img = _centres((h, w), image_center)
+        offsets = alignment.shifts_px + c_img[None, :]
+    else:  # model in volume pixels, then scaled to image pixels: index = scale * p
+        sc = np.broadcast_to(np.asarray(image_scale, float), (2,))
+        c_img = _centres((h, w), None) / sc if image_center is None else np.asarray(image_center, float)
+        offsets = (alignment.shifts_px + c_img[None, :]) * sc[None, :]
+        mats = mats * sc[None, :, None]
     # p = M (X - c_vol) + shift + c_img: the grid folds c_vol into x/y/z, the rest is an offset
-    offsets = alignment.shifts_px + c_img[None, :]
     return mats, offsets, c_vol
 
 
@@ -98,6 +106,7 @@ def backproject(
     *,
     volume_center: Sequence[float] | None = None,
     image_center: Sequence[float] | None = None,
+    image_scale: Sequence[float] | float | None = None,
     max_voxels: int = MAX_VOXELS,
 ) -> torch.Tensor:
     """Sum over tilts of ``weights[i] * images[i]`` sampled bilinearly at each voxel's projection.
@@ -105,7 +114,9 @@ def backproject(
     ``images`` (n, h, w); returns ``(d, h_v, w_v)`` or, with ``z_slab=(z0, z1)``, only those
     z-planes (indices of the full volume, so slabs stitch into the one-shot result exactly).
     Centres are (x, y, z) / (x, y) in pixels; default ``int(size/2)``. Voxels projecting outside
-    an image get nothing from it.
+    an image get nothing from it. ``image_scale`` (x, y): image pixels per volume pixel, for images
+    resampled by a slightly different factor than the volume (non-integer binning); the model (shifts,
+    ``image_center``) is then in volume pixels and image index = ``image_scale * p``.
     """
     images = torch.as_tensor(images)
     if images.ndim != 3:
@@ -116,7 +127,7 @@ def backproject(
     z0, z1 = z_slab if z_slab is not None else (0, d)
     if not 0 <= z0 < z1 <= d:
         raise ValueError(f"z_slab {z_slab} outside 0..{d}")
-    mats, offsets, c_vol = _setup(alignment, images.shape, (d, hv, wv), volume_center, image_center)
+    mats, offsets, c_vol = _setup(alignment, images.shape, (d, hv, wv), volume_center, image_center, image_scale)
     wts = _weights(weights, len(mats))
     out = torch.zeros((z1 - z0, hv, wv), dtype=torch.float32, device=images.device)
     for za, zb in _z_chunks(z0, z1, hv * wv, max_voxels):
@@ -140,6 +151,7 @@ def forward_project(
     volume_depth: int | None = None,
     volume_center: Sequence[float] | None = None,
     image_center: Sequence[float] | None = None,
+    image_scale: Sequence[float] | float | None = None,
     max_voxels: int = MAX_VOXELS,
 ) -> torch.Tensor:
     """Project ``volume`` (d, h_v, w_v) into ``(n, h, w)`` images: the exact adjoint of :func:`backproject`.
@@ -162,7 +174,7 @@ def forward_project(
         raise ValueError(f"z_slab {z_slab} outside a volume of depth {full_shape[0]}")
     h, w = (int(s) for s in image_shape)
     n = len(alignment.y_tilt)
-    mats, offsets, c_vol = _setup(alignment, (n, h, w), full_shape, volume_center, image_center)
+    mats, offsets, c_vol = _setup(alignment, (n, h, w), full_shape, volume_center, image_center, image_scale)
     wts = _weights(weights, n)
     out = torch.zeros((n, h, w), dtype=torch.float32, device=volume.device)
     for za, zb in _z_chunks(z0, z1, hv * wv, max_voxels):
@@ -191,3 +203,26 @@ def _weights(weights, n: int) -> list[float]:
     if len(w) != n:
         raise ValueError(f"{len(w)} weights for {n} tilts")
     return w
+
+
+@dataclass(frozen=True)
+class ProjectionSetup:
+    """One tilt series against one volume grid: everything the projector pair needs but the data."""
+
+    alignment: TiltSeriesAlignment
+    volume_shape: tuple[int, int, int]  # d, h_v, w_v
+    image_shape: tuple[int, int]  # h, w
+    volume_center: tuple[float, float, float] | None = None  # x, y, z; None: int(size/2)
+    image_center: tuple[float, float] | None = None
+    image_scale: tuple[float, float] | None = None
+
+    def _kw(self) -> dict:
+        return {"volume_center": self.volume_center, "image_center": self.image_center,
+                "image_scale": self.image_scale}
+
+    def backproject(self, images, weights=None, z_slab=None) -> torch.Tensor:
+        return backproject(images, self.alignment, self.volume_shape, weights, z_slab, **self._kw())
+
+    def forward(self, volume, weights=None, z_slab=None) -> torch.Tensor:
+        return forward_project(volume, self.alignment, self.image_shape, weights, z_slab,
+                               volume_depth=self.volume_shape[0], **self._kw())

@@ -1,0 +1,194 @@
+"""Fit the CTF of one image (or of a region of it): the library entry point of the built-in estimator.
+
+Pipeline, as CTFFIND4 but in torch (CPU or GPU):
+
+1. Welch spectrum of the image at a fitting pixel (:mod:`~tiltflow.ctffit.spectrum`).
+2. On a tilted specimen, tile spectra are stretched onto the defocus at the image centre, once for each
+   sign of the defocus gradient (the handedness is not known here); the better-scoring sign is kept.
+3. 1-D grid search of the mean defocus around ``search_centre`` (:mod:`~tiltflow.ctffit.search`).
+4. 2-D refinement of defocus, astigmatism and optionally phase shift (:mod:`~tiltflow.ctffit.refine`),
+   with a guard: if it wanders far from the 1-D answer, the 1-D answer is kept.
+5. Fit resolution from the equi-phase average (:mod:`~tiltflow.ctffit.resolution`).
+
+Example (a sub-region, as the defocus-handedness check does)::
+
+    fit = fit_defocus(image[:, :512], pixel_size=1.35, search_centre=30000, search_range=10000,
+                      res_min=30, res_max=8, fit_astigmatism=False)
+    fit.defocus  # mean defocus in A (underfocus positive)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tiltflow.ctffit.model import Optics, to_relion
+from tiltflow.ctffit.refine import Refined, annulus_pixels, refine_2d
+from tiltflow.ctffit.resolution import FitProfile, fit_profile
+from tiltflow.ctffit.search import rotational_average, search_defocus, smooth_log_background
+from tiltflow.ctffit.spectrum import (
+    TileSpectra,
+    defocus_gradient,
+    fitting_pixel_size,
+    radius_grid,
+    tile_defocus_offsets,
+    tile_spectra,
+    tilt_corrected_average,
+)
+from tiltflow.errors import TiltflowError
+
+#: below this spread of defocus across the tiles (A) the tilt correction is skipped
+MIN_GRADIENT_SPREAD = 150.0
+
+#: the 2-D result is rejected if its mean defocus moved further than this from the 1-D result (A)
+MAX_2D_SHIFT = 2000.0
+
+
+@dataclass
+class CtfFit:
+    """Result of :func:`fit_defocus`. Defoci in A (underfocus positive), angles in degrees (RELION's)."""
+
+    defocus_u: float
+    defocus_v: float
+    defocus_angle: float  # (-90, 90]; U >= V
+    phase_shift: float  # degrees
+    score: float  # normalised cross-correlation of spectrum and CTF^2 in the fitted band (as CTFFIND)
+    resolution: float  # A up to which the rings fit; math.inf if they never did
+    defocus_1d: float  # mean defocus of the 1-D search
+    score_1d: float
+    refined_2d: bool  # False if the 2-D refinement was rejected (the 1-D answer is reported)
+    gradient_sign: int  # sign of the defocus gradient whose tilt correction fitted better (0: not used)
+    gradient_scores: dict[int, float]  # 1-D score for each sign tried
+    pixel_size: float  # pixel of the spectrum that was fitted
+    res_min: float
+    res_max: float
+    iciness: float | None
+    spectrum: object = field(repr=False)  # flattened 2-D spectrum that was fitted (torch, centred)
+    profile: FitProfile | None = field(default=None, repr=False)
+
+    @property
+    def defocus(self) -> float:
+        """Mean defocus (A)."""
+        return 0.5 * (self.defocus_u + self.defocus_v)
+
+    @property
+    def astigmatism(self) -> float:
+        """|U - V| (A), rlnCtfAstigmatism."""
+        return abs(self.defocus_u - self.defocus_v)
+
+
+def flatten_spectrum(spectrum, pixel_size: float, k_lo: float):
+    """Divide the spectrum by a smooth radial fall-off so that every band has comparable weight."""
+    import torch
+
+    box = spectrum.shape[-1]
+    k_nyq = (box // 2 - 1) / (box * pixel_size)
+    prof = rotational_average(spectrum, pixel_size, 0.7 * k_lo, k_nyq)
+    smooth = smooth_log_background(prof, n_basis=10)
+    r = radius_grid(box, pixel_size, spectrum.device).flatten()
+    idx = torch.searchsorted(prof.k.contiguous(), r.contiguous()).clamp(1, len(prof.k) - 1)
+    k0, k1 = prof.k[idx - 1], prof.k[idx]
+    t = ((r - k0) / (k1 - k0)).clamp(0, 1)
+    logb = torch.log(smooth[idx - 1]) * (1 - t) + torch.log(smooth[idx]) * t
+    return (spectrum.flatten() / torch.exp(logb)).reshape(spectrum.shape)
+
+
+def fit_defocus(
+    image,
+    pixel_size: float | None = None,
+    *,
+    search_centre: float,
+    search_range: float = 20000.0,
+    optics: Optics | None = None,
+    res_min: float = 30.0,
+    res_max: float = 5.0,
+    box: int = 512,
+    step: float = 100.0,
+    fit_astigmatism: bool = True,
+    astigmatism_restraint: float | None = None,
+    max_astigmatism: float = 3000.0,
+    fit_phase_shift: bool = False,
+    phase_shift: float = 0.0,
+    tilt_angle: float = 0.0,
+    tilt_axis: float = 0.0,
+    device=None,
+) -> CtfFit:
+    """Fit defocus (and astigmatism, phase shift) of ``image``, a 2-D array/tensor or :class:`TileSpectra`.
+
+    ``search_centre`` and ``search_range`` (A) bound the mean defocus searched (``centre +- range``);
+    ``res_min``/``res_max`` (A) the fitted band; ``phase_shift`` (deg) is the fixed phase shift, or the
+    start when ``fit_phase_shift``. ``tilt_angle``/``tilt_axis`` (deg) switch on the tilt-corrected
+    spectrum for tilted images (the axis as rlnTomoNominalTiltAxisAngle, from the image x axis).
+    """
+    optics = optics or Optics()
+    if res_max >= res_min:
+        raise TiltflowError(f"maximum resolution {res_max} A must be finer than minimum resolution {res_min} A")
+    if isinstance(image, TileSpectra):
+        tiles = image
+    else:
+        if pixel_size is None:
+            raise TiltflowError("fit_defocus needs the pixel size of the image")
+        tiles = tile_spectra(image, pixel_size, box, fitting_pixel_size(pixel_size, res_max), device=device)
+    px = tiles.pixel_size
+    k_lo = 1.0 / res_min
+    k_hi = min(1.0 / res_max, (tiles.box // 2 - 2) / (tiles.box * px))
+    if k_hi <= k_lo * 1.2:
+        raise TiltflowError(f"fitting band {res_min}-{res_max} A is empty at a {px:.2f} A fitting pixel")
+    d_min = max(1000.0, search_centre - search_range)
+
+    # 1-D search, with the tilt correction for each gradient sign when the specimen is tilted
+    signs = [0]
+    g1 = defocus_gradient(tilt_angle, tilt_axis, 1)
+    spread = float(tile_defocus_offsets(tiles, g1).abs().max()) if len(tiles.centres) else 0.0
+    if spread > MIN_GRADIENT_SPREAD:
+        signs = [1, -1]
+    phases = _phase_grid(fit_phase_shift, phase_shift)
+    best = None
+    scores: dict[int, float] = {}
+    for sign in signs:
+        grad = defocus_gradient(tilt_angle, tilt_axis, sign)
+        ref = search_centre
+        res = None
+        for half_range, stp in ((search_range, step), (min(search_range, 3000.0), step / 2)):
+            spec = tilt_corrected_average(tiles, ref, grad, optics) if sign else tiles.average()
+            flat = flatten_spectrum(spec, px, k_lo)
+            prof = rotational_average(flat, px, k_lo, k_hi)
+            centre = search_centre if res is None else res.defocus
+            res = search_defocus(prof, optics, centre, half_range, stp, phases, minimum=1000.0)
+            if not sign:
+                break
+            ref = res.defocus
+        scores[sign] = res.score
+        if best is None or res.score > best[1].score:
+            best = (sign, res, flat)
+    sign, res1d, flat = best
+
+    # 2-D refinement, guarded by the 1-D answer
+    pixels = annulus_pixels(flat, px, k_lo, k_hi, d_min, optics)
+    refined = refine_2d(pixels, optics, res1d.defocus, res1d.phase_shift, fit_astigmatism=fit_astigmatism,
+                        fit_phase_shift=fit_phase_shift, restraint=astigmatism_restraint,
+                        max_astigmatism=max_astigmatism)
+    ok = abs(refined.defocus - res1d.defocus) <= MAX_2D_SHIFT and math.isfinite(refined.score)
+    if not ok:
+        refined = Refined(res1d.defocus, 0.0, 0.0, res1d.phase_shift, float("nan"))
+        from tiltflow.ctffit.refine import score_2d
+
+        refined.score = float(score_2d(pixels, refined.defocus, 0.0, 0.0, optics, refined.phase_shift))
+    profile = fit_profile(flat, px, refined.defocus, refined.ax, refined.ay, refined.phase_shift, optics, k_lo)
+    u, v, angle = to_relion(refined.defocus, refined.ax, refined.ay)
+    return CtfFit(
+        defocus_u=u, defocus_v=v, defocus_angle=angle,
+        phase_shift=math.degrees(refined.phase_shift) % 180.0 if fit_phase_shift else phase_shift,
+        score=refined.score, resolution=profile.resolution,
+        defocus_1d=res1d.defocus, score_1d=res1d.score, refined_2d=ok,
+        gradient_sign=sign, gradient_scores=scores,
+        pixel_size=px, res_min=res_min, res_max=res_max, iciness=tiles.iciness,
+        spectrum=flat, profile=profile,
+    )
+
+
+def _phase_grid(fit_phase_shift: bool, phase_shift_deg: float) -> tuple[float, ...]:
+    """Phase shifts (rad) scanned by the 1-D search: 0-175 deg in 5 deg steps when fitted, else the fixed one."""
+    if not fit_phase_shift:
+        return (math.radians(phase_shift_deg),)
+    return tuple(math.radians(5.0 * i) for i in range(36))

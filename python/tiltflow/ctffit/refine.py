@@ -1,0 +1,157 @@
+"""2-D refinement of defocus, astigmatism (and phase shift) against the whole spectrum.
+
+Why a coarse astigmatism grid before the gradient steps: the score is flat in the astigmatism vector at
+zero, and an astigmatism of a few hundred A already moves the outer rings by a full period, so a
+gradient method started at zero astigmatism can stop in a wrong basin. A small grid over magnitude and
+azimuth (at the 1-D defocus) picks the basin; L-BFGS with autograd then refines (defocus, ax, ay[, phase])
+to well under the grid spacing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tiltflow.ctffit.background import Background, bspline_basis, ring_basis_size
+from tiltflow.ctffit.model import Optics, ctf_squared
+from tiltflow.ctffit.search import widest_ring_period_k2
+from tiltflow.ctffit.spectrum import frequency_grid
+
+#: weight of the astigmatism restraint: score - RESTRAINT_WEIGHT * 0.5 * (|U - V| / tolerance)^2
+RESTRAINT_WEIGHT = 0.002
+
+
+@dataclass
+class Pixels2D:
+    """The spectrum's pixels in the fitting annulus (one half-plane: the other is its Friedel mate)."""
+
+    k2: object
+    cos2: object
+    sin2: object
+    value: object  # flattened spectrum with the smooth background projected out
+    background: Background
+
+
+def annulus_pixels(flat_spectrum, pixel_size: float, k_lo: float, k_hi: float, defocus_min: float,
+                   optics: Optics) -> Pixels2D:
+    """Select the annulus and remove a smooth background that may vary with azimuth (cos/sin 2phi terms).
+
+    The azimuthal terms absorb anisotropic backgrounds (drift, a tilted specimen's uneven envelope)
+    without being able to imitate astigmatism, which moves rings rather than changing their level.
+    """
+    import torch
+
+    box = flat_spectrum.shape[-1]
+    kx, ky = frequency_grid(box, pixel_size, flat_spectrum.device)
+    k2 = kx * kx + ky * ky
+    half = (ky > 0) | ((ky == 0) & (kx > 0))
+    keep = half & (k2 >= k_lo * k_lo) & (k2 <= k_hi * k_hi)
+    k2v = k2[keep]
+    phi = torch.atan2(ky[keep], kx[keep])
+    cos2, sin2 = torch.cos(2 * phi), torch.sin(2 * phi)
+    lo, hi = k_lo * k_lo, k_hi * k_hi
+    n = ring_basis_size(hi - lo, widest_ring_period_k2(defocus_min, optics))
+    radial = bspline_basis(k2v.double(), n, lo, hi).float()
+    basis = torch.cat([radial, radial * cos2[:, None], radial * sin2[:, None]], dim=1)
+    bg = Background(basis)
+    return Pixels2D(k2=k2v, cos2=cos2, sin2=sin2, value=bg.residual(flat_spectrum[keep]), background=bg)
+
+
+def score_2d(px: Pixels2D, defocus, ax, ay, optics: Optics, phase_shift=0.0):
+    """Normalised correlation of the background-free spectrum with background-free CTF^2 (batched)."""
+    model = ctf_squared(px.k2, px.cos2, px.sin2, defocus, ax, ay, optics, phase_shift)
+    m = px.background.residual(model)
+    y = px.value
+    return (m * y).sum(-1) / (m.norm(dim=-1) * y.norm() + 1e-30)
+
+
+@dataclass
+class Refined:
+    """Refined parameters: mean defocus, astigmatism vector (A), phase shift (rad) and the score."""
+
+    defocus: float
+    ax: float
+    ay: float
+    phase_shift: float
+    score: float
+
+
+def _penalty(ax, ay, restraint: float | None):
+    if not restraint or restraint <= 0:
+        return 0.0
+    full = 2 * (ax * ax + ay * ay + 1e-12) ** 0.5  # |U - V|
+    return RESTRAINT_WEIGHT * 0.5 * (full / restraint) ** 2
+
+
+def astigmatism_grid(px: Pixels2D, defocus: float, optics: Optics, phase_shift: float,
+                     max_astigmatism: float, n_angles: int = 12) -> tuple[float, float, float]:
+    """Best (ax, ay) on a grid of |U - V| up to ``max_astigmatism`` (A) and 12 azimuths, at fixed defocus."""
+    import torch
+
+    mags = [m for m in (100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000) if m <= max_astigmatism]
+    cands = [(0.0, 0.0)]
+    for m in mags:
+        for i in range(n_angles):
+            a = math.pi * i / n_angles * 2  # 2 * azimuth, azimuth in [0, 180)
+            cands.append((0.5 * m * math.cos(a), 0.5 * m * math.sin(a)))
+    ax = torch.tensor([c[0] for c in cands], dtype=torch.float32, device=px.k2.device)[:, None]
+    ay = torch.tensor([c[1] for c in cands], dtype=torch.float32, device=px.k2.device)[:, None]
+    s = score_2d(px, defocus, ax, ay, optics, phase_shift)
+    best = int(torch.argmax(s))
+    return float(ax[best, 0]), float(ay[best, 0]), float(s[best])
+
+
+def refine_2d(
+    px: Pixels2D,
+    optics: Optics,
+    defocus: float,
+    phase_shift: float = 0.0,
+    fit_astigmatism: bool = True,
+    fit_phase_shift: bool = False,
+    restraint: float | None = None,
+    max_astigmatism: float = 3000.0,
+    start_astigmatism: tuple[float, float] | None = None,
+) -> Refined:
+    """Refine from the 1-D result; returns the best of the refined and the starting point."""
+    import torch
+
+    if start_astigmatism is not None:
+        ax0, ay0 = start_astigmatism
+    elif fit_astigmatism:
+        ax0, ay0, _ = astigmatism_grid(px, defocus, optics, phase_shift, max_astigmatism)
+    else:
+        ax0, ay0 = 0.0, 0.0
+    scale = 1000.0  # optimise in um-sized units so all parameters are of order one
+    p = torch.tensor([defocus / scale, ax0 / scale, ay0 / scale, phase_shift], dtype=torch.float64,
+                     device=px.k2.device, requires_grad=True)
+    free = torch.tensor([1.0, float(fit_astigmatism), float(fit_astigmatism), float(fit_phase_shift)],
+                        dtype=torch.float64, device=px.k2.device)
+    fixed = p.detach().clone()
+
+    def params():
+        q = fixed + (p - fixed) * free
+        return q[0] * scale, q[1] * scale, q[2] * scale, q[3]
+
+    def objective():
+        d, ax, ay, ps = params()
+        return -(score_2d(px, d.float(), ax.float(), ay.float(), optics, ps.float()) - _penalty(ax, ay, restraint))
+
+    start = -float(objective())
+    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=60, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        end = -float(objective())
+        d, ax, ay, ps = (float(v) for v in params())
+    if not math.isfinite(end) or end < start:
+        d, ax, ay, ps = defocus, ax0, ay0, phase_shift
+    with torch.no_grad():
+        s = float(score_2d(px, d, ax, ay, optics, ps))
+    return Refined(defocus=d, ax=ax, ay=ay, phase_shift=ps, score=s)

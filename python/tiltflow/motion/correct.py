@@ -1,0 +1,216 @@
+"""Motion-correct one movie: frames -> gain, defects -> global (+ local) alignment -> sums and trajectory.
+
+The order is MotionCor2's and RELION's: gain correction; hot pixels (RELION's rule: above mean + 6 sd in the
+unaligned sum, or zero in the gain) replaced by the frame's mean so a static defect cannot pull the
+alignment to zero shift; global alignment on a Fourier-cropped copy; smoothing; optional patch alignment
+and the polynomial field; summation at full size with dose weighting and Fourier binning; the spectrum
+thumbnail from the unweighted sum.
+
+Memory: the gain-corrected frames' spectra are kept when they fit in ``memory_gb`` (default 4 GB, half the
+free memory on a GPU), otherwise frames are read again from the movie for every pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tiltflow.errors import TiltflowError
+from tiltflow.motion import apply, doseweight, estimate, fourier, local, spectrum, trajectory
+
+log = logging.getLogger("tiltflow.motion")
+
+HOT_PIXEL_SIGMA = 6.0  # RELION's hotpixel_sigma
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """How to correct a movie (the built-in backend's options)."""
+
+    throw: int = 0  # frames left out at the start
+    trunc: int = 0  # frames left out at the end
+    bin_factor: float = 1.0  # Fourier binning of the output
+    patches: tuple[int, int] = (1, 1)  # x, y; fewer than 2x2 = global only
+    even_odd: bool = True
+    bfactor: float = 500.0  # px^2, global alignment (MotionCor2 -Bft default)
+    bfactor_local: float = 500.0
+    group: int = 1  # frames per group for the global alignment
+    max_shift: float = 80.0  # px
+    smooth: bool = True
+    fix_hot_pixels: bool = True
+    memory_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Dose per movie frame (e/A^2), the tilt's pre-exposure (e/A^2) and the voltage, for dose weighting."""
+
+    dose_per_frame: float
+    pre_exposure: float
+    kv: float = 300.0
+
+
+@dataclass
+class MotionResult:
+    """Everything one movie produced."""
+
+    trajectory: trajectory.Trajectory
+    sums: apply.Sums
+    spectrum: spectrum.Spectrum
+    pixel_size: float  # of the output images (movie pixel x binning)
+    local_model: local.LocalModel | None
+    alignment: estimate.AlignResult
+    hot_pixels: int
+    report: list[str] = field(default_factory=list)
+
+
+def correct_movie(movie, *, pixel_size: float, gain: np.ndarray | None = None,
+                  settings: MotionSettings = MotionSettings(), exposure: Exposure | None = None,
+                  device=None, label: str = "movie") -> MotionResult:
+    """Correct ``movie`` (a :class:`tiltflow.io.movies.Movie`); dose-weight when ``exposure`` is given.
+
+    ``label`` names the tilt in errors and the report.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    n = movie.n_frames
+    first, stop = settings.throw, n - settings.trunc
+    if settings.throw < 0 or settings.trunc < 0 or stop - first < 2:
+        raise TiltflowError(f"{label}: {n} frames, --throw {settings.throw} --trunc {settings.trunc} leave "
+                            f"{max(stop - first, 0)}; at least 2 are needed", movie.path)
+    shape = tuple(movie.shape)
+    if gain is not None and tuple(gain.shape) != shape:
+        raise TiltflowError(f"{label}: movie frames are {shape[1]}x{shape[0]} but the gain reference is "
+                            f"{gain.shape[1]}x{gain.shape[0]} (wrong gain, or it needs rotating/flipping)",
+                            movie.path)
+    report = [f"movie {movie.path} ({n} frames of {shape[1]}x{shape[0]}, {movie.dtype}), frames used "
+              f"{first + 1}-{stop}"]
+    frames = _FrameSource(movie, range(first, stop), gain, dev, settings, label)
+    report.append(f"hot pixels replaced: {frames.n_hot}; frame spectra kept in memory: {frames.cached}")
+
+    # global alignment on a Fourier-cropped copy
+    use_local = settings.patches[0] * settings.patches[1] >= 4
+    b_min = min(settings.bfactor, settings.bfactor_local) if use_local else settings.bfactor
+    wshape = estimate.working_shape(shape, b_min)
+    small = torch.stack([fourier.crop(frames.spectrum(k), shape, wshape) for k in range(frames.n)])
+    small_real = torch.fft.irfft2(small, s=wshape)
+    params = estimate.AlignParams(bfactor=settings.bfactor, max_shift=settings.max_shift, group=settings.group)
+    res = estimate.align(estimate.prepare(small_real), wshape, shape, params)
+    shifts = res.shifts
+    lam = 0.0
+    if settings.smooth:
+        shifts, lam = trajectory.smooth(shifts)
+    report.append(f"global alignment at {wshape[1]}x{wshape[0]}: {res.iterations} iterations, "
+                  f"{'converged' if res.converged else 'NOT converged'}, smoothing lambda {lam:.3g}")
+    if not res.converged:
+        log.warning("%s: global alignment did not converge in %d iterations (last update %.3f px)",
+                    label, res.iterations, res.history[-1] if res.history else float("nan"))
+
+    # local motion on the globally aligned copy
+    model = None
+    if use_local:
+        aligned = torch.fft.irfft2(fourier.shift(small, torch.as_tensor(shifts - shifts[0], dtype=torch.float32),
+                                                 shape, wshape), s=wshape)
+        lparams = local.LocalParams(patches=tuple(settings.patches), bfactor=settings.bfactor_local)
+        model = local.estimate_local(aligned, shape, lparams)
+        report.append(f"local motion {settings.patches[0]}x{settings.patches[1]} patches: " + (
+            f"{model.n_patches} used, polynomial fit RMSD {model.rmsd:.3f} px" if model else "skipped"))
+    del small, small_real
+    traj = trajectory.Trajectory.from_used(shifts, n, first, model.coeffs if model else None)
+
+    # summation at full size
+    out_shape = apply.binned_shape(shape, settings.bin_factor)
+    exposures = None
+    if exposure is not None:
+        exposures = doseweight.frame_exposures(n, exposure.dose_per_frame, exposure.pre_exposure)
+    summer = apply.FrameSummer(shape, out_shape, pixel_size, exposures=exposures,
+                               kv=exposure.kv if exposure else 300.0, halves=settings.even_odd,
+                               local_coeffs=model.coeffs if model else None, device=dev)
+    for k in range(frames.n):
+        i = first + k
+        summer.add(frames.spectrum(k), i, traj.shifts[i], float(k))
+    sums = summer.result()
+    plain = torch.fft.irfft2(sums.plain_spectrum, s=shape)
+    spec = spectrum.amplitude_spectrum(plain, pixel_size)
+    out_pixel = pixel_size * settings.bin_factor
+    report.append(f"output {out_shape[1]}x{out_shape[0]} at {out_pixel:.4f} A/px"
+                  + (f", dose-weighted ({exposure.dose_per_frame:.4g} e/A^2 per frame, pre-exposure "
+                     f"{exposure.pre_exposure:.4g})" if exposure else "") + f"; {time.perf_counter() - t0:.1f} s")
+    return MotionResult(traj, sums, spec, out_pixel, model, res, frames.n_hot, report)
+
+
+class _FrameSource:
+    """Gain-corrected, defect-fixed frames of the used range as full-size spectra (cached if they fit)."""
+
+    def __init__(self, movie, indices: range, gain, device, settings: MotionSettings, label: str):
+        import torch
+
+        self.movie, self.indices, self.device, self.label = movie, indices, device, label
+        self.n = len(indices)
+        self.gain = None if gain is None else torch.as_tensor(np.asarray(gain, np.float32), device=device)
+        h, w = movie.shape
+        budget = _memory_budget(settings.memory_gb, device)
+        self.cached = self.n * h * (w // 2 + 1) * 8 <= budget
+        self._cache: list = [None] * self.n
+        total = torch.zeros(h, w, dtype=torch.float64, device=device)
+        for k in range(self.n):
+            fr = self._read(k)
+            total += fr
+            if self.cached:
+                self._cache[k] = fr
+        self.mask = None
+        self.n_hot = 0
+        if settings.fix_hot_pixels:
+            mean, sd = float(total.mean()), float(total.std())
+            bad = total > mean + HOT_PIXEL_SIGMA * sd
+            if self.gain is not None:
+                bad |= self.gain == 0
+            self.n_hot = int(bad.sum())
+            if self.n_hot:
+                self.mask = bad
+        if self.cached:
+            for k in range(self.n):
+                self._cache[k] = torch.fft.rfft2(self._fix(self._cache[k]))
+
+    def _read(self, k: int):
+        import torch
+
+        i = self.indices[k]
+        arr = self.movie.frame(i)
+        fr = torch.as_tensor(np.asarray(arr, dtype=np.float32), device=self.device)
+        if self.gain is not None:
+            fr = fr * self.gain
+        if not bool(torch.isfinite(fr).all()):
+            raise TiltflowError(f"{self.label}: frame {i + 1} has NaN or infinite values (corrupt frame or gain)",
+                                self.movie.path)
+        return fr
+
+    def _fix(self, fr):
+        if self.mask is None:
+            return fr
+        good_mean = fr[~self.mask].mean()
+        return fr.masked_fill(self.mask, float(good_mean))
+
+    def spectrum(self, k: int):
+        """Full-size rfft2 of used frame ``k`` (0-based within the used range)."""
+        import torch
+
+        if self.cached:
+            return self._cache[k]
+        return torch.fft.rfft2(self._fix(self._read(k)))
+
+
+def _memory_budget(memory_gb: float | None, device) -> float:
+    if memory_gb is not None:
+        return memory_gb * 1e9
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return 0.5 * free
+    return 4e9

@@ -1,0 +1,319 @@
+"""``tiltflow reconstruct``: tomograms from the aligned stack, as RELION 5's ReconstructTomograms.
+
+Input: the align step's STAR file (rows = kept tilts in tilt-angle order = sections of ``tfStack``;
+``rlnTomoXTilt/YTilt/ZRot/X,YShiftAngst``). Outputs in ``<outdir>/<name>/``:
+
+- ``rec_<name>.mrc``: volume[z, y, x] (x fastest, z slowest, as IMOD and RELION read it), pixel size
+  in the header, contrast as in the images (dark = dense), each tilt normalised to zero mean;
+- ``rec_<name>_half1.mrc``/``_half2.mrc`` from the even/odd stacks (RELION's split tomograms);
+- the STAR file with ``rlnTomoReconstructedTomogram`` (+ ``Half1/Half2``), ``rlnTomoSizeX/Y/Z``
+  (bin-1 pixels), ``rlnTomoTomogramBinning`` and per tilt ``rlnCtfScalefactor`` (cos tilt if absent).
+
+Geometry, exactly as RELION: a tomogram voxel ``i`` sits at bin-1 position ``B * i`` with
+``B = SizeX / (binned width)`` (so, as in RELION, the binning may be non-integer and the pixel size
+is the requested one up to the even-box rounding), and both centres are ``int(size/2)`` in bin-1
+pixels. Stack pixel ``j`` of a stack average-binned by ``b`` (``tfStackBinning``) covers bin-1
+pixels from ``o + j*b`` with ``o = (N % b) // 2``. The images are Fourier-cropped to about the
+target pixel and the projector's ``image_scale``/``image_center`` carry the exact mapping.
+
+Memory: the binned images, plus one z-slab on the device; the tomogram is written slab by slab into
+a memory-mapped temporary MRC that is renamed when complete (SIRT keeps its volume in host memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tiltflow import star
+from tiltflow.alignment import TiltSeriesAlignment
+from tiltflow.errors import TiltflowError
+from tiltflow.steps.common import execute_series_step
+
+log = logging.getLogger("tiltflow.reconstruct")
+
+TF_STACK = "tfStack"
+TF_STACK_EVEN = "tfStackEven"
+TF_STACK_ODD = "tfStackOdd"
+TF_STACK_BINNING = "tfStackBinning"
+TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
+
+METHODS = ("wbp", "sirtlike", "sirt")
+
+
+@dataclass
+class ReconstructOptions:
+    """What to reconstruct; defaults as RELION's GUI (10 A, 300 nm) and IMOD (Hann-apodised ramp)."""
+
+    pixel_size: float = 10.0  # A, target tomogram pixel
+    thickness_nm: float = 300.0
+    method: str = "wbp"  # wbp | sirtlike (WBP with the SIRT-like filter) | sirt
+    iterations: int = 20  # for sirt and sirtlike
+    halves: bool = True  # even/odd half tomograms when the stacks exist
+    slab: int = 64  # z-planes per slab
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class TomogramGrid:
+    """The tomogram's sampling: size in bin-1 pixels (RELION's rlnTomoSize) and binned voxels."""
+
+    size_bin1: tuple[int, int, int]  # x, y, z
+    shape: tuple[int, int, int]  # d, h, w of the binned volume
+    binning: float  # bin-1 pixels per voxel (rlnTomoTomogramBinning)
+    ts_pixel_size: float
+
+    @property
+    def pixel_size(self) -> float:
+        return self.binning * self.ts_pixel_size
+
+    @property
+    def center(self) -> tuple[float, float, float]:
+        """x, y, z centre in voxels: RELION's int(size/2) (bin-1) over the binning."""
+        return tuple(float(s // 2) / self.binning for s in self.size_bin1)  # type: ignore[return-value]
+
+
+def make_grid(image_size_bin1: tuple[int, int], ts_pixel_size: float, target: float, thickness_nm: float) -> TomogramGrid:
+    """RELION's even-box tomogram for images of (x, y) bin-1 pixels at ``target`` A."""
+    from tiltflow.tomo.binning import binned_size
+
+    nx, ny = image_size_bin1
+    factor = target / ts_pixel_size
+    w = binned_size(nx, factor) if factor > 1 else nx
+    b = nx / w
+    h = max(2, int(round(ny / b / 2.0)) * 2)
+    size_z = max(1, int(round(thickness_nm * 10.0 / ts_pixel_size)))
+    d = max(2, int(round(size_z / b / 2.0)) * 2)
+    return TomogramGrid((nx, ny, size_z), (d, h, w), b, ts_pixel_size)
+
+
+def run(in_star: str | Path, outdir: str | Path, options: ReconstructOptions | None = None) -> Path:
+    """Reconstruct the series in ``in_star``; returns ``<outdir>/<name>/<name>.star``."""
+    opts = options or ReconstructOptions()
+    if opts.method not in METHODS:
+        raise TiltflowError(f"unknown method '{opts.method}' (choose {', '.join(METHODS)})")
+    if opts.pixel_size <= 0 or opts.thickness_nm <= 0:
+        raise TiltflowError("--pixel-size and --thickness must be positive")
+    if opts.slab < 1 or opts.iterations < 1:
+        raise TiltflowError("--slab and --iterations must be at least 1")
+    return execute_series_step("reconstruct", in_star, outdir, lambda ts, out: reconstruct_series(ts, out, opts))
+
+
+def reconstruct_series(
+    ts: star.TiltSeriesStar, out_dir: Path, opts: ReconstructOptions, root: str | Path = "."
+) -> star.TiltSeriesStar:
+    """Write the tomogram(s) of ``ts`` into ``out_dir``; return the series with RELION's columns."""
+    from tiltflow.device import device_name, get_device
+
+    root = Path(root)
+    where = ts.globals.get(star.TS_STAR_FILE)
+    for col in (star.Y_TILT, star.Z_ROT, star.X_SHIFT, star.Y_SHIFT):
+        if col not in ts.tilts:
+            raise TiltflowError(f"tilt series {ts.name} has no {col} column (run align first)", where)
+    if TF_STACK not in ts.globals or not ts.globals[TF_STACK]:
+        raise TiltflowError(f"tilt series {ts.name} has no tfStack (run stack and align first)", where)
+    ts_px = ts.pixel_size
+    stack_path = star.resolve(ts.globals[TF_STACK], root)
+    stack_px, stack_bin, (ns_x, ns_y) = _stack_header(ts, stack_path, ts_px)
+    n1 = _bin1_image_size(ts, root, ns_x, ns_y, stack_bin)
+    if opts.pixel_size < stack_px * 0.999:
+        raise TiltflowError(
+            f"tilt series {ts.name}: target pixel {opts.pixel_size:g} A is finer than the stack's "
+            f"{stack_px:g} A (re-run stack with a smaller --bin)", stack_path)
+    grid = make_grid(n1, ts_px, opts.pixel_size, opts.thickness_nm)
+    device = get_device(opts.device)
+    aln = TiltSeriesAlignment.from_star(ts.tilts, ts_px).rebinned(grid.pixel_size)
+    log.info("tilt series %s: %d tilts, stack %dx%d at %.3f A -> tomogram %dx%dx%d at %.3f A (binning %.4f), %s, %s",
+             ts.name, len(ts.tilts), ns_x, ns_y, stack_px, grid.shape[2], grid.shape[1], grid.shape[0],
+             grid.pixel_size, grid.binning, opts.method, device_name(device))
+
+    jobs = {star.TOMOGRAM: (stack_path, out_dir / f"rec_{ts.name}.mrc")}
+    even, odd = ts.globals.get(TF_STACK_EVEN), ts.globals.get(TF_STACK_ODD)
+    if opts.halves and even and odd:
+        jobs[star.TOMOGRAM_HALF1] = (star.resolve(even, root), out_dir / f"rec_{ts.name}_half1.mrc")
+        jobs[star.TOMOGRAM_HALF2] = (star.resolve(odd, root), out_dir / f"rec_{ts.name}_half2.mrc")
+        for src, _ in list(jobs.values())[1:]:
+            _stack_header(ts, src, ts_px, expect=(ns_x, ns_y))
+    elif opts.halves and (even or odd):
+        log.warning("tilt series %s has only one of tfStackEven/tfStackOdd: no half tomograms", ts.name)
+
+    scale = None
+    new = ts.copy()
+    for col, (src, target) in jobs.items():
+        t0 = time.perf_counter()
+        images, setup = _load(ts, src, aln, grid, stack_bin, (ns_x, ns_y), n1, device)
+        if scale is None:  # one intensity scale for the full tomogram and its halves
+            scale = float(images.std()) or 1.0
+        images /= scale
+        _write_tomogram(images, setup, grid, opts, target)
+        new.globals[col] = _rel(target, root)
+        log.info("wrote %s in %.1f s", target, time.perf_counter() - t0)
+
+    g = new.globals
+    g[star.TOMO_SIZE_X], g[star.TOMO_SIZE_Y], g[star.TOMO_SIZE_Z] = grid.size_bin1
+    g[star.TOMO_BINNING] = round(grid.binning, 6)
+    for col in (star.TOMOGRAM_HALF1, star.TOMOGRAM_HALF2):
+        if col not in jobs:
+            g.pop(col, None)
+    if star.CTF_SCALE not in new.tilts:
+        new.tilts[star.CTF_SCALE] = np.cos(np.deg2rad(new.tilts[star.Y_TILT].to_numpy(float)))
+    return new
+
+
+# --- input ---------------------------------------------------------------------------------------
+def _stack_header(ts: star.TiltSeriesStar, path: Path, ts_px: float, expect=None) -> tuple[float, int, tuple[int, int]]:
+    """(pixel size, integer binning, (nx, ny)) of a stack, checked against the STAR table."""
+    import mrcfile
+
+    if not path.is_file():
+        raise TiltflowError(f"tilt series {ts.name}: stack not found", path)
+    try:
+        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
+            if mrc.data is None:
+                raise TiltflowError(f"tilt series {ts.name}: stack has no readable data", path)
+            shape = mrc.data.shape
+            header_px = float(mrc.voxel_size.x)
+    except TiltflowError:
+        raise
+    except Exception as exc:
+        raise TiltflowError(f"tilt series {ts.name}: not a readable MRC stack ({exc})", path) from exc
+    if len(shape) == 2:
+        shape = (1,) + tuple(shape)
+    n = len(ts.tilts)
+    if len(shape) != 3 or shape[0] != n:
+        raise TiltflowError(
+            f"tilt series {ts.name}: stack has {shape[0] if len(shape) == 3 else '?'} sections but the STAR "
+            f"table has {n} tilts (rows must be the stack's sections in order)", path)
+    nx, ny = int(shape[2]), int(shape[1])
+    if expect is not None and (nx, ny) != tuple(expect):
+        raise TiltflowError(f"tilt series {ts.name}: half stack is {nx}x{ny}, expected {expect[0]}x{expect[1]}", path)
+    stack_px = float(ts.globals.get(TF_STACK_PIXEL_SIZE) or 0) or (header_px if header_px > 0 else ts_px)
+    b = ts.globals.get(TF_STACK_BINNING)
+    b = int(round(float(b))) if b else max(1, int(round(stack_px / ts_px)))
+    if abs(stack_px - b * ts_px) > 1e-3 * stack_px:
+        raise TiltflowError(
+            f"tilt series {ts.name}: stack pixel {stack_px:g} A is not {b} x the tilt-series pixel {ts_px:g} A", path)
+    return stack_px, b, (nx, ny)
+
+
+def _bin1_image_size(ts: star.TiltSeriesStar, root: Path, ns_x: int, ns_y: int, b: int) -> tuple[int, int]:
+    """Bin-1 micrograph size: read from a micrograph header when present, else stack size x binning."""
+    if b == 1:
+        return ns_x, ns_y
+    if star.MICROGRAPH in ts.tilts and len(ts.tilts):
+        p = star.resolve(str(ts.tilts[star.MICROGRAPH].iloc[0]), root)
+        if p.is_file():
+            import mrcfile
+
+            try:
+                with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
+                    ny, nx = mrc.data.shape[-2:]
+                if nx // b == ns_x and ny // b == ns_y:
+                    return int(nx), int(ny)
+            except Exception:  # fall back to the stack's size
+                pass
+    return ns_x * b, ns_y * b
+
+
+def _load(ts, src: Path, aln: TiltSeriesAlignment, grid: TomogramGrid, b: int, ns: tuple[int, int],
+          n1: tuple[int, int], device):
+    """Binned, zero-mean images on ``device`` and the exact projection setup for them."""
+    import mrcfile
+    import torch
+
+    from tiltflow.tomo.binning import fourier_crop
+    from tiltflow.tomo.projector import ProjectionSetup
+
+    ns_x, ns_y = ns
+    # binned image size: the stack Fourier-cropped to about the tomogram's pixel
+    f = grid.binning / b
+    m_x, m_y = (min(ns_x, max(2, int(round(ns_x / f)))), min(ns_y, max(2, int(round(ns_y / f)))))
+    with mrcfile.mmap(src, mode="r", permissive=True) as mrc:
+        data = mrc.data.reshape(-1, ns_y, ns_x)
+        imgs = torch.empty((data.shape[0], m_y, m_x), dtype=torch.float32, device=device)
+        for i in range(data.shape[0]):  # one image at a time: a full-size stack never sits in memory
+            img = torch.from_numpy(np.asarray(data[i], dtype=np.float32)).to(device)
+            if not torch.isfinite(img).all():
+                raise TiltflowError(f"tilt series {ts.name}: section {i} of the stack has NaN/inf values", src)
+            imgs[i] = fourier_crop(img[None], (m_y, m_x))[0]
+    imgs -= imgs.mean(dim=(1, 2), keepdim=True)
+    # image index k <-> bin-1 position o + (b-1)/2 + k * (ns * b / m)
+    o = np.array([(n1[0] % b) // 2, (n1[1] % b) // 2], float) + (b - 1) / 2.0
+    step = np.array([ns_x * b / m_x, ns_y * b / m_y])
+    scale = grid.binning / step
+    c_img = (np.array([n1[0] // 2, n1[1] // 2], float) - o) / grid.binning
+    setup = ProjectionSetup(aln, grid.shape, (m_y, m_x), volume_center=grid.center,
+                            image_center=tuple(c_img), image_scale=tuple(scale))
+    return imgs, setup
+
+
+# --- output --------------------------------------------------------------------------------------
+def _write_tomogram(images, setup, grid: TomogramGrid, opts: ReconstructOptions, target: Path) -> None:
+    """Reconstruct slab by slab into a memory-mapped temporary MRC, renamed when complete."""
+    import mrcfile
+
+    from tiltflow.atomic import atomic_path
+    from tiltflow.tomo.filters import FilterSettings
+
+    stats = _Stats()
+    with atomic_path(target) as tmp:
+        with mrcfile.new_mmap(tmp, shape=grid.shape, mrc_mode=2, overwrite=True) as mrc:
+            for z0, z1, slab in _slabs(images, setup, opts, FilterSettings):
+                arr = slab.detach().cpu().numpy()
+                mrc.data[z0:z1] = arr
+                stats.add(arr)
+            mrc.voxel_size = float(grid.pixel_size)
+            h = mrc.header
+            h.dmin, h.dmax, h.dmean, h.rms = stats.result()
+            mrc.add_label(f"tiltflow reconstruct {opts.method}, binning {grid.binning:.4f}")
+
+
+def _slabs(images, setup, opts: ReconstructOptions, settings_cls):
+    from tiltflow.tomo.wbp import wbp_slabs
+
+    if opts.method == "sirt":
+        import torch
+
+        from tiltflow.tomo.sirt import sirt
+
+        big = math.prod(setup.volume_shape) > 2**27  # > 512 MB: keep the volume in host memory
+        vol = sirt(images, setup, iterations=opts.iterations, slab=opts.slab,
+                   store=torch.device("cpu") if big else None,
+                   progress=lambda i, r: log.info("SIRT iteration %d: residual %.4f", i + 1, r))
+        d = setup.volume_shape[0]
+        for z0 in range(0, d, opts.slab):
+            yield z0, min(d, z0 + opts.slab), vol[z0 : z0 + opts.slab]
+        return
+    settings = settings_cls(sirt_iterations=opts.iterations if opts.method == "sirtlike" else 0)
+    yield from wbp_slabs(images, setup, settings, slab=opts.slab)
+
+
+class _Stats:
+    """Header statistics accumulated slab by slab (the whole volume is never in memory)."""
+
+    def __init__(self) -> None:
+        self.n, self.s, self.s2, self.lo, self.hi = 0, 0.0, 0.0, math.inf, -math.inf
+
+    def add(self, a: np.ndarray) -> None:
+        self.n += a.size
+        self.s += float(a.sum(dtype=np.float64))
+        self.s2 += float(np.square(a, dtype=np.float64).sum())
+        self.lo, self.hi = min(self.lo, float(a.min())), max(self.hi, float(a.max()))
+
+    def result(self) -> tuple[float, float, float, float]:
+        mean = self.s / max(self.n, 1)
+        return self.lo, self.hi, mean, math.sqrt(max(self.s2 / max(self.n, 1) - mean * mean, 0.0))
+
+
+def _rel(path: Path, root: Path) -> str:
+    import os
+
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:
+        return str(path)

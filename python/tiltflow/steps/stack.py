@@ -1,0 +1,338 @@
+"""``tiltflow stack``: one MRC stack per tilt series, ordered by tilt angle, excluded tilts left out.
+
+Outputs in ``<outdir>/<name>/`` (what IMOD, AreTomo and RELION users expect to find):
+
+- ``<name>.mrc`` (+ ``<name>_EVN.mrc``/``<name>_ODD.mrc`` when every tilt has even/odd sums);
+- ``<name>.rawtlt`` (nominal angles) and ``<name>.tlt`` (refined angles when known, else nominal);
+- ``<name>.mdoc``: one ``[ZValue]`` per image with angle, dose, pre-exposure and source micrograph;
+- ``<name>.filelist``: IMOD's file of inputs (paths relative to that folder), so ``newstack`` rebuilds it;
+- ``<name>.star``: rows sorted by tilt angle (row i = section i), excluded rows dropped as RELION's
+  ExcludeTiltImages does; globals ``tfStack``/``tfStackEven``/``tfStackOdd``/``tfStackBinning``/
+  ``tfStackPixelSize``. ``rlnTomoTiltSeriesPixelSize`` stays the unbinned micrograph pixel.
+
+Binning averages ``N x N`` pixel blocks (newstack ``-bin``); when the size is not a multiple of N the
+central part is used. Images are streamed one at a time into a memory-mapped temporary file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tiltflow import star
+from tiltflow.atomic import atomic_path
+from tiltflow.errors import TiltflowError
+from tiltflow.steps.common import execute_series_step
+
+log = logging.getLogger("tiltflow.stack")
+
+TF_DOSE = "tfDose"
+TF_EXCLUDED = "tfExcluded"
+TF_EXCLUDE_REASON = "tfExcludeReason"
+TF_STACK = "tfStack"
+TF_STACK_EVEN = "tfStackEven"
+TF_STACK_ODD = "tfStackOdd"
+TF_STACK_BINNING = "tfStackBinning"
+TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
+
+BACKENDS = ("builtin", "imod")
+
+
+@dataclass
+class StackOptions:
+    """How to build the stack; ``min_tilts`` guards against aligning a handful of images."""
+
+    backend: str = "builtin"
+    executable: str | None = None
+    binning: int = 1
+    min_tilts: int = 5
+
+
+@dataclass
+class _Image:
+    path: Path
+    shape: tuple[int, int]  # (ny, nx)
+    dtype: np.dtype
+
+
+def run(in_star: str | Path, outdir: str | Path, options: StackOptions | None = None) -> Path:
+    """Build the stack for the series in ``in_star``; returns ``<outdir>/<name>/<name>.star``."""
+    opts = options or StackOptions()
+    if opts.backend not in BACKENDS:
+        raise TiltflowError(f"unknown stack backend '{opts.backend}' (choose {', '.join(BACKENDS)})")
+    if opts.binning < 1:
+        raise TiltflowError(f"--bin must be a positive integer, got {opts.binning}")
+    return execute_series_step("stack", in_star, outdir, lambda ts, out: make_stack(ts, out, opts))
+
+
+def make_stack(ts: star.TiltSeriesStar, out_dir: Path, opts: StackOptions, root: str | Path = ".") -> star.TiltSeriesStar:
+    """Write the stack files of ``ts`` into ``out_dir``; return the series with sorted, kept rows."""
+    root = Path(root)
+    tilts = _kept_sorted(ts, opts.min_tilts)
+    images = _inspect_images(ts.name, tilts, star.MICROGRAPH, root)
+    halves = _halves(ts.name, tilts, root)
+    ps = ts.pixel_size
+    b = int(opts.binning)
+    name = ts.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    stack_paths = {"": out_dir / f"{name}.mrc"}
+    if halves:
+        stack_paths["_EVN"] = out_dir / f"{name}_EVN.mrc"
+        stack_paths["_ODD"] = out_dir / f"{name}_ODD.mrc"
+    column = {"": star.MICROGRAPH, "_EVN": star.MICROGRAPH_EVEN, "_ODD": star.MICROGRAPH_ODD}
+    axis = _nominal_axis(tilts)
+
+    filelist = out_dir / f"{name}.filelist"
+    _write_filelist(filelist, [im.path for im in images], out_dir)
+    for suffix, target in stack_paths.items():
+        ims = images if suffix == "" else halves[suffix]
+        if opts.backend == "imod":
+            lst = filelist if suffix == "" else out_dir / f"{name}{suffix}.filelist"
+            if suffix:
+                _write_filelist(lst, [im.path for im in ims], out_dir)
+            _stack_with_newstack(opts.executable, lst, target, ims, b, ps, axis)
+        else:
+            _stack_builtin(ims, target, b, ps, axis)
+        log.info("wrote %s: %d images from %s, bin %d, %.3f A/px", target, len(ims), column[suffix], b, ps * b)
+
+    from tiltflow.io.imodfiles import write_tilt_angles
+
+    nominal = tilts[star.NOMINAL_TILT].to_numpy(float)
+    refined = tilts[star.Y_TILT].to_numpy(float) if star.Y_TILT in tilts else nominal
+    write_tilt_angles(out_dir / f"{name}.rawtlt", nominal)
+    write_tilt_angles(out_dir / f"{name}.tlt", refined)
+    _write_stack_mdoc(out_dir / f"{name}.mdoc", name, tilts, images[0].shape, b, ps, axis)
+
+    new = star.TiltSeriesStar(name, dict(ts.globals), tilts)
+    for key in (TF_STACK_EVEN, TF_STACK_ODD):
+        new.globals.pop(key, None)
+    new.globals[TF_STACK] = _rel(stack_paths[""], root)
+    if halves:
+        new.globals[TF_STACK_EVEN] = _rel(stack_paths["_EVN"], root)
+        new.globals[TF_STACK_ODD] = _rel(stack_paths["_ODD"], root)
+    new.globals[TF_STACK_BINNING] = b
+    new.globals[TF_STACK_PIXEL_SIZE] = ps * b
+    return new
+
+
+# --- table ---------------------------------------------------------------------------------------
+def _kept_sorted(ts: star.TiltSeriesStar, min_tilts: int) -> pd.DataFrame:
+    tilts = ts.tilts
+    for col in (star.MICROGRAPH, star.NOMINAL_TILT):
+        if col not in tilts:
+            raise TiltflowError(f"tilt series {ts.name} has no {col} column (run motioncor first)",
+                                ts.globals.get(star.TS_STAR_FILE))
+    excluded = _excluded_mask(tilts)
+    for _, row in tilts[excluded].iterrows():
+        reason = row.get(TF_EXCLUDE_REASON, "") if TF_EXCLUDE_REASON in tilts else ""
+        log.info("left out %s (tilt %.2f): %s", row[star.MICROGRAPH], float(row[star.NOMINAL_TILT]),
+                 reason if isinstance(reason, str) and reason else "excluded")
+    kept = tilts[~excluded]
+    if len(kept) < min_tilts:
+        raise TiltflowError(
+            f"tilt series {ts.name} has {len(kept)} usable tilts of {len(tilts)} after exclusion; "
+            f"at least {min_tilts} are needed for a stack", ts.globals.get(star.TS_STAR_FILE))
+    angles = kept[star.NOMINAL_TILT].to_numpy(float)
+    if len(np.unique(np.round(angles, 3))) != len(angles):
+        log.warning("tilt series %s has repeated tilt angles; keeping acquisition order among them", ts.name)
+    return kept.iloc[np.argsort(angles, kind="stable")].reset_index(drop=True)
+
+
+def _excluded_mask(tilts: pd.DataFrame) -> np.ndarray:
+    if TF_EXCLUDED not in tilts:
+        return np.zeros(len(tilts), dtype=bool)
+
+    def truthy(v: object) -> bool:
+        if isinstance(v, str):
+            return v.strip().lower() in ("1", "true", "yes", "y")
+        try:
+            return bool(v) and not pd.isna(v)
+        except (TypeError, ValueError):
+            return False
+
+    return np.array([truthy(v) for v in tilts[TF_EXCLUDED]], dtype=bool)
+
+
+def _nominal_axis(tilts: pd.DataFrame) -> float | None:
+    if star.NOMINAL_AXIS in tilts:
+        vals = pd.to_numeric(tilts[star.NOMINAL_AXIS], errors="coerce").dropna()
+        if len(vals):
+            return float(vals.iloc[0])
+    return None
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return os.path.relpath(path, root)
+    except ValueError:  # other drive on Windows
+        return str(path)
+
+
+# --- images --------------------------------------------------------------------------------------
+def _inspect_images(name: str, tilts: pd.DataFrame, column: str, root: Path) -> list[_Image]:
+    """Header of every micrograph: exists, 2-D, and all of one shape (else a one-line error)."""
+    import mrcfile
+
+    out: list[_Image] = []
+    for ref in tilts[column]:
+        p = star.resolve(str(ref), root)
+        if not p.is_file():
+            raise TiltflowError(f"tilt series {name}: micrograph not found", p)
+        try:
+            with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
+                if mrc.data is None:
+                    raise TiltflowError(f"tilt series {name}: micrograph has no readable data", p)
+                shape = mrc.data.shape
+                dtype = mrc.data.dtype
+        except TiltflowError:
+            raise
+        except Exception as exc:
+            raise TiltflowError(f"tilt series {name}: not a readable MRC file ({exc})", p) from exc
+        if len(shape) == 3 and shape[0] == 1:
+            shape = shape[1:]
+        if len(shape) != 2:
+            raise TiltflowError(f"tilt series {name}: expected a single image, found shape {shape}", p)
+        im = _Image(p, (int(shape[0]), int(shape[1])), np.dtype(dtype))
+        if out and im.shape != out[0].shape:
+            raise TiltflowError(
+                f"tilt series {name}: image is {im.shape[1]}x{im.shape[0]} but {out[0].path.name} is "
+                f"{out[0].shape[1]}x{out[0].shape[0]}", p)
+        out.append(im)
+    return out
+
+
+def _halves(name: str, tilts: pd.DataFrame, root: Path) -> dict[str, list[_Image]]:
+    """Even/odd images when every kept tilt has both; otherwise none (with a warning if partial)."""
+    if star.MICROGRAPH_EVEN not in tilts or star.MICROGRAPH_ODD not in tilts:
+        return {}
+    cols = tilts[[star.MICROGRAPH_EVEN, star.MICROGRAPH_ODD]]
+    if cols.isna().any().any() or (cols.astype(str).apply(lambda s: s.str.strip()) == "").any().any():
+        log.warning("tilt series %s: some tilts lack even/odd sums; no _EVN/_ODD stacks", name)
+        return {}
+    even = _inspect_images(name, tilts, star.MICROGRAPH_EVEN, root)
+    odd = _inspect_images(name, tilts, star.MICROGRAPH_ODD, root)
+    return {"_EVN": even, "_ODD": odd}
+
+
+def bin_image(img: np.ndarray, b: int) -> np.ndarray:
+    """Average ``b x b`` blocks of the central ``(ny // b * b, nx // b * b)`` region (float32)."""
+    img = np.asarray(img, dtype=np.float32)
+    if b == 1:
+        return img
+    ny, nx = img.shape
+    oy, ox = (ny % b) // 2, (nx % b) // 2
+    my, mx = ny // b, nx // b
+    crop = img[oy:oy + my * b, ox:ox + mx * b]
+    return crop.reshape(my, b, mx, b).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
+
+
+def _out_dtype(images: list[_Image]) -> np.dtype:
+    dt = images[0].dtype
+    return np.dtype(np.float16) if dt == np.float16 and all(i.dtype == dt for i in images) else np.dtype(np.float32)
+
+
+def _stack_builtin(images: list[_Image], target: Path, b: int, ps: float, axis: float | None) -> None:
+    import mrcfile
+
+    ny, nx = images[0].shape
+    shape = (len(images), ny // b, nx // b)
+    dtype = _out_dtype(images)
+    mode = 12 if dtype == np.float16 else 2
+    with atomic_path(target) as tmp:
+        with mrcfile.new_mmap(tmp, shape=shape, mrc_mode=mode, overwrite=True) as out:
+            out.set_image_stack()
+            for i, im in enumerate(images):
+                with mrcfile.mmap(im.path, mode="r", permissive=True) as src:
+                    data = src.data.reshape(im.shape)
+                    out.data[i] = bin_image(data, b).astype(dtype, copy=False)
+            _finish_header(out, ps * b, axis, b)
+
+
+def _finish_header(mrc, pixel_size: float, axis: float | None, b: int) -> None:
+    """Pixel size, statistics and IMOD's title line (``alterheader -ti`` form) for the tilt axis."""
+    mrc.voxel_size = float(pixel_size)
+    mrc.update_header_stats()
+    if axis is not None:
+        mrc.add_label(f"Tilt axis angle = {axis:.2f}, binning = {b}")
+    mrc.add_label("tiltflow stack")
+
+
+def _stack_with_newstack(executable: str | None, filelist: Path, target: Path, images: list[_Image],
+                         b: int, ps: float, axis: float | None) -> None:
+    import mrcfile
+
+    from tiltflow.backends.imod import find_executable, run_newstack
+
+    exe = find_executable(executable, "newstack")
+    out_dir = target.parent
+    with atomic_path(target) as tmp:
+        run_newstack(exe, filelist.name, tmp.name, out_dir / f"{target.stem}_newstack.log", binning=b, cwd=out_dir,
+                     label=f"tilt series {target.stem}")
+        ny, nx = images[0].shape
+        expected = (len(images), ny // b, nx // b)
+        with mrcfile.open(tmp, mode="r+", permissive=True) as mrc:
+            got = tuple(int(v) for v in mrc.data.shape) if mrc.data is not None else None
+            if got is None or (got != expected and not (len(images) == 1 and got == expected[1:])):
+                raise TiltflowError(f"newstack wrote a stack of shape {got}, expected {expected}", target)
+            mrc.set_image_stack()
+            _finish_header(mrc, ps * b, axis, b)
+
+
+def _write_filelist(path: Path, images: list[Path], out_dir: Path) -> None:
+    from tiltflow.io.imodfiles import write_file_of_inputs
+
+    write_file_of_inputs(path, [_rel_to(p, out_dir) for p in images])
+
+
+def _rel_to(p: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(p.resolve(), base.resolve())
+    except ValueError:
+        return str(p.resolve())
+
+
+# --- mdoc ----------------------------------------------------------------------------------------
+def _write_stack_mdoc(path: Path, name: str, tilts: pd.DataFrame, shape: tuple[int, int], b: int, ps: float,
+                      axis: float | None) -> None:
+    """An mdoc in SerialEM's layout for the stack, so IMOD/AreTomo3/Warp users can read it."""
+    from tiltflow.metadata.mdoc import write_mdoc
+
+    ny, nx = shape
+    global_keys = {"PixelSpacing": round(ps * b, 6), "ImageFile": f"{name}.mrc", "ImageSize": [nx // b, ny // b],
+                   "DataMode": 2}
+    titles = ["tiltflow: tilt-angle ordered stack of motion-corrected images"]
+    if axis is not None:
+        titles.append(f"    Tilt axis angle = {axis:.2f}, binning = {b}")
+    sections = []
+    for i, (_, row) in enumerate(tilts.iterrows()):
+        keys: dict[str, object] = {"TiltAngle": float(row[star.NOMINAL_TILT])}
+        dose = _cell(row, TF_DOSE)
+        if dose is not None:
+            keys["ExposureDose"] = float(dose)
+        pre = _cell(row, star.PRE_EXPOSURE)
+        if pre is not None:
+            keys["PriorRecordDose"] = float(pre)
+        keys["PixelSpacing"] = round(ps * b, 6)
+        defocus = _cell(row, star.NOMINAL_DEFOCUS)
+        if defocus is not None:
+            keys["TargetDefocus"] = float(defocus)
+        movie = _cell(row, star.MOVIE)
+        if movie is not None:
+            keys["SubFramePath"] = str(movie)
+        keys["MicrographName"] = str(row[star.MICROGRAPH])
+        sections.append(("ZValue", i, keys))
+    write_mdoc(path, global_keys, titles, sections)
+
+
+def _cell(row: pd.Series, col: str) -> object | None:
+    """A cell, or None when the column is absent or the value missing."""
+    if col not in row.index:
+        return None
+    v = row[col]
+    return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v

@@ -1,0 +1,251 @@
+"""``tiltflow stack``: built-in and (fake) IMOD newstack backends on small synthetic micrographs."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import textwrap
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+
+from tiltflow import star
+from tiltflow.errors import TiltflowError, ToolError
+from tiltflow.io.imodfiles import read_file_of_inputs, read_tilt_angles
+from tiltflow.steps.stack import StackOptions, bin_image, run
+
+NAME = "TS_01"
+ANGLES = [0.0, 3.0, -3.0, -6.0, 6.0, 9.0, -9.0]  # dose-symmetric acquisition order
+PS = 1.5
+SHAPE = (24, 30)  # ny, nx
+
+
+def _image(i: int) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    return (rng.normal(size=SHAPE) + 10 * i).astype(np.float32)
+
+
+def make_series(root: Path, halves: bool = True, excluded: dict[int, str] | None = None,
+                angles: list[float] = ANGLES, shapes: dict[int, tuple[int, int]] | None = None) -> Path:
+    """Write micrographs + the per-series STAR (acquisition order) under ``root``; return the STAR."""
+    mc = root / "motioncor" / NAME
+    mc.mkdir(parents=True)
+    rows = []
+    for i, a in enumerate(angles):
+        stem = f"{NAME}_{i:03d}_{a:.1f}"
+        shape = (shapes or {}).get(i, SHAPE)
+        img = _image(i) if shape == SHAPE else np.zeros(shape, np.float32)
+        for suffix, data in (("", img), ("_EVN", img + 0.5), ("_ODD", img - 0.5)):
+            with mrcfile.new(mc / f"{stem}{suffix}.mrc") as m:
+                m.set_data(data)
+                m.voxel_size = PS
+        row = {
+            star.MOVIE: f"frames/{stem}.tif",
+            star.NOMINAL_TILT: a,
+            star.NOMINAL_AXIS: 85.0,
+            star.PRE_EXPOSURE: 3.0 * i,
+            star.NOMINAL_DEFOCUS: -4.0,
+            "tfDose": 3.0,
+            star.MICROGRAPH: f"motioncor/{NAME}/{stem}.mrc",
+        }
+        if halves:
+            row[star.MICROGRAPH_EVEN] = f"motioncor/{NAME}/{stem}_EVN.mrc"
+            row[star.MICROGRAPH_ODD] = f"motioncor/{NAME}/{stem}_ODD.mrc"
+        if excluded is not None:
+            row["tfExcluded"] = int(i in excluded)
+            row["tfExcludeReason"] = excluded.get(i, "")
+        rows.append(row)
+    ts = star.TiltSeriesStar(NAME, {star.TS_PIXEL_SIZE: PS, star.VOLTAGE: 300.0}, pd.DataFrame(rows))
+    return star.write_tilt_series(ts, mc / f"{NAME}.star")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _stack(path: Path) -> tuple[np.ndarray, float]:
+    with mrcfile.open(path, permissive=True) as m:
+        return np.array(m.data), float(m.voxel_size.x)
+
+
+def test_builtin_orders_by_angle_drops_excluded_and_writes_all_outputs(project):
+    in_star = make_series(Path("."), excluded={4: "dark image"})
+    out = run(in_star, "stack")
+    assert out == Path("stack") / NAME / f"{NAME}.star"
+    ts = star.read_tilt_series(out)
+    kept = [a for i, a in enumerate(ANGLES) if i != 4]
+    assert ts.tilts[star.NOMINAL_TILT].tolist() == sorted(kept)
+    assert len(ts.tilts) == 6
+    assert ts.globals["tfStack"] == f"stack/{NAME}/{NAME}.mrc"
+    assert ts.globals["tfStackEven"] == f"stack/{NAME}/{NAME}_EVN.mrc"
+    assert ts.globals["tfStackOdd"] == f"stack/{NAME}/{NAME}_ODD.mrc"
+    assert ts.globals["tfStackBinning"] == 1
+    assert ts.globals["tfStackPixelSize"] == pytest.approx(PS)
+    assert ts.globals[star.TS_PIXEL_SIZE] == pytest.approx(PS)
+
+    data, ps = _stack(Path(ts.globals["tfStack"]))
+    assert data.shape == (6, *SHAPE) and ps == pytest.approx(PS)
+    order = [i for i in np.argsort(ANGLES, kind="stable") if i != 4]
+    for k, i in enumerate(order):
+        np.testing.assert_array_equal(data[k], _image(i))
+    even, _ = _stack(Path(ts.globals["tfStackEven"]))
+    np.testing.assert_allclose(even[0], _image(order[0]) + 0.5)
+
+    d = Path("stack") / NAME
+    np.testing.assert_allclose(read_tilt_angles(d / f"{NAME}.rawtlt"), sorted(kept))
+    np.testing.assert_allclose(read_tilt_angles(d / f"{NAME}.tlt"), sorted(kept))
+    entries = read_file_of_inputs(d / f"{NAME}.filelist")
+    assert [Path(d, e.path).resolve() for e in entries] == [
+        Path(p).resolve() for p in ts.tilts[star.MICROGRAPH]]
+    assert {e.sections for e in entries} == {"0"}
+    log = (d / "console.log").read_text()
+    assert "dark image" in log and "left out" in log
+    assert not list(d.glob(".*.part*"))
+
+
+def test_mdoc_describes_each_section(project):
+    from tiltflow.metadata.mdoc import read_mdoc
+
+    run(make_series(Path(".")), "stack")
+    md = read_mdoc(Path("stack") / NAME / f"{NAME}.mdoc")
+    zs = [s for s in md.sections if s.kind == "ZValue"]
+    assert [s.index for s in zs] == [str(i) for i in range(len(ANGLES))]
+    assert [float(s.keys["TiltAngle"]) for s in zs] == sorted(ANGLES)
+    first = zs[0]  # -9 deg = acquisition index 6
+    assert float(first.keys["PriorRecordDose"]) == pytest.approx(18.0)
+    assert float(first.keys["ExposureDose"]) == pytest.approx(3.0)
+    assert first.keys["MicrographName"].endswith("_006_-9.0.mrc")
+    assert first.keys["SubFramePath"] == "frames/TS_01_006_-9.0.tif"
+    assert float(md.header["PixelSpacing"]) == pytest.approx(PS)
+    assert any("Tilt axis angle = 85.00" in t for t in md.titles)
+
+
+def test_binning_halves_shape_and_doubles_pixel_size(project):
+    out = run(make_series(Path("."), halves=False), "stack", StackOptions(binning=2))
+    ts = star.read_tilt_series(out)
+    data, ps = _stack(Path(ts.globals["tfStack"]))
+    assert data.shape == (len(ANGLES), SHAPE[0] // 2, SHAPE[1] // 2)
+    assert ps == pytest.approx(2 * PS)
+    assert ts.globals["tfStackPixelSize"] == pytest.approx(2 * PS)
+    assert "tfStackEven" not in ts.globals
+    i = int(np.argmin(ANGLES))
+    np.testing.assert_allclose(data[0], _image(i).reshape(12, 2, 15, 2).mean(axis=(1, 3)), rtol=1e-6)
+
+
+def test_bin_image_uses_the_central_region():
+    img = np.arange(7 * 9, dtype=np.float32).reshape(7, 9)
+    out = bin_image(img, 2)
+    assert out.shape == (3, 4)
+    assert out[0, 0] == pytest.approx(img[0:2, 0:2].mean())  # remainder 1 -> offset 0
+    out3 = bin_image(img, 3)
+    assert out3[0, 0] == pytest.approx(img[0:3, 0:3].mean())
+    img8 = np.arange(8 * 8, dtype=np.float32).reshape(8, 8)
+    assert bin_image(img8, 3)[0, 0] == pytest.approx(img8[1:4, 1:4].mean())
+
+
+def test_too_few_tilts_after_exclusion(project):
+    in_star = make_series(Path("."), excluded={0: "x", 1: "x", 2: "x"})
+    with pytest.raises(TiltflowError, match=r"TS_01 has 4 usable tilts of 7"):
+        run(in_star, "stack")
+    assert not (Path("stack") / NAME / f"{NAME}.star").exists()
+    assert not (Path("stack") / NAME / f"{NAME}.mrc").exists()
+
+
+def test_missing_micrograph_and_shape_mismatch(project):
+    in_star = make_series(Path("."), shapes={3: (24, 32)})
+    with pytest.raises(TiltflowError, match=r"TS_01: image is 32x24"):
+        run(in_star, "stack")
+    os.remove(f"motioncor/{NAME}/{NAME}_003_-6.0.mrc")
+    with pytest.raises(TiltflowError, match="micrograph not found") as err:
+        run(in_star, "stack")
+    assert "_003_-6.0.mrc" in str(err.value)
+
+
+FAKE_NEWSTACK = textwrap.dedent('''\
+    #!{python}
+    """Fake IMOD newstack: -fileinlist LIST -output OUT [-bin N]; average-bins like newstack."""
+    import os, sys
+    import numpy as np, mrcfile
+    args = sys.argv[1:]
+    opts = dict(zip(args[::2], args[1::2]))
+    if os.environ.get("FAKE_NEWSTACK_FAIL"):
+        print("ERROR: NEWSTACK - Opening input file: No such file or directory")
+        sys.exit(1)
+    lines = [ln.strip() for ln in open(opts["-fileinlist"]) if ln.strip()]
+    n = int(lines[0]); files = lines[1:1 + 2 * n:2]
+    b = int(opts.get("-bin", 1))
+    print(" Number of columns, rows, sections .....", n)
+    imgs = []
+    ps = 1.0
+    for f in files:
+        with mrcfile.open(f, permissive=True) as m:
+            a = np.asarray(m.data, np.float32); ps = float(m.voxel_size.x)
+        ny, nx = a.shape; oy, ox = (ny % b) // 2, (nx % b) // 2
+        a = a[oy:oy + ny // b * b, ox:ox + nx // b * b].reshape(ny // b, b, nx // b, b).mean(axis=(1, 3))
+        imgs.append(a.astype(np.float32))
+    if os.environ.get("FAKE_NEWSTACK_NO_OUTPUT"):
+        sys.exit(0)
+    with mrcfile.new(opts["-output"], overwrite=True) as m:
+        m.set_data(np.stack(imgs)); m.voxel_size = ps * b
+    print(" Finished", n, "sections")
+''')
+
+
+@pytest.fixture
+def fake_newstack(tmp_path):
+    exe = tmp_path / "bin" / "newstack"
+    exe.parent.mkdir()
+    exe.write_text(FAKE_NEWSTACK.format(python=sys.executable))
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return exe
+
+
+def test_imod_backend_gives_the_same_outputs(project, fake_newstack):
+    in_star = make_series(Path("."), excluded={2: "bad CTF"})
+    builtin = star.read_tilt_series(run(in_star, "stack_builtin", StackOptions(binning=2)))
+    imod = star.read_tilt_series(run(in_star, "stack", StackOptions(backend="imod", executable=str(fake_newstack),
+                                                                  binning=2)))
+    pd.testing.assert_frame_equal(builtin.tilts, imod.tilts)
+    for key in ("tfStack", "tfStackEven", "tfStackOdd"):
+        a, pa = _stack(Path(builtin.globals[key]))
+        b, pb = _stack(Path(imod.globals[key]))
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+        assert pa == pytest.approx(pb) == pytest.approx(2 * PS)
+    d = Path("stack") / NAME
+    log = (d / f"{NAME}_newstack.log").read_text()
+    assert "-fileinlist" in log and "-bin 2" in log and "Finished 6 sections" in log
+    assert (d / f"{NAME}_EVN.filelist").is_file()
+
+
+def test_imod_backend_failures_leave_nothing_half_written(project, fake_newstack, monkeypatch):
+    in_star = make_series(Path("."), halves=False)
+    opts = StackOptions(backend="imod", executable=str(fake_newstack))
+    monkeypatch.setenv("FAKE_NEWSTACK_FAIL", "1")
+    with pytest.raises(ToolError, match=r"newstack failed on tilt series TS_01 \(exit status 1\); .*ERROR: "
+                                        r"NEWSTACK - Opening"):
+        run(in_star, "stack", opts)
+    d = Path("stack") / NAME
+    assert not (d / f"{NAME}.mrc").exists() and not (d / f"{NAME}.star").exists()
+    assert not list(d.glob(".*.part*"))
+    monkeypatch.delenv("FAKE_NEWSTACK_FAIL")
+    monkeypatch.setenv("FAKE_NEWSTACK_NO_OUTPUT", "1")
+    with pytest.raises(ToolError, match="exited normally on tilt series TS_01 but did not write"):
+        run(in_star, "stack", opts)
+    with pytest.raises(ToolError, match="does not exist"):
+        run(in_star, "stack", StackOptions(backend="imod", executable=str(Path("nowhere") / "newstack")))
+
+
+def test_cli_stack(project):
+    from tiltflow.cli import main
+
+    in_star = make_series(Path("."), halves=False)
+    assert main(["stack", str(in_star), "--outdir", "stk", "--bin", "2"]) == 0
+    ts = star.read_tilt_series(Path("stk") / NAME / f"{NAME}.star")
+    assert ts.globals["tfStackBinning"] == 2
+    assert main(["stack", str(in_star), "--backend", "nonsense"]) == 2
