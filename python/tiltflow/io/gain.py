@@ -41,6 +41,11 @@ def orient_gain(gain: np.ndarray, rotate: int, flip: int) -> np.ndarray:
 
     The result is the gain in the movie's orientation (a new contiguous array).
     """
+    return np.ascontiguousarray(_oriented_view(gain, rotate, flip))
+
+
+def _oriented_view(gain: np.ndarray, rotate: int, flip: int) -> np.ndarray:
+    """:func:`orient_gain` as a strided view (no copy), for checks on crops of large references."""
     _check_rotate_flip(rotate, flip)
     arr = np.asarray(gain)
     if arr.ndim != 2:
@@ -50,7 +55,7 @@ def orient_gain(gain: np.ndarray, rotate: int, flip: int) -> np.ndarray:
         out = out[::-1, :]
     elif flip == 2:
         out = out[:, ::-1]
-    return np.ascontiguousarray(out)
+    return out
 
 
 def unorient_gain(gain_in_movie_orientation: np.ndarray, rotate: int, flip: int) -> np.ndarray:
@@ -170,8 +175,12 @@ def shrink2(gain: np.ndarray) -> np.ndarray:
     h, w = gain.shape
     if h % 2 or w % 2:
         raise TiltflowError(f"cannot bin a {w}x{h} gain reference by 2 (odd size)")
-    g = gain.astype(np.float64).reshape(h // 2, 2, w // 2, 2)
-    return g.mean(axis=(1, 3)).astype(np.float32)
+    g = np.asarray(gain, dtype=np.float32)
+    out = g[0::2, 0::2] + g[1::2, 0::2]
+    out += g[0::2, 1::2]
+    out += g[1::2, 1::2]
+    out *= np.float32(0.25)
+    return out
 
 
 def match_gain_to_frame(
@@ -234,23 +243,33 @@ def load_prepared_gain(path: str | Path, frame_shape: tuple[int, int] | None = N
     return data
 
 
-def orientation_scores(gain: np.ndarray, movie_sum: np.ndarray) -> list[tuple[int, int, float]]:
+def orientation_scores(
+    gain: np.ndarray, movie_sum: np.ndarray, max_size: int = 1024
+) -> list[tuple[int, int, float]]:
     """How well each orientation of ``gain`` flattens ``movie_sum``: (rotate, flip, z-score), best first.
 
     Raw counts are ``dose / gain`` (multiplicative gain), so the fine pixel pattern of the summed movie
     correlates with ``1/gain`` in the right orientation and not in the others. Both are high-passed (5x5
     box) so the specimen does not count; the score is the correlation times sqrt(pixels), ~N(0,1) when
-    unrelated. Orientations whose shape does not fit the movie are skipped.
+    unrelated. Only a central ``max_size`` square is compared (a 1024^2 crop is plenty and keeps a K3
+    reference cheap). Orientations whose shape does not fit the movie are skipped.
     """
-    s = _highpass(movie_sum.astype(np.float64))
+    h, w = movie_sum.shape
+    ch, cw = min(h, max_size), min(w, max_size)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    crop = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+    s = _highpass(np.asarray(movie_sum[crop], dtype=np.float64))
     out = []
-    inv = 1.0 / np.where(np.isfinite(gain) & (gain > 0), gain, np.nan)
-    inv = np.where(np.isfinite(inv), inv, np.nanmedian(inv))
+    valid = np.isfinite(gain) & (gain > 0)
+    inv = np.ones(gain.shape, np.float32)
+    np.divide(1.0, gain, out=inv, where=valid)
+    if not valid.all():
+        inv[~valid] = np.median(inv[valid]) if valid.any() else 1.0
     for r, f in ALL_ORIENTATIONS:
-        g = orient_gain(inv, r, f)
-        if g.shape != s.shape:
+        g = _oriented_view(inv, r, f)
+        if g.shape != movie_sum.shape:
             continue
-        gh = _highpass(g.astype(np.float64))
+        gh = _highpass(np.asarray(g[crop], dtype=np.float64))
         den = np.sqrt((s * s).sum() * (gh * gh).sum())
         corr = float((s * gh).sum() / den) if den > 0 else 0.0
         out.append((r, f, corr * np.sqrt(s.size)))

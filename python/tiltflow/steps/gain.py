@@ -172,11 +172,15 @@ def _prepare(
         log.warning("%s", msg)
         warnings.append(msg)
 
+    input_shape = tuple(raw.shape)
+    in_format, in_pixel = img.format, img.pixel_size
+    del raw, img  # a K3 super-resolution reference is 377 MB: keep one copy
     if invert:
         data = (np.float32(data.mean()) / data).astype(np.float32)
         log.info("inverted the gain (mean/gain, as RELION does for divide-type references)")
 
-    data = G.orient_gain(data, rotate, flip)
+    unoriented = data
+    data = G.orient_gain(unoriented, rotate, flip)
     bad_oriented = G.orient_gain(bad, rotate, flip)
 
     shrink = _decide_shrink(data.shape, movie_shape, counting, superres_shapes, warnings, gain_path)
@@ -189,9 +193,9 @@ def _prepare(
     scores: list[tuple[int, int, float]] = []
     if movie_path is not None:
         if data.shape != movie_shape:
-            scores = _scores_for(raw, bad, replacement, invert, shrink, movie_path, movie_shape)
+            scores = _scores_for(unoriented, shrink, movie_path, movie_shape)
             raise TiltflowError(_mismatch_message(data.shape, movie_shape, rotate, scores), gain_path)
-        scores = _scores_for(raw, bad, replacement, invert, shrink, movie_path, movie_shape)
+        scores = _scores_for(unoriented, shrink, movie_path, movie_shape)
         _check_orientation(scores, rotate, flip, warnings)
 
     mean = float(data.mean())
@@ -203,15 +207,15 @@ def _prepare(
         log.warning("%s", msg)
         warnings.append(msg)
 
-    pixel = movie_pixel or ((img.pixel_size * (2 if shrink else 1)) if img.pixel_size else 0.0)
+    pixel = movie_pixel or ((in_pixel * (2 if shrink else 1)) if in_pixel else 0.0)
     out = outdir / "gain.mrc"
     if bad_oriented.any():
         write_mrc(outdir / "defects.mrc", bad_oriented.astype(np.int8), pixel)
     write_mrc(out, data, pixel, dtype=np.float32)
     res = GainResult(
         input=str(gain_path),
-        input_format=img.format,
-        input_shape=tuple(raw.shape),
+        input_format=in_format,
+        input_shape=input_shape,
         rotate=rotate,
         flip=flip,
         serialem_rf=serialem_rf,
@@ -256,15 +260,10 @@ def _decide_shrink(shape, movie_shape, counting, superres_shapes, warnings, path
     return False
 
 
-def _scores_for(
-    raw, bad, replacement, invert, shrink, movie_path, movie_shape
-) -> list[tuple[int, int, float]]:
-    """Orientation scores of the input gain against the sum of the first frames of the movie."""
+def _scores_for(g, shrink, movie_path, movie_shape) -> list[tuple[int, int, float]]:
+    """Orientation scores of the (cleaned, not yet oriented) gain against the sum of the movie's first frames."""
     from tiltflow.io.movies import open_movie
 
-    g = np.where(bad, np.float32(replacement), raw).astype(np.float32)
-    if invert:
-        g = (np.float32(g.mean()) / g).astype(np.float32)
     if shrink or (
         g.shape[0] % 2 == 0
         and g.shape[1] % 2 == 0
