@@ -40,7 +40,9 @@ lint: setup
 
 demo: setup
 	$(VENV)/bin/tiltflow simulate $(DEMO)/session --preset demo
-	$(VENV)/bin/tiltflow run $(DEMO)/session --gain $(DEMO)/session/gain.mrc --outdir $(DEMO)/results
+	# the demo preset writes its gain in the movies' orientation: rotate 0, flip 0
+	$(VENV)/bin/tiltflow run $(DEMO)/session --gain $(DEMO)/session/gain.mrc --gain-rotate 0 --gain-flip 0 \
+	    --outdir $(DEMO)/results
 	$(PY) -m tiltflow.demo_summary $(DEMO)/session $(DEMO)/results
 
 bench: setup

@@ -211,3 +211,19 @@ def test_orientation_scores_rank_the_truth_first():
     r, f, z = scores[0]
     assert np.array_equal(orient_gain(g, r, f), orient_gain(g, 3, 1)) and z > 20
     assert all(abs(s[2]) < 6 for s in scores[1:])
+
+
+def test_eer_movie_and_gain(tmp_path):
+    from tiltflow.io.eer import write_eer
+
+    g = true_gain(21)
+    rng = np.random.default_rng(4)
+    fractions = (rng.random((64, H, W)) < 0.25 / g).astype(np.uint8)  # event rate ~ dose / gain
+    movie = write_eer(tmp_path / "m.eer", fractions, pixel_size=0.75)
+    gfile = tmp_path / "ref.gain"
+    tifffile.imwrite(gfile, unorient_gain(g, 1, 0))
+    res = prepare_gain(gfile, tmp_path / "gain", rotate=1, movie=movie)
+    np.testing.assert_allclose(read_mrc(tmp_path / "gain" / "gain.mrc")[0], g, rtol=1e-6)
+    assert res.warnings == [] and res.pixel_size == pytest.approx(0.75)
+    r, f, z = res.orientation_scores[0]
+    assert (r, f) == (1, 0) and z > 8

@@ -214,3 +214,11 @@ def test_eer_errors(tmp_path):
     with pytest.raises(TiltflowError, match="truncated") as ei:
         open_movie(cut, eer_grouping=1)
     assert str(cut) in str(ei.value)
+
+
+def test_mrc_mode6_movie(tmp_path):
+    frames = np.random.default_rng(4).integers(0, 60000, size=(3, 10, 12)).astype(np.uint16)
+    path = write_mrc(tmp_path / "m.mrcs", frames, 0.9)
+    with open_movie(path) as m:
+        assert m.dtype == np.uint16 and m.n_frames == 3 and m.pixel_size == pytest.approx(0.9)
+        np.testing.assert_array_equal(m.read(dtype=np.uint16), frames)

@@ -161,3 +161,20 @@ def test_signed_bytes_flag(tmp_path):
     d, _ = read_mrc(src)
     assert d.dtype == np.int8
     assert d.min() < 0
+
+
+def test_big_endian_and_mode6(tmp_path):
+    be = np.arange(24, dtype=">f4").reshape(2, 3, 4)
+    with mrcfile.new(tmp_path / "be.mrc") as m:
+        m.set_data(be)
+        m.voxel_size = 1.5
+    h = read_mrc_header(tmp_path / "be.mrc")
+    assert h.byte_order == ">" and h.mode == 2
+    d, p = read_mrc(tmp_path / "be.mrc")
+    np.testing.assert_array_equal(d, be)
+    assert p == pytest.approx(1.5)
+    u16 = np.arange(24, dtype=np.uint16).reshape(2, 3, 4) * 2000
+    write_mrc(tmp_path / "u.mrc", u16, 1.0)
+    assert read_mrc_header(tmp_path / "u.mrc").mode == 6
+    d6, _ = read_mrc(tmp_path / "u.mrc")
+    assert d6.dtype == np.uint16 and d6.max() == 46000

@@ -29,10 +29,19 @@ TILTS = np.arange(-60, 61, 3.0)  # 41 tilts
 SHIFTS = RNG.normal(0, 3, (len(TILTS), 2))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Two cores shared by many test runs: one torch thread is faster than contended OpenMP."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def phantom(shape=SHAPE):
     z, y, x = np.meshgrid(*[np.arange(s) - centre(s) for s in shape], indexing="ij")
     v = np.zeros(shape)
-    for p, s, a in zip(POS, SIG, AMP):
+    for p, s, a in zip(POS, SIG, AMP, strict=True):
         v += a * np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2) / (2 * s * s))
     return v.astype(np.float32)
 
@@ -42,7 +51,7 @@ def analytic_projections(aln, img=IMG):
     yy, xx = np.mgrid[: img[0], : img[1]]
     out = np.zeros((len(aln.y_tilt),) + tuple(img))
     for i in range(len(aln.y_tilt)):
-        for (u, v), s, a in zip(uv[i], SIG, AMP):
+        for (u, v), s, a in zip(uv[i], SIG, AMP, strict=True):
             r2 = (xx - centre(img[1]) - u) ** 2 + (yy - centre(img[0]) - v) ** 2
             out[i] += a * np.sqrt(2 * np.pi) * s * np.exp(-r2 / (2 * s * s))
     return torch.from_numpy(out.astype(np.float32))
@@ -63,12 +72,11 @@ def data():
     torch.manual_seed(0)
     imgs = analytic_projections(_aln())
     noisy = imgs + 0.5 * imgs.std() * torch.randn_like(imgs)
-    return phantom(), noisy
+    return phantom(), noisy, wbp(noisy, ProjectionSetup(_aln(), SHAPE, IMG)).numpy()
 
 
 def test_wbp_recovers_phantom_and_its_density(data):
-    ph, imgs = data
-    vol = wbp(imgs, ProjectionSetup(_aln(), SHAPE, IMG)).numpy()
+    ph, _, vol = data
     assert corr(vol, ph) > 0.75  # measured 0.84 (noise 0.5 sigma, 41 tilts +-60)
     slope = float((vol * ph).sum() / (ph * ph).sum())
     assert 0.5 < slope < 1.2  # density in the phantom's units (measured 0.70: the wedge and the Hann)
@@ -77,17 +85,17 @@ def test_wbp_recovers_phantom_and_its_density(data):
 
 @pytest.mark.parametrize("wrong", ["tilt sign", "shift sign", "axis + 180"])
 def test_wrong_geometry_is_clearly_worse(data, wrong):
-    ph, imgs = data
+    ph, imgs, vol = data
     aln = {"tilt sign": _aln(tilts=-TILTS), "shift sign": _aln(shifts=-SHIFTS), "axis + 180": _aln(zrot=265.0)}[wrong]
-    good = corr(wbp(imgs, ProjectionSetup(_aln(), SHAPE, IMG)).numpy(), ph)
+    good = corr(vol, ph)
     bad = corr(wbp(imgs, ProjectionSetup(aln, SHAPE, IMG)).numpy(), ph)
     assert bad < good - 0.25  # measured 0.46, 0.52, 0.13 against 0.84
 
 
 def test_filters_matter(data):
-    ph, imgs = data
+    ph, imgs, vol = data
     setup = ProjectionSetup(_aln(), SHAPE, IMG)
-    hann = corr(wbp(imgs, setup).numpy(), ph)
+    hann = corr(vol, ph)
     plain = corr(wbp(imgs, setup, FilterSettings(apodization="none")).numpy(), ph)
     sirtlike = corr(wbp(imgs, setup, FilterSettings(sirt_iterations=10)).numpy(), ph)
     assert hann > plain + 0.05  # noise at high frequency: apodisation helps
@@ -95,12 +103,12 @@ def test_filters_matter(data):
 
 
 def test_sirt_converges_toward_phantom(data):
-    ph, imgs = data
+    ph, imgs, _ = data
     setup = ProjectionSetup(_aln(), SHAPE, IMG)
     res = []
-    vol = sirt(imgs, setup, iterations=8, slab=11, progress=lambda i, r: res.append(r)).numpy()
-    assert corr(vol, ph) > 0.6  # measured 0.70 at 8 iterations
-    assert res[-1] < 0.5 * res[0] and all(b <= a + 1e-6 for a, b in zip(res, res[1:]))
+    vol = sirt(imgs, setup, iterations=4, slab=11, progress=lambda i, r: res.append(r)).numpy()
+    assert corr(vol, ph) > 0.7  # measured 0.78-0.80 at 3-8 iterations (0.72 at 20: noise creeps in)
+    assert res[-1] < 0.5 * res[0] and all(b <= a + 1e-6 for a, b in zip(res[:-1], res[1:], strict=True))
 
 
 def test_own_projector_round_trip():
@@ -112,9 +120,9 @@ def test_own_projector_round_trip():
 
 
 def test_slabs_equal_one_shot(data):
-    _, imgs = data
+    _, imgs, vol = data
     setup = ProjectionSetup(_aln(), SHAPE, IMG)
-    whole = wbp(imgs, setup)
+    whole = torch.from_numpy(vol)
     parts = torch.cat([v for _, _, v in wbp_slabs(imgs, setup, slab=5)])
     torch.testing.assert_close(parts, whole)
 
@@ -128,7 +136,7 @@ def test_binned_reconstruction_matches_phantom():
     # phantom sampled at voxel i <-> bin-1 position 2 i (centres 64 -> 32)
     z, y, x = np.meshgrid(*[2.0 * (np.arange(s) - centre(s)) for s in (24, 64, 64)], indexing="ij")
     ph = sum(a * np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2) / (2 * s * s))
-             for p, s, a in zip(POS, SIG, AMP))
+             for p, s, a in zip(POS, SIG, AMP, strict=True))
     assert corr(vol.numpy(), ph) > 0.8
 
 

@@ -41,8 +41,6 @@ def _axis_alignment(tilts: np.ndarray):
 
 def loo_reprojections(aligned, tilts: np.ndarray, depth: int, cutoff: float = 0.5):
     """Reprojections (n, h, w) of leave-one-out weighted back-projections of ``aligned`` (axis frame)."""
-    import torch
-
     from tiltflow.tomo import filters as wbp
     from tiltflow.tomo.projector import backproject, forward_project
 
@@ -50,16 +48,56 @@ def loo_reprojections(aligned, tilts: np.ndarray, depth: int, cutoff: float = 0.
     ali = _axis_alignment(tilts)
     settings = wbp.FilterSettings(kind="ramp", apodization="cosine", cutoff=cutoff, pad=1.5, taper=4)
     weighted = wbp.weight_images(aligned, ali, float(depth), settings)
-    shape = (int(depth), h, w)
-    vol = backproject(weighted, ali, shape)
+    vol = backproject(weighted, ali, (int(depth), h, w))
     full = forward_project(vol, ali, (h, w))
-    out = torch.empty_like(full)
+    return full - _apply_bands(self_bands(tilts, depth, w, aligned.device), weighted)
+
+
+def self_bands(tilts: np.ndarray, depth: int, width: int, device=None):
+    """The three diagonals (n, 3, w) of FP_i(BP_i(.)) acting along x, one tilt at a time.
+
+    In the tilt-axis frame a pixel's back-projection stays in its row and bilinear weights give each
+    voxel two neighbouring detector pixels, so FP_i BP_i is tridiagonal along x and the same for every
+    row: it is probed with three combs (every third pixel) through ``tomo.projector`` itself.
+    """
+    import torch
+
+    from tiltflow.tomo.projector import backproject, forward_project
+
+    n = len(tilts)
+    probe = torch.zeros((n, 3, width), device=device)
+    for k in range(3):
+        probe[:, k, k::3] = 1.0
+    ali = _axis_alignment(tilts)
+    bands = torch.zeros((n, 3, width), device=device)
     for i in range(n):
         one = np.zeros(n)
         one[i] = 1.0
-        self_vol = backproject(weighted, ali, shape, weights=one)
-        self_proj = forward_project(self_vol, ali, (h, w), weights=one)[i]
-        out[i] = full[i] - self_proj
+        v = backproject(probe, ali, (int(depth), 3, width), weights=one, volume_center=(width // 2, 1, depth // 2),
+                        image_center=(width // 2, 1))
+        r = forward_project(v, ali, (3, width), weights=one, volume_center=(width // 2, 1, depth // 2),
+                            image_center=(width // 2, 1))[i]
+        for k in range(3):
+            for off in (-1, 0, 1):  # response at u + off to the impulse at u (u = k mod 3)
+                u = torch.arange(k, width, 3, device=device)
+                uo = u + off
+                ok = (uo >= 0) & (uo < width)
+                bands[i, off + 1, u[ok]] = r[k, uo[ok]]
+    return bands
+
+
+def _apply_bands(bands, images):
+    """Apply per-tilt tridiagonal operators (n, 3, w) along x of ``images`` (n, h, w).
+
+    ``bands[i, off+1, u]`` is the response at u+off to a unit impulse at u: out[u'] = sum_off b[off, u'-off] img[u'-off].
+    """
+    import torch
+
+    out = bands[:, 1][:, None, :] * images
+    # impulse at u contributes to u+1 with bands[:, 2, u] and to u-1 with bands[:, 0, u]
+    out[..., 1:] += bands[:, 2, :-1][:, None, :] * images[..., :-1]
+    out[..., :-1] += bands[:, 0, 1:][:, None, :] * images[..., 1:]
+    del torch
     return out
 
 

@@ -109,9 +109,9 @@ def run_tool(
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **(env or {})}
     with open(log, "a" if append else "w") as fh:
-        fh.write(f"# tiltflow: {tool} for {label}\n# command: {shlex.join(cmd)}\n")
+        fh.write(f"# tiltflow: {tool} for {label}\n# tiltflow: command: {shlex.join(cmd)}\n")
         if cwd is not None:
-            fh.write(f"# cwd: {cwd}\n")
+            fh.write(f"# tiltflow: cwd: {cwd}\n")
         fh.flush()
         t0 = time.perf_counter()
         try:

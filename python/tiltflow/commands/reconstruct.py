@@ -13,7 +13,7 @@ def main(
     pixel_size: float = typer.Option(10.0, "--pixel-size", min=0.01, help="Tomogram pixel size in A (RELION's binned_angpix)."),
     thickness: float = typer.Option(300.0, "--thickness", min=1.0, help="Tomogram thickness in nm."),
     method: str = typer.Option("wbp", "--method", help="wbp, sirtlike (WBP with the SIRT-like filter) or sirt."),
-    iterations: int = typer.Option(20, "--iterations", min=1, help="Iterations for sirt and sirtlike."),
+    iterations: int = typer.Option(10, "--iterations", min=1, help="Iterations for sirt and sirtlike."),
     halves: bool = typer.Option(True, "--halves/--no-halves", help="Half tomograms from the even/odd stacks."),
     slab: int = typer.Option(64, "--slab", min=1, help="z-planes reconstructed at a time (bounds memory)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),

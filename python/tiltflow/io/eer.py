@@ -188,7 +188,8 @@ class EerMovie(Movie):
         return self.dose_per_fraction * self.group_size if self.dose_per_fraction else None
 
     def _frame(self, i: int) -> np.ndarray:
-        acc = np.zeros(self.shape, np.uint16)
+        # at most one event per pixel and fraction, so uint8 cannot overflow for groups up to 255
+        acc = np.zeros(self.shape, np.uint8 if self.group_size <= 255 else np.uint16)
         first = i * self.group_size
         for k in range(first, first + self.group_size):
             try:
@@ -198,7 +199,7 @@ class EerMovie(Movie):
                     f"cannot decode EER fraction {k} (truncated or corrupt?): {' '.join(str(exc).split())[:150]}",
                     self.path,
                 ) from exc
-            acc += events.reshape(self.shape)
+            np.add(acc, events.reshape(self.shape), out=acc, casting="unsafe")
         return acc.astype(np.float32)
 
     def close(self) -> None:

@@ -149,7 +149,7 @@ def read_gain_file(path: str | Path) -> GainImage:
         )
     if np.iscomplexobj(data):
         raise TiltflowError("a gain reference cannot be complex", path)
-    return GainImage(data.astype(np.float32), pixel or None, path, fmt)
+    return GainImage(data.astype(np.float32, copy=False), pixel or None, path, fmt)
 
 
 def _read_tiff_gain(path: Path) -> np.ndarray:

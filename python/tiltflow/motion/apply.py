@@ -53,7 +53,7 @@ class FrameSummer:
         self.count = [0, 0]
         if exposures is not None:
             fy, fx = fourier.freqs(self.full_shape, device=device)
-            self.k = torch.sqrt(fx**2 + fy**2) / pixel_size  # 1/A
+            self.filter = doseweight.RadialFilter(torch.sqrt(fx**2 + fy**2) / pixel_size)  # k in 1/A
             self.wsq = [torch.zeros(cshape, device=device), torch.zeros(cshape, device=device)]
             self.plain = zeros()
         self.n_added = 0
@@ -71,7 +71,7 @@ class FrameSummer:
         half = self.n_added % 2  # 0 = odd (1st, 3rd, ...), 1 = even
         if self.exposures is not None:
             n0, n1 = self.exposures[movie_index]
-            wgt = doseweight.frame_filter(self.k, float(n0), float(n1), self.kv)
+            wgt = self.filter(float(n0), float(n1), self.kv)
             self.acc[half] += spec * wgt
             self.wsq[half] += wgt * wgt
             self.plain += spec

@@ -61,3 +61,28 @@ def frame_filter(k, n_start: float, n_end: float, kv: float = 300.0):
     if b - a <= 1e-9:
         return exp(-a / ne2)
     return ne2 * (exp(-a / ne2) - exp(-b / ne2)) / (b - a)
+
+
+class RadialFilter:
+    """Frame filters on a 2-D frequency grid via a 1-D radial table (one gather instead of two exp per pixel).
+
+    ``k`` is the grid's spatial frequency (1/A); the table samples the filter every ``k_max / n_bins``,
+    far finer than the filter changes, and is linearly interpolated.
+    """
+
+    def __init__(self, k, n_bins: int = 4096):
+        import torch
+
+        self.k_max = float(k.max()) * (1 + 1e-6) + 1e-12
+        self.n_bins = n_bins
+        pos = k.reshape(-1) / self.k_max * (n_bins - 1)
+        self.lo = pos.floor().long().clamp(0, n_bins - 2)
+        self.frac = (pos - self.lo).float()
+        self.shape = k.shape
+        self.table_k = torch.linspace(0.0, self.k_max, n_bins, device=k.device, dtype=torch.float64)
+
+    def __call__(self, n_start: float, n_end: float, kv: float = 300.0):
+        table = frame_filter(self.table_k, n_start, n_end, kv).float()
+        out = table[self.lo] * (1 - self.frac) + table[self.lo + 1] * self.frac
+        return out.reshape(self.shape)
+

@@ -96,8 +96,8 @@ def _align(spectra, real_shape, full_shape, params: AlignParams, init) -> AlignR
     history: list[float] = []
     converged = False
     heights = torch.zeros(n, dtype=torch.float64)
-    it = 0
-    for it in range(1, params.max_iter + 1):
+    damping = 1.0
+    for _it in range(params.max_iter):
         shifted = fourier.shift(spectra, shifts.float(), full_shape, real_shape)
         total = shifted.sum(dim=0)
         delta = torch.zeros_like(shifts)
@@ -108,14 +108,16 @@ def _align(spectra, real_shape, full_shape, params: AlignParams, init) -> AlignR
             d, hgt = peak_offsets(cc, scale, params.max_shift)
             delta[start:start + params.chunk] = d
             heights[start:start + params.chunk] = hgt.cpu()
-        shifts += delta
-        shifts -= shifts.mean(dim=0, keepdim=True)
         step = float(delta.abs().max())
+        if history and step >= history[-1] and step > params.tol:
+            damping = max(0.125, damping * 0.5)  # oscillating (a peak too sharp for its sampling): damp
+        shifts += damping * delta
+        shifts -= shifts.mean(dim=0, keepdim=True)
         history.append(step)
         if step < params.tol:
             converged = True
             break
-    return AlignResult(shifts.cpu().numpy(), it, converged, heights.numpy(), history)
+    return AlignResult(shifts.cpu().numpy(), len(history), converged, heights.numpy(), history)
 
 
 def _align_grouped(spectra, real_shape, full_shape, params: AlignParams, init) -> AlignResult:

@@ -143,19 +143,16 @@ def field(coeffs: np.ndarray, z: float, shape: tuple[int, int], device=None):
     import torch
 
     h, w = shape
-    c = torch.as_tensor(coeffs, dtype=torch.float64, device=device)
-    x = (torch.arange(w, dtype=torch.float64, device=device) / w - 0.5).reshape(1, w)
-    y = (torch.arange(h, dtype=torch.float64, device=device) / h - 0.5).reshape(h, 1)
-    zk = torch.tensor([z, z**2, z**3], dtype=torch.float64, device=device)
-    terms = (torch.ones_like(x), x, x * x, y, y * y, x * y)
+    x = (torch.arange(w, dtype=torch.float32, device=device) / w - 0.5).reshape(1, w)
+    y = (torch.arange(h, dtype=torch.float32, device=device) / h - 0.5).reshape(h, 1)
+    zk = np.array([z, z**2, z**3])
 
-    def axis(cc):
-        out = torch.zeros(h, w, dtype=torch.float64, device=device)
-        for t, term in enumerate(terms):
-            out = out + term * float((cc[3 * t:3 * t + 3] * zk).sum())
-        return out
+    def axis(cc: np.ndarray):
+        a = [float(cc[3 * t:3 * t + 3] @ zk) for t in range(6)]  # weights of 1, x, x^2, y, y^2, xy
+        return (a[0] + a[1] * x + a[2] * x * x) + (a[3] * y + a[4] * y * y) + a[5] * (y * x)
 
-    return torch.stack([axis(c[:N_COEFFS]), axis(c[N_COEFFS:])], dim=-1).float()
+    c = np.asarray(coeffs, dtype=float)
+    return torch.stack([axis(c[:N_COEFFS]), axis(c[N_COEFFS:])], dim=-1)
 
 
 def resample(image, shift_field):

@@ -71,11 +71,13 @@ class SimulationConfig:
     vesicles: int | None = None
     filaments: int | None = None
     gold: int | None = None
+    ice: float = 1.0  # multiplies the amorphous-ice phase texture (0 = none)
     crowding: float = 0.015  # volume fraction of small background proteins (gives broadband Thon rings)
     bad_pixels: int = 8  # detector pixels of low sensitivity
     frames_subdir: str = ""  # movies in OUT/<subdir> instead of next to the mdocs
     session_name: str | None = None  # SerialEM session folder name (None: the output folder name)
     depth_step: float = 250.0  # A, spacing of the defocus planes used for the 3-D CTF
+    threads: int = 1  # torch threads (1 is fastest on a shared machine: several threads thrash under load)
 
     @property
     def width(self) -> int:
@@ -130,7 +132,7 @@ class SimulationConfig:
         if self.dark_tilts < 0 or self.dark_tilts >= self.n_tilts:
             bad(f"--dark-tilts must be between 0 and the number of tilts - 1 ({self.n_tilts - 1}), got {self.dark_tilts}")
         for name in ("tilt_error", "stage_jitter", "drift", "bfactor", "mean_free_path", "contrast", "bad_pixels",
-                     "crowding"):
+                     "crowding", "ice"):
             if getattr(self, name) < 0:
                 bad(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.shift_sigma is not None and self.shift_sigma < 0:
@@ -138,6 +140,8 @@ class SimulationConfig:
         for name in ("particles", "vesicles", "filaments", "gold"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 bad(f"--{name} must not be negative")
+        if self.threads < 1:
+            bad(f"--threads must be at least 1, got {self.threads}")
         if not self.depth_step > 0:
             bad(f"depth step must be above 0, got {self.depth_step}")
         if "/" in self.frames_subdir or "\\" in self.frames_subdir or self.frames_subdir in (".", ".."):
@@ -189,7 +193,7 @@ def make_config(preset: str | None = "demo", **overrides: object) -> SimulationC
     if "size" in given:
         given["size"] = parse_size(given["size"])  # type: ignore[arg-type]
     for k in ("n_series", "frames", "group_size", "gain_rotate", "gain_flip", "hand", "seed", "dark_tilts",
-              "bad_pixels"):
+              "bad_pixels", "threads"):
         if k in given:
             given[k] = int(given[k])  # type: ignore[call-overload]
     cfg = replace(base, **given)

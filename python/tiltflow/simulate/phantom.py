@@ -26,6 +26,8 @@ LIPID_HEAD_RELATIVE = 1.6
 GOLD_RELATIVE = 6.0
 GOLD_CENTRAL_TRANSMISSION = 0.4  # amplitude-contrast loss through the middle of a 10 nm bead
 GOLD_RADIUS_A = 50.0
+#: amorphous-ice phase texture: variance per pixel = ICE_PHASE_PSD * path (A) / pixel_size^2 (rad^2 A)
+ICE_PHASE_PSD = 2.1e-5
 #: default abundances (counts per um^3 of slab; gold per um^2 of grid)
 PARTICLES_PER_UM3 = 8000.0
 VESICLES_PER_UM3 = 250.0

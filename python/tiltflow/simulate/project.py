@@ -113,8 +113,11 @@ class DepthPlanes:
 class TiltProjection:
     """The phantom as seen at one tilt: visible objects, their canvas positions and depth planes."""
 
-    def __init__(self, phantom: Phantom, rot: np.ndarray, shift_px, grid: Grid, depth_step_px: float):
+    def __init__(self, phantom: Phantom, rot: np.ndarray, shift_px, grid: Grid, depth_step_px: float,
+                 ice_variance: float = 0.0, generator=None):
+        """``ice_variance``: phase variance of the ice texture per pixel of path (0 = no ice)."""
         self.grid = grid
+        self.ice = _IceColumns(rot, shift_px, grid, phantom.thickness_px, ice_variance, generator) if ice_variance > 0 else None
         b = phantom.blobs
         uv, z = project_centres(b.xyz, rot, shift_px, grid)
         reach = BLOB_REACH * b.sigma + 2
@@ -128,7 +131,8 @@ class TiltProjection:
             s = obj.support + 2
             if -s < ruv[0] < grid.wp - 1 + s and -s < ruv[1] < grid.hp - 1 + s:
                 self.radial.append((obj, ruv, float(rz)))
-        all_z = np.concatenate([self.b_z, np.array([rz for _, _, rz in self.radial])])
+        all_z = np.concatenate([self.b_z, np.array([rz for _, _, rz in self.radial])]
+                               + ([self.ice.depth_range] if self.ice is not None else []))
         self.planes = DepthPlanes.spanning(all_z, depth_step_px)
         self.b_k, self.b_f = self.planes.split(self.b_z)
         self.r_k, self.r_f = self.planes.split(np.array([rz for _, _, rz in self.radial]))
@@ -156,7 +160,11 @@ class TiltProjection:
                 parts = [(kk - a, w) for kk, w in ((k, 1.0 - f), (k + 1, f)) if a <= kk < b and w > 0]
                 if parts:
                     _splat_radial(acc, hp, wp, ruv, obj.projection_table(PIXEL_VAR), obj.support, parts)
-            yield depths[a:b], acc.view(b - a, hp, wp)
+            planes = acc.view(b - a, hp, wp)
+            if self.ice is not None:
+                for j in range(b - a):
+                    self.ice.add_to(planes[j], float(depths[a + j]), self.planes.step)
+            yield depths[a:b], planes
 
     def projection(self):
         """The plain projection (all planes summed): torch (hp, wp), phase in radians."""
@@ -179,6 +187,59 @@ class TiltProjection:
         for obj, ruv in absorbing:
             _splat_radial(acc, hp, wp, ruv, obj.projection_table(PIXEL_VAR), obj.support, [(0, obj.absorption)])
         return acc.view(hp, wp)
+
+
+class _IceColumns:
+    """Amorphous-ice phase texture: white noise, independent per depth plane and per tilt.
+
+    Why independent per tilt: the slab's 3-D Fourier transform is resolved to ``1/thickness`` along the
+    beam, so beyond ``~1/(thickness * tilt step)`` projections at different tilts sample independent parts of
+    a random 3-D texture; that is where ice matters (it gives the broadband Thon rings of real images).
+    Each canvas pixel sees a column of ice from depth ``z_mid - h`` to ``z_mid + h`` (``2h = thickness /
+    |beam_z|``; ``z_mid`` the depth of the slab mid-plane at that pixel, which changes across a tilted image);
+    plane ``k`` gets the share of that column under its linear-interpolation hat. ``variance`` is per pixel
+    of path, so a pixel's total is ``variance * 2h`` and each part of the column gets the CTF of its depth.
+    """
+
+    def __init__(self, rot: np.ndarray, shift_px, grid: Grid, thickness_px: float, variance: float, generator):
+        import torch
+
+        rot = np.asarray(rot, dtype=np.float64)
+        self.variance = float(variance)
+        self.generator = generator
+        # mid-plane point X = (x, y, 0): p = A (x, y) + shift + c, z = g . (x, y)
+        a, g = rot[:2, :2], rot[2, :2]
+        lin = g @ np.linalg.inv(a)  # depth per canvas pixel offset
+        c = grid.centre_padded + np.asarray(shift_px, dtype=np.float64).reshape(2)
+        self.half = 0.5 * thickness_px / max(abs(rot[2, 2]), 1e-6)
+        xs = torch.arange(grid.wp, dtype=torch.float64) - c[0]
+        ys = torch.arange(grid.hp, dtype=torch.float64) - c[1]
+        self.zmid = (lin[0] * xs[None, :] + lin[1] * ys[:, None]).float()  # (hp, wp)
+        zlo, zhi = float(self.zmid.min()), float(self.zmid.max())
+        self.depth_range = np.array([zlo - self.half, zhi + self.half])
+
+    def add_to(self, plane, depth: float, step: float) -> None:
+        """Add this plane's share of the ice texture (in place)."""
+        import torch
+
+        lo = self.zmid - self.half - depth
+        hi = self.zmid + self.half - depth
+        if float(hi.max()) <= -step or float(lo.min()) >= step:
+            return
+        share = _hat_integral(hi, step) - _hat_integral(lo, step)  # pixels of path under this plane's hat
+        rows = torch.nonzero(share.amax(dim=1) > 0).flatten()
+        cols = torch.nonzero(share.amax(dim=0) > 0).flatten()
+        if len(rows) == 0 or len(cols) == 0:
+            return
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        noise = torch.randn((r1 - r0, c1 - c0), generator=self.generator, dtype=torch.float32)
+        plane[r0:r1, c0:c1] += noise * torch.sqrt(share[r0:r1, c0:c1].clamp_min(0) * self.variance)
+
+
+def _hat_integral(z, step: float):
+    """Integral from -inf to ``z`` of the hat ``max(0, 1 - |t| / step)`` (whose area is ``step``)."""
+    zc = z.clamp(-step, step)
+    return (zc + step) - zc.abs() * zc / (2 * step) - step / 2
 
 
 def _splat_gaussians(acc, hp: int, wp: int, uv: np.ndarray, sigma: np.ndarray, mass: np.ndarray,

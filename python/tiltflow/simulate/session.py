@@ -31,7 +31,14 @@ from tiltflow.simulate.imaging import (
     transmission,
 )
 from tiltflow.simulate.motion import frame_drift, specimen_shifts, stage_kick
-from tiltflow.simulate.phantom import Phantom, Species, default_counts, generate_phantom, make_species
+from tiltflow.simulate.phantom import (
+    ICE_PHASE_PSD,
+    Phantom,
+    Species,
+    default_counts,
+    generate_phantom,
+    make_species,
+)
 from tiltflow.simulate.project import Grid, TiltProjection, make_grid
 from tiltflow.simulate.schemes import acquisition_order
 from tiltflow.simulate.truth import (
@@ -76,8 +83,18 @@ class TiltPlan:
 
 def simulate_session(cfg: SimulationConfig, out: str | Path) -> GroundTruth:
     """Write a session for ``cfg`` into folder ``out``; return its ground truth (also written as JSON)."""
+    import torch
+
     cfg.validate()
-    out = Path(out)
+    before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _simulate_session(cfg, Path(out))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _simulate_session(cfg: SimulationConfig, out: Path) -> GroundTruth:
     if out.exists() and not out.is_dir():
         raise TiltflowError("output exists and is not a folder", out)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,6 +209,7 @@ def _simulate_series(cfg: SimulationConfig, index: int, seed: np.random.SeedSequ
     phantom = generate_phantom(np.random.default_rng(s_phantom), species, box, cfg.thickness_px,
                                _extent(cfg, plans, margin), px, counts, cfg.crowding, cfg.contrast)
     fgrid = FourierGrid(grid, px)
+    ice_var = cfg.ice * ICE_PHASE_PSD / px * cfg.contrast**2
     sens_t = torch.from_numpy(sens)
     e_frame = cfg.dose_per_tilt / cfg.frames * px * px
     dtype = detector.movie_dtype(e_frame)
@@ -205,11 +223,11 @@ def _simulate_series(cfg: SimulationConfig, index: int, seed: np.random.SeedSequ
     mdoc_tilts, tilts_truth = [], []
     for p in plans:
         rot = projection_rotations(0.0, p.true, cfg.tilt_axis)
-        proj = TiltProjection(phantom, rot, p.shift, grid, cfg.depth_step / px)
+        gen = torch.Generator().manual_seed(int(rng_noise.integers(0, 2**62)))
+        proj = TiltProjection(phantom, rot, p.shift, grid, cfg.depth_step / px, ice_var, gen)
         ctf = TiltCtf(p.defocus_u, p.defocus_v, p.defocus_angle, cfg.hand,
                       p.pre_exposure + p.dose / 2 if cfg.damage else None)
         intensity = tilt_intensity(proj, fgrid, optics, ctf, p.transmission)
-        gen = torch.Generator().manual_seed(int(rng_noise.integers(0, 2**62)))
         scale = sens_t * (e_frame * (detector.DARK_FACTOR if p.dark else 1.0))
         movie = np.empty((cfg.frames, cfg.height, cfg.width), dtype)
         for i, frame in enumerate(frames_of(intensity, fgrid, p.drift)):

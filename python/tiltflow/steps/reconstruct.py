@@ -53,7 +53,7 @@ class ReconstructOptions:
     pixel_size: float = 10.0  # A, target tomogram pixel
     thickness_nm: float = 300.0
     method: str = "wbp"  # wbp | sirtlike (WBP with the SIRT-like filter) | sirt
-    iterations: int = 20  # for sirt and sirtlike
+    iterations: int = 10  # for sirt and sirtlike
     halves: bool = True  # even/odd half tomograms when the stacks exist
     slab: int = 64  # z-planes per slab
     device: str = "auto"
@@ -237,7 +237,7 @@ def _load(ts, src: Path, aln: TiltSeriesAlignment, grid: TomogramGrid, b: int, n
         data = mrc.data.reshape(-1, ns_y, ns_x)
         imgs = torch.empty((data.shape[0], m_y, m_x), dtype=torch.float32, device=device)
         for i in range(data.shape[0]):  # one image at a time: a full-size stack never sits in memory
-            img = torch.from_numpy(np.asarray(data[i], dtype=np.float32)).to(device)
+            img = torch.from_numpy(np.array(data[i], dtype=np.float32)).to(device)
             if not torch.isfinite(img).all():
                 raise TiltflowError(f"tilt series {ts.name}: section {i} of the stack has NaN/inf values", src)
             imgs[i] = fourier_crop(img[None], (m_y, m_x))[0]

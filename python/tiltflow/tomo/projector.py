@@ -68,13 +68,14 @@ def _grid(
     z = torch.arange(zs[0], zs[1], dtype=torch.float64, device=device) - c_vol[2]
     # align_corners=True: -1 and +1 are the centres of the first and last pixel
     scale = np.array([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])
-    comps = []
-    for k in range(2):
-        a = m[k] * scale[k]
-        const = offset[k] * scale[k] - 1.0
-        g = (a[0] * x)[None, None, :] + (a[1] * y)[None, :, None] + (a[2] * z + const)[:, None, None]
-        comps.append(g.to(torch.float32))
-    return torch.stack(comps, dim=-1).reshape(1, -1, wv, 2)
+    # affine in x, y, z: g = B[z, y] + A[x], summed in float64 on the small factors and
+    # broadcast once in float32 into the contiguous (dz, h_v, w_v, 2) grid
+    mm = torch.as_tensor(m * scale[:, None], dtype=torch.float64, device=device)  # (2, 3)
+    const = torch.as_tensor(offset * scale - 1.0, dtype=torch.float64, device=device)
+    a = (x[:, None] * mm[:, 0]).to(torch.float32)  # (w_v, 2)
+    bzy = y[None, :, None] * mm[:, 1] + (z[:, None] * mm[:, 2] + const)[:, None, :]  # (dz, h_v, 2)
+    g = bzy.to(torch.float32)[:, :, None, :] + a[None, None, :, :]
+    return g.reshape(1, -1, wv, 2)
 
 
 def _setup(alignment, images_shape, vol_shape, volume_center, image_center, image_scale=None):

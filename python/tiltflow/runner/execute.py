@@ -1,0 +1,142 @@
+"""Running planned steps with resume, in worker processes.
+
+Why workers for every step (session-level ones included): each step runs with the project root as its
+working directory, as a Nextflow task does, and with its own thread budget and GPU; a worker process gives
+that without touching the parent (which only plans, shows progress and summarises). Workers die with the
+parent (``PR_SET_PDEATHSIG``), so a ``kill -9`` of ``tiltflow run`` leaves no process writing into the
+results while the next run starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tiltflow.errors import TiltflowError
+from tiltflow.runner import resume
+from tiltflow.runner.params import RunParams
+from tiltflow.runner.plan import SERIES_STEPS, StepCall, series_call
+
+_EVENTS: Any = None  # the parent's event queue, set by init_worker
+_HELD: Any = None  # this worker's shared lock on the results folder (see pipeline.wait_for_workers)
+WORKERS_LOCK = ".tiltflow-workers.lock"
+
+
+@dataclass
+class StepOutcome:
+    """What happened to one step: ``ran``, ``skipped`` (up to date) or ``failed``."""
+
+    step: str
+    series: str | None
+    status: str
+    seconds: float = 0.0
+    reason: str = ""
+    error: str | None = None
+    user_error: bool = False
+
+
+@dataclass
+class SeriesOutcome:
+    name: str
+    steps: list[StepOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> StepOutcome | None:
+        return next((s for s in self.steps if s.status == "failed"), None)
+
+
+def init_worker(root: str, events: Any, threads: int, gpu_ids: Any) -> None:
+    """Per worker: die with the parent, hold the workers' lock, use ``threads`` threads, take one GPU."""
+    import fcntl
+
+    _die_with_parent()
+    global _EVENTS, _HELD
+    _EVENTS = events
+    _HELD = open(Path(root) / WORKERS_LOCK, "a")
+    fcntl.flock(_HELD, fcntl.LOCK_SH)
+    for var in ("TILTFLOW_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    if gpu_ids is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_ids.get())
+    # steps log into their folders (steplog); nothing may reach the terminal under the progress display
+    root = logging.getLogger("tiltflow")
+    root.addHandler(logging.NullHandler())
+    root.propagate = False
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: workers notice the broken pipe instead
+        pass
+
+
+def _emit(*event: Any) -> None:
+    if _EVENTS is not None:
+        _EVENTS.put(event)
+
+
+def _set_torch_threads() -> None:
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, int(os.environ.get("TILTFLOW_THREADS", "1"))))
+
+
+def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
+    """Skip ``call`` when its record says it is up to date, else clear its folder, run it, record it."""
+    os.chdir(root)
+    _emit("start", call.series, call.step)
+    t0 = time.perf_counter()
+    try:
+        expected = resume.Expected(resume.inputs_of(root, call.input_files, call.upstream), call.options)
+        ok, why = (False, "forced") if forced else resume.up_to_date(root, call.step, call.folder, expected)
+        if ok:
+            out = StepOutcome(call.step, call.series, "skipped", time.perf_counter() - t0, why)
+        else:
+            resume.forget(root, call.folder)
+            _set_torch_threads()
+            call()
+            resume.write_record(root, call.folder, call.step, call.series, expected)
+            out = StepOutcome(call.step, call.series, "ran", time.perf_counter() - t0, why)
+    except TiltflowError as exc:
+        out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0, error=str(exc),
+                          user_error=True)
+    except Exception as exc:  # a bug or a resource problem: one line here, the traceback is in error.log
+        msg = " ".join(str(exc).split())[:300]
+        if type(exc).__name__ == "OutOfMemoryError":
+            msg = f"GPU out of memory: {msg}"
+        out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0,
+                          error=f"{type(exc).__name__}: {msg}")
+    _emit("end", call.series, call.step, out.status, out.seconds, out.reason or out.error or "")
+    return out
+
+
+def run_session_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
+    """A session-level step (gain, import, export, report) in a worker."""
+    return run_step(root, call, forced)
+
+
+def run_series(root: Path, name: str, params: RunParams, has_gain: bool, forced: set[str]) -> SeriesOutcome:
+    """The per-series chain motioncor -> reconstruct; stops at the first failing step."""
+    result = SeriesOutcome(name)
+    for step in SERIES_STEPS:
+        try:
+            call = series_call(step, name, params, has_gain)
+        except TiltflowError as exc:
+            result.steps.append(StepOutcome(step, name, "failed", error=str(exc), user_error=True))
+            _emit("end", name, step, "failed", 0.0, str(exc))
+            break
+        outcome = run_step(root, call, step in forced)
+        result.steps.append(outcome)
+        if outcome.status == "failed":
+            break
+    return result

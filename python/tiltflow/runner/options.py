@@ -1,0 +1,122 @@
+"""Nextflow parameters -> each step's ``<Step>Options``: the one place that says which key feeds which option.
+
+It mirrors ``modules/local/<step>/main.nf`` line by line (``--throw ${params.mc_throw}`` -> ``throw``), so
+``tiltflow run`` and ``nextflow run`` give a step the same settings. A key a step does not know is an
+error here, not a silently dropped setting.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from tiltflow.errors import TiltflowError
+from tiltflow.runner.params import RunParams
+
+
+def _patches(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    parts = str(text).replace(",", " ").split()
+    if len(parts) != 2 or not all(s.isdigit() for s in parts):
+        raise TiltflowError(f"mc_patches must be two integers 'X Y', got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def frames_dir(p: RunParams) -> str | None:
+    """Where the movies are: ``frames``, else the session folder (``input``), else the mdoc's folder."""
+    if p.frames:
+        return str(Path(p.frames).resolve())
+    if p.input:
+        src = Path(p.input).resolve()
+        return str(src if src.is_dir() else src.parent)
+    return None
+
+
+def step_function(step: str) -> str:
+    """``module:function`` taking ``(in_star, step_dir, options)`` and returning the written STAR path."""
+    module = importlib.import_module(f"tiltflow.steps.{step}")
+    name = "run_from_star" if hasattr(module, "run_from_star") else "run"
+    return f"tiltflow.steps.{step}:{name}"
+
+
+def _values(step: str, p: RunParams, has_gain: bool) -> dict[str, Any]:
+    """Option values per step, named after the CLI options of ``tiltflow <step>`` (dashes -> underscores)."""
+    if step == "motioncor":
+        return {"gain": "gain/gain.mrc" if has_gain else None, "frames": frames_dir(p), "backend": p.motioncor_backend, "throw": p.mc_throw,
+                "trunc": p.mc_trunc, "bin": p.mc_bin, "patches": _patches(p.mc_patches), "even_odd": p.even_odd,
+                "device": p.device}
+    if step == "ctf":
+        return {"backend": p.ctf_backend, "res_min": p.ctf_res_min, "res_max": p.ctf_res_max,
+                "defocus_range": p.ctf_defocus_range, "device": p.device}
+    if step == "exclude":
+        return {"exclude_tilts": p.exclude_tilts, "keep_tilts": p.keep_tilts}
+    if step == "stack":
+        return {"backend": p.stack_backend, "bin": p.stack_bin}
+    if step == "align":
+        return {"backend": p.align_backend, "thickness": p.thickness, "dark_tol": p.dark_tol,
+                "tilt_axis": p.tilt_axis, "device": p.device}
+    if step == "reconstruct":
+        return {"pixel_size": p.rec_pixel_size, "thickness": p.thickness, "method": p.rec_method,
+                "halves": p.even_odd, "device": p.device}
+    raise KeyError(step)
+
+
+#: CLI option name -> the field names steps have used for it in their Options dataclasses
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "bin": ("binning", "bin", "bin_factor"),
+    "throw": ("throw",),
+    "trunc": ("trunc",),
+    "thickness": ("thickness_nm", "thickness"),
+    "gain": ("gain", "gain_path"),
+    "frames": ("frames_dir", "frames"),
+    "res_min": ("res_min", "res_low"),
+    "res_max": ("res_max", "res_high"),
+    "defocus_range": ("defocus_range", "defocus_range_um"),
+    "exclude_tilts": ("exclude_tilts", "exclude"),
+    "keep_tilts": ("keep_tilts", "keep"),
+}
+
+
+def options_class(step: str) -> type:
+    """The step's ``<Step>Options`` dataclass (``steps/<step>.py``)."""
+    try:
+        module = importlib.import_module(f"tiltflow.steps.{step}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"tiltflow.steps.{step}":
+            raise TiltflowError(f"step '{step}' is not available in this tiltflow installation") from None
+        raise
+    candidates = [v for k, v in vars(module).items() if k.lower() == f"{step}options" and isinstance(v, type)]
+    if not candidates:
+        raise TiltflowError(f"step '{step}' has no {step.capitalize()}Options class (tiltflow.steps.{step})")
+    return candidates[0]
+
+
+def step_options(step: str, p: RunParams, has_gain: bool) -> Any:
+    """The ``<Step>Options`` the CLI would build for ``p`` (defaults for everything Nextflow does not set)."""
+    cls = options_class(step)
+    names = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in _values(step, p, has_gain).items():
+        if value is None:
+            continue  # not set: the step's default, as the Nextflow module then leaves the option out
+        field = next((a for a in _ALIASES.get(key, (key,)) if a in names), None)
+        if field is None:
+            raise TiltflowError(f"tiltflow.steps.{step}.{cls.__name__} has no option for '{key}'")
+        kwargs[field] = value
+    return cls(**kwargs)
+
+
+def report_target() -> str | None:
+    """``module:function`` of the report step, or None while it is not part of this installation."""
+    for module, name in (("tiltflow.qc.report", "write_report"), ("tiltflow.qc.report", "run"),
+                         ("tiltflow.steps.report", "run")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            continue
+        if hasattr(mod, name):
+            return f"{module}:{name}"
+    return None

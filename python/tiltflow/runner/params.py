@@ -1,0 +1,205 @@
+"""The run's settings: Nextflow's parameter names, so one params file drives both ``nextflow run`` and
+``tiltflow run``.
+
+Why one table: a facility writes ``params.yaml`` once (``mc_throw: 1``, ``ctf_backend: ctffind5``) and
+passes it to either runner; a misspelt key must stop both. :class:`RunParams` mirrors ``params { }`` in
+``nextflow.config`` (a test keeps them equal); keys that only matter on a cluster (containers, resource
+caps) are accepted and ignored here. Precedence: defaults < params file < command-line options.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tiltflow.errors import TiltflowError
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Every Nextflow parameter with the default of ``nextflow.config``."""
+
+    # input / output
+    input: str | None = None
+    frames: str | None = None
+    outdir: str = "results"
+    simulate: str | None = None
+    publish_dir_mode: str = "copy"
+    # gain reference
+    gain: str | None = None
+    gain_rotate: int = 0
+    gain_flip: int = 0
+    gain_serialem_rf: int | None = None
+    # instrument and acquisition
+    kv: float = 300
+    cs: float = 2.7
+    amp_contrast: float = 0.1
+    tilt_axis: float | None = None
+    dose_per_tilt: float | None = None
+    hand: int = -1
+    # step backends
+    motioncor_backend: str = "builtin"
+    ctf_backend: str = "builtin"
+    stack_backend: str = "builtin"
+    align_backend: str = "builtin"
+    # motion correction
+    mc_throw: int = 0
+    mc_trunc: int = 0
+    mc_bin: float = 1
+    mc_patches: str | None = None
+    even_odd: bool = True
+    # CTF estimation
+    ctf_res_min: float = 30
+    ctf_res_max: float = 5
+    ctf_defocus_range: float = 2.0
+    # tilt exclusion
+    exclude_tilts: str | None = None
+    keep_tilts: str | None = None
+    # stack, alignment, reconstruction
+    stack_bin: int = 1
+    thickness: float = 300
+    dark_tol: float = 0.7
+    rec_pixel_size: float = 10
+    rec_method: str = "wbp"
+    # compute
+    device: str = "auto"
+    max_gpus: int = 1
+    # containers and cluster resources: Nextflow only (accepted so that one file serves both)
+    tiltflow_image: str = "ghcr.io/tiltflow/tiltflow:0.1.0"
+    motioncor_image: str = "tiltflow/motioncor:local"
+    ctffind_image: str = "ghcr.io/tiltflow/ctffind:5.0"
+    imod_image: str = "ghcr.io/tiltflow/imod:5.1"
+    aretomo2_image: str = "ghcr.io/tiltflow/aretomo2:1.1.3"
+    aretomo3_image: str = "ghcr.io/tiltflow/aretomo3:2.3.1"
+    max_cpus: int = 16
+    max_memory: str = "128.GB"
+    max_time: str = "48.h"
+
+    def with_values(self, values: dict[str, Any], origin: str = "options") -> RunParams:
+        """A copy with ``values`` (Nextflow keys) set; ``None`` values are ignored (= not given)."""
+        known = {f.name for f in fields(self)}
+        for key in values:
+            if key not in known:
+                raise TiltflowError(f"unknown parameter '{key}' (not a Nextflow parameter of tiltflow)", origin)
+        given = {k: _coerce(k, v, origin) for k, v in values.items() if v is not None}
+        return replace(self, **given)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: keys whose value must be a number (YAML may deliver strings, JSON floats for ints)
+_INT_KEYS = {"gain_rotate", "gain_flip", "gain_serialem_rf", "hand", "mc_throw", "mc_trunc", "stack_bin",
+             "max_gpus", "max_cpus"}
+_FLOAT_KEYS = {"kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
+               "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size"}
+_BOOL_KEYS = {"even_odd"}
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    try:
+        if key in _BOOL_KEYS:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false"):
+                    raise ValueError(value)
+                return value.lower() == "true"
+            return bool(value)
+        if key in _INT_KEYS:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if key in _FLOAT_KEYS:
+            return float(value)
+    except (TypeError, ValueError):
+        raise TiltflowError(f"parameter '{key}': {value!r} is not a valid value", origin) from None
+    if key in ("mc_patches", "exclude_tilts", "keep_tilts") and isinstance(value, (list, tuple)):
+        return " ".join(map(str, value)) if key == "mc_patches" else ",".join(map(str, value))
+    return str(value) if not isinstance(value, (int, float, bool)) else value
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a Nextflow ``-params-file`` (YAML or JSON); keys are checked by :meth:`with_values`."""
+    path = Path(path)
+    if not path.is_file():
+        raise TiltflowError("params file not found", path)
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # yaml and json raise several types
+        raise TiltflowError(f"not a readable params file ({' '.join(str(exc).split())[:160]})", path) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TiltflowError("a params file must be a mapping of parameter names to values", path)
+    # Nextflow accepts kebab-case on its command line; in files the names are snake_case
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_params(params_file: str | Path | None, options: dict[str, Any]) -> RunParams:
+    """Defaults, then the params file, then the command-line ``options`` (Nextflow keys, None = not given)."""
+    params = RunParams()
+    if params_file is not None:
+        params = params.with_values(read_params_file(params_file), str(params_file))
+    params = params.with_values(options, "command line")
+    check_params(params)
+    return params
+
+
+#: backend -> (program names on PATH, environment variables RELION uses for the program)
+EXTERNAL_TOOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "motioncor2": (("MotionCor2",), ("RELION_MOTIONCOR2_EXECUTABLE",)),
+    "motioncor3": (("MotionCor3",), ()),
+    "ctffind4": (("ctffind4", "ctffind"), ("RELION_CTFFIND_EXECUTABLE",)),
+    "ctffind5": (("ctffind5", "ctffind"), ("RELION_CTFFIND_EXECUTABLE",)),
+    "aretomo2": (("AreTomo2", "AreTomo"), ("RELION_ARETOMO_EXECUTABLE",)),
+    "aretomo3": (("AreTomo3",), ("RELION_ARETOMO_EXECUTABLE",)),
+    "imod": (("newstack",), ()),
+}
+
+BACKENDS = {
+    "motioncor_backend": ("builtin", "motioncor2", "motioncor3"),
+    "ctf_backend": ("builtin", "ctffind4", "ctffind5"),
+    "stack_backend": ("builtin", "imod"),
+    "align_backend": ("builtin", "aretomo2", "aretomo3"),
+}
+
+
+def check_params(p: RunParams) -> None:
+    """Stop before any work on values no step could use, and on external tools that are not installed."""
+    for key, allowed in BACKENDS.items():
+        value = getattr(p, key)
+        if value not in allowed:
+            raise TiltflowError(f"--{key.replace('_', '-')} {value!r}: choose one of {', '.join(allowed)}")
+        if value != "builtin":
+            _require_tool(key, value)
+    if p.gain_rotate not in (0, 1, 2, 3):
+        raise TiltflowError(f"gain_rotate must be 0-3, got {p.gain_rotate}")
+    if p.gain_flip not in (0, 1, 2):
+        raise TiltflowError(f"gain_flip must be 0-2, got {p.gain_flip}")
+    if p.hand not in (-1, 1):
+        raise TiltflowError(f"hand must be -1 or 1, got {p.hand}")
+    if not (p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:")):
+        raise TiltflowError(f"device must be auto, cpu, cuda or cuda:N, got {p.device!r}")
+
+
+def _require_tool(key: str, backend: str) -> None:
+    import os
+
+    names, env_vars = EXTERNAL_TOOLS[backend]
+    for var in env_vars:
+        if os.environ.get(var) and Path(os.environ[var]).is_file():
+            return
+    if any(shutil.which(n) for n in names):
+        return
+    raise TiltflowError(
+        f"--{key.replace('_', '-')} {backend}: {' or '.join(names)} not found on PATH"
+        f"{' (nor $' + ', $'.join(env_vars) + ')' if env_vars else ''}; install it or use the builtin backend"
+    )

@@ -1,0 +1,236 @@
+"""``tiltflow run``: the whole pipeline on one machine, same steps and layout as the Nextflow pipeline.
+
+Order: gain (if given) -> import -> per series motioncor .. reconstruct (``jobs`` series at a time, one per
+GPU with CUDA) -> export -> report, then the summary table. Each step is skipped when its record says it
+is up to date (:mod:`tiltflow.runner.resume`). A series that fails is reported and the others carry on;
+the run then ends non-zero. Problems with the input (no mdoc, missing gain) stop it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from tiltflow import star
+from tiltflow.atomic import clean_partials
+from tiltflow.errors import TiltflowError
+from tiltflow.runner import plan
+from tiltflow.runner.execute import (
+    WORKERS_LOCK,
+    SeriesOutcome,
+    StepOutcome,
+    init_worker,
+    run_series,
+    run_session_step,
+)
+from tiltflow.runner.params import RunParams
+from tiltflow.runner.progress import RunProgress
+from tiltflow.runner.summary import SeriesSummary, print_table, series_summary, write_tsv
+
+LOCK = ".tiltflow-run.lock"
+
+
+@dataclass
+class RunResult:
+    """What the run did: per series outcomes, session-step outcomes and the summary rows."""
+
+    root: Path
+    series: list[SeriesOutcome] = field(default_factory=list)
+    session_steps: list[StepOutcome] = field(default_factory=list)
+    summaries: list[SeriesSummary] = field(default_factory=list)
+    workers: int = 1
+
+    @property
+    def failures(self) -> list[str]:
+        out = [f"{o.name} failed at {o.failed.step}: {o.failed.error}" for o in self.series if o.failed]
+        out += [f"{s.step} failed: {s.error}" for s in self.session_steps if s.status == "failed"]
+        return out
+
+    def statuses(self) -> dict[tuple[str | None, str], str]:
+        """(series or None, step) -> ran/skipped/failed, for tests and logs."""
+        d = {(s.series, s.step): s.status for s in self.session_steps}
+        for o in self.series:
+            d.update({(s.series, s.step): s.status for s in o.steps})
+        return d
+
+
+def find_mdocs(session: Path) -> list[Path]:
+    """The tilt-series mdocs: ``SESSION/*.mdoc`` (as Nextflow's ``--input`` glob) or the mdoc given."""
+    if session.is_file() and session.name.endswith(".mdoc"):
+        return [session]
+    if not session.is_dir():
+        raise TiltflowError("session folder not found", session)
+    mdocs = sorted(session.glob("*.mdoc"))
+    if not mdocs:
+        raise TiltflowError("no .mdoc file in the session folder", session)
+    return mdocs
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """One ``tiltflow run`` per results folder; the lock goes with the process, even on kill -9."""
+    fh = open(root / LOCK, "w")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise TiltflowError("another tiltflow run is writing into this folder", root) from None
+        yield
+    finally:
+        fh.close()
+
+
+def wait_for_workers(root: Path, timeout: float = 60.0) -> None:
+    """Wait until no worker of an earlier (killed) run still holds the results folder, then go on.
+
+    Workers hold a shared lock for their lifetime and die with their parent; this covers the moment
+    between a ``kill -9`` and their exit, and systems without ``PR_SET_PDEATHSIG``.
+    """
+    deadline = time.monotonic() + timeout
+    with open(root / WORKERS_LOCK, "a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TiltflowError("processes of an earlier run still write into this folder", root) from None
+                time.sleep(0.2)
+
+
+def plan_workers(device: str, jobs: int) -> tuple[int, int, list[str] | None]:
+    """(worker processes, CPU threads each, GPU ids one per worker or None) for ``device`` and ``--jobs``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = max(1, int(jobs))
+    if device == "cpu" or device.startswith("cuda:"):
+        workers = jobs if device == "cpu" else 1
+        return workers, max(1, cores // workers), None
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n == 0:
+        if device == "cuda":
+            raise TiltflowError("--device cuda requested but no CUDA GPU is available")
+        return jobs, max(1, cores // jobs), None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()][:n] if visible else [str(i) for i in range(n)]
+    return len(ids), max(1, cores // len(ids)), ids
+
+
+def run_pipeline(session: str | Path, outdir: str | Path, params: RunParams, jobs: int = 1,
+                 force: str | None = None, console: Console | None = None) -> RunResult:
+    """Run (or resume) the pipeline on ``session`` into ``outdir``; see the module docstring."""
+    console = console or Console(stderr=True)
+    session = Path(session).resolve()
+    mdocs = find_mdocs(session)
+    if params.gain is not None and not Path(params.gain).is_file():
+        raise TiltflowError("gain reference not found", params.gain)
+    if force is not None and force not in plan.ORDER:
+        raise TiltflowError(f"--force {force!r}: choose one of {', '.join(plan.ORDER)}")
+    # workers run in the results folder: every path from the user is made absolute here
+    params = params.with_values({"input": str(session), "gain": _absolute(params.gain),
+                                 "frames": _absolute(params.frames)})
+    root = Path(outdir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root):
+        wait_for_workers(root)
+        n = clean_partials(root)
+        if n:
+            console.print(f"removed {n} temporary file(s) left by an interrupted run")
+        return _run(root, mdocs, params, jobs, plan.forced_from(force), console)
+
+
+def _run(root: Path, mdocs: list[Path], params: RunParams, jobs: int, forced: set[str],
+         console: Console) -> RunResult:
+    workers, threads, gpus = plan_workers(params.device, jobs)
+    result = RunResult(root, workers=workers)
+    has_gain = params.gain is not None
+    ctx = mp.get_context("spawn")
+    events = ctx.SimpleQueue()  # put() writes at once: an event is never overtaken by the step's result
+    gpu_q = None
+    if gpus:
+        gpu_q = ctx.Queue()
+        for g in gpus:
+            gpu_q.put(g)
+    session_steps = (["gain"] if has_gain else []) + ["import", "export", "report"]
+    where = f"{workers} worker(s) x {threads} thread(s)" + (f" on GPU {','.join(gpus)}" if gpus else " on CPU")
+    console.print(f"tiltflow run: {len(mdocs)} mdoc(s) -> {root} ({where})")
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                               initargs=(str(root), events, threads, gpu_q))
+    try:
+        with RunProgress(console, [], len(plan.SERIES_STEPS), session_steps) as progress:
+            progress.listen(events)
+            try:
+                names = _session_start(pool, root, params, mdocs, forced, result)
+                for name in names:
+                    progress.add_series(name)
+                _series(pool, root, names, params, has_gain, forced, result)
+                done = [o.name for o in result.series if not o.failed]
+                if done:
+                    _session_step(pool, root, plan.export_call(done), "export" in forced, result)
+                    report = plan.report_call(done)
+                    if report is not None:
+                        _session_step(pool, root, report, "report" in forced, result)
+            finally:
+                progress.close(events)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    status = {o.name: (f"failed at {o.failed.step}" if o.failed else "ok") for o in result.series}
+    result.summaries = [series_summary(root, name, status[name]) for name in sorted(status)]
+    if result.summaries:
+        write_tsv(root / "summary.tsv", result.summaries)
+        print_table(console, result.summaries)
+    return result
+
+
+def _session_step(pool: ProcessPoolExecutor, root: Path, call: plan.StepCall, forced: bool,
+                  result: RunResult) -> StepOutcome:
+    try:
+        out = pool.submit(run_session_step, root, call, forced).result()
+    except BrokenProcessPool:
+        out = StepOutcome(call.step, None, "failed", error="the worker process died (out of memory?)")
+    result.session_steps.append(out)
+    return out
+
+
+def _session_start(pool: ProcessPoolExecutor, root: Path, params: RunParams, mdocs: list[Path],
+                   forced: set[str], result: RunResult) -> list[str]:
+    """gain and import; a failure here stops the run (exit 2 for bad input)."""
+    calls = ([plan.gain_call(params)] if params.gain is not None else []) + [plan.import_call(params, mdocs)]
+    for call in calls:
+        out = _session_step(pool, root, call, call.step in forced, result)
+        if out.status == "failed":
+            if out.user_error:
+                raise TiltflowError(out.error or f"{call.step} failed")
+            raise RuntimeError(f"{call.step} failed: {out.error}")
+    table = star.read_tomograms(root / "import" / "tomograms.star")
+    return sorted(str(n) for n in table[star.TOMO_NAME])
+
+
+def _series(pool: ProcessPoolExecutor, root: Path, names: list[str], params: RunParams, has_gain: bool,
+            forced: set[str], result: RunResult) -> None:
+    futures: dict[Future, str] = {pool.submit(run_series, root, n, params, has_gain, forced): n for n in names}
+    outcomes: dict[str, SeriesOutcome] = {}
+    for fut, name in futures.items():
+        try:
+            outcomes[name] = fut.result()
+        except BrokenProcessPool:
+            o = SeriesOutcome(name)
+            o.steps.append(StepOutcome("?", name, "failed", error="the worker process died (out of memory?)"))
+            outcomes[name] = o
+    result.series = [outcomes[n] for n in names]

@@ -1,0 +1,121 @@
+"""The plan: which step runs on what, writes where, with which options - the same calls as the CLI.
+
+Why a plan and not a workflow engine: the pipeline is a fixed chain per tilt series between two
+session-level ends (gain, import | export, report). Each :class:`StepCall` names the step function that
+the ``tiltflow <step>`` command calls, its arguments (paths relative to the project root, as Nextflow's
+task folders have them, so STAR files come out identical), its options, the files it reads and the
+step folders whose records chain into its own (see :mod:`tiltflow.runner.resume`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from tiltflow.runner.params import RunParams
+
+#: every step in pipeline order; ``--force STEP`` re-runs that step and all after it
+ORDER = ("gain", "import", "motioncor", "ctf", "exclude", "stack", "align", "reconstruct", "export", "report")
+SERIES_STEPS = ("motioncor", "ctf", "exclude", "stack", "align", "reconstruct")
+
+#: per-series step -> (folder of its input STAR, further folders whose outputs it reads)
+_READS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "motioncor": ("import", ()),
+    "ctf": ("motioncor", ()),
+    "exclude": ("ctf", ("motioncor",)),
+    "stack": ("exclude", ("motioncor",)),
+    "align": ("stack", ()),
+    "reconstruct": ("align", ("stack",)),
+}
+
+
+@dataclass
+class StepCall:
+    """One step on one series (or on the session): what to call and what decides whether to re-run."""
+
+    step: str
+    series: str | None
+    folder: str  # output folder relative to the project root, e.g. "ctf/TS_01"
+    target: str  # "module:function"
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    input_files: tuple[str, ...] = ()  # hashed into the record (relative to the root or absolute)
+    upstream: tuple[str, ...] = ()  # folders whose records chain in
+    options: dict[str, Any] = field(default_factory=dict)  # what the record keeps
+
+    def function(self):
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self) -> Any:
+        return self.function()(*self.args, **self.kwargs)
+
+
+def series_star(step: str, name: str) -> str:
+    """``<step>/<name>/<name>.star``: the contract file, relative to the project root."""
+    return f"{step}/{name}/{name}.star"
+
+
+def _options_record(opts: Any) -> dict[str, Any]:
+    return asdict(opts) if is_dataclass(opts) else dict(opts)
+
+
+def gain_call(p: RunParams) -> StepCall:
+    gain = str(Path(p.gain).resolve())  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {"rotate": p.gain_rotate, "flip": p.gain_flip}
+    if p.gain_serialem_rf is not None:  # as modules/local/gain: r/f replaces --rotate/--flip
+        kwargs = {"serialem_rf": p.gain_serialem_rf}
+    return StepCall("gain", None, "gain", "tiltflow.steps.gain:prepare_gain", (gain, "gain"), kwargs,
+                    input_files=(gain,), options=dict(kwargs))
+
+
+def import_call(p: RunParams, mdocs: list[Path]) -> StepCall:
+    from tiltflow.runner.options import frames_dir
+
+    frames = frames_dir(p)
+    kwargs = {"kv": p.kv, "cs": p.cs, "amp_contrast": p.amp_contrast, "hand": p.hand, "tilt_axis": p.tilt_axis,
+              "dose_per_tilt": p.dose_per_tilt, "frames_dir": frames}
+    paths = [str(m) for m in mdocs]
+    return StepCall("import", None, "import", "tiltflow.steps.importer:import_session", (paths, "import"), kwargs,
+                    input_files=tuple(paths), options=dict(kwargs))
+
+
+def series_call(step: str, name: str, p: RunParams, has_gain: bool) -> StepCall:
+    """The call ``tiltflow <step> <prev>/<name>/<name>.star --outdir <step>`` makes, with ``p``'s options."""
+    from tiltflow.runner.options import step_function, step_options
+
+    prev, also = _READS[step]
+    in_star = series_star(prev, name)
+    opts = step_options(step, p, has_gain)
+    upstream = tuple(f"{f}/{name}" for f in (prev, *also) if f != "import")
+    if step == "motioncor" and has_gain:
+        upstream = ("gain",)
+    return StepCall(step, name, f"{step}/{name}", step_function(step), (in_star, step, opts),
+                    input_files=(in_star,), upstream=upstream, options=_options_record(opts))
+
+
+def export_call(names: list[str]) -> StepCall:
+    stars = [series_star("reconstruct", n) for n in sorted(names)]
+    return StepCall("export", None, "relion", "tiltflow.steps.export:export", (stars, "relion"),
+                    input_files=tuple(stars), upstream=tuple(f"reconstruct/{n}" for n in sorted(names)))
+
+
+def report_call(names: list[str]) -> StepCall | None:
+    """``tiltflow report . --output report/report.html``, or None while the report step does not exist."""
+    from tiltflow.runner.options import report_target
+
+    target = report_target()
+    if target is None:
+        return None
+    ups = [f"{s}/{n}" for n in sorted(names) for s in SERIES_STEPS] + ["relion"]
+    return StepCall("report", None, "report", target, (".",), {"output": "report/report.html"},
+                    upstream=tuple(ups))
+
+
+def forced_from(force: str | None) -> set[str]:
+    """``--force STEP``: that step and every later one."""
+    if not force:
+        return set()
+    return set(ORDER[ORDER.index(force):])

@@ -1,0 +1,233 @@
+"""How close a run came to the simulator's ground truth: the one place for these metrics.
+
+Why one place: the demo summary, the runner tests and the benchmarks in ``bench/`` must report the same
+numbers for the same results, with the same gauge and sign conventions (those of ``truth.CONVENTIONS``):
+
+- motion: the estimated drift (``Trajectory.drift``: content moved by +drift, mean removed) against the
+  true ``frame_shifts_px`` (mean removed), RMS over frames and tilts, movie pixels;
+- defocus: the fitted mean defocus (U+V)/2 against the true one, RMS over tilts, micrometres;
+- alignment shifts: RELION shifts in movie pixels against the truth after removing the gauge - a 3-D
+  translation of the tomogram origin, which moves tilt i's shift by ``(Rz Ry d)[:2]`` and cannot be
+  observed - fitted by least squares; RMS over tilts;
+- tilt axis: median fitted ``rlnTomoZRot`` minus the true axis, wrapped to [-90, 90) degrees; tilt angles:
+  RMS of fitted ``rlnTomoYTilt`` minus the true angle;
+- tomogram: Pearson correlation of the (contrast-inverted, dark = dense) tomogram with the phantom sampled
+  on the tomogram's grid (RELION's voxel positions), both low-pass filtered, at the best integer shift
+  within a few voxels (the same gauge, in 3-D).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tiltflow import star
+from tiltflow.errors import TiltflowError
+from tiltflow.geometry import projection_rotations
+from tiltflow.simulate.truth import GroundTruth, SeriesTruth, load_truth
+
+TF_EXCLUDED = "tfExcluded"
+
+
+# --- the metrics on arrays (what benchmarks call directly) -------------------------------------------------
+def motion_rms_px(estimated_drift: np.ndarray, true_frame_shifts: np.ndarray) -> float:
+    """RMS of (drift - truth) over the frames both have, each mean-removed over those frames (pixels)."""
+    est = np.asarray(estimated_drift, float).reshape(-1, 2)
+    tru = np.asarray(true_frame_shifts, float).reshape(-1, 2)
+    ok = np.isfinite(est).all(axis=1) & np.isfinite(tru).all(axis=1)
+    if not ok.any():
+        return math.nan
+    d = (est[ok] - est[ok].mean(axis=0)) - (tru[ok] - tru[ok].mean(axis=0))
+    return float(np.sqrt((d ** 2).sum(axis=1).mean()))
+
+
+def rms(values) -> float:
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(np.sqrt((v ** 2).mean())) if v.size else math.nan
+
+
+def gauge_free_shift_rms(est_px: np.ndarray, true_px: np.ndarray, tilt_deg: np.ndarray, axis_deg) -> float:
+    """RMS of the shift error after removing the best 3-D origin translation (pixels)."""
+    est = np.asarray(est_px, float).reshape(-1, 2)
+    tru = np.asarray(true_px, float).reshape(-1, 2)
+    n = len(est)
+    if n == 0:
+        return math.nan
+    p = projection_rotations(0.0, np.asarray(tilt_deg, float), np.broadcast_to(axis_deg, (n,)))[:, :2, :]
+    a = p.reshape(2 * n, 3)
+    b = (est - tru).reshape(2 * n)
+    d, *_ = np.linalg.lstsq(a, b, rcond=None)
+    resid = (b - a @ d).reshape(n, 2)
+    return float(np.sqrt((resid ** 2).sum(axis=1).mean()))
+
+
+def axis_error_deg(estimated: float, true: float) -> float:
+    """Signed axis difference wrapped to [-90, 90): an axis and its opposite are the same line."""
+    return float((estimated - true + 90.0) % 180.0 - 90.0)
+
+
+def _lowpass(vol: np.ndarray, pixel: float, resolution: float) -> np.ndarray:
+    """Gaussian low-pass to ``resolution`` A (amplitude 1/e at 1/resolution)."""
+    f = np.fft.rfftn(vol)
+    freqs = [np.fft.fftfreq(n, d=pixel) for n in vol.shape[:-1]] + [np.fft.rfftfreq(vol.shape[-1], d=pixel)]
+    k2 = sum(np.meshgrid(*[q ** 2 for q in freqs], indexing="ij", sparse=True))
+    return np.fft.irfftn(f * np.exp(-k2 * resolution ** 2), s=vol.shape, axes=(0, 1, 2))
+
+
+def sample_phantom(phantom: np.ndarray, phantom_binning: int, phantom_size_xyz, tomo_shape_zyx,
+                   tomo_binning: float, tomo_size_xyz) -> tuple[np.ndarray, np.ndarray]:
+    """The phantom at the tomogram's voxel positions (linear interpolation) and the inside mask.
+
+    Tomogram voxel i sits at bin-1 position ``B*i - int(S/2)`` relative to the centre (RELION); phantom voxel
+    j at ``b*j + (b-1)/2 - int(S_truth/2)`` (truth CONVENTIONS['phantom']).
+    """
+    import torch
+
+    b = float(phantom_binning)
+    coords = []
+    for axis in range(3):  # x, y, z
+        n_tomo = tomo_shape_zyx[2 - axis]
+        rel = tomo_binning * np.arange(n_tomo) - int(tomo_size_xyz[axis] // 2)
+        j = (rel + int(phantom_size_xyz[axis] // 2) - (b - 1) / 2) / b
+        n_ph = phantom.shape[2 - axis]
+        coords.append(2.0 * j / max(n_ph - 1, 1) - 1.0)  # align_corners=True normalisation
+    gz, gy, gx = np.meshgrid(coords[2], coords[1], coords[0], indexing="ij")
+    grid = torch.from_numpy(np.stack([gx, gy, gz], axis=-1)[None].astype(np.float32))
+    vol = torch.from_numpy(np.ascontiguousarray(phantom, dtype=np.float32))[None, None]
+    out = torch.nn.functional.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    inside = (np.abs(gx) <= 1) & (np.abs(gy) <= 1) & (np.abs(gz) <= 1)
+    return out[0, 0].numpy().astype(np.float64), inside
+
+
+def best_shift_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, max_shift: int = 6) -> float:
+    """Pearson correlation of ``a`` and ``b`` inside ``mask`` at the best integer shift of ``a``."""
+    a = np.where(mask, a - a[mask].mean(), 0.0)
+    b = np.where(mask, b - b[mask].mean(), 0.0)
+    norm = math.sqrt(float((a ** 2).sum()) * float((b ** 2).sum()))
+    if norm == 0:
+        return math.nan
+    shape = [n + max_shift for n in a.shape]  # padded: no wrap-around within max_shift
+    ax = (0, 1, 2)
+    cc = np.fft.irfftn(np.conj(np.fft.rfftn(a, shape, axes=ax)) * np.fft.rfftn(b, shape, axes=ax), s=shape, axes=ax)
+    best = -math.inf
+    r = range(-max_shift, max_shift + 1)
+    for dz in r:
+        for dy in r:
+            best = max(best, float(cc[dz, dy, np.r_[0:max_shift + 1, -max_shift:0]].max()))
+    return best / norm
+
+
+def tomogram_correlation(tomogram: np.ndarray, tomo_pixel: float, tomo_binning: float, tomo_size_xyz,
+                         series: SeriesTruth, phantom: np.ndarray, resolution: float | None = None,
+                         max_shift: int = 6) -> float:
+    """Correlation of ``-tomogram`` (dark = dense) with the phantom; see the module docstring."""
+    sampled, inside = sample_phantom(phantom, series.phantom_binning, series.tomogram_size_xyz, tomogram.shape,
+                                     tomo_binning, tomo_size_xyz)
+    if inside.sum() < 27:
+        return math.nan
+    res = resolution if resolution is not None else max(4.0 * tomo_pixel, 30.0)
+    t = _lowpass(-np.asarray(tomogram, float), tomo_pixel, res)
+    p = _lowpass(sampled, tomo_pixel, res)
+    return best_shift_correlation(t, p, inside, max_shift)
+
+
+# --- the metrics on a results folder -----------------------------------------------------------------------
+@dataclass
+class SeriesComparison:
+    """One series' results against its truth (NaN/None: that step's output is missing)."""
+
+    name: str
+    tilts: int
+    tilts_used: int | None = None
+    motion_rms_px: float | None = None
+    defocus_rms_um: float | None = None
+    shift_rms_px: float | None = None
+    tilt_axis_error_deg: float | None = None
+    tilt_angle_rms_deg: float | None = None
+    tomogram_correlation: float | None = None
+    tomogram: str | None = None
+    star_file: str | None = None
+
+
+def _read(root: Path, step: str, name: str) -> star.TiltSeriesStar | None:
+    p = root / step / name / f"{name}.star"
+    return star.read_tilt_series(p) if p.is_file() else None
+
+
+def _truth_rows(ts: star.TiltSeriesStar, series: SeriesTruth) -> list:
+    return [series.tilt_for_movie(str(m)) for m in ts.tilts[star.MOVIE]]
+
+
+def _kept(ts: star.TiltSeriesStar) -> np.ndarray:
+    if TF_EXCLUDED in ts.tilts:
+        return ts.tilts[TF_EXCLUDED].astype(int).to_numpy() == 0
+    return np.ones(len(ts.tilts), bool)
+
+
+def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
+                   with_tomogram: bool = True) -> SeriesComparison:
+    """Every metric that the results in ``root`` (a tiltflow/Nextflow results folder) allow."""
+    from tiltflow.io.mrc import read_mrc
+    from tiltflow.motion.metadata import read_motion_star
+
+    root = Path(root)
+    name = series.name
+    out = SeriesComparison(name, tilts=len(series.tilts))
+    mc = _read(root, "motioncor", name)
+    if mc is not None and star.MICROGRAPH_METADATA in mc.tilts:
+        errs = []
+        for t, meta in zip(_truth_rows(mc, series), mc.tilts[star.MICROGRAPH_METADATA], strict=True):
+            traj, _ = read_motion_star(star.resolve(meta, root))
+            e = motion_rms_px(traj.drift(), np.array(t.frame_shifts_px))
+            errs.append(e)
+        out.motion_rms_px = rms(errs)  # RMS of per-movie RMS = RMS over all frames (equal frame counts)
+    ctf = _read(root, "ctf", name)
+    if ctf is not None and star.DEFOCUS_U in ctf.tilts:
+        tr = _truth_rows(ctf, series)
+        est = (ctf.tilts[star.DEFOCUS_U].astype(float) + ctf.tilts[star.DEFOCUS_V].astype(float)).to_numpy() / 2
+        true = np.array([(t.defocus_u + t.defocus_v) / 2 for t in tr])
+        exc = _read(root, "exclude", name)
+        keep = _kept(exc) if exc is not None and len(exc.tilts) == len(ctf.tilts) else np.ones(len(tr), bool)
+        keep &= ~np.array([t.dark for t in tr])
+        out.defocus_rms_um = rms((est - true)[keep] / 1e4)
+    ali = _read(root, "align", name)
+    if ali is not None and star.X_SHIFT in ali.tilts:
+        tr = _truth_rows(ali, series)
+        out.tilts_used = len(ali.tilts)
+        est = ali.tilts[[star.X_SHIFT, star.Y_SHIFT]].to_numpy(float) / truth.pixel_size
+        true = np.array([t.shift_px for t in tr])
+        angles = np.array([t.tilt_angle for t in tr])
+        out.shift_rms_px = gauge_free_shift_rms(est, true, angles, series.tilt_axis)
+        out.tilt_axis_error_deg = axis_error_deg(float(np.median(ali.tilts[star.Z_ROT].astype(float))),
+                                                 series.tilt_axis)
+        out.tilt_angle_rms_deg = rms(ali.tilts[star.Y_TILT].astype(float).to_numpy() - angles)
+    rec = _read(root, "reconstruct", name)
+    if rec is not None and rec.globals.get(star.TOMOGRAM):
+        out.tomogram = str(rec.globals[star.TOMOGRAM])
+        path = star.resolve(out.tomogram, root)
+        if with_tomogram and path.is_file():
+            vol, pixel = read_mrc(path)
+            g = rec.globals
+            size = (int(g[star.TOMO_SIZE_X]), int(g[star.TOMO_SIZE_Y]), int(g[star.TOMO_SIZE_Z]))
+            binning = float(g[star.TOMO_BINNING])
+            px = float(pixel) if pixel else binning * rec.pixel_size
+            phantom, _ = read_mrc(truth.path(series.phantom))
+            out.tomogram_correlation = tomogram_correlation(np.asarray(vol), px, binning, size, series,
+                                                            np.asarray(phantom))
+    relion = root / "relion" / "tilt_series" / f"{name}.star"
+    if relion.is_file():
+        out.star_file = str(relion.relative_to(root))
+    return out
+
+
+def compare(session: str | Path, results: str | Path, with_tomogram: bool = True) -> list[SeriesComparison]:
+    """Compare every series of the simulated ``session`` (its ground_truth.json) with ``results``."""
+    truth = load_truth(session)
+    results = Path(results)
+    if not results.is_dir():
+        raise TiltflowError("results folder not found", results)
+    return [compare_series(results, truth, s, with_tomogram) for s in truth.series]

@@ -1,0 +1,181 @@
+"""``tiltflow reconstruct`` end to end on a small analytic series: files, geometry, STAR, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tiltflow import star
+from tiltflow.cli import main as cli
+from tiltflow.geometry import centre, project_points
+from tiltflow.io.mrc import read_mrc, write_mrc
+
+TS_PX = 5.0  # A, bin-1 micrographs
+N1 = (134, 128)  # x, y bin-1 image size; 134 % 3 = 2: stack binning 3 leaves an offset of 1 px
+RNG = np.random.default_rng(3)
+NB = 14
+POS = np.column_stack([RNG.uniform(-45, 45, NB), RNG.uniform(-45, 45, NB), RNG.uniform(-12, 12, NB)])  # bin-1 px
+SIG = RNG.uniform(5, 8, NB)
+AMP = RNG.uniform(0.5, 1.5, NB)
+TILTS = np.arange(-60, 61, 4.0)
+SHIFTS = RNG.normal(0, 6, (len(TILTS), 2))  # bin-1 px
+ZROT = 84.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _images(shifts=SHIFTS, noise=0.0, seed=0):
+    n = len(TILTS)
+    uv = project_points(POS, np.zeros(n), TILTS, np.full(n, ZROT), shifts)
+    yy, xx = np.mgrid[: N1[1], : N1[0]]
+    out = np.zeros((n, N1[1], N1[0]))
+    for i in range(n):
+        for (u, v), s, a in zip(uv[i], SIG, AMP, strict=True):
+            r2 = (xx - centre(N1[0]) - u) ** 2 + (yy - centre(N1[1]) - v) ** 2
+            out[i] += a * np.sqrt(2 * np.pi) * s * np.exp(-r2 / (2 * s * s))
+    if noise:
+        out += noise * out.std() * np.random.default_rng(seed).normal(size=out.shape)
+    return out.astype(np.float32) + 10.0  # an offset, as real images have
+
+
+def _bin(stack, b):
+    """Average b x b blocks of the central region, as the stack step (newstack -bin) does."""
+    n, ny, nx = stack.shape
+    oy, ox = (ny % b) // 2, (nx % b) // 2
+    my, mx = ny // b, nx // b
+    return stack[:, oy:oy + my * b, ox:ox + mx * b].reshape(n, my, b, mx, b).mean(axis=(2, 4))
+
+
+def make_series(root, b=3, halves=False, rows=None, name="TS_01"):
+    """Micrographs, a stack binned by ``b`` (+ even/odd) and the align step's STAR file."""
+    d = root / "stack" / name
+    d.mkdir(parents=True, exist_ok=True)
+    imgs = _images()
+    mics = []
+    for i in range(len(TILTS)):
+        p = root / "motioncor" / name / f"{name}_{i:03d}.mrc"
+        write_mrc(p, imgs[i], TS_PX)
+        mics.append(str(p.relative_to(root)))
+    write_mrc(d / f"{name}.mrc", _bin(imgs, b), TS_PX * b)
+    g = {star.TOMO_NAME: name, star.TS_PIXEL_SIZE: TS_PX, star.VOLTAGE: 300.0,
+         "tfStack": f"stack/{name}/{name}.mrc", "tfStackBinning": b, "tfStackPixelSize": TS_PX * b}
+    if halves:
+        for k, suffix in (("tfStackEven", "_EVN"), ("tfStackOdd", "_ODD")):
+            write_mrc(d / f"{name}{suffix}.mrc", _bin(_images(noise=0.3, seed=len(suffix) + ord(suffix[1])), b), TS_PX * b)
+            g[k] = f"stack/{name}/{name}{suffix}.mrc"
+    tilts = pd.DataFrame({
+        star.MICROGRAPH: mics, star.NOMINAL_TILT: TILTS, star.X_TILT: 0.0, star.Y_TILT: TILTS, star.Z_ROT: ZROT,
+        star.X_SHIFT: SHIFTS[:, 0] * TS_PX, star.Y_SHIFT: SHIFTS[:, 1] * TS_PX,
+        star.PRE_EXPOSURE: np.arange(len(TILTS)) * 3.0,
+    })
+    if rows is not None:
+        tilts = tilts.iloc[:rows]
+    path = root / "align" / name / f"{name}.star"
+    star.write_tilt_series(star.TiltSeriesStar(name, g, tilts), path)
+    return path.relative_to(root)
+
+
+def phantom_at(size_bin1, shape, binning):
+    """The phantom sampled at the tomogram's voxels: voxel i <-> bin-1 position binning * i."""
+    axes = [binning * np.arange(n) - (s // 2) for n, s in zip(shape, size_bin1[::-1], strict=True)]
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    v = np.zeros(shape)
+    for p, s, a in zip(POS, SIG, AMP, strict=True):
+        v += a * np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2) / (2 * s * s))
+    return v
+
+
+def corr(a, b) -> float:
+    a = np.asarray(a, float).ravel() - np.mean(a)
+    b = np.asarray(b, float).ravel() - np.mean(b)
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def _run(root, monkeypatch, *args):
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("TILTFLOW_THREADS", "1")
+    return cli(["reconstruct", *[str(a) for a in args], "--device", "cpu"])
+
+
+def test_reconstruct_writes_tomogram_star_and_halves(tmp_path, monkeypatch):
+    in_star = make_series(tmp_path, b=3, halves=True)
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "reconstruct", "--pixel-size", 20,
+                "--thickness", 25) == 0
+    out = star.read_tilt_series(tmp_path / "reconstruct/TS_01/TS_01.star")
+    g = out.globals
+    assert (g[star.TOMO_SIZE_X], g[star.TOMO_SIZE_Y], g[star.TOMO_SIZE_Z]) == (134, 128, 50)  # bin-1 px
+    assert g[star.TOMOGRAM] == "reconstruct/TS_01/rec_TS_01.mrc"
+    assert g[star.TOMOGRAM_HALF1] == "reconstruct/TS_01/rec_TS_01_half1.mrc"
+    assert g[star.TOMOGRAM_HALF2] == "reconstruct/TS_01/rec_TS_01_half2.mrc"
+    vol, px = read_mrc(tmp_path / g[star.TOMOGRAM])
+    w = 34  # even box nearest 134 * 5 / 20
+    assert vol.shape == (12, 32, w)  # z, y, x on disk: x fastest
+    assert g[star.TOMO_BINNING] == pytest.approx(134 / w, abs=1e-5)
+    assert px == pytest.approx(TS_PX * 134 / w, abs=1e-3)
+    np.testing.assert_allclose(out.tilts[star.CTF_SCALE], np.cos(np.deg2rad(TILTS)), atol=1e-6)
+    ph = phantom_at((134, 128, 50), vol.shape, 134 / w)
+    r = corr(vol, ph)
+    assert r > 0.8, r  # measured ~0.9: geometry exact through stack binning 3 and binning 3.94
+    for key in (star.TOMOGRAM_HALF1, star.TOMOGRAM_HALF2):
+        half, _ = read_mrc(tmp_path / g[key])
+        assert half.shape == vol.shape and corr(half, ph) > 0.7
+    assert not list((tmp_path / "reconstruct/TS_01").glob(".*part*"))
+
+
+def test_wrong_shift_sign_in_star_is_clearly_worse(tmp_path, monkeypatch):
+    in_star = make_series(tmp_path, b=1)
+    ts = star.read_tilt_series(tmp_path / in_star)
+    ts.tilts[star.X_SHIFT] *= -1
+    ts.tilts[star.Y_SHIFT] *= -1
+    star.write_tilt_series(ts, tmp_path / "flipped.star")
+    rs = []
+    for name, src in (("good", in_star), ("bad", "flipped.star")):
+        assert _run(tmp_path, monkeypatch, src, "--outdir", name, "--pixel-size", 10, "--thickness", 25) == 0
+        vol, _ = read_mrc(tmp_path / name / "TS_01" / "rec_TS_01.mrc")
+        rs.append(corr(vol, phantom_at((134, 128, 50), vol.shape, 134 / vol.shape[2])))
+    assert rs[0] > 0.8 and rs[1] < rs[0] - 0.2, rs  # measured 0.85 against 0.57
+
+
+def test_slabs_and_binning(tmp_path, monkeypatch):
+    in_star = make_series(tmp_path, b=1)
+    for name, extra in (("one", ["--slab", 64]), ("slabs", ["--slab", 3]), ("bin2", ["--pixel-size", 20])):
+        args = [in_star, "--outdir", name, "--thickness", 25, "--no-halves", *extra]
+        if "--pixel-size" not in extra:
+            args += ["--pixel-size", 10]
+        assert _run(tmp_path, monkeypatch, *args) == 0
+    one, _ = read_mrc(tmp_path / "one/TS_01/rec_TS_01.mrc")
+    slabs, _ = read_mrc(tmp_path / "slabs/TS_01/rec_TS_01.mrc")
+    bin2, px2 = read_mrc(tmp_path / "bin2/TS_01/rec_TS_01.mrc")
+    np.testing.assert_allclose(slabs, one, atol=1e-5 * np.abs(one).max())
+    assert one.shape == (26, 64, 68) and bin2.shape == (12, 32, 34)
+    assert star.read_tilt_series(tmp_path / "bin2/TS_01/TS_01.star").globals[star.TOMO_BINNING] == pytest.approx(
+        134 / 34, abs=1e-5)
+
+
+def test_sirt_method(tmp_path, monkeypatch):
+    in_star = make_series(tmp_path, b=2)
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "rec", "--pixel-size", 20, "--thickness", 25,
+                "--method", "sirt", "--iterations", 10, "--slab", 5) == 0
+    vol, _ = read_mrc(tmp_path / "rec/TS_01/rec_TS_01.mrc")
+    assert corr(vol, phantom_at((134, 128, 50), vol.shape, 134 / vol.shape[2])) > 0.8
+
+
+def test_missing_stack_and_row_mismatch_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    in_star = make_series(tmp_path, b=1, rows=len(TILTS) - 2)
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "rec") == 2
+    err = capsys.readouterr().err.strip()
+    assert "sections" in err and "tilts" in err and len(err.splitlines()) == 1
+    (tmp_path / "stack/TS_01/TS_01.mrc").unlink()
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "rec") == 2
+    err = capsys.readouterr().err.strip()
+    assert "stack not found" in err and len(err.splitlines()) == 1
+    assert not list((tmp_path / "rec/TS_01").glob("*.mrc")) and not (tmp_path / "rec/TS_01/TS_01.star").exists()
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "rec", "--method", "fbp") == 2
