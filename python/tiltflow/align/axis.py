@@ -93,9 +93,14 @@ def refine_axis(
             if not any(abs(a - b) < 1e-6 for b in angles):
                 ev(a)
         centre = _parabola_min(np.array(angles), np.array(energies), centre, width)
-    ev(centre)
-    best = angles[int(np.argmin(energies))]
-    # trust the parabola's vertex when it is among the points tried and the lowest
+    # the answer: vertex of a least-squares parabola through the points within 1.5 span/3 of it
+    a, e = np.array(angles), np.array(energies)
+    near = np.abs(a - centre) <= span / 2 + 1e-6
+    best = centre
+    if near.sum() >= 3:
+        c2, c1, _ = np.polyfit(a[near] - centre, e[near], 2)
+        if c2 > 0:
+            best = float(centre + np.clip(-c1 / (2 * c2), -span / 3, span / 3))
     return AxisSearch(angles, energies, float(best))
 
 

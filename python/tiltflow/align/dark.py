@@ -7,7 +7,8 @@ was mostly blocked (grid bar, thick ice at high tilt): few counts, so shot noise
 Blank (tiltflow's addition): an image with counts but no specimen contrast (e.g. the stage drifted off
 the target, or a blurred or empty frame). Measured as the neighbour correlation of the 4x-binned,
 mean-removed image: shot noise is white (correlation ~0), specimen structure is not. An image is blank
-when that correlation is below ``blank_tol`` x the series median and below 0.1 absolute.
+when that correlation is below ``blank_tol`` x the series median and below 0.1 absolute, or below
+0.02 (or 3 sigma of its estimate on small images) whatever the series (pure white noise: a whole series of such images is "all blank").
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def white_level(shape: tuple[int, int]) -> float:
+    """Neighbour correlation below which an image is white noise: 0.02, or 3 sigma of the estimate."""
+    h, w = shape
+    a = (h - 2 * (h // 10), w - 2 * (w // 10))
+    b = max(1, min(a) // 64)
+    return max(0.02, 3.0 / np.sqrt((a[0] // b) * (a[1] // b)))
 
 
 @dataclass
@@ -72,6 +81,7 @@ def detect_dark(
         ref = float(np.median(np.sort(ratio)[len(ratio) // 2:]))
     use_dark = 0.0 < dark_tol < 1.0
     threshold = dark_tol * ref if use_dark else 0.0
+    white = white_level(stack.shape[-2:])
     med_struct = float(np.median(struct[ratio > threshold])) if np.any(ratio > threshold) else 0.0
     reasons: list[str | None] = []
     for i, t in enumerate(tilts):
@@ -80,6 +90,8 @@ def detect_dark(
             reason = f"dark: constant or non-finite image (|mean|/std {ratio[i]:.3g})"
         elif use_dark and ratio[i] <= threshold:
             reason = f"dark: |mean|/std {ratio[i]:.3g} <= {dark_tol:g} x {ref:.3g} (zero tilt)"
+        elif blank_tol > 0 and struct[i] < white:
+            reason = f"blank: only white noise, neighbour correlation {struct[i]:.3f} < {white:.3f}"
         elif blank_tol > 0 and struct[i] < blank_tol * med_struct and struct[i] < 0.1:
             reason = (f"blank: no specimen contrast, neighbour correlation {struct[i]:.3f} "
                       f"< {blank_tol:g} x {med_struct:.3f} (series median)")

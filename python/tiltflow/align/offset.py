@@ -58,8 +58,8 @@ def estimate_offset(frame: xcorr.Frame, tilts, rot, shifts, span: float = 10.0, 
     near = np.argsort(np.abs(a - centre))[:3]
     c2, c1, _ = np.polyfit(a[near] - centre, s[near], 2)
     best = float(centre + np.clip(-c1 / (2 * c2), -step / 2, step / 2)) if c2 < 0 else float(centre)
-    spread = float(s.max() - s.min())
-    confident = bool(c2 < 0 and spread > 0.01 and abs(best) < span)
+    drop = float(-c2 * (step / 2) ** 2)  # how much the score falls half a grid step from the peak
+    confident = bool(c2 < 0 and abs(best) < span and drop > 0.002)
     if log is not None:
         log.info("tilt-angle offset search: %s -> %.2f deg (%s)",
                  ", ".join(f"{o:+.1f}:{v:.4f}" for o, v in sorted(zip(offsets, scores, strict=True))), best,

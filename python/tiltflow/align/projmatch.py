@@ -50,7 +50,14 @@ def loo_reprojections(aligned, tilts: np.ndarray, depth: int, cutoff: float = 0.
     weighted = wbp.weight_images(aligned, ali, float(depth), settings)
     vol = backproject(weighted, ali, (int(depth), h, w))
     full = forward_project(vol, ali, (h, w))
-    return full - _apply_bands(self_bands(tilts, depth, w, aligned.device), weighted)
+    key = (tuple(np.round(np.asarray(tilts, float), 4)), int(depth), int(w), str(aligned.device))
+    if key not in _BANDS:
+        _BANDS.clear()  # one series at a time: keep only the latest
+        _BANDS[key] = self_bands(tilts, depth, w, aligned.device)
+    return full - _apply_bands(_BANDS[key], weighted)
+
+
+_BANDS: dict = {}
 
 
 def self_bands(tilts: np.ndarray, depth: int, width: int, device=None):

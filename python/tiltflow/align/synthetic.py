@@ -112,3 +112,33 @@ def make_series(
         dark[order] = True
         imgs[order] = imgs[order] * 0.1 + rng.normal(0, 0.6 * sd, (n_dark, size, size)).astype(np.float32)
     return SyntheticSeries(imgs.astype(np.float32), tilts, nominal, tilt_axis, shifts, dark, phantom, tilt_offset)
+
+
+def write_stack_project(root, s: SyntheticSeries, name: str = "TS_01", pixel_size: float = 10.0,
+                        axis_in_mdoc: float | None = None):
+    """Write what the stack step would for ``s`` under ``root``: the MRC stack and its STAR file.
+
+    Returns the STAR path (``root/stack/<name>/<name>.star``); paths inside are relative to ``root``.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tiltflow import star
+    from tiltflow.io.mrc import write_mrc
+
+    root = Path(root)
+    write_mrc(root / "stack" / name / f"{name}.mrc", s.images, pixel_size)
+    n = len(s.nominal_tilts)
+    tilts = pd.DataFrame({
+        star.MICROGRAPH: [f"motioncor/{name}_{i:03d}.mrc" for i in range(n)],
+        star.NOMINAL_TILT: s.nominal_tilts,
+        star.NOMINAL_AXIS: np.full(n, s.tilt_axis if axis_in_mdoc is None else axis_in_mdoc),
+        star.PRE_EXPOSURE: np.arange(n) * 3.0,
+        "tfDose": np.full(n, 3.0),
+    })
+    g = {star.TS_PIXEL_SIZE: pixel_size, star.VOLTAGE: 300.0, "tfStack": f"stack/{name}/{name}.mrc",
+         "tfStackPixelSize": pixel_size, "tfStackBinning": 1}
+    path = root / "stack" / name / f"{name}.star"
+    star.write_tilt_series(star.TiltSeriesStar(name, g, tilts), path)
+    return path

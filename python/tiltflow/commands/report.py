@@ -1,8 +1,20 @@
-"""PLACEHOLDER: `tiltflow report` is being built (see the issues)."""
+"""``tiltflow report``: option parsing only; the work is in ``tiltflow.qc.report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
-def main(args: list[str] = typer.Argument(None)) -> None:
-    """Not implemented yet."""
-    raise typer.Exit(3)
+def main(
+    out: Path = typer.Argument(..., help="Results folder (OUT of `tiltflow run`, or Nextflow's --outdir)."),
+    output: Path = typer.Option(None, "--output", help="HTML file to write (default OUT/report/report.html)."),
+) -> None:
+    """Write the session report: one self-contained HTML page with every series, plus its PNGs.
+
+    Reads whatever steps exist under OUT (import ... reconstruct, relion/); missing steps are noted.
+    """
+    from tiltflow.qc.report import write_report
+
+    typer.echo(str(write_report(out, output)))

@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tiltflow.ctffit.model import Optics, to_relion
-from tiltflow.ctffit.refine import Refined, annulus_pixels, refine_2d
+from tiltflow.ctffit.model import Optics, from_relion, to_relion
+from tiltflow.ctffit.refine import Refined, annulus_pixels, refine_2d, score_2d
 from tiltflow.ctffit.resolution import FitProfile, fit_profile
 from tiltflow.ctffit.search import rotational_average, search_defocus, smooth_log_background
 from tiltflow.ctffit.spectrum import (
@@ -65,6 +65,8 @@ class CtfFit:
     iciness: float | None
     spectrum: object = field(repr=False)  # flattened 2-D spectrum that was fitted (torch, centred)
     profile: FitProfile | None = field(default=None, repr=False)
+    #: the 1-D search over the whole window: (defoci A, NCC per defocus, number of profile bins)
+    curve: tuple | None = field(default=None, repr=False)
 
     @property
     def defocus(self) -> float:
@@ -105,35 +107,51 @@ def fit_defocus(
     box: int = 512,
     step: float = 100.0,
     fit_astigmatism: bool = True,
+    fixed_astigmatism: tuple[float, float] | None = None,
     astigmatism_restraint: float | None = None,
     max_astigmatism: float = 3000.0,
     fit_phase_shift: bool = False,
     phase_shift: float = 0.0,
     tilt_angle: float = 0.0,
     tilt_axis: float = 0.0,
+    fit_pixel_size: float | None = None,
+    min_tiles: int = 20,
     device=None,
 ) -> CtfFit:
     """Fit defocus (and astigmatism, phase shift) of ``image``, a 2-D array/tensor or :class:`TileSpectra`.
 
     ``search_centre`` and ``search_range`` (A) bound the mean defocus searched (``centre +- range``);
     ``res_min``/``res_max`` (A) the fitted band; ``phase_shift`` (deg) is the fixed phase shift, or the
-    start when ``fit_phase_shift``. ``tilt_angle``/``tilt_axis`` (deg) switch on the tilt-corrected
-    spectrum for tilted images (the axis as rlnTomoNominalTiltAxisAngle, from the image x axis).
+    start when ``fit_phase_shift``. ``fixed_astigmatism`` = (|U - V| in A, angle in deg) keeps the
+    astigmatism at that value (``fit_astigmatism=False`` alone fixes it at zero). ``tilt_angle``/
+    ``tilt_axis`` (deg) switch on the tilt-corrected spectrum for tilted images (the axis as
+    rlnTomoNominalTiltAxisAngle: from the image y axis). ``fit_pixel_size`` (A) is the pixel the spectrum
+    is computed at (default: from ``res_max``; a tilt series passes one value for all tilts so that a
+    dose-reduced ``res_max`` does not coarsen the tiles). ``box`` is reduced (halved, never below what the
+    rings at ``res_max`` need) while the image holds fewer than ``min_tiles`` tiles: many small tiles beat
+    a few large ones on small images.
     """
     optics = optics or Optics()
     if res_max >= res_min:
         raise TiltflowError(f"maximum resolution {res_max} A must be finer than minimum resolution {res_min} A")
+    d_max = search_centre + search_range
     if isinstance(image, TileSpectra):
         tiles = image
     else:
         if pixel_size is None:
             raise TiltflowError("fit_defocus needs the pixel size of the image")
-        tiles = tile_spectra(image, pixel_size, box, fitting_pixel_size(pixel_size, res_max), device=device)
+        fit_px = max(fit_pixel_size or fitting_pixel_size(pixel_size, res_max), pixel_size)
+        shape = tuple(int(n) for n in image.shape[-2:])
+        use_box = choose_box(shape, pixel_size, fit_px, box, 1.0 / max(res_max, 2.0 * fit_px), d_max, optics,
+                             min_tiles)
+        tiles = tile_spectra(image, pixel_size, use_box, fit_px, device=device)
     px = tiles.pixel_size
     k_lo = 1.0 / res_min
     k_hi = min(1.0 / res_max, (tiles.box // 2 - 2) / (tiles.box * px))
     if k_hi <= k_lo * 1.2:
         raise TiltflowError(f"fitting band {res_min}-{res_max} A is empty at a {px:.2f} A fitting pixel")
+    if float(tiles.power.mean()) <= 0 or not bool(torch_isfinite(tiles.power)):
+        raise TiltflowError("the image has no contrast (blank or constant)")
     d_min = max(1000.0, search_centre - search_range)
 
     # 1-D search, with the tilt correction for each gradient sign when the specimen is tilted
@@ -148,32 +166,37 @@ def fit_defocus(
     for sign in signs:
         grad = defocus_gradient(tilt_angle, tilt_axis, sign)
         ref = search_centre
-        res = None
+        res = curve = None
         for half_range, stp in ((search_range, step), (min(search_range, 3000.0), step / 2)):
             spec = tilt_corrected_average(tiles, ref, grad, optics) if sign else tiles.average()
             flat = flatten_spectrum(spec, px, k_lo)
             prof = rotational_average(flat, px, k_lo, k_hi)
             centre = search_centre if res is None else res.defocus
             res = search_defocus(prof, optics, centre, half_range, stp, phases, minimum=1000.0)
+            if curve is None:
+                curve = (res.defoci.cpu().numpy(), res.scores.max(dim=0).values.cpu().numpy(), len(prof.k))
             if not sign:
                 break
             ref = res.defocus
         scores[sign] = res.score
         if best is None or res.score > best[1].score:
-            best = (sign, res, flat)
-    sign, res1d, flat = best
+            best = (sign, res, flat, curve)
+    sign, res1d, flat, curve = best
 
     # 2-D refinement, guarded by the 1-D answer
     pixels = annulus_pixels(flat, px, k_lo, k_hi, d_min, optics)
+    start = None
+    if fixed_astigmatism is not None:
+        _, sx, sy = from_relion(fixed_astigmatism[0], 0.0, fixed_astigmatism[1])
+        start, fit_astigmatism = (sx, sy), False
     refined = refine_2d(pixels, optics, res1d.defocus, res1d.phase_shift, fit_astigmatism=fit_astigmatism,
                         fit_phase_shift=fit_phase_shift, restraint=astigmatism_restraint,
-                        max_astigmatism=max_astigmatism)
+                        max_astigmatism=max_astigmatism, start_astigmatism=start)
     ok = abs(refined.defocus - res1d.defocus) <= MAX_2D_SHIFT and math.isfinite(refined.score)
     if not ok:
-        refined = Refined(res1d.defocus, 0.0, 0.0, res1d.phase_shift, float("nan"))
-        from tiltflow.ctffit.refine import score_2d
-
-        refined.score = float(score_2d(pixels, refined.defocus, 0.0, 0.0, optics, refined.phase_shift))
+        ax0, ay0 = start or (0.0, 0.0)
+        refined = Refined(res1d.defocus, ax0, ay0, res1d.phase_shift,
+                          float(score_2d(pixels, res1d.defocus, ax0, ay0, optics, res1d.phase_shift)))
     profile = fit_profile(flat, px, refined.defocus, refined.ax, refined.ay, refined.phase_shift, optics, k_lo)
     u, v, angle = to_relion(refined.defocus, refined.ax, refined.ay)
     return CtfFit(
@@ -183,8 +206,33 @@ def fit_defocus(
         defocus_1d=res1d.defocus, score_1d=res1d.score, refined_2d=ok,
         gradient_sign=sign, gradient_scores=scores,
         pixel_size=px, res_min=res_min, res_max=res_max, iciness=tiles.iciness,
-        spectrum=flat, profile=profile,
+        spectrum=flat, profile=profile, curve=curve,
     )
+
+
+def torch_isfinite(t) -> bool:
+    import torch
+
+    return bool(torch.isfinite(t).all())
+
+
+def choose_box(shape: tuple[int, int], pixel_size: float, fit_pixel_size: float, box: int, k_hi: float,
+               defocus_max: float, optics: Optics, min_tiles: int = 20) -> int:
+    """Halve ``box`` while the image holds fewer than ``min_tiles`` half-overlapping tiles, as long as the
+    Thon rings at ``k_hi`` for ``defocus_max`` keep at least 3 pixels per period (and the box 128 or more)."""
+    need = 3.0 * 2.0 * optics.wavelength * defocus_max * k_hi / fit_pixel_size  # box * px >= 3 / period
+    b = int(box)
+    while b // 2 >= max(128, need) and _n_tiles(shape, b * fit_pixel_size / pixel_size) < min_tiles:
+        b = (b // 2 // 2) * 2
+    return b
+
+
+def _n_tiles(shape: tuple[int, int], native_box: float) -> int:
+    n = 1
+    for size in shape:
+        step = native_box / 2
+        n *= max(1, int((size - native_box) // step) + 1 + (1 if (size - native_box) % step else 0))
+    return n
 
 
 def _phase_grid(fit_phase_shift: bool, phase_shift_deg: float) -> tuple[float, ...]:

@@ -136,7 +136,8 @@ def refine_2d(
         d, ax, ay, ps = params()
         return -(score_2d(px, d.float(), ax.float(), ay.float(), optics, ps.float()) - _penalty(ax, ay, restraint))
 
-    start = -float(objective())
+    with torch.no_grad():
+        start = -float(objective())
     opt = torch.optim.LBFGS([p], lr=1.0, max_iter=60, tolerance_grad=1e-9, tolerance_change=1e-12,
                             history_size=20, line_search_fn="strong_wolfe")
 

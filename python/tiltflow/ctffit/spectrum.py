@@ -180,16 +180,21 @@ def radius_grid(box: int, pixel_size: float, device=None):
 
 
 def defocus_gradient(tilt_angle: float, tilt_axis: float, sign: int) -> tuple[float, float]:
-    """Change of defocus per A of image position (gx, gy) on a specimen tilted by ``tilt_angle``.
+    """Change of defocus per A of image position, (gx, gy), on a specimen tilted by ``tilt_angle``.
 
-    The defocus is constant along the tilt axis (at ``tilt_axis`` degrees from x) and grows with
-    ``tan(tilt)`` across it. Which side is closer to the objective depends on the defocus handedness,
-    which the fit does not know, hence ``sign`` (+1 or -1; 0 for no gradient).
+    RELION's geometry (``tiltflow.geometry``): the tilt axis lies at ``tilt_axis`` degrees from the image
+    y axis (rlnTomoZRot / rlnTomoNominalTiltAxisAngle), so the defocus changes along (cos a, sin a) and
+
+        defocus(x, y) = defocus_centre + sign * tan(tilt) * (x cos a + y sin a)
+
+    with x along image columns and y along rows (A from the centre). Which sign is right depends on the
+    defocus handedness (RELION: sign = -rlnTomoHand, as the simulator models it), which the fit does not
+    assume; ``sign`` 0 means no gradient.
     """
     if sign == 0 or tilt_angle == 0:
         return 0.0, 0.0
     g = sign * math.tan(math.radians(tilt_angle))
-    a = math.radians(tilt_axis + 90.0)
+    a = math.radians(tilt_axis)
     return g * math.cos(a), g * math.sin(a)
 
 

@@ -6,7 +6,8 @@ Both use :mod:`tiltflow.ctfmodel`, so they agree on conventions.
 
 Model: a white random-phase specimen, multiplied by the CTF and a B-factor envelope, plus white shot noise
 and a smooth low-frequency background (uneven ice). On a tilted specimen the defocus changes linearly
-across the tilt axis; the image is blended from a stack of constant-defocus images (linear in defocus).
+across the tilt axis (:func:`tiltflow.ctffit.spectrum.defocus_gradient`: ``gradient_sign = -rlnTomoHand``);
+the image is blended from a stack of constant-defocus images (linear in defocus).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def synthetic_micrograph(
     """
     import torch
 
+    from tiltflow.ctffit.spectrum import defocus_gradient
     from tiltflow.ctfmodel import ctf_2d
 
     h, w = shape
@@ -56,9 +58,8 @@ def synthetic_micrograph(
     # defocus offset of every pixel (A): constant along the tilt axis, tan(tilt) across it
     yy, xx = torch.meshgrid((torch.arange(h) - h / 2) * pixel_size, (torch.arange(w) - w / 2) * pixel_size,
                             indexing="ij")
-    g = gradient_sign * math.tan(math.radians(tilt_angle))
-    a = math.radians(tilt_axis + 90.0)
-    offset = g * (xx * math.cos(a) + yy * math.sin(a))
+    gx, gy = defocus_gradient(tilt_angle, tilt_axis, gradient_sign)
+    offset = gx * xx + gy * yy
     lo, hi = float(offset.min()), float(offset.max())
     n_planes = 1 if hi - lo < 20 else int(math.ceil((hi - lo) / 100.0)) + 1
     planes = torch.linspace(lo, hi, n_planes) if n_planes > 1 else torch.tensor([0.0])

@@ -135,9 +135,10 @@ def correct_movie(movie, *, pixel_size: float, gain: np.ndarray | None = None,
         i = first + k
         summer.add(frames.spectrum(k), i, traj.shifts[i], float(k))
     sums = summer.result()
-    plain = torch.fft.irfft2(sums.plain_spectrum, s=shape)
-    spec = spectrum.amplitude_spectrum(plain, pixel_size)
     out_pixel = pixel_size * settings.bin_factor
+    # the thumbnail comes from the unweighted output-size sum, at the output pixel (RELION: early binning)
+    plain = torch.fft.irfft2(fourier.crop(sums.plain_spectrum, shape, out_shape), s=out_shape)
+    spec = spectrum.amplitude_spectrum(plain, out_pixel)
     report.append(f"output {out_shape[1]}x{out_shape[0]} at {out_pixel:.4f} A/px"
                   + (f", dose-weighted ({exposure.dose_per_frame:.4g} e/A^2 per frame, pre-exposure "
                      f"{exposure.pre_exposure:.4g})" if exposure else "") + f"; {time.perf_counter() - t0:.1f} s")

@@ -54,13 +54,15 @@ def frame_filter(k, n_start: float, n_end: float, kv: float = 300.0):
     """
     import torch
 
-    exp = torch.exp if isinstance(k, torch.Tensor) else np.exp
+    is_torch = isinstance(k, torch.Tensor)
+    exp, expm1 = (torch.exp, torch.expm1) if is_torch else (np.exp, np.expm1)
     f = voltage_factor(kv)
     ne2 = 2.0 * critical_exposure(k)
     a, b = n_start / f, n_end / f
     if b - a <= 1e-9:
         return exp(-a / ne2)
-    return ne2 * (exp(-a / ne2) - exp(-b / ne2)) / (b - a)
+    # exp(-a/ne2) - exp(-b/ne2) written with expm1: no cancellation where ne2 >> b - a (low resolution)
+    return exp(-a / ne2) * (-expm1(-(b - a) / ne2)) * ne2 / (b - a)
 
 
 class RadialFilter:

@@ -66,6 +66,11 @@ def init_worker(root: str, events: Any, threads: int, gpu_ids: Any) -> None:
     root = logging.getLogger("tiltflow")
     root.addHandler(logging.NullHandler())
     root.propagate = False
+    import warnings
+
+    # library warnings go to the running step's console.log/error.log, not over the progress bars
+    warnings.showwarning = lambda msg, cat, filename, lineno, file=None, line=None: logging.getLogger(
+        "tiltflow.warnings").warning("%s:%s: %s: %s", filename, lineno, cat.__name__, msg)
 
 
 def _die_with_parent() -> None:

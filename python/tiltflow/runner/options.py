@@ -42,17 +42,34 @@ def step_function(step: str) -> str:
     return f"tiltflow.steps.{step}:{name}"
 
 
-def _values(step: str, p: RunParams, has_gain: bool) -> dict[str, Any]:
+def tilts_for(text: str | None, series: str | None) -> str | None:
+    """The entries of an ``--exclude-tilts``/``--keep-tilts`` list that name ``series`` (None: all).
+
+    The exclude step ignores other series' entries, so its result is the same; giving each series only its
+    own means that adding an exclusion for TS_02 re-runs TS_02 and leaves TS_01's records valid.
+    """
+    if not text or series is None:
+        return text
+    import re
+
+    mine = [part for part in re.split(r"[;\s]+", text.strip()) if part.rpartition(":")[0] == series]
+    return ";".join(mine) or None
+
+
+def _values(step: str, p: RunParams, has_gain: bool, series: str | None = None) -> dict[str, Any]:
     """Option values per step, named after the CLI options of ``tiltflow <step>`` (dashes -> underscores)."""
     if step == "motioncor":
-        return {"gain": "gain/gain.mrc" if has_gain else None, "frames": frames_dir(p), "backend": p.motioncor_backend, "throw": p.mc_throw,
+        frames = frames_dir(p)
+        return {"gain": Path("gain/gain.mrc") if has_gain else None, "frames": Path(frames) if frames else None,
+                "backend": p.motioncor_backend, "throw": p.mc_throw,
                 "trunc": p.mc_trunc, "bin": p.mc_bin, "patches": _patches(p.mc_patches), "even_odd": p.even_odd,
                 "device": p.device}
     if step == "ctf":
         return {"backend": p.ctf_backend, "res_min": p.ctf_res_min, "res_max": p.ctf_res_max,
                 "defocus_range": p.ctf_defocus_range, "device": p.device}
     if step == "exclude":
-        return {"exclude_tilts": p.exclude_tilts, "keep_tilts": p.keep_tilts}
+        return {"exclude_tilts": tilts_for(p.exclude_tilts, series), "keep_tilts": tilts_for(p.keep_tilts, series),
+                "device": p.device}
     if step == "stack":
         return {"backend": p.stack_backend, "bin": p.stack_bin}
     if step == "align":
@@ -64,19 +81,11 @@ def _values(step: str, p: RunParams, has_gain: bool) -> dict[str, Any]:
     raise KeyError(step)
 
 
-#: CLI option name -> the field names steps have used for it in their Options dataclasses
+#: CLI option name -> the field of the step's Options dataclass where the names differ
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "bin": ("binning", "bin", "bin_factor"),
-    "throw": ("throw",),
-    "trunc": ("trunc",),
-    "thickness": ("thickness_nm", "thickness"),
-    "gain": ("gain", "gain_path"),
-    "frames": ("frames_dir", "frames"),
-    "res_min": ("res_min", "res_low"),
-    "res_max": ("res_max", "res_high"),
-    "defocus_range": ("defocus_range", "defocus_range_um"),
-    "exclude_tilts": ("exclude_tilts", "exclude"),
-    "keep_tilts": ("keep_tilts", "keep"),
+    "bin": ("binning", "bin_factor"),  # stack, motioncor
+    "thickness": ("thickness_nm",),  # align, reconstruct
+    "frames": ("frames_dir",),  # motioncor
 }
 
 
@@ -94,12 +103,12 @@ def options_class(step: str) -> type:
     return candidates[0]
 
 
-def step_options(step: str, p: RunParams, has_gain: bool) -> Any:
+def step_options(step: str, p: RunParams, has_gain: bool, series: str | None = None) -> Any:
     """The ``<Step>Options`` the CLI would build for ``p`` (defaults for everything Nextflow does not set)."""
     cls = options_class(step)
     names = {f.name for f in fields(cls)}
     kwargs: dict[str, Any] = {}
-    for key, value in _values(step, p, has_gain).items():
+    for key, value in _values(step, p, has_gain, series).items():
         if value is None:
             continue  # not set: the step's default, as the Nextflow module then leaves the option out
         field = next((a for a in _ALIASES.get(key, (key,)) if a in names), None)
@@ -107,6 +116,15 @@ def step_options(step: str, p: RunParams, has_gain: bool) -> Any:
             raise TiltflowError(f"tiltflow.steps.{step}.{cls.__name__} has no option for '{key}'")
         kwargs[field] = value
     return cls(**kwargs)
+
+
+def check_overrides(p: RunParams, names: list[str]) -> None:
+    """Every series named in ``exclude_tilts``/``keep_tilts`` exists (checked once, after import)."""
+    from tiltflow.qc.exclusion import parse_tilt_list, validate_overrides
+
+    for key in ("exclude_tilts", "keep_tilts"):
+        option = f"--{key.replace('_', '-')}"
+        validate_overrides(parse_tilt_list(getattr(p, key), option), names, option)
 
 
 def report_target() -> str | None:

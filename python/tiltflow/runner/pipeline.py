@@ -33,6 +33,7 @@ from tiltflow.runner.execute import (
     run_series,
     run_session_step,
 )
+from tiltflow.runner.options import check_overrides
 from tiltflow.runner.params import RunParams
 from tiltflow.runner.progress import RunProgress
 from tiltflow.runner.summary import SeriesSummary, print_table, series_summary, write_tsv
@@ -219,7 +220,9 @@ def _session_start(pool: ProcessPoolExecutor, root: Path, params: RunParams, mdo
                 raise TiltflowError(out.error or f"{call.step} failed")
             raise RuntimeError(f"{call.step} failed: {out.error}")
     table = star.read_tomograms(root / "import" / "tomograms.star")
-    return sorted(str(n) for n in table[star.TOMO_NAME])
+    names = sorted(str(n) for n in table[star.TOMO_NAME])
+    check_overrides(params, names)
+    return names
 
 
 def _series(pool: ProcessPoolExecutor, root: Path, names: list[str], params: RunParams, has_gain: bool,

@@ -88,7 +88,7 @@ def series_call(step: str, name: str, p: RunParams, has_gain: bool) -> StepCall:
 
     prev, also = _READS[step]
     in_star = series_star(prev, name)
-    opts = step_options(step, p, has_gain)
+    opts = step_options(step, p, has_gain, name)
     upstream = tuple(f"{f}/{name}" for f in (prev, *also) if f != "import")
     if step == "motioncor" and has_gain:
         upstream = ("gain",)

@@ -45,7 +45,14 @@ def _read(root: Path, step: str, name: str) -> star.TiltSeriesStar | None:
 
 
 def _residual(ts: star.TiltSeriesStar) -> float | None:
-    """The alignment's residual in pixels if the align step recorded one (a global ``*Residual*`` key)."""
+    """The alignment's residual in pixels if the align step recorded one: the mean of the per-tilt
+    ``tfAlignResidualPx`` (or a global ``*Residual*`` value)."""
+    for col in ts.tilts.columns:
+        if "residual" in col.lower():
+            v = ts.tilts[col].astype(float)
+            v = v[v.map(math.isfinite)]
+            if len(v):
+                return float(v.mean())
     for key, value in ts.globals.items():
         if "residual" in key.lower() and isinstance(value, (int, float)) and math.isfinite(value):
             return float(value)

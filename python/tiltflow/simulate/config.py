@@ -72,12 +72,12 @@ class SimulationConfig:
     filaments: int | None = None
     gold: int | None = None
     ice: float = 1.0  # multiplies the amorphous-ice phase texture (0 = none)
-    crowding: float = 0.015  # volume fraction of small background proteins (gives broadband Thon rings)
+    crowding: float = 0.01  # volume fraction of small background proteins (cytoplasmic crowding)
     bad_pixels: int = 8  # detector pixels of low sensitivity
     frames_subdir: str = ""  # movies in OUT/<subdir> instead of next to the mdocs
     session_name: str | None = None  # SerialEM session folder name (None: the output folder name)
     depth_step: float = 250.0  # A, spacing of the defocus planes used for the 3-D CTF
-    threads: int = 1  # torch threads (1 is fastest on a shared machine: several threads thrash under load)
+    threads: int = 0  # tilts rendered in parallel (each single-threaded, no OpenMP thrashing); 0 = up to 4 cores
 
     @property
     def width(self) -> int:
@@ -140,8 +140,8 @@ class SimulationConfig:
         for name in ("particles", "vesicles", "filaments", "gold"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 bad(f"--{name} must not be negative")
-        if self.threads < 1:
-            bad(f"--threads must be at least 1, got {self.threads}")
+        if self.threads < 0:
+            bad(f"--threads must be 0 (automatic) or more, got {self.threads}")
         if not self.depth_step > 0:
             bad(f"depth step must be above 0, got {self.depth_step}")
         if "/" in self.frames_subdir or "\\" in self.frames_subdir or self.frames_subdir in (".", ".."):
@@ -154,6 +154,13 @@ class SimulationConfig:
 
         return len(acquisition_order(self.scheme, self.tilt_min, self.tilt_max, self.tilt_step,
                                      self.group_size, self.start_angle))
+
+    @property
+    def workers(self) -> int:
+        """Tilts rendered at the same time (``threads``, or up to 4 of the machine's cores)."""
+        import os
+
+        return self.threads if self.threads > 0 else max(1, min(4, os.cpu_count() or 1))
 
     @property
     def shift_sigma_px(self) -> float:

@@ -54,9 +54,12 @@ def gain_file_array(sensitivity: np.ndarray, rotate: int, flip: int) -> np.ndarr
 
 
 def movie_dtype(electrons_per_pixel_frame: float) -> np.dtype:
-    """uint8 unless bright frames could reach 255 counts (then uint16)."""
-    worst = electrons_per_pixel_frame * 1.2 * 3.0
-    return np.dtype(np.uint8) if worst + 8 * np.sqrt(worst) + 8 < 255 else np.dtype(np.uint16)
+    """uint8 unless bright frames could reach 255 counts (then uint16).
+
+    Bright = the most sensitive pixel (1.2) under twice the mean intensity, plus six standard deviations.
+    """
+    worst = electrons_per_pixel_frame * 1.2 * 2.0
+    return np.dtype(np.uint8) if worst + 6 * np.sqrt(worst) < 255 else np.dtype(np.uint16)
 
 
 def poisson_counts(rate, generator, dtype: np.dtype) -> np.ndarray:

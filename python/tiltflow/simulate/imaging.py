@@ -67,7 +67,7 @@ class FourierGrid:
         fy = torch.fft.fftfreq(grid.hp, dtype=torch.float64)
         fx = torch.fft.rfftfreq(grid.wp, dtype=torch.float64)
         ky, kx = torch.meshgrid(fy, fx, indexing="ij")
-        self.kx_px, self.ky_px = kx, ky  # cycles per pixel
+        self.fx_px, self.fy_px = fx, fy  # cycles per pixel (1-D)
         self.kx = (kx / pixel_size).float()  # 1/A
         self.ky = (ky / pixel_size).float()
         self.k2 = self.kx * self.kx + self.ky * self.ky
@@ -87,7 +87,9 @@ class FourierGrid:
         """Fourier factor that translates an image by (+dx, +dy) pixels."""
         import torch
 
-        return torch.exp(-2j * math.pi * (self.kx_px * dx + self.ky_px * dy)).to(torch.complex64)
+        ramp_x = torch.exp(-2j * math.pi * self.fx_px * dx).to(torch.complex64)
+        ramp_y = torch.exp(-2j * math.pi * self.fy_px * dy).to(torch.complex64)
+        return ramp_y[:, None] * ramp_x[None, :]
 
 
 def tilt_intensity(proj: TiltProjection, fgrid: FourierGrid, optics: Optics, ctf: TiltCtf,

@@ -27,12 +27,13 @@ GOLD_RELATIVE = 6.0
 GOLD_CENTRAL_TRANSMISSION = 0.4  # amplitude-contrast loss through the middle of a 10 nm bead
 GOLD_RADIUS_A = 50.0
 #: amorphous-ice phase texture: variance per pixel = ICE_PHASE_PSD * path (A) / pixel_size^2 (rad^2 A)
-ICE_PHASE_PSD = 2.1e-5
+ICE_PHASE_PSD = 1.0e-4
 #: default abundances (counts per um^3 of slab; gold per um^2 of grid)
-PARTICLES_PER_UM3 = 8000.0
+PARTICLES_PER_UM3 = 5000.0
 VESICLES_PER_UM3 = 250.0
 FILAMENTS_PER_UM3 = 150.0
 GOLD_PER_UM2 = 150.0
+CROWDER_SIGMA_A = (8.0, 16.0)  # widths of the small background proteins
 
 
 @dataclass
@@ -154,6 +155,33 @@ class Phantom:
     pixel_size: float
 
 
+class _Placed:
+    """Spheres already placed (centre, exclusion radius), for rejection sampling without overlaps."""
+
+    def __init__(self) -> None:
+        self.c = np.zeros((0, 3))
+        self.r = np.zeros(0)
+
+    def add(self, c: np.ndarray, r: float) -> None:
+        self.c = np.vstack([self.c, c[None, :]])
+        self.r = np.append(self.r, r)
+
+    def free(self, c: np.ndarray, r: float) -> bool:
+        d2 = ((self.c - c) ** 2).sum(axis=1)
+        return bool(np.all(d2 > (self.r + r) ** 2))
+
+    def outside(self, xyz: np.ndarray) -> np.ndarray:
+        """Mask of points outside every placed sphere (tested in blocks, bounded memory)."""
+        keep = np.ones(len(xyz), dtype=bool)
+        for i in range(len(self.r)):
+            c, r = self.c[i], self.r[i]
+            near = np.all(np.abs(xyz - c) < r, axis=1)
+            if near.any():
+                idx = np.nonzero(near)[0]
+                keep[idx] &= ((xyz[idx] - c) ** 2).sum(axis=1) > r * r
+        return keep
+
+
 def make_species(rng: np.random.Generator) -> list[Species]:
     """A ribosome-like (asymmetric, ~260 A) and a proteasome-like (D7 barrel, 150 x 110 A) species."""
     def in_ellipsoid(n: int, axes: tuple[float, float, float]) -> np.ndarray:
@@ -220,7 +248,7 @@ def generate_phantom(
     extent: tuple[float, float],
     pixel_size: float,
     counts: dict[str, int],
-    crowding: float = 0.015,
+    crowding: float = 0.01,
     contrast: float = 1.0,
 ) -> Phantom:
     """Fill the slab ``|z| <= thickness/2`` over ``|x| <= extent[0], |y| <= extent[1]`` (pixels).
@@ -240,14 +268,8 @@ def generate_phantom(
     def uniform_xy(n: int) -> np.ndarray:
         return np.column_stack([rng.uniform(-ex, ex, n), rng.uniform(-ey, ey, n)])
 
-    placed: list[tuple[np.ndarray, float]] = []  # (centre, exclusion radius), pixels
-
-    def free(c: np.ndarray, r: float) -> bool:
-        if not placed:
-            return True
-        cs = np.array([p for p, _ in placed])
-        rs = np.array([q for _, q in placed])
-        return bool(np.all(np.linalg.norm(cs - c, axis=1) > rs + r))
+    placed = _Placed()
+    free = placed.free
 
     radial: list[RadialObject] = []
     # lipid vesicles: bilayer of two Gaussian head-group layers 40 A apart
@@ -258,7 +280,7 @@ def generate_phantom(
                 R = rng.uniform(r_min, r_max)
                 c = np.array([*uniform_xy(1)[0], rng.uniform(-(half_t - R - 30 / px), half_t - R - 30 / px)])
                 if free(c, R + 30 / px):
-                    placed.append((c, R + 30 / px))
+                    placed.add(c, R + 30 / px)
                     w = max(6.0 / px, 0.35)
                     peak = LIPID_HEAD_RELATIVE * p_protein
                     radial.append(RadialObject("vesicle", c, shells=((R - 20 / px, w, peak), (R + 20 / px, w, peak))))
@@ -270,7 +292,7 @@ def generate_phantom(
             side = rng.choice([-1.0, 1.0])
             c = np.array([*uniform_xy(1)[0], side * max(half_t - rg - rng.uniform(0, 20 / px), 0.0)])
             if free(c, rg + 5 / px):
-                placed.append((c, rg + 5 / px))
+                placed.add(c, rg + 5 / px)
                 mu = -math.log(GOLD_CENTRAL_TRANSMISSION) / (2 * rg)
                 edge = max(2.0 / px, 0.35)
                 peak = GOLD_RELATIVE * p_protein
@@ -289,7 +311,7 @@ def generate_phantom(
         for _try in range(30):
             c = np.array([*uniform_xy(1)[0], rng.uniform(-(half_t - r), half_t - r)])
             if free(c, r):
-                placed.append((c, r))
+                placed.add(c, r)
                 rot = random_rotation(rng)
                 particles.append(Particle(k, c, rot))
                 xyz = c + (sp.xyz_a / px) @ rot.T
@@ -310,21 +332,20 @@ def generate_phantom(
         phi = np.arange(n_sub) * math.radians(-166.7) + rng.uniform(0, 2 * math.pi)
         xyz = c + s[:, None] * u + (25.0 / px) * (np.cos(phi)[:, None] * e1 + np.sin(phi)[:, None] * e2)
         keep = np.abs(xyz[:, 2]) <= half_t - 20 / px
-        for pc, pr in placed:  # no filament through a vesicle, bead or particle
-            keep &= np.linalg.norm(xyz - pc, axis=1) > pr
+        keep &= placed.outside(xyz)  # no filament through a vesicle, bead or particle
         if keep.sum() < 5:
             continue
         filaments.append({"centre": c, "direction": u, "length_px": length, "subunits": int(keep.sum())})
         blob_parts.append(Blobs(xyz[keep], np.full(int(keep.sum()), 16.0 / px), np.full(int(keep.sum()), p_protein)))
     # crowders: small proteins filling a fraction of the remaining volume
     if crowding > 0:
-        mean_cube = (12.0**4 - 6.0**4) / (4 * 6.0)  # E[sigma^3] for sigma uniform on 6..12 A
+        lo, hi = CROWDER_SIGMA_A
+        mean_cube = (hi**4 - lo**4) / (4 * (hi - lo))  # E[sigma^3] for sigma uniform on lo..hi
         mean_vol = (2 * math.pi) ** 1.5 * mean_cube / px**3
         n = int(crowding * (4 * ex * ey * thickness_px) / mean_vol)
-        sigma = rng.uniform(6.0, 12.0, size=n) / px
+        sigma = rng.uniform(lo, hi, size=n) / px
         xyz = np.column_stack([uniform_xy(n), rng.uniform(-half_t, half_t, n)])
         keep = np.abs(xyz[:, 2]) <= half_t - 2 * sigma
-        for pc, pr in placed:
-            keep &= np.linalg.norm(xyz - pc, axis=1) > pr
+        keep &= placed.outside(xyz)
         blob_parts.append(Blobs(xyz[keep], sigma[keep], np.full(int(keep.sum()), 0.8 * p_protein)))
     return Phantom(Blobs.concat(blob_parts), radial, particles, filaments, box, thickness_px, px)

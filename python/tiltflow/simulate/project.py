@@ -4,8 +4,10 @@ Geometry (``tiltflow.geometry``, RELION 5): a specimen point ``X`` (pixels from 
 at image pixel ``p = (R X)_xy + shift_px + c_img`` with ``R = Rz(tilt_axis) Ry(tilt) Rx(0)`` and
 ``c_img = int(size / 2)``; its depth along the beam is ``(R X)_z``. Each Gaussian blob is drawn as its exact
 pixel-integrated 2-D Gaussian (differences of erf, separable in x and y); each radial object as its 1-D
-projection profile. Objects are shared between the two nearest depth planes with linear weights so
-that the CTF of every object follows its own depth (the 3-D CTF RELION models), not just the tilt's.
+projection profile. Each blob goes to the depth plane nearest its own depth (planes ``depth_step`` apart,
+so the defocus error is at most half a step), radial objects and the ice texture are shared between
+neighbouring planes with linear weights: the CTF of every object follows its own depth (the 3-D CTF
+RELION models), not just the tilt's.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from tiltflow.geometry import centre
 from tiltflow.simulate.phantom import Blobs, Phantom, RadialObject
 
 _SQRT2 = math.sqrt(2.0)
-#: blobs are drawn out to this many standard deviations (erf tail beyond: < 5e-4 of the mass)
-BLOB_REACH = 3.5
+#: blobs are drawn out to this many standard deviations (mass beyond: 0.5%)
+BLOB_REACH = 3.0
 #: pixel-integration of radial profiles: widths are broadened by a one-pixel box (variance 1/12)
 PIXEL_VAR = 1.0 / 12.0
 
@@ -102,6 +104,11 @@ class DepthPlanes:
     def depths(self) -> np.ndarray:
         return self.z0 + self.step * np.arange(self.n)
 
+    def nearest(self, z: np.ndarray) -> np.ndarray:
+        """Index of the nearest plane for each depth."""
+        t = np.rint((np.asarray(z, dtype=np.float64) - self.z0) / self.step).astype(np.int64)
+        return np.clip(t, 0, self.n - 1)
+
     def split(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lower plane index and the weight of the upper plane for each depth."""
         t = (np.asarray(z, dtype=np.float64) - self.z0) / self.step
@@ -134,7 +141,7 @@ class TiltProjection:
         all_z = np.concatenate([self.b_z, np.array([rz for _, _, rz in self.radial])]
                                + ([self.ice.depth_range] if self.ice is not None else []))
         self.planes = DepthPlanes.spanning(all_z, depth_step_px)
-        self.b_k, self.b_f = self.planes.split(self.b_z)
+        self.b_k = self.planes.nearest(self.b_z)
         self.r_k, self.r_f = self.planes.split(np.array([rz for _, _, rz in self.radial]))
 
     def plane_chunks(self, chunk: int = 8) -> Iterator[tuple[np.ndarray, object]]:
@@ -146,15 +153,10 @@ class TiltProjection:
         for a in range(0, self.planes.n, chunk):
             b = min(a + chunk, self.planes.n)
             acc = torch.zeros((b - a) * hp * wp, dtype=torch.float32)
-            sel = (self.b_k >= a - 1) & (self.b_k < b)
-            if sel.any():
-                idx = np.nonzero(sel)[0]
-                k = self.b_k[idx]
-                f = self.b_f[idx]
-                lo = np.where((k >= a) & (k < b), 1.0 - f, 0.0)
-                hi = np.where((k + 1 >= a) & (k + 1 < b), f, 0.0)
-                _splat_gaussians(acc, hp, wp, self.b_uv[idx], self.blobs.sigma[idx], self.blobs.mass[idx],
-                                 [(np.clip(k - a, 0, b - a - 1), lo), (np.clip(k + 1 - a, 0, b - a - 1), hi)])
+            sel = np.nonzero((self.b_k >= a) & (self.b_k < b))[0]
+            if len(sel):
+                _splat_gaussians(acc, hp, wp, self.b_uv[sel], self.blobs.sigma[sel], self.blobs.mass[sel],
+                                 self.b_k[sel] - a)
             for j, (obj, ruv, _) in enumerate(self.radial):
                 k, f = int(self.r_k[j]), float(self.r_f[j])
                 parts = [(kk - a, w) for kk, w in ((k, 1.0 - f), (k + 1, f)) if a <= kk < b and w > 0]
@@ -215,6 +217,8 @@ class _IceColumns:
         xs = torch.arange(grid.wp, dtype=torch.float64) - c[0]
         ys = torch.arange(grid.hp, dtype=torch.float64) - c[1]
         self.zmid = (lin[0] * xs[None, :] + lin[1] * ys[:, None]).float()  # (hp, wp)
+        self.row_min, self.row_max = self.zmid.amin(dim=1), self.zmid.amax(dim=1)
+        self.col_min, self.col_max = self.zmid.amin(dim=0), self.zmid.amax(dim=0)
         zlo, zhi = float(self.zmid.min()), float(self.zmid.max())
         self.depth_range = np.array([zlo - self.half, zhi + self.half])
 
@@ -222,18 +226,16 @@ class _IceColumns:
         """Add this plane's share of the ice texture (in place)."""
         import torch
 
-        lo = self.zmid - self.half - depth
-        hi = self.zmid + self.half - depth
-        if float(hi.max()) <= -step or float(lo.min()) >= step:
-            return
-        share = _hat_integral(hi, step) - _hat_integral(lo, step)  # pixels of path under this plane's hat
-        rows = torch.nonzero(share.amax(dim=1) > 0).flatten()
-        cols = torch.nonzero(share.amax(dim=0) > 0).flatten()
+        reach = self.half + step  # beyond this the plane's hat does not meet the column
+        rows = torch.nonzero((self.row_min - reach < depth) & (self.row_max + reach > depth)).flatten()
+        cols = torch.nonzero((self.col_min - reach < depth) & (self.col_max + reach > depth)).flatten()
         if len(rows) == 0 or len(cols) == 0:
             return
         r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        z = self.zmid[r0:r1, c0:c1] - depth
+        share = _hat_integral(z + self.half, step) - _hat_integral(z - self.half, step)  # path under the hat
         noise = torch.randn((r1 - r0, c1 - c0), generator=self.generator, dtype=torch.float32)
-        plane[r0:r1, c0:c1] += noise * torch.sqrt(share[r0:r1, c0:c1].clamp_min(0) * self.variance)
+        plane[r0:r1, c0:c1] += noise * torch.sqrt(share.clamp_min(0) * self.variance)
 
 
 def _hat_integral(z, step: float):
@@ -243,11 +245,11 @@ def _hat_integral(z, step: float):
 
 
 def _splat_gaussians(acc, hp: int, wp: int, uv: np.ndarray, sigma: np.ndarray, mass: np.ndarray,
-                     targets: list[tuple[np.ndarray, np.ndarray]], max_values: int = 1 << 22) -> None:
-    """Add pixel-integrated 2-D Gaussians to ``acc`` (flat, planes x hp x wp).
+                     plane: np.ndarray, max_values: int = 1 << 22) -> None:
+    """Add pixel-integrated 2-D Gaussians to ``acc`` (flat, planes x hp x wp), blob ``i`` to ``plane[i]``.
 
-    ``targets``: (plane index per blob, weight per blob) pairs; each blob is added to every target.
-    Blobs are grouped by window size so that small blobs do not pay for the large ones.
+    Blobs are grouped by window size so that small blobs do not pay for the large ones; the erf is
+    evaluated once per pixel edge.
     """
     import torch
 
@@ -256,26 +258,24 @@ def _splat_gaussians(acc, hp: int, wp: int, uv: np.ndarray, sigma: np.ndarray, m
         grp = np.nonzero(halves == half)[0]
         width = 2 * int(half) + 1
         step = max(1, max_values // (width * width))
+        edges = torch.arange(-int(half), int(half) + 2, dtype=torch.float64) - 0.5
+        offs = torch.arange(-int(half), int(half) + 1, dtype=torch.int64)
         for s0 in range(0, len(grp), step):
             g = grp[s0:s0 + step]
-            offs = torch.arange(-int(half), int(half) + 1, dtype=torch.int64)
             cx = torch.from_numpy(uv[g, 0])
             cy = torch.from_numpy(uv[g, 1])
             sg = torch.from_numpy(sigma[g])[:, None] * _SQRT2
-            ix = torch.floor(cx).long()[:, None] + offs
-            iy = torch.floor(cy).long()[:, None] + offs
-            gx = 0.5 * (torch.special.erf((ix + 0.5 - cx[:, None]) / sg) - torch.special.erf((ix - 0.5 - cx[:, None]) / sg))
-            gy = 0.5 * (torch.special.erf((iy + 0.5 - cy[:, None]) / sg) - torch.special.erf((iy - 0.5 - cy[:, None]) / sg))
-            gx = gx * ((ix >= 0) & (ix < wp))
-            gy = gy * ((iy >= 0) & (iy < hp))
-            vals = (torch.from_numpy(mass[g])[:, None, None] * gy[:, :, None] * gx[:, None, :]).float()
-            pix = iy.clamp(0, hp - 1)[:, :, None] * wp + ix.clamp(0, wp - 1)[:, None, :]
-            for plane, weight in targets:
-                w = torch.from_numpy(np.asarray(weight, dtype=np.float32)[g])
-                if not bool((w != 0).any()):
-                    continue
-                base = torch.from_numpy(np.asarray(plane, dtype=np.int64)[g]) * (hp * wp)
-                acc.index_add_(0, (base[:, None, None] + pix).reshape(-1), (vals * w[:, None, None]).reshape(-1))
+            fx, fy = torch.floor(cx), torch.floor(cy)
+            ex = torch.special.erf((fx[:, None] + edges - cx[:, None]) / sg)
+            ey = torch.special.erf((fy[:, None] + edges - cy[:, None]) / sg)
+            ix = fx.long()[:, None] + offs
+            iy = fy.long()[:, None] + offs
+            gx = (0.5 * (ex[:, 1:] - ex[:, :-1]) * ((ix >= 0) & (ix < wp))).float()
+            gy = (0.5 * (ey[:, 1:] - ey[:, :-1]) * ((iy >= 0) & (iy < hp)) * torch.from_numpy(mass[g])[:, None]).float()
+            base = torch.from_numpy(np.asarray(plane[g], dtype=np.int64)) * (hp * wp)
+            rows = base[:, None] + iy.clamp(0, hp - 1) * wp
+            idx = rows[:, :, None] + ix.clamp(0, wp - 1)[:, None, :]
+            acc.index_add_(0, idx.reshape(-1), (gy[:, :, None] * gx[:, None, :]).reshape(-1))
 
 
 def _splat_radial(acc, hp: int, wp: int, uv: np.ndarray, table: tuple[float, np.ndarray], support: float,

@@ -56,7 +56,7 @@ log = logging.getLogger("tiltflow.simulate")
 
 GAIN_FILE = "gain.mrc"
 TRUTH_FILE = "ground_truth.json"
-DOSE_RATE = 10.0  # e/pixel/s at the camera without specimen: sets ExposureTime
+DOSE_RATE = 10.0  # e/pixel/s at the camera without specimen: sets ExposureTime (kept within 0.4-4 s)
 SPOT = 8
 
 
@@ -87,7 +87,7 @@ def simulate_session(cfg: SimulationConfig, out: str | Path) -> GroundTruth:
 
     cfg.validate()
     before = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(1)  # parallel over tilts instead (cfg.workers): OpenMP threads thrash on busy machines
     try:
         return _simulate_session(cfg, Path(out))
     finally:
@@ -121,6 +121,36 @@ def _simulate_session(cfg: SimulationConfig, out: Path) -> GroundTruth:
     write_truth(out / TRUTH_FILE, truth)
     log.info("simulated %d tilt series in %.1f s -> %s", cfg.n_series, time.perf_counter() - t0, out)
     return truth
+
+
+def prepare_output(out: Path, overwrite: bool = False) -> None:
+    """Refuse a non-empty ``out``; with ``overwrite`` remove the files of a session simulated there before.
+
+    Only files named in the old ``ground_truth.json`` are removed: a folder holding anything else is
+    never cleared.
+    """
+    out = Path(out)
+    if not out.exists() or not any(out.iterdir()):
+        return
+    old = out / TRUTH_FILE
+    if not old.is_file():
+        raise TiltflowError("folder is not empty and holds no simulated session; choose a new or empty folder", out)
+    if not overwrite:
+        raise TiltflowError("folder already holds a simulated session; pass --overwrite to replace it", out)
+    from tiltflow.simulate.truth import load_truth
+
+    truth = load_truth(old)
+    names = [truth.gain.file]
+    for s in truth.series:
+        names += [s.mdoc, s.phantom] + [t.movie for t in s.tilts]
+    for name in names:
+        f = (out / name).resolve()
+        if f.is_file() and out.resolve() in f.parents:
+            f.unlink()
+    old.unlink()
+    for d in sorted({(out / n).parent for n in names}, reverse=True):
+        if d != out and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
 
 
 def plan_series(cfg: SimulationConfig, index: int, rng: np.random.Generator) -> list[TiltPlan]:
@@ -184,10 +214,6 @@ def _grid(cfg: SimulationConfig, plans: list[TiltPlan], optics: Optics) -> Grid:
 
 def _simulate_series(cfg: SimulationConfig, index: int, seed: np.random.SeedSequence, species: list[Species],
                      sens: np.ndarray, out: Path, session: str, optics: Optics, start):
-    import torch
-
-    from tiltflow.geometry import projection_rotations
-
     t0 = time.perf_counter()
     name = f"TS_{index + 1:02d}"
     s_phantom, s_acq, s_noise, s_misc = seed.spawn(4)
@@ -208,44 +234,34 @@ def _simulate_series(cfg: SimulationConfig, index: int, seed: np.random.SeedSequ
     margin = grid.pad + max(np.abs([p.shift for p in plans]).max(), 0) + 470.0 / px
     phantom = generate_phantom(np.random.default_rng(s_phantom), species, box, cfg.thickness_px,
                                _extent(cfg, plans, margin), px, counts, cfg.crowding, cfg.contrast)
-    fgrid = FourierGrid(grid, px)
-    ice_var = cfg.ice * ICE_PHASE_PSD / px * cfg.contrast**2
-    sens_t = torch.from_numpy(sens)
-    e_frame = cfg.dose_per_tilt / cfg.frames * px * px
-    dtype = detector.movie_dtype(e_frame)
-    frames_dir = out / cfg.frames_subdir if cfg.frames_subdir else out
-    times = serialem.acquisition_times(len(plans), [0.0] + [abs(b.target - a.target) for a, b in zip(plans, plans[1:], strict=False)],
-                                       rng_misc, start)
+    renderer = _TiltRenderer(cfg, name, phantom, grid, optics, sens, out)
+    seeds = [int(v) for v in rng_noise.integers(0, 2**62, size=len(plans))]
+    times = serialem.acquisition_times(
+        len(plans), [0.0] + [abs(b.target - a.target) for a, b in zip(plans, plans[1:], strict=False)], rng_misc, start)
     stage_xy = rng_misc.uniform(-400, 400, 2)
     stage_z = rng_misc.uniform(-50, 50)
     lens_offset = rng_misc.uniform(4, 7)
-    exposure_time = float(serialem._num(cfg.dose_per_tilt * px * px / DOSE_RATE))
+    e_tilt = cfg.dose_per_tilt * px * px
+    exposure_time = float(serialem._num(min(max(e_tilt / DOSE_RATE, 0.4), 4.0)))
+    if cfg.workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
+            stats = list(pool.map(renderer.render, plans, seeds))
+    else:
+        stats = [renderer.render(p, sd) for p, sd in zip(plans, seeds, strict=True)]
     mdoc_tilts, tilts_truth = [], []
-    for p in plans:
-        rot = projection_rotations(0.0, p.true, cfg.tilt_axis)
-        gen = torch.Generator().manual_seed(int(rng_noise.integers(0, 2**62)))
-        proj = TiltProjection(phantom, rot, p.shift, grid, cfg.depth_step / px, ice_var, gen)
-        ctf = TiltCtf(p.defocus_u, p.defocus_v, p.defocus_angle, cfg.hand,
-                      p.pre_exposure + p.dose / 2 if cfg.damage else None)
-        intensity = tilt_intensity(proj, fgrid, optics, ctf, p.transmission)
-        scale = sens_t * (e_frame * (detector.DARK_FACTOR if p.dark else 1.0))
-        movie = np.empty((cfg.frames, cfg.height, cfg.width), dtype)
-        for i, frame in enumerate(frames_of(intensity, fgrid, p.drift)):
-            movie[i] = detector.poisson_counts(frame * scale, gen, dtype)
-        mname = serialem.movie_name(name, p.index, p.nominal, cfg.movie_format)
-        detector.write_movie(frames_dir / mname, movie, cfg.movie_format, px, cfg.tiff_compression)
-        total = movie.sum(axis=0, dtype=np.int64)
+    for p, (mname, mmm) in zip(plans, stats, strict=True):
         rel = f"{cfg.frames_subdir}/{mname}" if cfg.frames_subdir else mname
         mdoc_tilts.append(serialem.MdocTilt(
             z_value=p.index, tilt_angle=p.nominal, exposure_dose=p.dose,
-            dose_rate=float(serialem._num(DOSE_RATE * p.transmission)), exposure_time=exposure_time,
+            dose_rate=float(serialem._num(e_tilt * p.transmission / exposure_time)), exposure_time=exposure_time,
             prior_record_dose=p.pre_exposure, target_defocus=p.target_defocus_um,
             defocus_readout=round(lens_offset - p.mean_defocus_um, 5),
             sub_frame_path=serialem.sub_frame_path(session, mname, cfg.frames_subdir), frames=cfg.frames,
             time=times[p.index],
             stage_xy=(stage_xy[0] + rng_misc.normal(0, 0.02), stage_xy[1] + rng_misc.normal(0, 0.02)),
-            stage_z=stage_z, image_shift=(rng_misc.normal(0, 0.3), rng_misc.normal(0, 0.3)),
-            min_max_mean=(float(total.min()), float(total.max()), float(total.mean())),
+            stage_z=stage_z, image_shift=(rng_misc.normal(0, 0.3), rng_misc.normal(0, 0.3)), min_max_mean=mmm,
         ))
         tilts_truth.append(TiltTruth(
             z_value=p.index, acquisition_index=p.index, movie=rel, nominal_tilt_angle=p.nominal,
@@ -272,6 +288,45 @@ def _simulate_series(cfg: SimulationConfig, index: int, seed: np.random.SeedSequ
         **_objects(phantom, species),
     )
     return st, times[-1] + timedelta(minutes=5)
+
+
+class _TiltRenderer:
+    """Draws one tilt's movie from its plan (thread-safe: every tilt has its own random generator)."""
+
+    def __init__(self, cfg: SimulationConfig, name: str, phantom: Phantom, grid: Grid, optics: Optics,
+                 sens: np.ndarray, out: Path):
+        import torch
+
+        self.cfg, self.name, self.phantom, self.grid, self.optics = cfg, name, phantom, grid, optics
+        px = cfg.pixel_size
+        self.fgrid = FourierGrid(grid, px)
+        self.ice_var = cfg.ice * ICE_PHASE_PSD / px * cfg.contrast**2
+        self.sens = torch.from_numpy(sens)
+        self.e_frame = cfg.dose_per_tilt / cfg.frames * px * px
+        self.dtype = detector.movie_dtype(self.e_frame)
+        self.frames_dir = out / cfg.frames_subdir if cfg.frames_subdir else out
+
+    def render(self, p: TiltPlan, seed: int) -> tuple[str, tuple[float, float, float]]:
+        """Write the movie of tilt ``p``; return its file name and (min, max, mean) of the summed counts."""
+        import torch
+
+        from tiltflow.geometry import projection_rotations
+
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(seed)
+        rot = projection_rotations(0.0, p.true, cfg.tilt_axis)
+        proj = TiltProjection(self.phantom, rot, p.shift, self.grid, cfg.depth_step / cfg.pixel_size, self.ice_var, gen)
+        ctf = TiltCtf(p.defocus_u, p.defocus_v, p.defocus_angle, cfg.hand,
+                      p.pre_exposure + p.dose / 2 if cfg.damage else None)
+        intensity = tilt_intensity(proj, self.fgrid, self.optics, ctf, p.transmission)
+        scale = self.sens * (self.e_frame * (detector.DARK_FACTOR if p.dark else 1.0))
+        movie = np.empty((cfg.frames, cfg.height, cfg.width), self.dtype)
+        for i, frame in enumerate(frames_of(intensity, self.fgrid, p.drift)):
+            movie[i] = detector.poisson_counts(frame * scale, gen, self.dtype)
+        mname = serialem.movie_name(self.name, p.index, p.nominal, cfg.movie_format)
+        detector.write_movie(self.frames_dir / mname, movie, cfg.movie_format, cfg.pixel_size, cfg.tiff_compression)
+        total = movie.sum(axis=0, dtype=np.int64)
+        return mname, (float(total.min()), float(total.max()), float(total.mean()))
 
 
 def _in_box(pos: np.ndarray, box: tuple[int, int, int]) -> bool:

@@ -1,0 +1,57 @@
+"""Defocus consistency across a tilt series: one path through the acquisition that explains every tilt.
+
+Why: the late exposures of a dose-symmetric series have lost their high-resolution Thon rings to
+radiation damage, and the two or three rings left fit several defoci (ring orders) almost equally well,
+so fitting each tilt on its own (as RELION's CtfFind does) fails there by micrometres. Exposures taken
+one after another have similar defoci (SerialEM focuses every tilt to the same target; the height of the
+specimen drifts slowly), which is the missing information.
+
+Method: each tilt's 1-D search gives a score curve r(d) (normalised correlation per defocus). With N
+independent bins, the profile log-likelihood of a CTF with free amplitude is -N/2 log(1 - r^2). The
+defocus offsets from the nominal defocus follow a Gaussian random walk in acquisition order (step s.d.
+``sigma``); the most probable path (Viterbi) is found by dynamic programming on the defocus grid. Tilts
+with sharp peaks pin the path; weak tilts follow their neighbours unless their own data are decisive.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: bins of a rotational average are correlated by the tile window (about two per independent value)
+BINS_PER_INDEPENDENT_VALUE = 2.0
+
+
+def log_likelihood(scores: np.ndarray, n_bins: int) -> np.ndarray:
+    """Profile log-likelihood of a CTF whose rings correlate ``scores`` with the spectrum (0 if r <= 0)."""
+    r = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 0.999)
+    n = max(n_bins / BINS_PER_INDEPENDENT_VALUE, 1.0)
+    return -0.5 * n * np.log1p(-r * r)
+
+
+def consistent_path(curves: list[tuple[np.ndarray, np.ndarray, int]], nominal: list[float],
+                    sigma: float, step: float = 100.0) -> np.ndarray:
+    """Most probable defocus per tilt (A), tilts in acquisition order.
+
+    ``curves[i]`` = (defoci, scores, n_bins) of tilt i's 1-D search; ``nominal[i]`` its nominal defocus
+    (the random walk is on the offsets from it); ``sigma`` the step s.d. between consecutive tilts (A).
+    """
+    offsets = [np.asarray(d, float) - nom for (d, _, _), nom in zip(curves, nominal, strict=True)]
+    lo = min(float(o.min()) for o in offsets)
+    hi = max(float(o.max()) for o in offsets)
+    grid = np.arange(lo, hi + 0.5 * step, step)
+    ll = np.full((len(curves), len(grid)), -np.inf)
+    for i, ((_, scores, n_bins), off) in enumerate(zip(curves, offsets, strict=True)):
+        inside = (grid >= off.min() - 1e-6) & (grid <= off.max() + 1e-6)
+        ll[i, inside] = np.interp(grid[inside], off, log_likelihood(scores, n_bins))
+    jump = (grid[:, None] - grid[None, :]) ** 2 / (2.0 * sigma * sigma)  # [to, from]
+    value = ll[0].copy()
+    back = np.zeros((len(curves), len(grid)), dtype=np.int64)
+    for i in range(1, len(curves)):
+        cand = value[None, :] - jump
+        back[i] = np.argmax(cand, axis=1)
+        value = ll[i] + cand[np.arange(len(grid)), back[i]]
+    path = np.zeros(len(curves), dtype=np.int64)
+    path[-1] = int(np.argmax(value))
+    for i in range(len(curves) - 1, 0, -1):
+        path[i - 1] = back[i, path[i]]
+    return grid[path] + np.asarray(nominal, float)

@@ -1,0 +1,211 @@
+"""Defocus handedness (RELION's rlnTomoHand): which side of a tilted image is further from focus.
+
+Why it matters: RELION models the defocus of a point in the tomogram from its depth, and the sign of that
+depth-to-defocus mapping is not recorded anywhere; with the wrong sign every sub-tomogram gets the CTF of
+its mirror depth and high-resolution averages suffer (WarpTools ``ts_defocus_hand``, AreTomo3 ``dfHand``).
+
+How (CTFFIND5/ctfplotter idea, as WarpTools does): on a tilted image the defocus changes linearly
+across the tilt axis. Per tilt the tile spectra are grouped into strips parallel to the tilt axis, the
+defocus of each strip is fitted (:func:`tiltflow.ctffit.fit.fit_defocus`) and regressed on the strip's
+signed distance ``q_x`` from the axis. RELION's model (``Tomogram::getCtf``; the simulator's
+``ground_truth.json`` "hand") gives ``defocus = defocus_0 - hand * tan(tilt) * q_x`` with
+``q = Rz(-tilt_axis) p``, so the slope is ``-hand * tan(tilt)``. Over all tilts the least-squares scale
+``h = -sum(slope * tan) / sum(tan^2)`` is about +1 or -1; its sign is the hand, its standard error and
+the fraction of tilts agreeing say how sure we are.
+
+A hand of -1 with the nominal tilt axis can also mean the axis is 180 degrees off (AreTomo3's reading of
+dfHand = -1); both are fixed the same way for RELION.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+log = logging.getLogger("tiltflow.qc.handedness")
+
+#: tilts closer to zero than this carry too little gradient to be useful (deg)
+MIN_TILT = 15.0
+
+
+@dataclass(frozen=True)
+class HandOptions:
+    """Fitting band and effort: ``max_tilts`` of the highest kept tilts are measured, ``strips`` per tilt."""
+
+    res_min: float = 50.0  # A
+    res_max: float = 12.0  # A
+    strips: int = 4
+    max_tilts: int = 12
+    min_tilt: float = MIN_TILT
+    min_z: float = 3.0  # |h| / standard error needed to call the hand
+    min_agreement: float = 0.7  # fraction of tilts (weighted by |tan|) with the majority sign
+
+
+@dataclass
+class TiltGradient:
+    """One tilt: strip positions ``q_x`` (A), fitted defoci (A), and the slope (A of defocus per A)."""
+
+    index: int
+    tilt_angle: float
+    positions: list[float]
+    defoci: list[float]
+    scores: list[float]
+    slope: float
+
+    @property
+    def hand_vote(self) -> float:
+        """The scale this tilt alone gives (about +-1): ``-slope / tan(tilt)``."""
+        return -self.slope / math.tan(math.radians(self.tilt_angle))
+
+
+@dataclass
+class HandResult:
+    """Series verdict: ``hand`` (+1/-1, 0 when undetermined), ``scale`` (LSQ h), ``z``, ``agreement``."""
+
+    hand: int
+    scale: float
+    z: float
+    agreement: float
+    tilts: list[TiltGradient] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def determined(self) -> bool:
+        return self.hand != 0
+
+    def describe(self) -> str:
+        if not self.tilts:
+            return f"handedness not determined: {self.note or 'no usable tilts'}"
+        word = f"hand {self.hand:+d}" if self.hand else "handedness not determined"
+        return (f"{word}: defocus gradient scale {self.scale:+.2f} (expected +-1), z {self.z:.1f}, "
+                f"{100 * self.agreement:.0f}% of {len(self.tilts)} tilts agree" + (f"; {self.note}" if self.note else ""))
+
+
+def strip_positions(centres_xy: np.ndarray, tilt_axis: float) -> np.ndarray:
+    """Signed distance (A) of points (x, y) from the tilt axis: ``q_x`` of ``Rz(-tilt_axis) p``."""
+    a = math.radians(tilt_axis)
+    c = np.asarray(centres_xy, dtype=np.float64).reshape(-1, 2)
+    return c[:, 0] * math.cos(a) + c[:, 1] * math.sin(a)
+
+
+def tilt_gradient(image: np.ndarray, pixel_size: float, tilt_angle: float, tilt_axis: float, defocus: float,
+                  optics, options: HandOptions | None = None, index: int = -1, device=None) -> TiltGradient | None:
+    """Fit the defocus in strips across the tilt axis of one micrograph; None if it is too small."""
+    import torch
+
+    from tiltflow.ctffit.fit import fit_defocus
+    from tiltflow.ctffit.spectrum import TileSpectra, fitting_pixel_size, tile_spectra
+    from tiltflow.errors import TiltflowError
+
+    o = options or HandOptions()
+    img = np.asarray(image, dtype=np.float32)
+    h, w = img.shape
+    fit_px = fitting_pixel_size(pixel_size, o.res_max)
+    native = max(64, min(h, w) // 4)
+    box = int(max(64, min(256, native * pixel_size / fit_px)))
+    try:
+        tiles = tile_spectra(img, pixel_size, box, fit_px, device=device)
+    except TiltflowError:
+        return None
+    q = strip_positions(tiles.centres.cpu().numpy(), tilt_axis)
+    n_strips = min(o.strips, max(2, len(np.unique(np.round(q, 1)))))
+    if n_strips < 2:
+        return None
+    edges = np.quantile(q, np.linspace(0, 1, n_strips + 1))
+    span = float(q.max() - q.min())
+    search = max(2000.0, 1.5 * abs(math.tan(math.radians(tilt_angle))) * span)
+    pos, dfs, scores = [], [], []
+    for j in range(n_strips):
+        sel = (q >= edges[j] - 1e-6) & (q <= edges[j + 1] + 1e-6) if j == n_strips - 1 else \
+            (q >= edges[j] - 1e-6) & (q < edges[j + 1])
+        if sel.sum() < 1:
+            continue
+        m = torch.from_numpy(sel).to(tiles.power.device)
+        sub = TileSpectra(tiles.power[m], tiles.centres[m], tiles.pixel_size, tiles.native_pixel_size)
+        try:
+            fit = fit_defocus(sub, search_centre=defocus, search_range=search, optics=optics, res_min=o.res_min,
+                              res_max=o.res_max, fit_astigmatism=False, device=device)
+        except TiltflowError:
+            continue
+        pos.append(float(q[sel].mean()))
+        dfs.append(float(fit.defocus))
+        scores.append(float(fit.score))
+    if len(pos) < 2:
+        return None
+    slope = float(np.polyfit(pos, dfs, 1)[0])
+    return TiltGradient(index, float(tilt_angle), pos, dfs, scores, slope)
+
+
+def combine(gradients: Sequence[TiltGradient], options: HandOptions | None = None) -> HandResult:
+    """The series' hand from per-tilt slopes (least squares on tan(tilt), with a confidence)."""
+    o = options or HandOptions()
+    g = [t for t in gradients if t is not None and abs(t.tilt_angle) >= o.min_tilt and math.isfinite(t.slope)]
+    if len(g) < 2:
+        return HandResult(0, float("nan"), 0.0, 0.0, list(g), note="fewer than 2 tilts could be measured")
+    tan = np.array([math.tan(math.radians(t.tilt_angle)) for t in g])
+    s = np.array([t.slope for t in g])
+    scale = float(-(s * tan).sum() / (tan * tan).sum())
+    resid = s + scale * tan
+    dof = max(1, len(g) - 1)
+    se = math.sqrt(float((resid**2).sum()) / dof / float((tan * tan).sum())) if len(g) > 1 else float("inf")
+    z = abs(scale) / se if se > 0 else float("inf")
+    votes = np.sign(-s * tan)
+    weight = np.abs(tan)
+    agreement = float(weight[votes == np.sign(scale)].sum() / weight.sum()) if scale else 0.0
+    hand = int(np.sign(scale)) if (z >= o.min_z and agreement >= o.min_agreement) else 0
+    note = ""
+    if hand and not 0.4 <= abs(scale) <= 2.5:
+        note = f"gradient {abs(scale):.2f}x the expected size: check the tilt angles and the tilt axis"
+    if not hand:
+        note = "the defocus gradient is too weak or inconsistent to call"
+    return HandResult(hand, scale, float(z), agreement, list(g), note)
+
+
+def choose_tilts(angles: Sequence[float], usable: Sequence[bool], options: HandOptions | None = None) -> list[int]:
+    """Row positions of the tilts to measure: usable, |tilt| >= min_tilt, the highest first, both signs."""
+    o = options or HandOptions()
+    cand = [i for i, (a, u) in enumerate(zip(angles, usable, strict=True)) if u and abs(a) >= o.min_tilt]
+    pos = sorted((i for i in cand if angles[i] > 0), key=lambda i: -abs(angles[i]))
+    neg = sorted((i for i in cand if angles[i] < 0), key=lambda i: -abs(angles[i]))
+    out: list[int] = []
+    while (pos or neg) and len(out) < o.max_tilts:
+        for lst in (pos, neg):
+            if lst and len(out) < o.max_tilts:
+                out.append(lst.pop(0))
+    return sorted(out)
+
+
+@dataclass
+class SessionHand:
+    """Session verdict: the hands found per series and whether they agree."""
+
+    hands: dict[str, int]
+    consensus: int
+    disagree: list[str]
+
+    @property
+    def consistent(self) -> bool:
+        return not self.disagree
+
+    def warning(self) -> str | None:
+        if self.consistent:
+            return None
+        if not self.consensus:
+            return ("defocus handedness differs between tilt series (no majority): "
+                    + ", ".join(f"{n} ({self.hands[n]:+d})" for n in self.disagree))
+        return (f"defocus handedness differs between tilt series: consensus {self.consensus:+d}, "
+                f"but {', '.join(f'{n} ({self.hands[n]:+d})' for n in self.disagree)}")
+
+
+def session_hand(hands: dict[str, int]) -> SessionHand:
+    """Majority hand over the series with a determined hand (0 = undetermined, ignored); who disagrees."""
+    known = {n: h for n, h in hands.items() if h in (1, -1)}
+    total = sum(known.values())
+    consensus = int(np.sign(total)) if total else (next(iter(known.values())) if known else 0)
+    if total == 0 and known:  # a tie: every series is in the minority
+        return SessionHand(dict(hands), 0, sorted(known))
+    return SessionHand(dict(hands), consensus, sorted(n for n, h in known.items() if h != consensus))

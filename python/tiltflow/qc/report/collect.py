@@ -1,0 +1,164 @@
+"""Read a results folder (``OUT/<step>/<TS>/<TS>.star``, ``console.log``) into what the report shows.
+
+Why tolerant: the report is also how a user finds out what went wrong, so a missing step or an unreadable
+file becomes a note on the page, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tiltflow import star
+from tiltflow.errors import TiltflowError
+
+log = logging.getLogger("tiltflow.report")
+
+STEPS = ("import", "motioncor", "ctf", "exclude", "stack", "align", "reconstruct")
+#: steps whose per-tilt table still has every tilt in acquisition order (latest first)
+ALL_ROW_STEPS = ("exclude", "ctf", "motioncor", "import")
+_DONE = re.compile(r"done (\S+) (\S+) in ([0-9.]+) s")
+
+
+@dataclass
+class SeriesData:
+    """One tilt series as found in the results: its STAR per step, step timings and side files."""
+
+    name: str
+    stars: dict[str, star.TiltSeriesStar] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    hand: dict | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def latest(self, steps=STEPS[::-1]) -> star.TiltSeriesStar | None:
+        for s in steps:
+            if s in self.stars:
+                return self.stars[s]
+        return None
+
+    @property
+    def globals(self) -> dict:
+        g: dict = {}
+        for s in STEPS:
+            if s in self.stars:
+                g.update(self.stars[s].globals)
+        return g
+
+    def tilts(self) -> pd.DataFrame:
+        """Every tilt in acquisition order with all per-tilt columns, plus align's columns where it has them."""
+        base = self.latest(ALL_ROW_STEPS)
+        if base is None:
+            base = self.latest()
+        if base is None:
+            return pd.DataFrame()
+        t = base.tilts.copy()
+        if "tfExcluded" not in t:
+            t["tfExcluded"] = 0
+        t["tfExcluded"] = pd.to_numeric(t["tfExcluded"], errors="coerce").fillna(0).astype(int)
+        if "tfExcludeReason" not in t:
+            t["tfExcludeReason"] = ""
+        t["tfExcludeReason"] = t["tfExcludeReason"].fillna("").astype(str)
+        if "tfAcquisitionIndex" not in t:
+            t["tfAcquisitionIndex"] = np.arange(len(t))
+        al = self.stars.get("align")
+        if al is not None and star.MICROGRAPH in al.tilts and star.MICROGRAPH in t:
+            extra = [c for c in al.tilts.columns if c not in t.columns or c in (star.Y_TILT, star.Z_ROT)]
+            extra = [c for c in extra if c != star.MICROGRAPH]
+            merged = t.drop(columns=[c for c in extra if c in t.columns]).merge(
+                al.tilts[[star.MICROGRAPH] + extra], on=star.MICROGRAPH, how="left")
+            # a tilt the aligner dropped (dark) is excluded even if the exclude step kept it
+            aligned = t[star.MICROGRAPH].isin(set(al.tilts[star.MICROGRAPH]))
+            dropped = (~aligned) & (merged["tfExcluded"] == 0)
+            merged.loc[dropped, "tfExcluded"] = 1
+            merged.loc[dropped, "tfExcludeReason"] = "excluded: dropped by the alignment (dark or unalignable)"
+            t = merged
+        return t
+
+    @property
+    def total_time(self) -> float:
+        return float(sum(self.timings.values()))
+
+
+@dataclass
+class SessionData:
+    """The whole results folder: series, the steps found, and notes for the page."""
+
+    root: Path
+    series: list[SeriesData]
+    steps_found: list[str]
+    relion: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def steps_missing(self) -> list[str]:
+        return [s for s in STEPS if s not in self.steps_found]
+
+    def resolve(self, ref: str | None) -> Path | None:
+        """A path from a STAR file: relative to the results folder (where steps run), else to the cwd."""
+        if ref is None or (isinstance(ref, float) and np.isnan(ref)) or not str(ref).strip():
+            return None
+        p = Path(str(ref).split(":")[0] if str(ref).endswith(":mrc") else str(ref))
+        for c in ([p] if p.is_absolute() else [self.root / p, Path.cwd() / p, self.root.parent / p]):
+            if c.is_file():
+                return c
+        return None
+
+
+def collect(root: str | Path) -> SessionData:
+    """Read every step's per-series STAR file and console.log under ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TiltflowError("results folder not found", root)
+    series: dict[str, SeriesData] = {}
+    found = []
+    for step in STEPS:
+        sdir = root / step
+        if not sdir.is_dir():
+            continue
+        any_series = False
+        for d in sorted(p for p in sdir.iterdir() if p.is_dir()):
+            f = d / f"{d.name}.star"
+            sd = series.setdefault(d.name, SeriesData(d.name))
+            _read_timing(d / "console.log", step, sd)
+            if not f.is_file():
+                if (d / "console.log").is_file():
+                    sd.problems.append(f"{step}: no {f.name} (the step did not finish; see {d / 'error.log'})")
+                continue
+            try:
+                sd.stars[step] = star.read_tilt_series(f)
+                any_series = True
+            except TiltflowError as exc:
+                sd.problems.append(f"{step}: {exc}")
+            if step == "exclude":
+                hj = d / f"{d.name}_hand.json"
+                if hj.is_file():
+                    try:
+                        sd.hand = json.loads(hj.read_text())
+                    except ValueError as exc:
+                        sd.problems.append(f"exclude: unreadable {hj.name} ({exc})")
+        if any_series:
+            found.append(step)
+    relion = root / "relion" / "tomograms.star"
+    data = SessionData(root, [series[k] for k in sorted(series) if series[k].stars or series[k].problems],
+                       found, relion if relion.is_file() else None)
+    if not data.series:
+        data.notes.append(f"no tilt-series results found under {root} (expected {root}/<step>/<name>/<name>.star)")
+    return data
+
+
+def _read_timing(path: Path, step: str, sd: SeriesData) -> None:
+    if not path.is_file():
+        return
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return
+    for m in _DONE.finditer(text):
+        if m.group(1) == step and m.group(2) == sd.name:
+            sd.timings[step] = float(m.group(3))  # the last completed run counts

@@ -1,0 +1,275 @@
+"""``tiltflow exclude``: decide which tilts to leave out (with reasons), and measure the defocus handedness.
+
+Reads the ctf step's STAR (rows in acquisition order) and the motion-corrected micrographs it names;
+writes ``<outdir>/<name>/``:
+
+- ``<name>.star``: every row kept, with ``tfExcluded`` (0/1) and ``tfExcludeReason``, plus the image
+  statistics behind the dark rule (``tfDarkRatio``, ``tfContrast``) and the measured defocus slope per tilt
+  (``tfDefocusSlope``). ``stack`` drops the excluded rows, so the aligned series and RELION's files have
+  them removed as RELION's ExcludeTiltImages does; ``rlnTomoHand`` in the global row is set from the
+  measured handedness (globals ``tfHandScale``, ``tfHandZ``, ``tfHandAgreement``, ``tfHandMeasured``);
+- ``exclusions.tsv``: one line per tilt: acquisition index, tilt angle, decision, who decided, reason;
+- ``<name>_hand.json``: the strip defoci behind the handedness call (for the report).
+
+Why handedness runs here: this step already reads every micrograph and knows the CTF of each tilt and
+which tilts are usable, and it runs once per series both in ``tiltflow run`` and in Nextflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tiltflow import star
+from tiltflow.atomic import write_json, write_text
+from tiltflow.errors import TiltflowError
+from tiltflow.qc.exclusion import Decision, Thresholds, TiltMeasures, check_indices, decide, parse_tilt_list
+from tiltflow.qc.handedness import HandOptions, HandResult
+from tiltflow.steps.common import execute_series_step
+
+log = logging.getLogger("tiltflow.exclude")
+
+ACQ_INDEX = "tfAcquisitionIndex"
+TF_EXCLUDED = "tfExcluded"
+TF_EXCLUDE_REASON = "tfExcludeReason"
+TF_DARK_RATIO = "tfDarkRatio"
+TF_CONTRAST = "tfContrast"
+TF_DEFOCUS_SLOPE = "tfDefocusSlope"
+TF_HAND_SCALE = "tfHandScale"
+TF_HAND_Z = "tfHandZ"
+TF_HAND_AGREEMENT = "tfHandAgreement"
+TF_HAND_MEASURED = "tfHandMeasured"
+
+HAND_MODES = ("auto", "keep", "1", "-1")
+
+
+@dataclass
+class ExcludeOptions:
+    """Rules, user overrides (strings as given on the command line) and the handedness mode.
+
+    ``hand``: ``auto`` measures and sets rlnTomoHand (keeps the imported value when the measurement is
+    inconclusive), ``keep`` leaves it, ``1``/``-1`` force it.
+    """
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    exclude_tilts: str | None = None
+    keep_tilts: str | None = None
+    hand: str = "auto"
+    hand_options: HandOptions = field(default_factory=HandOptions)
+    device: str = "cpu"
+
+
+def run(in_star: str | Path, outdir: str | Path, options: ExcludeOptions | None = None) -> Path:
+    """Run the exclude step for the series in ``in_star``; returns ``<outdir>/<name>/<name>.star``."""
+    opts = options or ExcludeOptions()
+    if str(opts.hand) not in HAND_MODES:
+        raise TiltflowError(f"--hand must be one of {', '.join(HAND_MODES)}, got {opts.hand!r}")
+    excl = parse_tilt_list(opts.exclude_tilts, "--exclude-tilts")
+    keep = parse_tilt_list(opts.keep_tilts, "--keep-tilts")
+    return execute_series_step("exclude", in_star, outdir,
+                               lambda ts, out: exclude_series(ts, out, opts, excl, keep))
+
+
+def acquisition_indices(ts: star.TiltSeriesStar) -> list[int]:
+    """The 0-based acquisition index of every row (``tfAcquisitionIndex``, else the row order)."""
+    if ACQ_INDEX in ts.tilts:
+        vals = pd.to_numeric(ts.tilts[ACQ_INDEX], errors="coerce")
+        if vals.notna().all():
+            return [int(v) for v in vals]
+    return list(range(len(ts.tilts)))
+
+
+def _col(tilts: pd.DataFrame, name: str) -> list[float | None]:
+    if name not in tilts:
+        return [None] * len(tilts)
+    return [None if pd.isna(v) else float(v) for v in pd.to_numeric(tilts[name], errors="coerce")]
+
+
+def measure(ts: star.TiltSeriesStar, root: Path) -> list[TiltMeasures]:
+    """Collect what earlier steps measured per tilt, plus the micrograph statistics (dark/blank)."""
+    from tiltflow.qc.imagestats import micrograph_stats
+
+    tilts = ts.tilts
+    if star.NOMINAL_TILT not in tilts:
+        raise TiltflowError(f"tilt series {ts.name} has no {star.NOMINAL_TILT} column",
+                            ts.globals.get(star.TS_STAR_FILE))
+    idx = acquisition_indices(ts)
+    angles = _col(tilts, star.NOMINAL_TILT)
+    out = []
+    for i in range(len(tilts)):
+        ratio = contrast = mean = None
+        if star.MICROGRAPH in tilts:
+            path = star.resolve(str(tilts[star.MICROGRAPH].iloc[i]), root)
+            if not path.is_file():
+                raise TiltflowError(f"tilt series {ts.name}: micrograph not found", path)
+            st = micrograph_stats(path)
+            ratio, contrast, mean = st.ratio, st.contrast, st.mean
+        out.append(TiltMeasures(
+            index=idx[i], tilt_angle=float(angles[i] or 0.0),
+            motion_total=_col(tilts, star.MOTION_TOTAL)[i], motion_early=_col(tilts, star.MOTION_EARLY)[i],
+            ctf_resolution=_ctf_res(tilts, i), ctf_score=_col(tilts, star.CTF_FOM)[i],
+            dark_ratio=ratio, contrast=contrast, mean_intensity=mean,
+        ))
+    if star.MICROGRAPH not in tilts:
+        log.warning("tilt series %s has no %s column: dark and blank images cannot be detected",
+                    ts.name, star.MICROGRAPH)
+    return out
+
+
+def _ctf_res(tilts: pd.DataFrame, i: int) -> float | None:
+    """Fit resolution; a present-but-missing value (no rings) counts as infinitely bad, absent column as unknown."""
+    if star.CTF_MAX_RES not in tilts:
+        return None
+    v = pd.to_numeric(tilts[star.CTF_MAX_RES], errors="coerce").iloc[i]
+    return math.inf if pd.isna(v) else float(v)
+
+
+def exclude_series(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions,
+                   exclude: dict[str, set[int]] | None = None, keep: dict[str, set[int]] | None = None,
+                   root: str | Path = ".") -> star.TiltSeriesStar:
+    """Decide, measure the hand, and write the side files; return the annotated series."""
+    root = Path(root)
+    exclude = exclude if exclude is not None else parse_tilt_list(opts.exclude_tilts, "--exclude-tilts")
+    keep = keep if keep is not None else parse_tilt_list(opts.keep_tilts, "--keep-tilts")
+    idx = acquisition_indices(ts)
+    for option, lists in (("--exclude-tilts", exclude), ("--keep-tilts", keep)):
+        if ts.name in lists:
+            check_indices(ts.name, lists[ts.name], idx, option)
+        others = sorted(set(lists) - {ts.name})
+        if others:
+            log.info("%s: entries for %s are for other tilt series", option, ", ".join(others))
+    measures = measure(ts, root)
+    decisions = decide(measures, opts.thresholds, exclude.get(ts.name, ()), keep.get(ts.name, ()))
+    new = ts.copy()
+    new.tilts[TF_EXCLUDED] = [int(d.excluded) for d in decisions]
+    new.tilts[TF_EXCLUDE_REASON] = [d.reason for d in decisions]
+    new.tilts[TF_DARK_RATIO] = [np.nan if m.dark_ratio is None else m.dark_ratio for m in measures]
+    new.tilts[TF_CONTRAST] = [np.nan if m.contrast is None else m.contrast for m in measures]
+    _log_decisions(ts.name, decisions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / "exclusions.tsv", exclusions_tsv(decisions))
+
+    hand = _handedness(new, out_dir, opts, decisions, root)
+    if hand is not None:
+        slopes = {t.index: t.slope for t in hand.tilts}
+        new.tilts[TF_DEFOCUS_SLOPE] = [slopes.get(i, np.nan) for i in idx]
+    return new
+
+
+def exclusions_tsv(decisions: list[Decision]) -> str:
+    """The decisions as a tab-separated table (one header line, one line per tilt)."""
+    lines = ["acquisition_index\ttilt_angle\texcluded\tdecided_by\treason"]
+    for d in decisions:
+        reason = d.reason.replace("\t", " ").replace("\n", " ")
+        lines.append(f"{d.index}\t{d.tilt_angle:.2f}\t{int(d.excluded)}\t{d.source}\t{reason}")
+    return "\n".join(lines) + "\n"
+
+
+def _log_decisions(name: str, decisions: list[Decision]) -> None:
+    n_ex = sum(d.excluded for d in decisions)
+    log.info("tilt series %s: %d of %d tilts excluded, %d kept", name, n_ex, len(decisions), len(decisions) - n_ex)
+    for d in decisions:
+        if d.excluded or d.source != "auto":
+            log.info("  tilt %d (%.1f deg): %s", d.index, d.tilt_angle, d.reason)
+    kept = len(decisions) - n_ex
+    if kept < 5:
+        log.warning("tilt series %s keeps only %d tilts; stacking needs at least 5 (see --keep-tilts)", name, kept)
+
+
+def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions, decisions: list[Decision],
+                root: Path) -> HandResult | None:
+    mode = str(opts.hand)
+    if mode in ("1", "-1"):
+        ts.globals[star.HAND] = int(mode)
+        ts.globals[TF_HAND_MEASURED] = 0
+        log.info("tilt series %s: rlnTomoHand set to %s by --hand", ts.name, mode)
+        return None
+    if mode == "keep":
+        return None
+    result = measure_hand(ts, [not d.excluded for d in decisions], opts, root)
+    if result is None:
+        return None
+    old = ts.globals.get(star.HAND)
+    ts.globals[TF_HAND_MEASURED] = result.hand
+    if result.tilts:
+        ts.globals[TF_HAND_SCALE] = round(result.scale, 4)
+        ts.globals[TF_HAND_Z] = round(min(result.z, 1e6), 3)
+        ts.globals[TF_HAND_AGREEMENT] = round(result.agreement, 4)
+    if result.determined:
+        ts.globals[star.HAND] = result.hand
+        if old is not None and int(float(old)) != result.hand:
+            log.warning("tilt series %s: measured defocus handedness %+d replaces the imported rlnTomoHand %s",
+                        ts.name, result.hand, old)
+        log.info("tilt series %s: %s", ts.name, result.describe())
+    else:
+        log.warning("tilt series %s: %s; rlnTomoHand stays %s", ts.name, result.describe(), old)
+    write_json(out_dir / f"{ts.name}_hand.json", {
+        "hand": result.hand, "scale": result.scale, "z": result.z, "agreement": result.agreement,
+        "note": result.note, "rlnTomoHand": ts.globals.get(star.HAND),
+        "tilts": [{"acquisition_index": t.index, "tilt_angle": t.tilt_angle, "slope": t.slope,
+                   "positions_A": t.positions, "defoci_A": t.defoci, "scores": t.scores} for t in result.tilts],
+    })
+    return result
+
+
+def measure_hand(ts: star.TiltSeriesStar, usable: list[bool], opts: ExcludeOptions, root: Path) -> HandResult | None:
+    """Measure the defocus gradient on the chosen tilts of ``ts``; None when there is nothing to measure."""
+    from tiltflow.ctffit.model import Optics
+    from tiltflow.device import get_device
+    from tiltflow.io.mrc import MrcReader
+    from tiltflow.qc.handedness import choose_tilts, combine, tilt_gradient
+
+    tilts = ts.tilts
+    if star.MICROGRAPH not in tilts:
+        log.warning("tilt series %s: no micrographs, handedness not measured", ts.name)
+        return None
+    angles = [float(a) for a in pd.to_numeric(tilts[star.NOMINAL_TILT], errors="coerce").fillna(0.0)]
+    rows = choose_tilts(angles, usable, opts.hand_options)
+    axis = _first(tilts, star.NOMINAL_AXIS)
+    if axis is None:
+        axis = float(ts.globals.get(star.Z_ROT, 0.0) or 0.0)
+        log.warning("tilt series %s: no %s; handedness measured with a tilt axis of %.1f deg",
+                    ts.name, star.NOMINAL_AXIS, axis)
+    g = ts.globals
+    optics = Optics(float(g.get(star.VOLTAGE, 300.0) or 300.0), float(g.get(star.CS, 2.7) or 2.7),
+                    float(g.get(star.AMP_CONTRAST, 0.1) or 0.1))
+    idx = acquisition_indices(ts)
+    device = get_device(opts.device)
+    grads = []
+    for r in rows:
+        defocus = _defocus(tilts, r)
+        if defocus is None:
+            continue
+        with MrcReader(star.resolve(str(tilts[star.MICROGRAPH].iloc[r]), root)) as mrc:
+            img = mrc.section(0).astype(np.float32)
+        gr = tilt_gradient(img, ts.pixel_size, angles[r], axis, defocus, optics, opts.hand_options, idx[r], device)
+        if gr is not None:
+            grads.append(gr)
+            log.debug("tilt %d (%.1f deg): defocus slope %.3f across the axis", idx[r], angles[r], gr.slope)
+    return combine(grads, opts.hand_options)
+
+
+def _first(tilts: pd.DataFrame, col: str) -> float | None:
+    if col not in tilts:
+        return None
+    v = pd.to_numeric(tilts[col], errors="coerce").dropna()
+    return float(v.iloc[0]) if len(v) else None
+
+
+def _defocus(tilts: pd.DataFrame, r: int) -> float | None:
+    """Mean defocus (A) from the ctf step, else SerialEM's target defocus (um, negative = underfocus)."""
+    if star.DEFOCUS_U in tilts and star.DEFOCUS_V in tilts:
+        u = pd.to_numeric(tilts[star.DEFOCUS_U], errors="coerce").iloc[r]
+        v = pd.to_numeric(tilts[star.DEFOCUS_V], errors="coerce").iloc[r]
+        if pd.notna(u) and pd.notna(v) and u > 0:
+            return 0.5 * float(u + v)
+    if star.NOMINAL_DEFOCUS in tilts:
+        n = pd.to_numeric(tilts[star.NOMINAL_DEFOCUS], errors="coerce").iloc[r]
+        if pd.notna(n) and n != 0:
+            return abs(float(n)) * 1e4
+    return None
