@@ -1,0 +1,35 @@
+"""Run every benchmark in bench/ with its default (small) settings and print their tables.
+
+    .venv/bin/python bench/run_all.py            # all benchmarks
+    .venv/bin/python bench/run_all.py ctf align  # the ones whose file name contains these words
+
+Each benchmark is its own script (``bench_<step>.py --help`` shows its options, e.g. ``--demo``); this
+runner only calls them one after the other so that `make bench` prints every table.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str]) -> int:
+    scripts = sorted(HERE.glob("bench_*.py"))
+    if argv:
+        scripts = [s for s in scripts if any(w in s.stem for w in argv)]
+    failed = []
+    for script in scripts:
+        print(f"\n=== {script.stem} ===", flush=True)
+        rc = subprocess.call([sys.executable, str(script)])
+        if rc:
+            failed.append(script.stem)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
