@@ -11,6 +11,8 @@ from tiltflow.align import gauge, synthetic
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.io.mrc import read_mrc
 
+pytestmark = pytest.mark.slow  # one full alignment of a 64-px, 31-tilt series (~25 s on 2 idle cores)
+
 PX = 10.0  # A per pixel (stack = bin-1 tilt series here)
 AXIS = 85.0
 

@@ -130,21 +130,22 @@ def test_second_run_skips_every_step_and_changes_nothing(first, session):
 
 
 def test_kill_9_then_rerun_finishes_with_the_same_result(first, session, tmp_path):
-    """A copy of the reference results re-made from ``stack`` on is killed (the parent only, with SIGKILL,
-    after a random delay once a STAR file appears); the rerun gives the reference result byte for byte."""
+    """A copy of the reference results re-made from ``align`` on is killed (the parent only, with SIGKILL,
+    a random 0-0.5 s after one series' align finished); the rerun gives the reference result byte for byte."""
     import shutil
 
     out = tmp_path / "results"
     shutil.copytree(first[0], out)
     rng = random.Random(int(os.environ.get("TILTFLOW_TEST_SEED", "6")))
-    trigger = out / rng.choice(["stack", "align"]) / "TS_01" / "TS_01.star"
-    trigger.unlink()
-    proc = subprocess.Popen(_command(session, out, "--force", "stack"), stdout=subprocess.DEVNULL,
+    record = out / "align" / rng.choice(NAMES) / RECORD
+    proc = subprocess.Popen(_command(session, out, "--force", "align"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not trigger.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(rng.uniform(0.0, 1.0))
+    while record.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # --force: the old record goes first
+    while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # then that series' align finishes
+    time.sleep(rng.uniform(0.0, 0.5))
     killed_early = proc.poll() is None
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -121,3 +121,18 @@ def test_phantom_volume_projects_to_the_zero_tilt_image():
         summed = vol.sum(axis=0) * b  # values are densities per pixel of path
         assert np.corrcoef(summed.ravel(), binned.ravel())[0, 1] > 0.99
         assert summed.sum() == pytest.approx(binned.sum(), rel=0.03)
+
+
+def test_plane_ctf_equals_ctfmodel():
+    from tiltflow.ctfmodel import ctf_from_frequencies
+    from tiltflow.simulate.imaging import PlaneCtf
+
+    grid = make_grid(100, 90, 8)
+    fg = FourierGrid(grid, 1.7)
+    optics = Optics(1.7, 300.0, 2.7, 0.1)
+    ctf = TiltCtf(31000.0, 29500.0, -37.0, 1)
+    offsets = np.array([-1500.0, 0.0, 820.0])
+    got = PlaneCtf(fg, optics, ctf)(offsets)
+    for i, off in enumerate(offsets):
+        want = ctf_from_frequencies(fg.kx.double(), fg.ky.double(), 31000.0 + off, 29500.0 + off, -37.0, 300.0, 2.7, 0.1)
+        np.testing.assert_allclose(got[i].numpy(), want.numpy(), atol=2e-4)

@@ -74,14 +74,25 @@ def init_worker(root: str, events: Any, threads: int, gpu_ids: Any) -> None:
 
 
 def _die_with_parent() -> None:
+    """SIGKILL this worker when its parent dies: ``PR_SET_PDEATHSIG`` on Linux, and everywhere a thread that
+    watches the parent id (an idle worker blocked on its task pipe was seen to outlive a killed parent)."""
+    import threading
+
+    parent = os.getppid()
     try:
         import ctypes
         import signal
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: workers notice the broken pipe instead
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
         pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(137)
+
+    threading.Thread(target=watch, name="tiltflow-parent-watch", daemon=True).start()
 
 
 def _emit(*event: Any) -> None:

@@ -216,11 +216,15 @@ class _IceColumns:
         self.half = 0.5 * thickness_px / max(abs(rot[2, 2]), 1e-6)
         xs = torch.arange(grid.wp, dtype=torch.float64) - c[0]
         ys = torch.arange(grid.hp, dtype=torch.float64) - c[1]
-        self.zmid = (lin[0] * xs[None, :] + lin[1] * ys[:, None]).float()  # (hp, wp)
-        self.row_min, self.row_max = self.zmid.amin(dim=1), self.zmid.amax(dim=1)
-        self.col_min, self.col_max = self.zmid.amin(dim=0), self.zmid.amax(dim=0)
-        zlo, zhi = float(self.zmid.min()), float(self.zmid.max())
-        self.depth_range = np.array([zlo - self.half, zhi + self.half])
+        zmid = lin[0] * xs[None, :] + lin[1] * ys[:, None]  # (hp, wp), pixels
+        self.row_min, self.row_max = zmid.amin(dim=1), zmid.amax(dim=1)
+        self.col_min, self.col_max = zmid.amin(dim=0), zmid.amax(dim=0)
+        self.zlo, zhi = float(zmid.min()), float(zmid.max())
+        self.depth_range = np.array([self.zlo - self.half, zhi + self.half])
+        # the share of a plane depends on z_mid only: tabulate it on a fine 1-D grid, index per pixel
+        self.dz = 0.05
+        self.zidx = torch.round((zmid - self.zlo) / self.dz).long()
+        self.z_table = self.zlo + self.dz * torch.arange(int(self.zidx.max()) + 1, dtype=torch.float64)
 
     def add_to(self, plane, depth: float, step: float) -> None:
         """Add this plane's share of the ice texture (in place)."""
@@ -232,10 +236,11 @@ class _IceColumns:
         if len(rows) == 0 or len(cols) == 0:
             return
         r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        z = self.zmid[r0:r1, c0:c1] - depth
+        z = self.z_table - depth
         share = _hat_integral(z + self.half, step) - _hat_integral(z - self.half, step)  # path under the hat
+        amp = torch.sqrt(share.clamp_min(0) * self.variance).float()
         noise = torch.randn((r1 - r0, c1 - c0), generator=self.generator, dtype=torch.float32)
-        plane[r0:r1, c0:c1] += noise * torch.sqrt(share.clamp_min(0) * self.variance)
+        plane[r0:r1, c0:c1] += noise * amp[self.zidx[r0:r1, c0:c1]]
 
 
 def _hat_integral(z, step: float):

@@ -19,10 +19,24 @@ slab of thickness t gives t / cos(tilt)).
 
 Work is done tilt by tilt and in z-chunks of at most ``max_voxels`` voxels, so memory stays bounded
 (about 16 bytes per voxel of a chunk) for any volume size; the same code runs on CPU and CUDA.
+
+:class:`FastBackprojector` is the weighted back-projection's fast path (not an adjoint of anything,
+so SIRT keeps the exact pair). For a tilt without x-tilt the volume's x and z axes project onto one
+image line ``e`` (perpendicular to the projected tilt axis), so ``p = off + m_y y + e u`` with
+``u = a x + c z``. As IMOD's ``tilt`` does, each image is resampled once (bicubic) onto a
+``(u, y)`` grid: one row per tomogram row ``y``, pixel spacing along ``u``. A tomogram y-row
+``(z, x)`` then takes, from every tilt, a 1-D linear interpolation of that tilt's row ``y`` at
+``u(z, x)``, with weights that do not depend on ``y``. For a z-range this is one sparse x dense
+product: ``W (z*x, tilts*u) @ R (tilts*u, y)``, 2 entries per tilt in each row of ``W``. It is 10x
+faster than the voxel-driven path on the CPU (no per-voxel coordinates; the sparse product streams
+whole rows) and agrees with it to interpolation level (correlation > 0.999 on WBP volumes, same
+FSC against a phantom). Tilts whose x and z axes do not project onto one line (``x_tilt != 0``)
+go through :func:`backproject`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -224,6 +238,160 @@ class ProjectionSetup:
     def backproject(self, images, weights=None, z_slab=None) -> torch.Tensor:
         return backproject(images, self.alignment, self.volume_shape, weights, z_slab, **self._kw())
 
+    def fast_backprojector(self, images, weights=None, **options) -> FastBackprojector:
+        """:class:`FastBackprojector` of ``images``: call it with ``z_slab`` (WBP; not the adjoint)."""
+        return FastBackprojector(images, self.alignment, self.volume_shape, weights, **self._kw(), **options)
+
     def forward(self, volume, weights=None, z_slab=None) -> torch.Tensor:
         return forward_project(volume, self.alignment, self.image_shape, weights, z_slab,
                                volume_depth=self.volume_shape[0], **self._kw())
+
+
+#: entries of the sparse interpolation matrix per internal chunk of :class:`FastBackprojector`
+#: (12 bytes each plus about 24 bytes of temporaries): ~300 MB at 2**23
+MAX_NONZEROS = 2**23
+#: largest position error (pixels) a tilt may have when its x and z axes are treated as one line
+LINE_TOLERANCE = 1e-3
+
+
+class FastBackprojector:
+    """The back-projection of fixed ``images`` (as :func:`backproject`), fast, z-slab by z-slab.
+
+    Build it once (it resamples every image onto its tilt's ``(u, y)`` grid: memory about that of
+    the images), then call it with ``z_slab=(z0, z1)`` for each slab; slabs stitch into the one-shot
+    volume. Same arguments and result as :func:`backproject` up to interpolation (bicubic resampling
+    then linear along ``u``, instead of bilinear at each voxel); see the module docstring.
+    ``oversample`` samples ``u`` that many times per image pixel (less blur from the 1-D step).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        alignment: TiltSeriesAlignment,
+        volume_shape: Sequence[int],
+        weights: torch.Tensor | Sequence[float] | None = None,
+        *,
+        volume_center: Sequence[float] | None = None,
+        image_center: Sequence[float] | None = None,
+        image_scale: Sequence[float] | float | None = None,
+        oversample: float = 1.0,
+        interpolation: str = "bicubic",
+        max_nonzeros: int = MAX_NONZEROS,
+    ) -> None:
+        images = torch.as_tensor(images)
+        if images.ndim != 3:
+            raise ValueError("images must be (n, h, w)")
+        self.dtype = images.dtype if images.is_floating_point() else torch.float32
+        images = images.to(dtype=torch.float32)
+        self.device = images.device
+        self.volume_shape = tuple(int(s) for s in volume_shape)
+        d, hv, wv = self.volume_shape
+        n, h, w = images.shape
+        mats, offsets, c_vol = _setup(alignment, images.shape, self.volume_shape, volume_center, image_center,
+                                      image_scale)
+        wts = np.array(_weights(weights, n))
+        self.c_vol = c_vol
+        self.max_nonzeros = int(max_nonzeros)
+        step = 1.0 / float(oversample)
+        # per tilt: the image line e onto which x and z project, u = a x + c z (in steps along e)
+        ext_x = max(c_vol[0], wv - 1 - c_vol[0])
+        ext_z = max(c_vol[2], d - 1 - c_vol[2])
+        fast, lines = [], []
+        for i in range(n):
+            if wts[i] == 0.0:
+                continue
+            mx, mz = mats[i][:, 0], mats[i][:, 2]
+            v = mx if np.linalg.norm(mx) >= np.linalg.norm(mz) else mz
+            e = v / max(float(np.linalg.norm(v)), 1e-12)
+            a, c = float(mx @ e), float(mz @ e)
+            err = np.linalg.norm(mx - a * e) * ext_x + np.linalg.norm(mz - c * e) * ext_z
+            if err <= LINE_TOLERANCE:
+                fast.append(i)
+                lines.append((e, a / step, c / step))
+        slow = np.ones(n, bool)
+        slow[fast] = False
+        slow &= wts != 0.0
+        # the general path for the others (x-tilt): keep their images and weights
+        self._slow = None
+        if slow.any():
+            self._slow = (images, alignment, np.where(slow, wts, 0.0).tolist(),
+                          {"volume_center": volume_center, "image_center": image_center,
+                           "image_scale": image_scale})
+        nf = len(fast)
+        self._nf = nf
+        if nf == 0:
+            return
+        # u range over the whole volume (not the slab: every slab uses the same resampled images)
+        xs = np.array([-c_vol[0], wv - 1 - c_vol[0]])
+        zs = np.array([-c_vol[2], d - 1 - c_vol[2]])
+        u0, k = np.empty(nf), 0
+        for j, (_, a, c) in enumerate(lines):
+            us = (a * xs[:, None] + c * zs[None, :]).ravel()
+            u0[j] = np.floor(us.min()) - 1.0
+            k = max(k, int(np.floor(us.max()) - u0[j]) + 3)
+        self._k = k
+        self._a = torch.tensor([a for _, a, _ in lines], dtype=torch.float64, device=self.device)
+        self._c = torch.tensor([c for _, _, c in lines], dtype=torch.float64, device=self.device)
+        self._u0 = torch.tensor(u0, dtype=torch.float64, device=self.device)
+        # resampled images, transposed: rows (tilt, u), columns y; weights folded in. The grid of a
+        # tilt is an outer sum (u along e) + (y along m_y + offset), in float64 then float32, and
+        # tilts go through grid_sample in batches (few large operations: the CPU threads stay busy)
+        scale = np.array([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)])
+        fast_t = torch.as_tensor(fast, dtype=torch.int64, device=self.device)
+        along = np.stack([e for e, _, _ in lines]) * step * scale  # (nf, 2)
+        my = mats[fast][:, :, 1] * scale
+        const = offsets[fast] * scale - 1.0
+        t64 = {"dtype": torch.float64, "device": self.device}
+        ju = torch.arange(k, **t64)[None, :] + torch.as_tensor(u0, **t64)[:, None]  # (nf, k)
+        yv = torch.arange(hv, **t64) - c_vol[1]
+        gu = (ju[:, :, None] * torch.as_tensor(along, **t64)[:, None, :]).to(torch.float32)  # (nf, k, 2)
+        gy = (yv[None, :, None] * torch.as_tensor(my, **t64)[:, None, :]
+              + torch.as_tensor(const, **t64)[:, None, :]).to(torch.float32)  # (nf, hv, 2)
+        wf = torch.as_tensor(wts[fast], dtype=torch.float32, device=self.device)[:, None, None]
+        self._r = torch.empty((nf, k, hv), dtype=torch.float32, device=self.device)
+        batch = max(1, max_nonzeros // (2 * k * hv))
+        for a in range(0, nf, batch):
+            b = min(nf, a + batch)
+            grid = gu[a:b, :, None, :] + gy[a:b, None, :, :]  # (tilts, k, hv, 2): result comes transposed
+            s = F.grid_sample(images[fast_t[a:b]][:, None], grid, mode=interpolation, padding_mode="zeros",
+                              align_corners=True)
+            torch.mul(s[:, 0], wf[a:b], out=self._r[a:b])
+        self._r = self._r.view(nf * k, hv)
+
+    def __call__(self, z_slab: tuple[int, int] | None = None) -> torch.Tensor:
+        """Planes ``z0..z1`` (indices of the full volume; default all) of the back-projection."""
+        d, hv, wv = self.volume_shape
+        z0, z1 = z_slab if z_slab is not None else (0, d)
+        if not 0 <= z0 < z1 <= d:
+            raise ValueError(f"z_slab {z_slab} outside 0..{d}")
+        out = torch.empty((z1 - z0, hv, wv), dtype=torch.float32, device=self.device)
+        if self._nf == 0:
+            out.zero_()
+        else:
+            nnz_plane = wv * 2 * self._nf
+            for za, zb in _z_chunks(z0, z1, nnz_plane, self.max_nonzeros):
+                prod = self._rows(za, zb) @ self._r  # (dz * w_v, h_v): x fastest among the rows
+                out[za - z0 : zb - z0] = prod.view(zb - za, wv, hv).transpose(1, 2)
+        if self._slow is not None:
+            images, alignment, wts, kw = self._slow
+            out += backproject(images, alignment, self.volume_shape, wts, (z0, z1), **kw).float()
+        return out.to(self.dtype)
+
+    def _rows(self, za: int, zb: int) -> torch.Tensor:
+        """Sparse CSR (dz * w_v, tilts * k): linear interpolation along u of every tilt, per (z, x)."""
+        wv = self.volume_shape[2]
+        nf, k, dev = self._nf, self._k, self.device
+        x = torch.arange(wv, dtype=torch.float64, device=dev) - self.c_vol[0]
+        z = torch.arange(za, zb, dtype=torch.float64, device=dev) - self.c_vol[2]
+        # t (dz, w_v, tilts): position in each tilt's resampled row, from its first sample
+        t = (z[:, None] * self._c - self._u0)[:, None, :] + x[:, None] * self._a
+        i0 = t.floor().clamp_(0, k - 2)
+        f = (t - i0).clamp_(0.0, 1.0).to(torch.float32)
+        i0 = i0.to(torch.int64) + torch.arange(0, nf * k, k, device=dev)
+        cols = torch.stack([i0, i0 + 1], dim=-1).reshape(-1)
+        vals = torch.stack([1.0 - f, f], dim=-1).reshape(-1)
+        rows = (zb - za) * wv
+        crow = torch.arange(0, rows * 2 * nf + 1, 2 * nf, dtype=torch.int64, device=dev)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta" (it is used the plain way)
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(crow, cols, vals, size=(rows, nf * k), check_invariants=False)
