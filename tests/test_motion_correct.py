@@ -6,8 +6,8 @@ import mrcfile
 import numpy as np
 import pytest
 import torch
-from test_motion_synth import drift_path, frames, rms_error, specimen, write_movie
 
+from test_motion_synth import drift_path, frames, rms_error, specimen, write_movie
 from tiltflow.errors import TiltflowError
 from tiltflow.io.movies import open_movie
 from tiltflow.motion import apply, doseweight, fourier, local
@@ -121,7 +121,18 @@ def test_local_model_fit_and_field():
     assert sx == 0 and sy == 0  # RELION's model is zero at the first frame
     a = local.design(z, px / 300 - 0.5, py / 200 - 0.5)
     obs = np.column_stack([z, px, py, a @ coeffs[:18], a @ coeffs[18:]])
-    np.testing.assert_allclose(local.fit(obs, (200, 300)), coeffs, atol=1e-8)
+    fitted, rss, k = local.fit(obs, (200, 300))
+    np.testing.assert_allclose(fitted, coeffs, atol=1e-8)
+    assert rss < 1e-12 and k == 18
+    # with a free offset per patch (trajectories known up to a constant) the field is still found
+    ids = np.tile(np.arange(16), 6)
+    offsets = obs.copy()
+    offsets[:, 3:5] += np.random.default_rng(1).normal(0, 2, (16, 2))[ids]
+    np.testing.assert_allclose(local.fit(offsets, (200, 300), patch_ids=ids)[0], coeffs, atol=1e-8)
+    # and model selection prefers "none" for pure noise, "quadratic" for this field
+    noise = np.column_stack([ids, obs[:, :3], np.random.default_rng(2).normal(0, 0.2, (96, 2))])
+    assert local.select(noise, (200, 300))[0] == "none"
+    assert local.select(np.column_stack([ids, offsets]), (200, 300))[0] == "quadratic"
     f = local.field(coeffs, 3.0, (200, 300))
     ex, ey = local.evaluate(coeffs, 3.0, np.array([120 / 300 - 0.5]), np.array([50 / 200 - 0.5]))
     assert float(f[50, 120, 0]) == pytest.approx(ex[0], abs=1e-4)
@@ -155,7 +166,7 @@ def test_local_motion_is_estimated_from_patches(tmp_path):
     with open_movie(path) as mv:
         res = correct_movie(mv, pixel_size=1.0, settings=MotionSettings(patches=(3, 3), bfactor_local=150))
     model = res.local_model
-    assert model is not None and model.n_patches >= 6 and model.rmsd < 0.2
+    assert model is not None and model.n_patches >= 6 and model.rmsd < 0.2, res.report
     # correction shift = -displacement: x shift at the right edge after 5 frames is about -0.9 * 5 * 0.5
     sx, _ = local.evaluate(res.trajectory.local_model, 5.0, np.array([0.45]), np.array([0.0]))
     assert sx[0] == pytest.approx(-0.9 * 5 * 0.45, abs=0.35)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_motion_synth import drift_path, frames, rms_error, specimen
 
+from test_motion_synth import drift_path, frames, rms_error, specimen
 from tiltflow.motion import estimate, fourier
 
 

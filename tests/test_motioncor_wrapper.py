@@ -15,8 +15,8 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
-from test_motion_synth import make_series
 
+from test_motion_synth import make_series
 from tiltflow import star
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.motion.metadata import read_motion_star
@@ -99,7 +99,10 @@ def save(img, path):
     print("   " + path)
     print()
 out = opts["-outmrc"][0]
-stem = out[:-4] if out.lower().endswith(".mrc") else out
+stem = out  # MotionCor3 sGenOutputName: cut the whole path at the first ".mrc", then at the first ".st"
+for cut in (".mrc", ".st"):
+    i = stem.lower().find(cut)
+    stem = stem[:i] if i >= 0 else stem
 save(used.sum(axis=0), stem + ".mrc")
 if "-fmdose" in opts:
     save(0.9 * used.sum(axis=0), stem + "_DW.mrc")
@@ -147,7 +150,7 @@ def test_motioncor2_backend_writes_relion_outputs(project):
     assert row[star.MICROGRAPH] == f"{root}.mrc"
     assert row[star.MICROGRAPH_EVEN] == f"{root}_EVN.mrc" and row[star.MICROGRAPH_ODD] == f"{root}_ODD.mrc"
     assert row[star.POWER_SPECTRUM] == f"{root}_PS.mrc" and row[star.MICROGRAPH_METADATA] == f"{root}.star"
-    for sfx in (".mrc", "_EVN.mrc", "_ODD.mrc", "_PS.mrc", ".star", ".log", ".TS_01_001_3_0-Patch-Full.log"):
+    for sfx in (".mrc", "_EVN.mrc", "_ODD.mrc", "_PS.mrc", ".star", ".log", "-Patch-Full.log"):
         assert Path(root + sfx).is_file(), sfx
     with mrcfile.open(f"{root}.mrc") as m:
         assert m.data.shape == (16, 24) and m.voxel_size.x == pytest.approx(4.0)
@@ -173,7 +176,7 @@ def test_motioncor2_backend_writes_relion_outputs(project):
         assert part in joined
     assert "-FmDose" not in joined and "-RotGain" not in joined
     assert "MotionCor2 1.6.4" in Path("motioncor/TS_01/console.log").read_text()
-    assert not list(Path("motioncor/TS_01/frames").glob(".*part*"))
+    assert not list(Path("motioncor/TS_01/frames").glob("*part*"))  # MotionCor's work folder is gone
 
 
 def test_dose_weighting_throw_and_old_log_layout(project, monkeypatch):
@@ -202,7 +205,7 @@ def test_tool_failure_names_the_tilt_and_writes_no_star(project, monkeypatch):
     assert not Path("mc/TS_01/TS_01.star").exists()
     assert project["star"].read_bytes() == before
     frames = Path("mc/TS_01/frames")
-    assert not list(frames.glob("*.mrc")) and not list(frames.glob(".*"))
+    assert not list(frames.glob("*.mrc")) and not list(frames.glob("*part*"))
     assert "All GPUs are in use" in (frames / "TS_01_000_0_0.log").read_text()  # the log is kept
     assert "MotionCor2 failed on tilt 1" in Path("mc/TS_01/error.log").read_text()
 
@@ -247,3 +250,15 @@ def test_eer_movie_gets_an_fmint_file(tmp_path, monkeypatch, project):
     assert "-FmDose 0.75" in joined and "-InitDose 0" in joined  # 10 fractions x 0.075 e/A^2
     traj, general = read_motion_star(out.tilts.iloc[0][star.MICROGRAPH_METADATA])
     assert traj.n_frames == 4 and general["rlnImageSizeX"] == 32  # 8k rendering of a 16-pixel sensor
+
+
+def test_a_dotted_folder_does_not_redirect_the_outputs(tmp_path, monkeypatch, project):
+    """MotionCor cuts -OutMrc at the first '.st'/'.mrc' anywhere in the path: run it in its own folder."""
+    root = tmp_path / "run.stage2"
+    root.mkdir()
+    monkeypatch.chdir(root)
+    series = make_series(root, n_tilts=1, n_frames=4, shape=(32, 32))
+    out = star.read_tilt_series(run_from_star(series["star"], "mc", MotionCorOptions(backend="motioncor2")))
+    assert Path(out.tilts.iloc[0][star.MICROGRAPH]).is_file()
+    assert not list(tmp_path.glob("run*_EVN.mrc")) and not list(tmp_path.glob("run*.mrc"))
+

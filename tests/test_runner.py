@@ -50,10 +50,18 @@ def _digest(path: Path) -> str:
 
 
 def _result_hashes(out: Path, names=NAMES) -> dict[str, str]:
-    """Every series' STAR file of every step, and its tomogram."""
+    """Every series' STAR file of every step (bytes), and its tomogram (voxels and pixel size: the MRC
+    header also holds mrcfile's creation time, which a re-made file cannot share)."""
+    import mrcfile
+
     files = [out / step / n / f"{n}.star" for step in ("import", *SERIES_STEPS) for n in names]
-    files += [out / "reconstruct" / n / f"rec_{n}.mrc" for n in names]
-    return {str(f.relative_to(out)): _digest(f) for f in files}
+    hashes = {str(f.relative_to(out)): _digest(f) for f in files}
+    for n in names:
+        with mrcfile.open(out / "reconstruct" / n / f"rec_{n}.mrc", permissive=True) as m:
+            h = hashlib.sha256(m.data.tobytes())
+            h.update(str(m.voxel_size).encode())
+            hashes[f"reconstruct/{n}/rec_{n}.mrc"] = h.hexdigest()
+    return hashes
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,8 @@ def test_gain_reference_removes_the_detector_pattern(sim):
     stored, _ = read_mrc(root / truth.gain.file)
     assert stored.shape == (160, 128)
     unrotated = np.rot90(stored, k=1)  # some other orientation of the right shape
-    assert abs(np.corrcoef((raw * unrotated).ravel(), sens.ravel())[0, 1]) > 0.5
+    r_wrong = abs(np.corrcoef((raw * unrotated).ravel(), sens.ravel())[0, 1])
+    assert r_wrong > 0.35 and r_wrong > abs(r_corr) + 0.2
 
 
 def test_counts_follow_the_dose(sim):

@@ -62,6 +62,7 @@ class MotionCorCall:
     gpu: str = "0"
     log_dir: Path | None = None
     extra_args: tuple[str, ...] = ()
+    workdir: Path | None = None  # run here; out_mrc, log_dir and fmint_file may then be relative to it
 
 
 def build_command(call: MotionCorCall) -> list[str]:
@@ -194,10 +195,16 @@ def output_paths(out_mrc: Path) -> dict[str, Path]:
 
 def run_motioncor(call: MotionCorCall, *, tool: str, log_path: Path, label: str,
                   timeout: float | None = None, expected_frames: int | None = None) -> MotionCorOutput:
-    """Run MotionCor for one movie; check its outputs; parse the shifts. Raises ToolError on failure."""
+    """Run MotionCor for one movie; check its outputs; parse the shifts. Raises ToolError on failure.
+
+    Give ``workdir`` and a bare file name as ``out_mrc``: MotionCor derives its output names by cutting the
+    whole ``-OutMrc`` path at the first ``.mrc`` or ``.st`` it contains (``sGenOutputName``), so a folder
+    such as ``/data/run.stage2/`` above the output would otherwise send the sums elsewhere.
+    """
     version = toolrun.detect_version(call.executable, pattern=VERSION_PATTERN)
-    run = toolrun.run_tool(build_command(call), log_path=log_path, tool=tool, label=label, timeout=timeout)
-    outs = output_paths(call.out_mrc)
+    run = toolrun.run_tool(build_command(call), log_path=log_path, tool=tool, label=label, timeout=timeout,
+                           cwd=call.workdir)
+    outs = output_paths(call.out_mrc if call.workdir is None else Path(call.workdir) / call.out_mrc)
     wanted = [outs["sum"]]
     if call.dose_per_frame is not None:
         wanted.append(outs["dose_weighted"])

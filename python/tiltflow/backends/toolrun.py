@@ -79,7 +79,7 @@ def _usable(candidate: str, tool: str, origin: str) -> Path:
     if path.is_file():
         if not os.access(path, os.X_OK):
             raise ToolError(f"{tool} executable {origin} is not executable (chmod +x?)", path)
-        return path
+        return path.absolute()  # tools may run in another folder
     hit = shutil.which(candidate)
     if hit and os.sep not in candidate:
         return Path(hit)

@@ -72,39 +72,35 @@ def write_png(path: str | Path, plot: DiagnosticPlot, dpi: int = 90) -> Path:
 
     fig = Figure(figsize=(9.0, 4.2))
     FigureCanvasAgg(fig)
-    ax_img, ax_1d = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.35]})
+    # fixed axes positions: tight_layout and secondary axes cost more than the drawing itself
+    ax_img = fig.add_axes((0.01, 0.04, 0.40, 0.80))
+    ax_1d = fig.add_axes((0.48, 0.13, 0.50, 0.71))
     ax_img.imshow(plot.image, cmap="gray", origin="lower", vmin=0, vmax=1, interpolation="nearest")
     ax_img.set_axis_off()
     ax_img.set_title("spectrum | fitted CTF$^2$", fontsize=9)
-    k = np.asarray(plot.k)
+    k = np.asarray(plot.k, dtype=float)
+    keep = k > 0
+    k = k[keep]
     if len(k):
-        ax_1d.plot(k, _unit(plot.average), color="0.35", lw=0.8, label="spectrum (equi-phase average)")
-        ax_1d.plot(k, _unit(plot.fit), color="tab:blue", lw=0.9, label="CTF$^2$ fit")
-        ax_1d.plot(k, np.asarray(plot.cc), color="tab:orange", lw=1.0, label="local correlation")
+        ax_1d.plot(k, _unit(np.asarray(plot.average)[keep]), color="0.35", lw=0.8, label="spectrum (equi-phase average)")
+        ax_1d.plot(k, _unit(np.asarray(plot.fit)[keep]), color="tab:blue", lw=0.9, label="CTF$^2$ fit")
+        ax_1d.plot(k, np.asarray(plot.cc)[keep], color="tab:orange", lw=1.0, label="local correlation")
         ax_1d.axhline(0.5, color="tab:orange", lw=0.5, ls=":")
         ax_1d.axvspan(1 / plot.res_min, 1 / plot.res_max, color="tab:green", alpha=0.06, lw=0)
         if math.isfinite(plot.resolution) and plot.resolution > 0:
             ax_1d.axvline(1 / plot.resolution, color="tab:red", lw=0.8, ls="--",
                           label=f"fit to {plot.resolution:.1f} A")
         ax_1d.set_xlim(float(k[0]), float(k[-1]))
+        ticks = [t for t in (30, 20, 15, 12, 10, 8, 7, 6, 5, 4, 3) if k[0] <= 1 / t <= k[-1]]
+        ax_1d.set_xticks([1 / t for t in ticks], [f"1/{t}" for t in ticks])
     ax_1d.set_ylim(-1.1, 1.6)
     ax_1d.set_xlabel("spatial frequency (1/A)", fontsize=8)
     ax_1d.tick_params(labelsize=7)
     ax_1d.legend(fontsize=6.5, loc="upper right", frameon=False)
-    secondary = ax_1d.secondary_xaxis("top", functions=(_inv, _inv))
-    secondary.set_xlabel("resolution (A)", fontsize=7)
-    secondary.tick_params(labelsize=6.5)
     fig.suptitle(plot.title, fontsize=9)
-    fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     return Path(path)
-
-
-def _inv(x):
-    x = np.asarray(x, dtype=float)
-    with np.errstate(divide="ignore"):
-        return np.where(np.abs(x) > 1e-6, 1.0 / np.where(x == 0, 1, x), np.inf)
 
 
 def _unit(y) -> np.ndarray:

@@ -117,9 +117,8 @@ def correct_movie(movie, *, pixel_size: float, gain: np.ndarray | None = None,
         aligned = torch.fft.irfft2(fourier.shift(small, torch.as_tensor(shifts - shifts[0], dtype=torch.float32),
                                                  shape, wshape), s=wshape)
         lparams = local.LocalParams(patches=tuple(settings.patches), bfactor=settings.bfactor_local)
-        model = local.estimate_local(aligned, shape, lparams)
-        report.append(f"local motion {settings.patches[0]}x{settings.patches[1]} patches: " + (
-            f"{model.n_patches} used, polynomial fit RMSD {model.rmsd:.3f} px" if model else "skipped"))
+        model, note = local.estimate_local(aligned, shape, lparams)
+        report.append(f"local motion, {settings.patches[0]}x{settings.patches[1]} patches: {note}")
     del small, small_real
     traj = trajectory.Trajectory.from_used(shifts, n, first, model.coeffs if model else None)
 
@@ -186,7 +185,7 @@ class _FrameSource:
         fr = torch.as_tensor(np.asarray(arr, dtype=np.float32), device=self.device)
         if self.gain is not None:
             fr = fr * self.gain
-        if not bool(torch.isfinite(fr).all()):
+        if not bool(torch.isfinite(fr.sum(dtype=torch.float64))):  # one reduction; NaN/inf propagate
             raise TiltflowError(f"{self.label}: frame {i + 1} has NaN or infinite values (corrupt frame or gain)",
                                 self.movie.path)
         return fr

@@ -1,29 +1,30 @@
 """Local (patch-based) motion on top of the global trajectory, as RELION's third-order polynomial model.
 
 The globally aligned movie is cut into ``px x py`` overlapping patches; each patch stack is aligned with
-:func:`tiltflow.motion.estimate.align` (residual shifts relative to the global ones), smoothed in time, and
-one smooth field is fitted to all patches at once: RELION's ``ThirdOrderPolynomialModel``
+:func:`tiltflow.motion.estimate.align` (its residual shifts relative to the global ones), and one smooth
+field is fitted to all patches and frames at once: RELION's ``ThirdOrderPolynomialModel``
 
     s(z, x, y) = sum over (1, x, x^2, y, y^2, xy) of (c1 z + c2 z^2 + c3 z^3) * term
 
 with ``z`` the frame number counted from the first frame used (so the field is 0 there, like the global
 shifts) and ``x, y`` the pixel position divided by the movie size minus 0.5. Owning RELION's model means
-the per-movie STAR file we write carries the local motion in a form RELION's Bayesian polishing reads, and a
-least-squares fit of 18 coefficients per axis over all patches and frames is robust to the noisy patches
-of a low-dose tilt. Patches that hit the search limit or did not converge are left out; if the model
-still does not explain the patches (RMSD above ``max_rmsd``) local correction is dropped, as RELION does.
+the per-movie STAR file we write carries the local motion in a form RELION's Bayesian polishing reads.
+
+Low-dose patches are noisy, and a free 18-term field would fit that noise and extrapolate it to the frame's
+corners. So each patch gets a free offset (its trajectory is known only up to a constant, which beats
+anchoring it to its noisiest point, frame 0), and the spatial form - none, a plane, or RELION's quadratic
+- is chosen by the Bayesian information criterion: a tilt with no local motion gets no local correction.
+Patches that hit the search limit or did not converge are left out; a field that still fits the patches
+worse than ``max_rmsd`` is dropped, as RELION does.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from tiltflow.motion import estimate, trajectory
-
-log = logging.getLogger("tiltflow.motion")
+from tiltflow.motion import estimate
 
 N_COEFFS = 18  # per axis, RELION's ThirdOrderPolynomialModel::NUM_COEFFS_PER_DIM
 
@@ -45,9 +46,10 @@ class LocalModel:
     """RELION's polynomial coefficients (``(36,)``: x then y, movie pixels) and the patch observations."""
 
     coeffs: np.ndarray
-    observations: np.ndarray  # (m, 5): frame z, x px, y px (movie pixels), shift x, shift y (relative to z=0)
-    rmsd: float
+    observations: np.ndarray  # (m, 5): frame z, x px, y px (movie pixels), patch shift x, y (mean zero)
+    rmsd: float  # of the observations around the field (plus a free offset per patch)
     n_patches: int
+    model: str = "quadratic"  # "plane" or "quadratic" in space (always cubic in time)
 
 
 def design(z, x, y) -> np.ndarray:
@@ -80,14 +82,15 @@ def patch_boxes(shape: tuple[int, int], patches: tuple[int, int], overlap: float
     return boxes
 
 
-def estimate_local(aligned, full_shape: tuple[int, int], params: LocalParams) -> LocalModel | None:
+def estimate_local(aligned, full_shape: tuple[int, int], params: LocalParams) -> tuple[LocalModel | None, str]:
     """Fit the local model to the globally aligned frames ``aligned`` (``(n, h, w)`` real, any scale).
 
-    ``full_shape`` is the movie size; ``aligned`` may be a Fourier-binned copy of it.
+    ``full_shape`` is the movie size; ``aligned`` may be a Fourier-binned copy of it. Returns the model, or
+    None when there is no usable or no significant local motion, and a one-line note saying which.
     """
     n, h, w = aligned.shape
     if n < 3:
-        return None
+        return None, "skipped: fewer than 3 frames"
     sy, sx = full_shape[0] / h, full_shape[1] / w
     rows = []
     used = 0
@@ -98,44 +101,70 @@ def estimate_local(aligned, full_shape: tuple[int, int], params: LocalParams) ->
         res = estimate.align(spec, (ph, pw), (ph * sy, pw * sx), aparams)
         if not res.converged or np.abs(res.shifts).max() > 0.9 * params.max_shift:
             continue
-        smoothed, _ = trajectory.smooth(res.shifts)
-        rel = smoothed - smoothed[0]
         cy = ((y0 + ph / 2) * sy) - 0.5
         cx = ((x0 + pw / 2) * sx) - 0.5
         for z in range(n):
-            rows.append((z, cx, cy, rel[z, 0], rel[z, 1]))
+            rows.append((used, z, cx, cy, res.shifts[z, 0], res.shifts[z, 1]))
         used += 1
     if used < 3:
-        log.info("local motion: only %d usable patches, local correction skipped", used)
-        return None
+        return None, f"skipped: only {used} usable patches"
     obs = np.array(rows)
-    coeffs = fit(obs, full_shape, quadratic=used >= 6)
-    fx, fy = _predict(coeffs, obs, full_shape)
-    rmsd = float(np.sqrt(np.mean((fx - obs[:, 3]) ** 2 + (fy - obs[:, 4]) ** 2)))
+    model, coeffs, rmsd = select(obs, full_shape)
+    if model == "none":
+        return None, f"no significant local motion in {used} patches (patch RMS {rmsd:.3f} px): global only"
     if rmsd > params.max_rmsd:
-        log.info("local motion: polynomial fit RMSD %.2f px > %.2f px, local correction skipped", rmsd, params.max_rmsd)
-        return None
-    return LocalModel(coeffs, obs, rmsd, used)
+        return None, f"skipped: the field fits the {used} patches with RMSD {rmsd:.2f} px > {params.max_rmsd:g}"
+    return LocalModel(coeffs, obs[:, 1:], rmsd, used, model), (
+        f"{used} patches, {model} field, fit RMSD {rmsd:.3f} px")
 
 
-def fit(obs: np.ndarray, full_shape: tuple[int, int], quadratic: bool = True) -> np.ndarray:
-    """Least-squares coefficients (``(36,)``) of RELION's model for observations ``(z, x, y, sx, sy)``."""
+#: which of RELION's 18 columns each candidate model uses (terms 1, x, x^2, y, y^2, xy; 3 powers of z each)
+_TERMS = {"none": (), "plane": (0, 1, 3), "quadratic": (0, 1, 2, 3, 4, 5)}
+
+
+def fit(obs: np.ndarray, full_shape: tuple[int, int], model: str = "quadratic",
+        patch_ids: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+    """Least-squares fit of RELION's model to observations ``(z, x, y, sx, sy)`` (movie pixels).
+
+    ``patch_ids`` gives each observation's patch: every patch then gets a free offset, because a patch's
+    trajectory is only known up to a constant. Returns ``(coeffs (36,), residual sum of squares, k)``
+    with ``k`` the number of parameters per axis.
+    """
     h, w = full_shape
-    a = design(obs[:, 0], obs[:, 1] / w - 0.5, obs[:, 2] / h - 0.5)
-    keep = np.ones(N_COEFFS, bool)
-    if not quadratic:  # too few patches to pin x^2, y^2, xy: keep the plane
-        keep[6:9] = keep[12:18] = False
-    cx = np.zeros(N_COEFFS)
-    cy = np.zeros(N_COEFFS)
-    cx[keep] = np.linalg.lstsq(a[:, keep], obs[:, 3], rcond=None)[0]
-    cy[keep] = np.linalg.lstsq(a[:, keep], obs[:, 4], rcond=None)[0]
-    return np.concatenate([cx, cy])
+    cols = [3 * t + p for t in _TERMS[model] for p in range(3)]
+    a = design(obs[:, 0], obs[:, 1] / w - 0.5, obs[:, 2] / h - 0.5)[:, cols]
+    if patch_ids is not None:
+        ids = np.asarray(patch_ids, dtype=int)
+        a = np.hstack([a, (ids[:, None] == np.unique(ids)[None, :]).astype(float)])
+    target = obs[:, 3:5]
+    if a.shape[1] == 0:
+        return np.zeros(2 * N_COEFFS), float((target**2).sum()), 0
+    sol = np.linalg.lstsq(a, target, rcond=None)[0]
+    coeffs = np.zeros((2, N_COEFFS))
+    coeffs[:, cols] = sol[:len(cols)].T
+    rss = float(((target - a @ sol) ** 2).sum())
+    return coeffs.ravel(), rss, a.shape[1]
 
 
-def _predict(coeffs: np.ndarray, obs: np.ndarray, full_shape: tuple[int, int]):
-    h, w = full_shape
-    a = design(obs[:, 0], obs[:, 1] / w - 0.5, obs[:, 2] / h - 0.5)
-    return a @ coeffs[:N_COEFFS], a @ coeffs[N_COEFFS:]
+def select(obs: np.ndarray, full_shape: tuple[int, int]) -> tuple[str, np.ndarray, float]:
+    """Pick none / plane / quadratic by the Bayesian information criterion; ``obs`` is ``(patch, z, x, y, sx, sy)``.
+
+    Noise in the patch shifts would otherwise be fitted as a field and extrapolated to the frame's corners
+    (pixels of false motion where there is none); a more complex field must earn its parameters.
+    """
+    ids = obs[:, 0]
+    n_patches = len(np.unique(ids))
+    m = 2 * len(obs)  # x and y observations
+    best = None
+    for model in ("none", "plane", "quadratic"):
+        if model == "quadratic" and n_patches < 6:
+            continue
+        coeffs, rss, k = fit(obs[:, 1:], full_shape, model, patch_ids=ids)
+        bic = m * np.log(max(rss, 1e-12) / m) + 2 * k * np.log(m)
+        if best is None or bic < best[0]:
+            best = (bic, model, coeffs, float(np.sqrt(rss / len(obs))))
+    assert best is not None
+    return best[1], best[2], best[3]
 
 
 def field(coeffs: np.ndarray, z: float, shape: tuple[int, int], device=None):

@@ -17,7 +17,8 @@ MOVIE_FORMATS = ("tiff", "mrc")
 
 #: Named sizes. ``demo``: 41 tilts of 1024x1024 at 3 A (a 307 nm field, 120 nm slab, Nyquist 6 A), so that
 #: vesicles, filaments, 25 nm particles and gold beads are resolvable in a 10 A tomogram and Thon rings
-#: reach past 8 A; written in well under a minute on 2 cores.
+#: reach about 9 A at low tilt; about 50 CPU-seconds, i.e. under a minute on 2 cores (tilts in parallel).
+#: ``tiny`` (8 A pixels, 4 frames) and ``test`` (5 A pixels, 6 frames) are for unit and integration tests.
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": dict(size=(128, 128), tilt_min=-50.0, tilt_max=50.0, tilt_step=10.0, frames=4, pixel_size=8.0,
                  thickness=60.0, dose_per_tilt=3.0, n_series=1),

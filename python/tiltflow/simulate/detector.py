@@ -63,11 +63,14 @@ def movie_dtype(electrons_per_pixel_frame: float) -> np.dtype:
 
 
 def poisson_counts(rate, generator, dtype: np.dtype) -> np.ndarray:
-    """Poisson counts of a torch rate image, as ``dtype`` (clipped to its range, which never binds in practice)."""
+    """Poisson counts of a torch rate image, as ``dtype`` (clipped to its range, which never binds in practice).
+
+    ``torch.poisson`` is exact and as fast as a CDF inversion at a few electrons per pixel (measured).
+    """
     import torch
 
-    c = torch.poisson(rate.float(), generator=generator)
-    return c.clamp_(0, np.iinfo(dtype).max).numpy().astype(dtype)
+    c = torch.poisson(rate.float().clamp_min(0), generator=generator)
+    return c.clamp_(0, float(np.iinfo(dtype).max)).numpy().astype(dtype)
 
 
 def write_movie(path: str | Path, frames: np.ndarray, movie_format: str, pixel_size: float,

@@ -144,15 +144,21 @@ class TiltProjection:
         self.b_k = self.planes.nearest(self.b_z)
         self.r_k, self.r_f = self.planes.split(np.array([rz for _, _, rz in self.radial]))
 
-    def plane_chunks(self, chunk: int = 8) -> Iterator[tuple[np.ndarray, object]]:
-        """Yield ``(depths (k,), images torch (k, hp, wp))`` for consecutive groups of planes."""
+    def plane_chunks(self, chunk: int = 8, buffer=None) -> Iterator[tuple[np.ndarray, object]]:
+        """Yield ``(depths (k,), images torch (k, hp, wp))`` for consecutive groups of planes.
+
+        ``buffer``: optional flat float32 tensor of at least ``chunk * hp * wp`` values, reused (and
+        overwritten) for every group instead of fresh allocations.
+        """
         import torch
 
         hp, wp = self.grid.hp, self.grid.wp
         depths = self.planes.depths
+        if buffer is None or buffer.numel() < chunk * hp * wp:
+            buffer = torch.empty(chunk * hp * wp, dtype=torch.float32)
         for a in range(0, self.planes.n, chunk):
             b = min(a + chunk, self.planes.n)
-            acc = torch.zeros((b - a) * hp * wp, dtype=torch.float32)
+            acc = buffer[:(b - a) * hp * wp].zero_()
             sel = np.nonzero((self.b_k >= a) & (self.b_k < b))[0]
             if len(sel):
                 _splat_gaussians(acc, hp, wp, self.b_uv[sel], self.blobs.sigma[sel], self.blobs.mass[sel],

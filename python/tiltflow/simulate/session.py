@@ -4,13 +4,14 @@ Order of work per tilt series: acquisition plan (angles, shifts, defocus, drift,
 then per tilt: analytic projection -> CTF -> frames -> Poisson counts -> movie file; finally the mdoc
 and the phantom volume. Random numbers come from independent streams spawned from the seed (species,
 camera, and per series: phantom, acquisition, noise), so the output is byte-identical for a seed and
-changing, say, the frame count does not move the particles.
+changing, say, the frame count or the dose does not move the particles.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -231,7 +232,8 @@ def _simulate_series(cfg: SimulationConfig, index: int, seed: np.random.SeedSequ
     for k in counts:
         if getattr(cfg, k) is not None:
             counts[k] = int(getattr(cfg, k))
-    margin = grid.pad + max(np.abs([p.shift for p in plans]).max(), 0) + 470.0 / px
+    # covers the canvas padding, the shifts and the largest vesicle; independent of frames, dose and drift
+    margin = 200.0 + 4 * cfg.shift_sigma_px + 470.0 / px
     phantom = generate_phantom(np.random.default_rng(s_phantom), species, box, cfg.thickness_px,
                                _extent(cfg, plans, margin), px, counts, cfg.crowding, cfg.contrast)
     renderer = _TiltRenderer(cfg, name, phantom, grid, optics, sens, out)
@@ -305,6 +307,16 @@ class _TiltRenderer:
         self.e_frame = cfg.dose_per_tilt / cfg.frames * px * px
         self.dtype = detector.movie_dtype(self.e_frame)
         self.frames_dir = out / cfg.frames_subdir if cfg.frames_subdir else out
+        self._local = threading.local()
+
+    def _buffer(self):
+        """A plane buffer per worker thread (reused across tilts: no page faults per tilt)."""
+        import torch
+
+        buf = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = self._local.buffer = torch.empty(8 * self.grid.hp * self.grid.wp, dtype=torch.float32)
+        return buf
 
     def render(self, p: TiltPlan, seed: int) -> tuple[str, tuple[float, float, float]]:
         """Write the movie of tilt ``p``; return its file name and (min, max, mean) of the summed counts."""
@@ -318,7 +330,7 @@ class _TiltRenderer:
         proj = TiltProjection(self.phantom, rot, p.shift, self.grid, cfg.depth_step / cfg.pixel_size, self.ice_var, gen)
         ctf = TiltCtf(p.defocus_u, p.defocus_v, p.defocus_angle, cfg.hand,
                       p.pre_exposure + p.dose / 2 if cfg.damage else None)
-        intensity = tilt_intensity(proj, self.fgrid, self.optics, ctf, p.transmission)
+        intensity = tilt_intensity(proj, self.fgrid, self.optics, ctf, p.transmission, self._buffer())
         scale = self.sens * (self.e_frame * (detector.DARK_FACTOR if p.dark else 1.0))
         movie = np.empty((cfg.frames, cfg.height, cfg.width), self.dtype)
         for i, frame in enumerate(frames_of(intensity, self.fgrid, p.drift)):

@@ -40,6 +40,9 @@ CONVENTIONS = {
     "phantom": "density in rad of phase per movie pixel of path (0 = ice), volume[z, y, x]; voxel i covers bin-1 "
                "pixels [b*i, b*i + b) with b = phantom_binning, i.e. centre b*i + (b-1)/2 - c_tomo",
     "positions": "particle/object positions in bin-1 movie pixels relative to c_tomo = int(tomogram_size/2)",
+    "not_in_phantom": "each tilt also carries an amorphous-ice phase texture drawn independently per tilt (white, "
+                      "CTF-filtered at its depth), the Grant & Grigorieff exposure filter at pre_exposure + dose/2, "
+                      "a B-factor envelope, energy-filter loss (transmission) and gold absorption",
 }
 
 

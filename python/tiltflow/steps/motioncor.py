@@ -142,17 +142,19 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
         log.info("%s: %s %s (%s), %d tilts", ts.name, _tool_name(options), version or "(version unknown)", exe,
                  len(tilts))
     for t in tilts:
-        if options.backend == "builtin":
-            out = _builtin_tilt(t, frames_dir, options, movie_px, kv, gain, gain_path, device)
-        else:
-            out = _motioncor_tilt(t, frames_dir, options, movie_px, kv, gain_path, defects_path, exe)
-        rel = lambda p: _rel(p, options.root)  # noqa: E731
-        tbl.at[t.row, star.MICROGRAPH] = rel(out["image"])
-        tbl.at[t.row, star.POWER_SPECTRUM] = rel(out["ps"])
-        tbl.at[t.row, star.MICROGRAPH_METADATA] = rel(out["star"])
-        if options.even_odd:
-            tbl.at[t.row, star.MICROGRAPH_EVEN] = rel(out["even"])
-            tbl.at[t.row, star.MICROGRAPH_ODD] = rel(out["odd"])
+        try:
+            if options.backend == "builtin":
+                out = _builtin_tilt(t, frames_dir, options, movie_px, kv, gain, gain_path, device)
+            else:
+                out = _motioncor_tilt(t, frames_dir, options, movie_px, kv, gain_path, defects_path, exe)
+        except TiltflowError as exc:  # a reader's error names the file; the user also wants the tilt
+            if t.label in str(exc):
+                raise
+            raise type(exc)(f"{ts.name} {t.label}: {exc}") from exc
+        for col, key in ((star.MICROGRAPH, "image"), (star.POWER_SPECTRUM, "ps"), (star.MICROGRAPH_METADATA, "star"),
+                         (star.MICROGRAPH_EVEN, "even"), (star.MICROGRAPH_ODD, "odd")):
+            if options.even_odd or key not in ("even", "odd"):
+                tbl.at[t.row, col] = _rel(out[key], options.root)
         total, early, late = out["motion"]
         tbl.at[t.row, star.MOTION_TOTAL] = total
         tbl.at[t.row, star.MOTION_EARLY] = early
@@ -236,32 +238,21 @@ def _movie_pixel_size(ts: star.TiltSeriesStar) -> float:
 
 
 def _frame_dose(t: _Tilt, raw_per_frame: int, n_raw: int) -> float | None:
-    """e/A^2 per movie frame: the tilt's dose over its raw frames, times raw frames per rendered frame."""
+    """e/A^2 per movie frame: the tilt's dose over the raw frames (or EER fractions) the file really holds,
+    times raw frames per rendered frame. The file, not the mdoc's frame count, says how the dose was split."""
     if not t.dose:
         return None
-    raw = t.frame_count or n_raw
-    return t.dose / raw * raw_per_frame
+    return t.dose / n_raw * raw_per_frame
 
 
 def _load_gain(path: Path | None) -> tuple[np.ndarray | None, Path | None, Path | None]:
     """The prepared gain (multiplicative, movie orientation) and the gain step's defect map if present."""
     if path is None:
         return None, None, None
+    from tiltflow.io.gain import load_prepared_gain
+
     path = Path(path)
-    if not path.is_file():
-        raise TiltflowError("gain reference not found", path)
-    try:
-        from tiltflow.io.gain import load_prepared_gain
-    except ImportError:  # the gain module predates load_prepared_gain: a prepared gain is a plain MRC
-        load_prepared_gain = None
-    if load_prepared_gain is not None:
-        gain = np.asarray(load_prepared_gain(path), dtype=np.float32)
-    else:
-        gain = np.asarray(read_mrc(path)[0], dtype=np.float32)
-    if gain.ndim == 3 and gain.shape[0] == 1:
-        gain = gain[0]
-    if gain.ndim != 2:
-        raise TiltflowError(f"a gain reference must be one 2-D image, got shape {gain.shape}", path)
+    gain = np.asarray(load_prepared_gain(path), dtype=np.float32)  # the shape is checked per movie
     defects = path.parent / "defects.mrc"
     return gain, path, defects if defects.is_file() else None
 
@@ -325,9 +316,10 @@ def _builtin_log(res) -> str:
 
 
 def _check_movie(t: _Tilt, movie, movie_px: float) -> None:
-    if t.frame_count and movie.format != "eer" and movie.n_frames != t.frame_count:
-        log.warning("%s: the STAR file says %d frames, the movie has %d; using the movie's", t.label,
-                    t.frame_count, movie.n_frames)
+    n_raw = int(getattr(movie, "n_fractions", movie.n_frames))
+    if t.frame_count and n_raw != t.frame_count:
+        log.warning("%s: the STAR file says %d frames, the movie has %d; the dose is spread over the movie's",
+                    t.label, t.frame_count, n_raw)
     if movie.pixel_size and abs(movie.pixel_size - movie_px) > 0.02 * movie_px:
         log.warning("%s: the movie header says %.4f A/px, the STAR file %.4f A/px; using the STAR file's",
                     t.label, movie.pixel_size, movie_px)
@@ -359,23 +351,25 @@ def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie
     fdose = _frame_dose(t, raw_per_frame, n_raw)
     paths = _paths(frames_dir, t.root)
     frames_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{t.root}.", suffix=".part", dir=frames_dir))
+    # no dot in the folder name: MotionCor cuts -OutMrc at the first ".mrc"/".st" (see run_motioncor)
+    tmp = Path(tempfile.mkdtemp(prefix=f"tmp_{t.root}_", suffix="_part", dir=frames_dir))
     try:
         fmint = None
         init_dose = t.pre_exposure
         if fmt == "eer":
             dose_raw = (t.dose / n_raw) if t.dose else 0.0
-            fmint = write_fmint_file(tmp / "fmint.txt", n_raw, raw_per_frame, dose_raw)
+            write_fmint_file(tmp / "fmint.txt", n_raw, raw_per_frame, dose_raw)
+            fmint = Path("fmint.txt")
         elif fdose:
             init_dose += options.throw * fdose  # MotionCor restarts its dose count after the thrown frames
         call = MotionCorCall(
-            executable=exe, movie=t.movie.resolve(), movie_format=fmt, out_mrc=tmp / f"{t.root}.mrc",
+            executable=exe, movie=t.movie.resolve(), movie_format=fmt, out_mrc=Path(f"{t.root}.mrc"),
             pixel_size=movie_px, kv=kv, gain=gain_path.resolve() if gain_path else None,
             defect_map=defects_path.resolve() if defects_path else None, throw=options.throw,
             trunc=options.trunc, bin_factor=options.bin_factor, patches=tuple(options.patches),
             split_sum=options.even_odd, dose_per_frame=fdose if options.dose_weighting else None,
             init_dose=init_dose, fmint_file=fmint, eer_sampling=options.eer_sampling, gpu=options.gpu,
-            log_dir=tmp / "logs", extra_args=tuple(options.extra_args),
+            log_dir=Path("logs"), extra_args=tuple(options.extra_args), workdir=tmp,
         )
         (tmp / "logs").mkdir()
         expected = None if fmt == "eer" else n_frames - options.throw - options.trunc
@@ -403,7 +397,8 @@ def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie
         write_motion_star(paths["star"], traj, info)
         for extra in sorted((tmp / "logs").glob("*")):  # MotionCor's own -LogDir files, kept with the log
             if extra.is_file():
-                shutil.copyfile(extra, frames_dir / f"{t.root}.{extra.name}")
+                name = extra.name if extra.name.startswith(t.root) else f"{t.root}_{extra.name}"
+                shutil.copyfile(extra, frames_dir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     motion = traj.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure)

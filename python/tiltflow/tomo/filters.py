@@ -87,30 +87,46 @@ def _fft_size(n: int, pad: float) -> int:
         m += 1
 
 
+#: elements of the padded spectra filtered in one batch of tilts (about 40 bytes each in temporaries)
+BATCH_ELEMENTS = 2**22
+
+
 def filter_2d(
     shape: tuple[int, int], normal: np.ndarray, floor: float, settings: FilterSettings, device=None
 ) -> torch.Tensor:
     """The rfft2 weighting (H, W//2+1) of one tilt (angular weight not included)."""
+    return filters_2d(shape, np.asarray(normal, float).reshape(1, 2), floor, settings, device)[0]
+
+
+def filters_2d(
+    shape: tuple[int, int], normals: np.ndarray, floor: float, settings: FilterSettings, device=None
+) -> torch.Tensor:
+    """The rfft2 weightings (b, H, W//2+1) of tilts with ``normals`` (b, 2), computed in float64."""
     h, w = shape
+    normals = np.asarray(normals, float).reshape(-1, 2)
     ky = torch.fft.fftfreq(h, device=device, dtype=torch.float64)[:, None]
     kx = torch.fft.rfftfreq(w, device=device, dtype=torch.float64)[None, :]
-    if settings.kind == "none":
-        f = torch.ones((h, w // 2 + 1), dtype=torch.float64, device=device)
-    elif settings.kind == "ramp":
-        r = (kx * float(normal[0]) + ky * float(normal[1])).abs().clamp_min(floor)
-        f = r.clone()
-        if settings.sirt_iterations > 0:
-            f = r * (1.0 - (1.0 - floor / r) ** int(settings.sirt_iterations))
-    else:
-        raise ValueError(f"unknown filter {settings.kind!r}")
     k = torch.sqrt(kx**2 + ky**2) / max(settings.cutoff, 1e-6)
     if settings.apodization == "hann":
-        f = f * torch.where(k < 1, 0.5 * (1 + torch.cos(np.pi * k.clamp(max=1))), 0.0)
+        apod = torch.where(k < 1, 0.5 * (1 + torch.cos(np.pi * k.clamp(max=1))), 0.0)
     elif settings.apodization == "cosine":  # flat to 0.8 cutoff, cosine edge to the cutoff
         e = ((k - 0.8) / 0.2).clamp(0, 1)
-        f = f * 0.5 * (1 + torch.cos(np.pi * e))
-    elif settings.apodization != "none":
+        apod = 0.5 * (1 + torch.cos(np.pi * e))
+    elif settings.apodization == "none":
+        apod = None
+    else:
         raise ValueError(f"unknown apodisation {settings.apodization!r}")
+    if settings.kind == "none":
+        f = torch.ones((len(normals), h, w // 2 + 1), dtype=torch.float64, device=device)
+    elif settings.kind == "ramp":
+        nrm = torch.as_tensor(normals, dtype=torch.float64, device=device)[:, :, None, None]
+        f = (kx * nrm[:, 0] + ky * nrm[:, 1]).abs_().clamp_min_(floor)
+        if settings.sirt_iterations > 0:
+            f = f * (1.0 - (1.0 - floor / f) ** int(settings.sirt_iterations))
+    else:
+        raise ValueError(f"unknown filter {settings.kind!r}")
+    if apod is not None:
+        f *= apod
     return f.to(torch.float32)
 
 
@@ -143,12 +159,15 @@ def weight_images(
     taper = _taper(h, w, settings.taper, dev)
     dc = floor if settings.kind == "ramp" else 1.0
     out = torch.empty((n, h, w), dtype=torch.float32, device=dev)
-    for i in range(n):
-        img = images[i].float()
-        img = (img - img.mean()) * taper  # zero-mean then tapered: no edge jump into the padding
-        spec = torch.fft.rfft2(img, s=(ph, pw))
-        spec *= filter_2d((ph, pw), normals[i], floor, settings, dev)
-        res = torch.fft.irfft2(spec, s=(ph, pw))[:h, :w]
-        res = res + images[i].float().mean() * dc  # the mean at the DC weight: density survives
-        out[i] = res * float(dtheta[i])
+    # tilts in batches: a few large operations rather than many small ones (CPU threads stay busy)
+    batch = max(1, BATCH_ELEMENTS // (ph * (pw // 2 + 1)))
+    for a in range(0, n, batch):
+        b = min(n, a + batch)
+        img = images[a:b].float()
+        mean = img.mean(dim=(1, 2), keepdim=True)
+        spec = torch.fft.rfft2((img - mean) * taper, s=(ph, pw))  # zero-mean, tapered: no edge jump
+        spec *= filters_2d((ph, pw), normals[a:b], floor, settings, dev)
+        res = torch.fft.irfft2(spec, s=(ph, pw))[:, :h, :w]
+        wt = torch.as_tensor(dtheta[a:b], dtype=torch.float32, device=dev)[:, None, None]
+        torch.mul(res + mean * dc, wt, out=out[a:b])  # the mean at the DC weight: density survives
     return out

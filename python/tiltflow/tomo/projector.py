@@ -23,8 +23,8 @@ Work is done tilt by tilt and in z-chunks of at most ``max_voxels`` voxels, so m
 :class:`FastBackprojector` is the weighted back-projection's fast path (not an adjoint of anything,
 so SIRT keeps the exact pair). For a tilt without x-tilt the volume's x and z axes project onto one
 image line ``e`` (perpendicular to the projected tilt axis), so ``p = off + m_y y + e u`` with
-``u = a x + c z``. As IMOD's ``tilt`` does, each image is resampled once (bicubic) onto a
-``(u, y)`` grid: one row per tomogram row ``y``, pixel spacing along ``u``. A tomogram y-row
+``u = a x + c z``. As IMOD's ``tilt`` does, each image is resampled once (bilinear) onto a
+``(u, y)`` grid: one row per tomogram row ``y``, half a pixel apart along ``u``. A tomogram y-row
 ``(z, x)`` then takes, from every tilt, a 1-D linear interpolation of that tilt's row ``y`` at
 ``u(z, x)``, with weights that do not depend on ``y``. For a z-range this is one sparse x dense
 product: ``W (z*x, tilts*u) @ R (tilts*u, y)``, 2 entries per tilt in each row of ``W``. It is 10x
@@ -259,9 +259,12 @@ class FastBackprojector:
 
     Build it once (it resamples every image onto its tilt's ``(u, y)`` grid: memory about that of
     the images), then call it with ``z_slab=(z0, z1)`` for each slab; slabs stitch into the one-shot
-    volume. Same arguments and result as :func:`backproject` up to interpolation (bicubic resampling
-    then linear along ``u``, instead of bilinear at each voxel); see the module docstring.
-    ``oversample`` samples ``u`` that many times per image pixel (less blur from the 1-D step).
+    volume. Same arguments and result as :func:`backproject` up to interpolation (``interpolation``,
+    a ``grid_sample`` mode, onto the ``(u, y)`` grid, then linear along ``u``, instead of bilinear at
+    each voxel); see the module docstring. ``oversample``: samples along ``u`` per image pixel. The
+    defaults (bilinear, 2) are the closest to :func:`backproject` (measured on WBP volumes of a
+    phantom: relative difference 2.5 %, correlation 0.9997; bilinear at 1 blurs more (7 %), bicubic
+    sharpens (6 % at 1, 7 % at 2)).
     """
 
     def __init__(
@@ -274,8 +277,8 @@ class FastBackprojector:
         volume_center: Sequence[float] | None = None,
         image_center: Sequence[float] | None = None,
         image_scale: Sequence[float] | float | None = None,
-        oversample: float = 1.0,
-        interpolation: str = "bicubic",
+        oversample: float = 2.0,
+        interpolation: str = "bilinear",
         max_nonzeros: int = MAX_NONZEROS,
     ) -> None:
         images = torch.as_tensor(images)

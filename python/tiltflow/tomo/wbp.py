@@ -1,4 +1,10 @@
-"""Weighted back-projection, slab by slab: filter the images once, back-project z-slabs on demand."""
+"""Weighted back-projection, slab by slab: filter the images once, back-project z-slabs on demand.
+
+The back-projection is :class:`~tiltflow.tomo.projector.FastBackprojector` (images resampled once
+per tilt, then a sparse product per slab; about 10x faster than the voxel-driven path on the CPU and
+equal to it up to interpolation). ``exact=True`` uses the voxel-driven :func:`backproject` of the
+adjoint pair instead (as SIRT does), for comparisons.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +18,24 @@ from tiltflow.tomo.projector import ProjectionSetup
 
 def wbp_slabs(
     images: torch.Tensor, setup: ProjectionSetup, settings: FilterSettings = FilterSettings(), slab: int = 64,
+    exact: bool = False,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield ``(z0, z1, volume[z0:z1])``; memory is the images plus one slab, whatever the depth."""
+    """Yield ``(z0, z1, volume[z0:z1])``; memory is about twice the images plus one slab, whatever the depth."""
     d = setup.volume_shape[0]
     filtered = weight_images(images, setup.alignment, thickness_px=d, settings=settings)
+    if exact:
+        def backproject(zs):
+            return setup.backproject(filtered, z_slab=zs)
+    else:
+        backproject = setup.fast_backprojector(filtered)
+        del filtered  # the back-projector keeps what it needs
     for z0 in range(0, d, max(1, int(slab))):
         z1 = min(d, z0 + max(1, int(slab)))
-        yield z0, z1, setup.backproject(filtered, z_slab=(z0, z1))
+        yield z0, z1, backproject((z0, z1))
 
 
-def wbp(images: torch.Tensor, setup: ProjectionSetup, settings: FilterSettings = FilterSettings()) -> torch.Tensor:
+def wbp(
+    images: torch.Tensor, setup: ProjectionSetup, settings: FilterSettings = FilterSettings(), exact: bool = False,
+) -> torch.Tensor:
     """The whole volume (d, h_v, w_v) at once (small volumes, tests, projection matching)."""
-    return torch.cat([v for _, _, v in wbp_slabs(images, setup, settings, slab=setup.volume_shape[0])])
+    return torch.cat([v for _, _, v in wbp_slabs(images, setup, settings, slab=setup.volume_shape[0], exact=exact)])
