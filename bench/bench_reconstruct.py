@@ -3,15 +3,24 @@
 The projections are analytic line integrals placed with ``geometry.project_points`` (41 tilts,
 +-60 deg, ZRot 85, random shifts, noise 0.5 sigma), so the numbers measure the reconstruction,
 not the projector's consistency with itself. Each case runs in a fresh process so that the peak
-memory (VmHWM on CPU, max allocated on CUDA) is its own.
+memory (VmHWM on CPU, max allocated on CUDA) is its own. ``wbp`` uses the fast back-projection
+(``FastBackprojector``), ``wbp-exact`` the voxel-driven ``backproject`` of the adjoint pair (what
+WBP used before). The time is the best of ``--repeat`` runs; ``load`` is the 1-minute load average
+when the case started (the machines are shared: compare rows taken at similar load).
 
     .venv/bin/python bench/bench_reconstruct.py [--size 64x128x128] [--size 128x256x256] [--device auto]
+        [--threads 2] [--repeat 3] [--methods wbp,wbp-exact,sirtlike,sirt]
+
+Measured (CPU, AMD EPYC, 2 threads, torch 2.13; other jobs running, load column):
+
+    RESULTS
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import time
 
 import numpy as np
@@ -66,7 +75,7 @@ def fsc(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def _case(args):
-    shape, method, device_pref, iterations, slab, q = args
+    shape, method, device_pref, iterations, slab, threads, repeat, q = args
     import torch
 
     from tiltflow.alignment import TiltSeriesAlignment
@@ -77,6 +86,8 @@ def _case(args):
     from tiltflow.tomo.wbp import wbp_slabs
 
     dev = get_device(device_pref)
+    if threads:
+        torch.set_num_threads(threads)
     vol, imgs, tilts, shifts = _phantom_and_projections(shape)
     aln = TiltSeriesAlignment(y_tilt=tilts, z_rot=85.0, shifts_px=shifts, pixel_size=1.0)
     setup = ProjectionSetup(aln, shape, imgs.shape[1:])
@@ -84,15 +95,18 @@ def _case(args):
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    if method == "sirt":
-        rec = sirt(x, setup, iterations=iterations, slab=slab).cpu().numpy()
-    else:
-        st = FilterSettings(sirt_iterations=iterations if method == "sirtlike" else 0)
-        rec = np.concatenate([v.cpu().numpy() for _, _, v in wbp_slabs(x, setup, st, slab=slab)])
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
+    dt = float("inf")
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        if method == "sirt":
+            rec = sirt(x, setup, iterations=iterations, slab=slab).cpu().numpy()
+        else:
+            st = FilterSettings(sirt_iterations=iterations if method == "sirtlike" else 0)
+            parts = wbp_slabs(x, setup, st, slab=slab, exact=method == "wbp-exact")
+            rec = np.concatenate([v.cpu().numpy() for _, _, v in parts])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = min(dt, time.perf_counter() - t0)
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -108,22 +122,26 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--slab", type=int, default=64)
-    ap.add_argument("--methods", default="wbp,sirtlike,sirt")
+    ap.add_argument("--methods", default="wbp,wbp-exact,sirtlike,sirt")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: as tiltflow sets them)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per case; the best time is shown")
     a = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in (a.size or ["64x128x128"])]
     ctx = mp.get_context("spawn")
     print(f"{'method':<10} {'volume (d x h x w)':<20} {'time s':>8} {'peak MiB':>9}  {'device':<28} "
-          f"{'r':>6} {'FSC0.5':>7} {'FSC0.143':>8}")
+          f"{'r':>6} {'FSC0.5':>7} {'FSC0.143':>8} {'load':>5}")
     for shape in sizes:
         for method in a.methods.split(","):
             q = ctx.Queue()
-            p = ctx.Process(target=_case, args=((shape, method, a.device, a.iterations, a.slab, q),))
+            load = os.getloadavg()[0]
+            p = ctx.Process(target=_case, args=((shape, method, a.device, a.iterations, a.slab, a.threads,
+                                                 a.repeat, q),))
             p.start()
             dt, peak, dev, r, f5, f1 = q.get()
             p.join()
-            label = method + (f" {a.iterations}it" if method != "wbp" else "")
+            label = method + (f" {a.iterations}it" if method in ("sirt", "sirtlike") else "")
             print(f"{label:<10} {'x'.join(map(str, shape)):<20} {dt:8.2f} {peak:9.0f}  {dev:<28} "
-                  f"{r:6.3f} {f5:7.3f} {f1:8.3f}", flush=True)
+                  f"{r:6.3f} {f5:7.3f} {f1:8.3f} {load:5.1f}", flush=True)
 
 
 if __name__ == "__main__":

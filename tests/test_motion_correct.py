@@ -104,10 +104,15 @@ def test_gain_and_hot_pixels(tmp_path):
     gain = rng.uniform(0.7, 1.4, (96, 96)).astype(np.float32)
     raw = counts / gain
     raw[:, 40, 50] = 5000.0  # a hot pixel in every frame: a static pattern that would pull towards 0
+    raw[:, 70, 20] = 0.0  # a dead pixel, listed in the gain step's defect map
+    defects = np.zeros((96, 96), np.int8)
+    defects[70, 20] = 1
     with open_movie(write_movie(tmp_path / "g.mrc", raw)) as mv:
-        res = correct_movie(mv, pixel_size=1.0, gain=gain)
-    assert res.hot_pixels == 1
-    assert rms_error(res.trajectory.drift(), drift) < 0.15
+        res = correct_movie(mv, pixel_size=1.0, gain=gain, defects=defects)
+        assert res.hot_pixels == 2
+        assert rms_error(res.trajectory.drift(), drift) < 0.15
+        with pytest.raises(TiltflowError, match="defect map is 48x48"):
+            correct_movie(mv, pixel_size=1.0, defects=np.zeros((48, 48)))
 
 
 def test_local_model_fit_and_field():

@@ -140,6 +140,8 @@ def calls(record: Path) -> list[dict]:
 
 
 def test_motioncor2_backend_writes_relion_outputs(project):
+    with mrcfile.new("gain/defects.mrc") as m:  # the gain step's dead-pixel map goes to -DefectMap
+        m.set_data(np.zeros((32, 48), np.int8))
     opts = MotionCorOptions(backend="motioncor2", gain=Path("gain/gain.mrc"), bin_factor=2, patches=(5, 5))
     out = run_from_star(project["star"], "motioncor", opts)
     assert out == Path("motioncor/TS_01/TS_01.star")
@@ -172,6 +174,7 @@ def test_motioncor2_backend_writes_relion_outputs(project):
     joined = " ".join(argv)
     assert argv[:2] == ["-InMrc", str(project["movies"][1].resolve())]
     assert f"-Gain {Path('gain/gain.mrc').resolve()}" in joined
+    assert f"-DefectMap {Path('gain/defects.mrc').resolve()}" in joined
     for part in ("-PixSize 2", "-kV 300", "-Patch 5 5", "-FtBin 2", "-SplitSum 1", "-FmRef 0", "-Gpu 0"):
         assert part in joined
     assert "-FmDose" not in joined and "-RotGain" not in joined

@@ -102,6 +102,15 @@ def test_filters_matter(data):
     assert sirtlike > 0.75
 
 
+def test_fast_wbp_equals_exact_wbp_to_interpolation(data):
+    """wbp's fast back-projection against the voxel-driven one of the adjoint pair."""
+    ph, imgs, vol = data
+    exact = wbp(imgs, ProjectionSetup(_aln(), SHAPE, IMG), exact=True).numpy()
+    assert corr(vol, exact) > 0.999  # measured 0.99992
+    assert np.linalg.norm(vol - exact) < 0.03 * np.linalg.norm(exact)  # measured 0.011
+    assert abs(corr(vol, ph) - corr(exact, ph)) < 0.01  # measured 0.8354 and 0.8347
+
+
 def test_sirt_converges_toward_phantom(data):
     ph, imgs, _ = data
     setup = ProjectionSetup(_aln(), SHAPE, IMG)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from tiltflow.ctffit.model import Optics, from_relion, to_relion
+from tiltflow.ctffit.model import Optics, dose_envelope, from_relion, to_relion
 from tiltflow.ctffit.refine import Refined, annulus_pixels, refine_2d, score_2d
 from tiltflow.ctffit.resolution import FitProfile, fit_profile
 from tiltflow.ctffit.search import rotational_average, search_defocus, smooth_log_background
@@ -115,6 +115,7 @@ def fit_defocus(
     tilt_angle: float = 0.0,
     tilt_axis: float = 0.0,
     fit_pixel_size: float | None = None,
+    pre_exposure: float = 0.0,
     min_tiles: int = 20,
     device=None,
 ) -> CtfFit:
@@ -129,7 +130,8 @@ def fit_defocus(
     is computed at (default: from ``res_max``; a tilt series passes one value for all tilts so that a
     dose-reduced ``res_max`` does not coarsen the tiles). ``box`` is reduced (halved, never below what the
     rings at ``res_max`` need) while the image holds fewer than ``min_tiles`` tiles: many small tiles beat
-    a few large ones on small images.
+    a few large ones on small images. ``pre_exposure`` (e/A^2) weights the 1-D search by the expected
+    fading of the rings with dose (:func:`~tiltflow.ctffit.model.dose_envelope`).
     """
     optics = optics or Optics()
     if res_max >= res_min:
@@ -172,7 +174,8 @@ def fit_defocus(
             flat = flatten_spectrum(spec, px, k_lo)
             prof = rotational_average(flat, px, k_lo, k_hi)
             centre = search_centre if res is None else res.defocus
-            res = search_defocus(prof, optics, centre, half_range, stp, phases, minimum=1000.0)
+            env = dose_envelope(prof.k, pre_exposure, optics.voltage) if pre_exposure > 0 else None
+            res = search_defocus(prof, optics, centre, half_range, stp, phases, minimum=1000.0, envelope=env)
             if curve is None:
                 curve = (res.defoci.cpu().numpy(), res.scores.max(dim=0).values.cpu().numpy(), len(prof.k))
             if not sign:

@@ -84,15 +84,20 @@ def profile_background(profile: Profile, defocus_min: float, optics: Optics) -> 
     return Background(bspline_basis(k2, n, lo, hi).float())
 
 
-def score_defoci(profile: Profile, defoci, optics: Optics, phase_shift: float = 0.0, background=None):
-    """Normalised correlation of the background-free profile with background-free CTF^2 for each defocus."""
-    import torch
+def score_defoci(profile: Profile, defoci, optics: Optics, phase_shift: float = 0.0, background=None,
+                 envelope=None):
+    """Normalised correlation of the background-free profile with background-free CTF^2 for each defocus.
 
+    ``envelope`` (per bin) is the expected relative strength of the rings (e.g. :func:`dose_envelope`):
+    the model is envelope x CTF^2, a matched filter that ignores bins where no signal is expected.
+    """
     bg = background or profile_background(profile, float(defoci.min()), optics)
     k2 = (profile.k.double() ** 2).float()
     w = profile.count.sqrt()  # noise of a ring mean falls as 1/sqrt(pixels)
     y = bg.residual(profile.value)
     models = ctf_squared(k2[None, :], 1.0, 0.0, defoci[:, None], 0.0, 0.0, optics, phase_shift)
+    if envelope is not None:
+        models = models * envelope[None, :]
     m = bg.residual(models)
     yw, mw = y * w, m * w
     num = (mw * yw[None, :]).sum(dim=1)
@@ -108,6 +113,7 @@ def search_defocus(
     step: float = 100.0,
     phase_shifts=(0.0,),
     minimum: float = 1000.0,
+    envelope=None,
 ) -> SearchResult:
     """Grid search of defocus in ``centre +- half_range`` (A) and over ``phase_shifts`` (rad), then a local
     golden-section polish of the defocus around the best grid point."""
@@ -117,14 +123,14 @@ def search_defocus(
     hi = max(lo + step, centre + half_range)
     defoci = torch.arange(lo, hi + 0.5 * step, step, dtype=torch.float32, device=profile.k.device)
     bg = profile_background(profile, lo, optics)
-    scores = torch.stack([score_defoci(profile, defoci, optics, float(p), bg) for p in phase_shifts])
+    scores = torch.stack([score_defoci(profile, defoci, optics, float(p), bg, envelope) for p in phase_shifts])
     flat = int(torch.argmax(scores))
     ip, idf = divmod(flat, len(defoci))
     best_p = float(phase_shifts[ip])
 
     def f(d: float) -> float:
         dd = torch.tensor([d], dtype=torch.float32, device=profile.k.device)
-        return float(score_defoci(profile, dd, optics, best_p, bg)[0])
+        return float(score_defoci(profile, dd, optics, best_p, bg, envelope)[0])
 
     d_best = _golden_max(f, float(defoci[idf]) - step, float(defoci[idf]) + step, tol=1.0)
     s_best = f(d_best)

@@ -11,6 +11,8 @@ independent bins, the profile log-likelihood of a CTF with free amplitude is -N/
 defocus offsets from the nominal defocus follow a Gaussian random walk in acquisition order (step s.d.
 ``sigma``); the most probable path (Viterbi) is found by dynamic programming on the defocus grid. Tilts
 with sharp peaks pin the path; weak tilts follow their neighbours unless their own data are decisive.
+Tilts with no decisive evidence anywhere (late, damaged exposures) keep the last well-determined value
+(a random walk's best guess), rather than a noise peak.
 """
 
 from __future__ import annotations
@@ -20,12 +22,20 @@ import numpy as np
 #: bins of a rotational average are correlated by the tile window (about two per independent value)
 BINS_PER_INDEPENDENT_VALUE = 2.0
 
+#: evidence a tilt needs before it counts (log-likelihood units, e^3 = 20:1): the best of a few hundred
+#: defoci scores that high on noise alone, and the spectrum's non-CTF structure (particles, gold) is
+#: the same in every tilt, so weak peaks would otherwise agree with each other and drag the path away
+EVIDENCE_THRESHOLD = 3.0
 
-def log_likelihood(scores: np.ndarray, n_bins: int) -> np.ndarray:
-    """Profile log-likelihood of a CTF whose rings correlate ``scores`` with the spectrum (0 if r <= 0)."""
+
+def log_likelihood(scores: np.ndarray, n_bins: int, threshold: float = EVIDENCE_THRESHOLD) -> np.ndarray:
+    """Profile log-likelihood of a CTF whose rings correlate ``scores`` with the spectrum, less ``threshold``.
+
+    -N/2 log(1 - r^2) for r > 0 with N independent bins; values below ``threshold`` count as no evidence.
+    """
     r = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 0.999)
     n = max(n_bins / BINS_PER_INDEPENDENT_VALUE, 1.0)
-    return -0.5 * n * np.log1p(-r * r)
+    return np.maximum(-0.5 * n * np.log1p(-r * r) - threshold, 0.0)
 
 
 def consistent_path(curves: list[tuple[np.ndarray, np.ndarray, int]], nominal: list[float],

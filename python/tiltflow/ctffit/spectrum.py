@@ -203,7 +203,8 @@ def tile_defocus_offsets(tiles: TileSpectra, gradient: tuple[float, float]):
     return tiles.centres[:, 0] * gradient[0] + tiles.centres[:, 1] * gradient[1]
 
 
-def tilt_corrected_average(tiles: TileSpectra, defocus: float, gradient: tuple[float, float], optics: Optics):
+def tilt_corrected_average(tiles: TileSpectra, defocus: float, gradient: tuple[float, float], optics: Optics,
+                           chunk: int = 16):
     """Average the tile spectra after stretching each onto the defocus at the image centre.
 
     A tile at defocus ``defocus + d`` has its rings where the centre's would be at a frequency solving
@@ -215,24 +216,22 @@ def tilt_corrected_average(tiles: TileSpectra, defocus: float, gradient: tuple[f
     if float(offsets.abs().max()) < 1.0:
         return tiles.average()
     box = tiles.box
-    kx, ky = frequency_grid(box, tiles.pixel_size, tiles.power.device)
+    dev = tiles.power.device
+    kx, ky = frequency_grid(box, tiles.pixel_size, dev)
     k2 = kx * kx + ky * ky
-    out = torch.zeros_like(tiles.power[0])
     c = box // 2
-    idx = torch.arange(box, dtype=torch.float32, device=tiles.power.device) - c
+    idx = torch.arange(box, dtype=torch.float32, device=dev) - c
     gy, gx = torch.meshgrid(idx, idx, indexing="ij")
-    for t in range(tiles.power.shape[0]):
-        dz = defocus + float(offsets[t])
-        if dz <= 0:
-            out += tiles.power[t]
-            continue
-        # the tile's k'^2 that carries the phase the centre has at k^2
-        k2t = equiphase_k2(k2, defocus, dz, optics)
-        scale = torch.where(k2 > 0, (k2t.clamp(min=0) / k2.clamp(min=1e-12)).sqrt(), torch.ones_like(k2))
-        sx = (gx * scale + c) / (box - 1) * 2 - 1
-        sy = (gy * scale + c) / (box - 1) * 2 - 1
-        grid = torch.stack([sx, sy], dim=-1)[None]
-        out += torch.nn.functional.grid_sample(
-            tiles.power[t][None, None], grid, mode="bilinear", padding_mode="border", align_corners=True
-        )[0, 0]
-    return out / tiles.power.shape[0]
+    out = torch.zeros_like(tiles.power[0])
+    n = tiles.power.shape[0]
+    for i in range(0, n, chunk):
+        dz = (defocus + offsets[i:i + chunk]).clamp(min=0.05 * defocus)[:, None, None]
+        # each tile's k'^2 that carries the phase the centre has at k^2
+        k2t = equiphase_k2(k2[None], defocus, dz, optics).clamp(min=0)
+        scale = torch.where(k2[None] > 0, (k2t / k2[None].clamp(min=1e-12)).sqrt(), torch.ones_like(k2t))
+        sx = (gx[None] * scale + c) / (box - 1) * 2 - 1
+        sy = (gy[None] * scale + c) / (box - 1) * 2 - 1
+        grid = torch.stack([sx, sy], dim=-1)
+        out += torch.nn.functional.grid_sample(tiles.power[i:i + chunk, None], grid, mode="bilinear",
+                                               padding_mode="border", align_corners=True).sum(dim=(0, 1))
+    return out / n

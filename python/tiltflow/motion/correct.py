@@ -1,8 +1,8 @@
 """Motion-correct one movie: frames -> gain, defects -> global (+ local) alignment -> sums and trajectory.
 
 The order is MotionCor2's and RELION's: gain correction; hot pixels (RELION's rule: above mean + 6 sd in the
-unaligned sum, or zero in the gain) replaced by the frame's mean so a static defect cannot pull the
-alignment to zero shift; global alignment on a Fourier-cropped copy; smoothing; optional patch alignment
+unaligned sum, or zero in the gain) and the gain step's dead pixels (its defect map, as MotionCor's
+-DefectMap) replaced by the frame's mean so a static defect cannot pull the alignment to zero shift; global alignment on a Fourier-cropped copy; smoothing; optional patch alignment
 and the polynomial field; summation at full size with dose weighting and Fourier binning; the spectrum
 thumbnail from the unweighted sum.
 
@@ -69,10 +69,11 @@ class MotionResult:
 
 def correct_movie(movie, *, pixel_size: float, gain: np.ndarray | None = None,
                   settings: MotionSettings = MotionSettings(), exposure: Exposure | None = None,
-                  device=None, label: str = "movie") -> MotionResult:
+                  defects: np.ndarray | None = None, device=None, label: str = "movie") -> MotionResult:
     """Correct ``movie`` (a :class:`tiltflow.io.movies.Movie`); dose-weight when ``exposure`` is given.
 
-    ``label`` names the tilt in errors and the report.
+    ``defects`` is a defect map (non-zero = bad pixel, e.g. the gain step's ``defects.mrc``): those pixels
+    are replaced like hot pixels. ``label`` names the tilt in errors and the report.
     """
     import torch
 
@@ -90,7 +91,10 @@ def correct_movie(movie, *, pixel_size: float, gain: np.ndarray | None = None,
                             movie.path)
     report = [f"movie {movie.path} ({n} frames of {shape[1]}x{shape[0]}, {movie.dtype}), frames used "
               f"{first + 1}-{stop}"]
-    frames = _FrameSource(movie, range(first, stop), gain, dev, settings, label)
+    if defects is not None and tuple(defects.shape) != shape:
+        raise TiltflowError(f"{label}: the defect map is {defects.shape[1]}x{defects.shape[0]}, the frames "
+                            f"{shape[1]}x{shape[0]}", movie.path)
+    frames = _FrameSource(movie, range(first, stop), gain, dev, settings, label, defects)
     report.append(f"hot pixels replaced: {frames.n_hot}; frame spectra kept in memory: {frames.cached}")
 
     # global alignment on a Fourier-cropped copy
@@ -147,7 +151,8 @@ def correct_movie(movie, *, pixel_size: float, gain: np.ndarray | None = None,
 class _FrameSource:
     """Gain-corrected, defect-fixed frames of the used range as full-size spectra (cached if they fit)."""
 
-    def __init__(self, movie, indices: range, gain, device, settings: MotionSettings, label: str):
+    def __init__(self, movie, indices: range, gain, device, settings: MotionSettings, label: str,
+                 defects: np.ndarray | None = None):
         import torch
 
         self.movie, self.indices, self.device, self.label = movie, indices, device, label
@@ -170,6 +175,8 @@ class _FrameSource:
             bad = total > mean + HOT_PIXEL_SIGMA * sd
             if self.gain is not None:
                 bad |= self.gain == 0
+            if defects is not None:
+                bad |= torch.as_tensor(np.asarray(defects) != 0, device=device)
             self.n_hot = int(bad.sum())
             if self.n_hot:
                 self.mask = bad

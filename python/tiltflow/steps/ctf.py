@@ -68,7 +68,7 @@ class CtfOptions:
     phase_step: float = 10.0
     slow_search: bool = False  # CTFFIND's "slower, more exhaustive search"
     dose_res_factor: float = 100.0  # e/A^2; 0 = no dose dependence
-    series_prior: float = 0.25  # um, s.d. of the defocus change between consecutive exposures; 0 = off
+    series_prior: float = 0.1  # um, s.d. of the defocus change between consecutive exposures; 0 = off
     astigmatism: str = "per-tilt"  # or "series": one astigmatism for the whole series (built-in backend)
     device: str = "auto"
     extra_args: str = ""
@@ -327,7 +327,7 @@ class _BuiltinFitter:
                                astigmatism_restraint=o.astigmatism_restraint, max_astigmatism=o.max_astigmatism,
                                fixed_astigmatism=fixed_astigmatism, fit_phase_shift=o.phase_shift,
                                tilt_angle=t.tilt_angle, tilt_axis=t.tilt_axis, fit_pixel_size=self.fit_pixel_size,
-                               device=self.device)
+                               pre_exposure=t.pre_exposure if o.dose_res_factor > 0 else 0.0, device=self.device)
         except TiltflowError as exc:
             raise TiltflowError(f"{t.label}: {exc}", t.micrograph) from exc
 

@@ -114,6 +114,7 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
     movie_px = _movie_pixel_size(ts)
     kv = float(ts.globals.get(star.VOLTAGE) or 300.0)
     gain, gain_path, defects_path = _load_gain(options.gain)
+    defects = read_mrc(defects_path)[0] if defects_path is not None and options.backend == "builtin" else None
     if options.dose_weighting:
         missing = [t.label for t in tilts if not t.dose]
         if missing:
@@ -144,7 +145,7 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
     for t in tilts:
         try:
             if options.backend == "builtin":
-                out = _builtin_tilt(t, frames_dir, options, movie_px, kv, gain, gain_path, device)
+                out = _builtin_tilt(t, frames_dir, options, movie_px, kv, gain, gain_path, defects, device)
             else:
                 out = _motioncor_tilt(t, frames_dir, options, movie_px, kv, gain_path, defects_path, exe)
         except TiltflowError as exc:  # a reader's error names the file; the user also wants the tilt
@@ -246,7 +247,7 @@ def _frame_dose(t: _Tilt, raw_per_frame: int, n_raw: int) -> float | None:
 
 
 def _load_gain(path: Path | None) -> tuple[np.ndarray | None, Path | None, Path | None]:
-    """The prepared gain (multiplicative, movie orientation) and the gain step's defect map if present."""
+    """The prepared gain (multiplicative, movie orientation) and the gain step's ``defects.mrc`` if present."""
     if path is None:
         return None, None, None
     from tiltflow.io.gain import load_prepared_gain
@@ -276,7 +277,7 @@ def _builtin_device(options: MotionCorOptions) -> str:
 
 
 def _builtin_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px: float, kv: float,
-                  gain, gain_path, device) -> dict:
+                  gain, gain_path, defects, device) -> dict:
     from tiltflow.atomic import write_text
     from tiltflow.motion.correct import Exposure, MotionSettings, correct_movie
 
@@ -289,7 +290,7 @@ def _builtin_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_p
         _check_movie(t, movie, movie_px)
         exposure = Exposure(fdose, t.pre_exposure, kv) if options.dose_weighting and fdose else None
         res = correct_movie(movie, pixel_size=movie_px, gain=gain, settings=settings, exposure=exposure,
-                            device=device, label=t.label)
+                            defects=defects, device=device, label=t.label)
         info = MovieInfo(str(t.movie), movie.shape[1], movie.shape[0], movie.n_frames, movie_px,
                          options.bin_factor, str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
     paths = _paths(frames_dir, t.root)

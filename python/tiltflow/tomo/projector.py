@@ -248,8 +248,8 @@ class ProjectionSetup:
 
 
 #: entries of the sparse interpolation matrix per internal chunk of :class:`FastBackprojector`
-#: (12 bytes each plus about 24 bytes of temporaries): ~300 MB at 2**23
-MAX_NONZEROS = 2**23
+#: (12 bytes each plus about 30 bytes of temporaries while it is built): ~170 MB at 2**22
+MAX_NONZEROS = 2**22
 #: largest position error (pixels) a tilt may have when its x and z axes are treated as one line
 LINE_TOLERANCE = 1e-3
 
@@ -280,6 +280,7 @@ class FastBackprojector:
         oversample: float = 2.0,
         interpolation: str = "bilinear",
         max_nonzeros: int = MAX_NONZEROS,
+        max_voxels: int = MAX_VOXELS,
     ) -> None:
         images = torch.as_tensor(images)
         if images.ndim != 3:
@@ -294,7 +295,7 @@ class FastBackprojector:
                                       image_scale)
         wts = np.array(_weights(weights, n))
         self.c_vol = c_vol
-        self.max_nonzeros = int(max_nonzeros)
+        self.max_nonzeros, self.max_voxels = int(max_nonzeros), int(max_voxels)
         step = 1.0 / float(oversample)
         # per tilt: the image line e onto which x and z project, u = a x + c z (in steps along e)
         ext_x = max(c_vol[0], wv - 1 - c_vol[0])
@@ -371,23 +372,27 @@ class FastBackprojector:
         if self._nf == 0:
             out.zero_()
         else:
-            nnz_plane = wv * 2 * self._nf
-            for za, zb in _z_chunks(z0, z1, nnz_plane, self.max_nonzeros):
-                prod = self._rows(za, zb) @ self._r  # (dz * w_v, h_v): x fastest among the rows
-                out[za - z0 : zb - z0] = prod.view(zb - za, wv, hv).transpose(1, 2)
+            # chunks of planes bounded in nonzeros of W and in voxels of the product
+            step = max(1, min(self.max_nonzeros // (wv * 2 * self._nf), self.max_voxels // (hv * wv)))
+            for za in range(z0, z1, step):
+                zb = min(z1, za + step)
+                # rows in (x, z) order: consecutive rows reuse the same rows of R (3x faster than
+                # (z, x)), and (w_v, dz * h_v) -> (dz * h_v, w_v) is one 2-D transpose (a blocked copy)
+                prod = self._rows(za, zb) @ self._r  # (w_v * dz, h_v)
+                out[za - z0 : zb - z0].view(-1, wv).copy_(prod.view(wv, -1).t())
         if self._slow is not None:
             images, alignment, wts, kw = self._slow
             out += backproject(images, alignment, self.volume_shape, wts, (z0, z1), **kw).float()
         return out.to(self.dtype)
 
     def _rows(self, za: int, zb: int) -> torch.Tensor:
-        """Sparse CSR (dz * w_v, tilts * k): linear interpolation along u of every tilt, per (z, x)."""
+        """Sparse CSR (w_v * dz, tilts * k): linear interpolation along u of every tilt, per (x, z)."""
         wv = self.volume_shape[2]
         nf, k, dev = self._nf, self._k, self.device
         x = torch.arange(wv, dtype=torch.float64, device=dev) - self.c_vol[0]
         z = torch.arange(za, zb, dtype=torch.float64, device=dev) - self.c_vol[2]
-        # t (dz, w_v, tilts): position in each tilt's resampled row, from its first sample
-        t = (z[:, None] * self._c - self._u0)[:, None, :] + x[:, None] * self._a
+        # t (w_v, dz, tilts): position in each tilt's resampled row, in samples from its first one
+        t = (x[:, None] * self._a)[:, None, :] + (z[:, None] * self._c - self._u0)
         i0 = t.floor().clamp_(0, k - 2)
         f = (t - i0).clamp_(0.0, 1.0).to(torch.float32)
         i0 = i0.to(torch.int64) + torch.arange(0, nf * k, k, device=dev)
