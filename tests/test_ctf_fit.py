@@ -28,7 +28,7 @@ def fit(img, centre, **kw):
 
 
 def test_astigmatic_defocus_recovered():
-    f = fit(image(32500, 31500, 40.0, seed=1), 35000)
+    f = fit(image(32500, 31500, 40.0, seed=1, snr=0.2), 35000)
     assert f.defocus == pytest.approx(32000, abs=150)
     assert f.astigmatism == pytest.approx(1000, abs=200)
     assert angle_difference(f.defocus_angle, 40.0) < 10

@@ -10,7 +10,14 @@ import torch
 
 from tiltflow.ctffit import model
 from tiltflow.ctffit.background import Background, bspline_basis
-from tiltflow.ctffit.ctffind_files import AvrotProfile, CtffindRow, read_avrot, read_summary, write_avrot, write_summary
+from tiltflow.ctffit.ctffind_files import (
+    AvrotProfile,
+    CtffindRow,
+    read_avrot,
+    read_summary,
+    write_avrot,
+    write_summary,
+)
 from tiltflow.ctffit.fit import choose_box
 from tiltflow.ctffit.search import rotational_average
 from tiltflow.ctffit.series import consistent_path

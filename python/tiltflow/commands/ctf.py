@@ -28,6 +28,13 @@ def main(
     dose_res_factor: float = typer.Option(
         100.0, "--dose-res-factor",
         help="Highest resolution fitted = res-max * exp(pre-exposure / this) (e/A^2); 0 = off."),
+    series_prior: float = typer.Option(
+        0.1, "--series-prior",
+        help="Expected defocus change between consecutive exposures (um): tilts without clear rings follow "
+             "their neighbours (built-in backend); 0 = every tilt on its own, as RELION's CtfFind."),
+    astigmatism: str = typer.Option(
+        "per-tilt", "--astigmatism",
+        help="per-tilt, or series: one astigmatism from the best tilts for all (built-in backend)."),
     png: str = typer.Option("all", "--png", help="Diagnostic PNGs: all, none, or tilt numbers like 1,5,9."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (built-in backend)."),
     extra_args: str = typer.Option("", "--extra-args", help="Passed verbatim to CTFFIND's command line."),
@@ -43,7 +50,8 @@ def main(
     options = CtfOptions(
         backend=backend, executable=executable, box=box, res_min=res_min, res_max=res_max,
         defocus_range=defocus_range, defocus_step=defocus_step, astigmatism_restraint=astigmatism_restraint,
-        phase_shift=phase_shift, slow_search=slow_search, dose_res_factor=dose_res_factor, png=png,
+        phase_shift=phase_shift, slow_search=slow_search, dose_res_factor=dose_res_factor,
+        series_prior=series_prior, astigmatism=astigmatism, png=png,
         device=device, extra_args=extra_args,
     )
     out = run_from_star(in_star, outdir, options)

@@ -116,6 +116,7 @@ def fit_defocus(
     tilt_axis: float = 0.0,
     fit_pixel_size: float | None = None,
     pre_exposure: float = 0.0,
+    gradient_sign: int | None = None,
     min_tiles: int = 20,
     device=None,
 ) -> CtfFit:
@@ -131,7 +132,8 @@ def fit_defocus(
     dose-reduced ``res_max`` does not coarsen the tiles). ``box`` is reduced (halved, never below what the
     rings at ``res_max`` need) while the image holds fewer than ``min_tiles`` tiles: many small tiles beat
     a few large ones on small images. ``pre_exposure`` (e/A^2) weights the 1-D search by the expected
-    fading of the rings with dose (:func:`~tiltflow.ctffit.model.dose_envelope`).
+    fading of the rings with dose (:func:`~tiltflow.ctffit.model.dose_envelope`). ``gradient_sign`` (+1/-1)
+    fixes the sign of the defocus gradient (the series' handedness) instead of trying both.
     """
     optics = optics or Optics()
     if res_max >= res_min:
@@ -161,7 +163,7 @@ def fit_defocus(
     g1 = defocus_gradient(tilt_angle, tilt_axis, 1)
     spread = float(tile_defocus_offsets(tiles, g1).abs().max()) if len(tiles.centres) else 0.0
     if spread > MIN_GRADIENT_SPREAD:
-        signs = [1, -1]
+        signs = [gradient_sign] if gradient_sign in (1, -1) else [1, -1]
     phases = _phase_grid(fit_phase_shift, phase_shift)
     best = None
     scores: dict[int, float] = {}

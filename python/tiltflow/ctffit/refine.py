@@ -3,14 +3,16 @@
 Why a coarse astigmatism grid before the gradient steps: the score is flat in the astigmatism vector at
 zero, and an astigmatism of a few hundred A already moves the outer rings by a full period, so a
 gradient method started at zero astigmatism can stop in a wrong basin. A small grid over magnitude and
-azimuth (at the 1-D defocus) picks the basin; L-BFGS with autograd then refines (defocus, ax, ay[, phase])
-to well under the grid spacing.
+azimuth (at the 1-D defocus) picks the basin; BFGS with autograd gradients then refines
+(defocus, ax, ay[, phase]) to well under the grid spacing.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from tiltflow.ctffit.background import Background, bspline_basis, ring_basis_size
 from tiltflow.ctffit.model import Optics, ctf_squared
@@ -122,37 +124,67 @@ def refine_2d(
     else:
         ax0, ay0 = 0.0, 0.0
     scale = 1000.0  # optimise in um-sized units so all parameters are of order one
-    p = torch.tensor([defocus / scale, ax0 / scale, ay0 / scale, phase_shift], dtype=torch.float64,
-                     device=px.k2.device, requires_grad=True)
-    free = torch.tensor([1.0, float(fit_astigmatism), float(fit_astigmatism), float(fit_phase_shift)],
-                        dtype=torch.float64, device=px.k2.device)
-    fixed = p.detach().clone()
+    x0 = np.array([defocus / scale, ax0 / scale, ay0 / scale, phase_shift])
+    free = np.array([True, fit_astigmatism, fit_astigmatism, fit_phase_shift])
 
-    def params():
-        q = fixed + (p - fixed) * free
-        return q[0] * scale, q[1] * scale, q[2] * scale, q[3]
+    def full(xf):
+        x = torch.tensor(x0, dtype=torch.float64, device=px.k2.device)
+        return x.index_put((torch.from_numpy(np.flatnonzero(free)).to(px.k2.device),), xf)
 
-    def objective():
-        d, ax, ay, ps = params()
-        return -(score_2d(px, d.float(), ax.float(), ay.float(), optics, ps.float()) - _penalty(ax, ay, restraint))
-
-    with torch.no_grad():
-        start = -float(objective())
-    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=60, tolerance_grad=1e-9, tolerance_change=1e-12,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = objective()
+    def value_and_grad(xf_np):
+        xf = torch.tensor(xf_np, dtype=torch.float64, device=px.k2.device, requires_grad=True)
+        q = full(xf)
+        d, ax, ay, ps = q[0] * scale, q[1] * scale, q[2] * scale, q[3]
+        loss = -(score_2d(px, d.float(), ax.float(), ay.float(), optics, ps.float()) - _penalty(ax, ay, restraint))
         loss.backward()
-        return loss
+        return float(loss.detach()), xf.grad.cpu().numpy()
 
-    opt.step(closure)
-    with torch.no_grad():
-        end = -float(objective())
-        d, ax, ay, ps = (float(v) for v in params())
-    if not math.isfinite(end) or end < start:
+    start_f, _ = value_and_grad(x0[free])
+    xf, end_f = _bfgs(value_and_grad, x0[free])
+    x = x0.copy()
+    x[free] = xf
+    d, ax, ay, ps = x[0] * scale, x[1] * scale, x[2] * scale, float(x[3])
+    if not math.isfinite(end_f) or end_f > start_f:
         d, ax, ay, ps = defocus, ax0, ay0, phase_shift
     with torch.no_grad():
         s = float(score_2d(px, d, ax, ay, optics, ps))
     return Refined(defocus=d, ax=ax, ay=ay, phase_shift=ps, score=s)
+
+
+def _bfgs(value_and_grad, x0: np.ndarray, max_iter: int = 60, gtol: float = 1e-7) -> tuple[np.ndarray, float]:
+    """Minimise with BFGS and a backtracking (Armijo) line search; returns (x, value).
+
+    A few lines instead of ``torch.optim.LBFGS``: that optimizer's first construction imports torch's
+    compiler stack (seconds per process), which costs more than the whole fit of a tilt.
+    """
+    x = np.asarray(x0, dtype=np.float64)
+    f, g = value_and_grad(x)
+    h = np.eye(len(x))
+    for _ in range(max_iter):
+        if not np.all(np.isfinite(g)) or np.linalg.norm(g) < gtol:
+            break
+        p = -h @ g
+        slope = float(g @ p)
+        if slope >= 0:  # not a descent direction: restart from steepest descent
+            h = np.eye(len(x))
+            p, slope = -g, -float(g @ g)
+        t = 1.0
+        while True:
+            xn = x + t * p
+            fn, gn = value_and_grad(xn)
+            if (math.isfinite(fn) and fn <= f + 1e-4 * t * slope) or t < 1e-6:
+                break
+            t *= 0.5
+        if not math.isfinite(fn) or fn > f:
+            break
+        s, y = xn - x, gn - g
+        sy = float(s @ y)
+        if sy > 1e-12:
+            rho = 1.0 / sy
+            i = np.eye(len(x))
+            h = (i - rho * np.outer(s, y)) @ h @ (i - rho * np.outer(y, s)) + rho * np.outer(s, s)
+        converged = abs(f - fn) < 1e-12 * max(1.0, abs(f))
+        x, f, g = xn, fn, gn
+        if converged:
+            break
+    return x, f

@@ -65,3 +65,21 @@ def consistent_path(curves: list[tuple[np.ndarray, np.ndarray, int]], nominal: l
     for i in range(len(curves) - 1, 0, -1):
         path[i - 1] = back[i, path[i]]
     return grid[path] + np.asarray(nominal, float)
+
+
+def gradient_sign_evidence(fits) -> tuple[int, float]:
+    """The sign of the defocus gradient across the tilt axis for a whole series, and its evidence.
+
+    Each tilted image's 1-D search scored the tilt-corrected spectrum for both signs (``gradient_scores``);
+    the handedness is the same for all tilts, so their log-likelihood ratios add up. Returns (0, 0) when
+    no tilt was tested or the evidence does not favour either sign.
+    """
+    total = 0.0
+    for f in fits:
+        sc = getattr(f, "gradient_scores", {}) or {}
+        if 1 in sc and -1 in sc and f.curve is not None:
+            n = f.curve[2]
+            total += float(log_likelihood(np.array([sc[1]]), n, 0.0)[0] - log_likelihood(np.array([sc[-1]]), n, 0.0)[0])
+    if abs(total) < 1e-9:
+        return 0, 0.0
+    return (1 if total > 0 else -1), abs(total)

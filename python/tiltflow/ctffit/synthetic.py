@@ -64,7 +64,7 @@ def synthetic_micrograph(
     n_planes = 1 if hi - lo < 20 else int(math.ceil((hi - lo) / 100.0)) + 1
     planes = torch.linspace(lo, hi, n_planes) if n_planes > 1 else torch.tensor([0.0])
     signal = torch.zeros(h, w)
-    for i, d in enumerate(planes):
+    for d in planes:
         ctf = ctf_2d((h, w), pixel_size, defocus_u + float(d), defocus_v + float(d), defocus_angle, **args)
         img = torch.fft.irfft2(specimen * ctf * envelope, s=(h, w))
         if n_planes == 1:

@@ -301,11 +301,11 @@ class _BuiltinFitter:
             lo, hi = _search_range(t, o)
             fits.append(self.fit_tilt(t, 0.5 * (lo + hi), 0.5 * (hi - lo)))
             _log_fit(series, t, fits[-1], time.perf_counter() - t0)
-        if len(tilts) >= 3 and (o.series_prior > 0 or o.astigmatism == "series"):
+        if len(tilts) >= 3:
             fits = self.series_pass(tilts, fits, series)
         return [self.write(t, f, frames, i in png_rows, series) for i, (t, f) in enumerate(zip(tilts, fits, strict=True))]
 
-    def fit_tilt(self, t: _Tilt, centre: float, half_range: float, fixed_astigmatism=None):
+    def fit_tilt(self, t: _Tilt, centre: float, half_range: float, fixed_astigmatism=None, gradient_sign=None):
         from tiltflow.ctffit.fit import fit_defocus
         from tiltflow.io.mrc import read_mrc
 
@@ -327,16 +327,23 @@ class _BuiltinFitter:
                                astigmatism_restraint=o.astigmatism_restraint, max_astigmatism=o.max_astigmatism,
                                fixed_astigmatism=fixed_astigmatism, fit_phase_shift=o.phase_shift,
                                tilt_angle=t.tilt_angle, tilt_axis=t.tilt_axis, fit_pixel_size=self.fit_pixel_size,
-                               pre_exposure=t.pre_exposure if o.dose_res_factor > 0 else 0.0, device=self.device)
+                               pre_exposure=t.pre_exposure if o.dose_res_factor > 0 else 0.0,
+                               gradient_sign=gradient_sign, device=self.device)
         except TiltflowError as exc:
             raise TiltflowError(f"{t.label}: {exc}", t.micrograph) from exc
 
     def series_pass(self, tilts: list[_Tilt], fits: list, series: str) -> list:
-        """Refit tilts whose defocus disagrees with the series-consistent path, or all with one astigmatism."""
-        from tiltflow.ctffit.series import consistent_path
+        """Series-level decisions, then refits: one defocus-gradient sign (the handedness is the same for
+        every tilt), a defocus path consistent across the acquisition (weak tilts follow their neighbours),
+        and optionally one astigmatism."""
+        from tiltflow.ctffit.series import consistent_path, gradient_sign_evidence, log_likelihood
 
         o = self.options
         nominal = [t.nominal_defocus if t.nominal_defocus is not None else 0.0 for t in tilts]
+        sign, evidence = gradient_sign_evidence(fits)
+        if sign:
+            log.info("%s: defocus gradient sign %+d for the series (log-likelihood ratio %.1f; in RELION's "
+                     "convention rlnTomoHand = %+d)", series, sign, evidence, -sign)
         if o.series_prior > 0:
             sigma = o.series_prior * 1e4
             path = consistent_path([f.curve for f in fits], nominal, sigma, o.defocus_step)
@@ -345,18 +352,21 @@ class _BuiltinFitter:
         astig = series_astigmatism(fits) if o.astigmatism == "series" else None
         if o.astigmatism == "series":
             if astig is None:
-                log.warning("%s: too few tilts with a fit resolution for a series astigmatism; kept per-tilt "
-                            "values", series)
+                log.warning("%s: too few well-fitted tilts for a series astigmatism; kept per-tilt values", series)
             else:
                 log.info("%s: series astigmatism |U - V| = %.0f A at %.1f deg", series, *astig)
         window = max(2 * o.defocus_step, min(sigma, 1500.0)) if sigma else 1000.0
         out = list(fits)
         for i, (t, f, d) in enumerate(zip(tilts, fits, path, strict=True)):
             moved = abs(d - f.defocus) > max(300.0, 2 * o.defocus_step)
-            if not moved and astig is None:
+            flipped = sign != 0 and f.gradient_sign not in (0, sign)
+            if not (moved or flipped or astig is not None):
                 continue
+            has_evidence = float(log_likelihood(f.curve[1], f.curve[2]).max()) > 0
+            half = window if has_evidence else 2 * o.defocus_step  # no evidence: the path is the estimate
             t0 = time.perf_counter()
-            out[i] = self.fit_tilt(t, float(d) if moved else f.defocus, window, fixed_astigmatism=astig)
+            out[i] = self.fit_tilt(t, float(d) if moved else f.defocus, half, fixed_astigmatism=astig,
+                                   gradient_sign=sign or None)
             if moved:
                 log.info("%s: %s defocus %.0f A disagrees with its neighbours; refitted near %.0f A", series,
                          t.label, f.defocus, d)
@@ -401,14 +411,16 @@ class _BuiltinFitter:
 
 
 def series_astigmatism(fits: list, min_tilts: int = 3) -> tuple[float, float] | None:
-    """One astigmatism (|U - V| A, angle deg) for a series: the resolution-weighted mean astigmatism vector
-    of the better half of the tilts with a fit resolution (astigmatism is a property of the microscope)."""
+    """One astigmatism (|U - V| A, angle deg) for a series: astigmatism is a property of the microscope,
+    so it is taken from the well-fitted tilts only (fit resolution within 1.5x of the series' best),
+    as the resolution-weighted mean astigmatism vector."""
     from tiltflow.ctffit.model import from_relion, to_relion
 
     good = sorted((f for f in fits if math.isfinite(f.resolution) and f.resolution > 0), key=lambda f: f.resolution)
     if len(good) < min_tilts:
         return None
-    good = good[:max(min_tilts, len(good) // 2)]
+    best = good[0].resolution
+    good = [f for f in good if f.resolution <= 1.5 * best] if len([f for f in good if f.resolution <= 1.5 * best]) >= min_tilts else good[:min_tilts]
     w = np.array([1.0 / f.resolution**2 for f in good])
     vec = np.array([from_relion(f.defocus_u, f.defocus_v, f.defocus_angle)[1:] for f in good])
     ax, ay = (w[:, None] * vec).sum(0) / w.sum()

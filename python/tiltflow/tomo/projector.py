@@ -257,9 +257,11 @@ LINE_TOLERANCE = 1e-3
 class FastBackprojector:
     """The back-projection of fixed ``images`` (as :func:`backproject`), fast, z-slab by z-slab.
 
-    Build it once (it resamples every image onto its tilt's ``(u, y)`` grid: memory about that of
-    the images), then call it with ``z_slab=(z0, z1)`` for each slab; slabs stitch into the one-shot
-    volume. Same arguments and result as :func:`backproject` up to interpolation (``interpolation``,
+    Build it once (it resamples every image onto its tilt's ``(u, y)`` grid: ``tilts x k x h_v``
+    floats, ``k`` about ``oversample x (w_v cos + d sin)`` at the widest tilt, so 1.5-2.5x the
+    images), then call it with ``z_slab=(z0, z1)`` for each slab; slabs stitch into the one-shot
+    volume. Per call, memory is the slab plus chunks of at most ``max_nonzeros`` entries of ``W``
+    (~40 bytes each while built) and ``max_voxels`` voxels of the product. Same arguments and result as :func:`backproject` up to interpolation (``interpolation``,
     a ``grid_sample`` mode, onto the ``(u, y)`` grid, then linear along ``u``, instead of bilinear at
     each voxel); see the module docstring. ``oversample``: samples along ``u`` per image pixel. The
     defaults (bilinear, 2) are the closest to :func:`backproject` (measured on WBP volumes of a
