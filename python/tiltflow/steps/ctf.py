@@ -412,20 +412,27 @@ class _BuiltinFitter:
 
 def series_astigmatism(fits: list, min_tilts: int = 3) -> tuple[float, float] | None:
     """One astigmatism (|U - V| A, angle deg) for a series: astigmatism is a property of the microscope,
-    so it is taken from the well-fitted tilts only (fit resolution within 1.5x of the series' best),
-    as the resolution-weighted mean astigmatism vector."""
+    so it is taken from the well-fitted tilts only (fit resolution within 1.5x of the series' best, at
+    least ``min_tilts``), as the weighted median (weights 1/resolution^2) of their astigmatism vectors -
+    a median, so that one spurious fit cannot move it."""
     from tiltflow.ctffit.model import from_relion, to_relion
 
     good = sorted((f for f in fits if math.isfinite(f.resolution) and f.resolution > 0), key=lambda f: f.resolution)
     if len(good) < min_tilts:
         return None
-    best = good[0].resolution
-    good = [f for f in good if f.resolution <= 1.5 * best] if len([f for f in good if f.resolution <= 1.5 * best]) >= min_tilts else good[:min_tilts]
+    close = [f for f in good if f.resolution <= 1.5 * good[0].resolution]
+    good = close if len(close) >= min_tilts else good[:min_tilts]
     w = np.array([1.0 / f.resolution**2 for f in good])
     vec = np.array([from_relion(f.defocus_u, f.defocus_v, f.defocus_angle)[1:] for f in good])
-    ax, ay = (w[:, None] * vec).sum(0) / w.sum()
-    u, v, angle = to_relion(0.0, float(ax), float(ay))
+    ax, ay = _weighted_median(vec[:, 0], w), _weighted_median(vec[:, 1], w)
+    u, v, angle = to_relion(0.0, ax, ay)
     return u - v, angle
+
+
+def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    order = np.argsort(x)
+    cum = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def _log_fit(series: str, t: _Tilt, f, seconds: float) -> None:

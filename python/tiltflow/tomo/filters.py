@@ -102,20 +102,34 @@ def filters_2d(
     shape: tuple[int, int], normals: np.ndarray, floor: float, settings: FilterSettings, device=None
 ) -> torch.Tensor:
     """The rfft2 weightings (b, H, W//2+1) of tilts with ``normals`` (b, 2), computed in float64."""
+    return _ramps(shape, normals, floor, settings, _apodization(shape, settings, device), device)
+
+
+def _frequencies(shape: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = shape
-    normals = np.asarray(normals, float).reshape(-1, 2)
     ky = torch.fft.fftfreq(h, device=device, dtype=torch.float64)[:, None]
     kx = torch.fft.rfftfreq(w, device=device, dtype=torch.float64)[None, :]
+    return ky, kx
+
+
+def _apodization(shape: tuple[int, int], settings: FilterSettings, device) -> torch.Tensor | None:
+    """The (H, W//2+1) apodisation in float64, the same for every tilt (None: no apodisation)."""
+    ky, kx = _frequencies(shape, device)
     k = torch.sqrt(kx**2 + ky**2) / max(settings.cutoff, 1e-6)
     if settings.apodization == "hann":
-        apod = torch.where(k < 1, 0.5 * (1 + torch.cos(np.pi * k.clamp(max=1))), 0.0)
-    elif settings.apodization == "cosine":  # flat to 0.8 cutoff, cosine edge to the cutoff
+        return torch.where(k < 1, 0.5 * (1 + torch.cos(np.pi * k.clamp(max=1))), 0.0)
+    if settings.apodization == "cosine":  # flat to 0.8 cutoff, cosine edge to the cutoff
         e = ((k - 0.8) / 0.2).clamp(0, 1)
-        apod = 0.5 * (1 + torch.cos(np.pi * e))
-    elif settings.apodization == "none":
-        apod = None
-    else:
-        raise ValueError(f"unknown apodisation {settings.apodization!r}")
+        return 0.5 * (1 + torch.cos(np.pi * e))
+    if settings.apodization == "none":
+        return None
+    raise ValueError(f"unknown apodisation {settings.apodization!r}")
+
+
+def _ramps(shape, normals, floor: float, settings: FilterSettings, apod: torch.Tensor | None, device):
+    h, w = shape
+    normals = np.asarray(normals, float).reshape(-1, 2)
+    ky, kx = _frequencies(shape, device)
     if settings.kind == "none":
         f = torch.ones((len(normals), h, w // 2 + 1), dtype=torch.float64, device=device)
     elif settings.kind == "ramp":
@@ -158,6 +172,7 @@ def weight_images(
     dtheta = angular_weights(alignment.y_tilt) if settings.kind == "ramp" else np.ones(n) / n
     taper = _taper(h, w, settings.taper, dev)
     dc = floor if settings.kind == "ramp" else 1.0
+    apod = _apodization((ph, pw), settings, dev)  # once: it is the same for every tilt
     out = torch.empty((n, h, w), dtype=torch.float32, device=dev)
     # tilts in batches: a few large operations rather than many small ones (CPU threads stay busy)
     batch = max(1, BATCH_ELEMENTS // (ph * (pw // 2 + 1)))
@@ -166,7 +181,7 @@ def weight_images(
         img = images[a:b].float()
         mean = img.mean(dim=(1, 2), keepdim=True)
         spec = torch.fft.rfft2((img - mean) * taper, s=(ph, pw))  # zero-mean, tapered: no edge jump
-        spec *= filters_2d((ph, pw), normals[a:b], floor, settings, dev)
+        spec *= _ramps((ph, pw), normals[a:b], floor, settings, apod, dev)
         # inverse of only the h x w corner that is kept: columns first, on a transposed copy (the
         # strided column FFT is slow on the CPU), then rows for the h kept rows only (2.5x faster
         # than irfft2, same values)
