@@ -11,9 +11,27 @@ when the case started (the machines are shared: compare rows taken at similar lo
     .venv/bin/python bench/bench_reconstruct.py [--size 64x128x128] [--size 128x256x256] [--device auto]
         [--threads 2] [--repeat 3] [--methods wbp,wbp-exact,sirtlike,sirt]
 
-Measured (CPU, AMD EPYC, 2 threads, torch 2.13; other jobs running, load column):
+Measured 2026-11-21 (CPU: 2-core AMD EPYC shared with other jobs, torch 2.13, best of 5 runs, or
+of 3 for "before" = the voxel-driven WBP with per-tilt filtering of commit 6581f8d). On this busy
+machine one thread is faster than two (every parallel region waits for a descheduled thread) and
+single runs at 2 threads vary 3-5x: compare best-of-N rows taken at the same load.
 
-    RESULTS
+    method         volume        time s  peak MiB  device              r   FSC0.5 FSC0.143  load
+    before wbp     128x256x256     5.23       573  cpu (1 threads)  0.778   0.148    0.195   5.0
+    wbp            128x256x256     0.46       582  cpu (1 threads)  0.780   0.148    0.195   4.5
+    wbp-exact      128x256x256     6.54       619  cpu (1 threads)  0.778   0.148    0.195   4.5
+    before sl 10it 128x256x256     3.48       574  cpu (1 threads)  0.762   0.148    0.203   4.7
+    sirtlike 10it  128x256x256     0.49       614  cpu (1 threads)  0.762   0.148    0.203   4.7
+    before wbp     128x256x256     8.81       570  cpu (2 threads)  0.778   0.148    0.195   3.7
+    wbp            128x256x256     1.14       559  cpu (2 threads)  0.780   0.148    0.195   3.8
+    wbp-exact      128x256x256     8.46       607  cpu (2 threads)  0.778   0.148    0.195   3.9
+    before wbp     64x128x128      0.59       378  cpu (1 threads)  0.814   0.172    0.219   4.9
+    wbp            64x128x128      0.12       419  cpu (1 threads)  0.816   0.172    0.219   4.5
+    wbp-exact      64x128x128      0.57       422  cpu (1 threads)  0.814   0.172    0.219   4.5
+
+Timing only (random images, 41 x 1024^2 -> 256x1024x1024, slabs of 64): wbp 13.4 s at 1 thread
+(filter 4.2, resampling 1.2, slabs 8.0; peak 1.5 GB, 0.8 GB of it before WBP), 8.2-17 s at 2;
+the voxel-driven back-projection of 16 planes took 18-21 s, i.e. ~300 s for the volume.
 """
 
 from __future__ import annotations
@@ -128,7 +146,7 @@ def main() -> None:
     a = ap.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in (a.size or ["64x128x128"])]
     ctx = mp.get_context("spawn")
-    print(f"{'method':<10} {'volume (d x h x w)':<20} {'time s':>8} {'peak MiB':>9}  {'device':<28} "
+    print(f"{'method':<14} {'volume (d x h x w)':<20} {'time s':>8} {'peak MiB':>9}  {'device':<28} "
           f"{'r':>6} {'FSC0.5':>7} {'FSC0.143':>8} {'load':>5}")
     for shape in sizes:
         for method in a.methods.split(","):
@@ -140,7 +158,7 @@ def main() -> None:
             dt, peak, dev, r, f5, f1 = q.get()
             p.join()
             label = method + (f" {a.iterations}it" if method in ("sirt", "sirtlike") else "")
-            print(f"{label:<10} {'x'.join(map(str, shape)):<20} {dt:8.2f} {peak:9.0f}  {dev:<28} "
+            print(f"{label:<14} {'x'.join(map(str, shape)):<20} {dt:8.2f} {peak:9.0f}  {dev:<28} "
                   f"{r:6.3f} {f5:7.3f} {f1:8.3f} {load:5.1f}", flush=True)
 
 

@@ -189,8 +189,8 @@ def series(tmp_path):
 
 
 def _cmd(log: Path) -> list[str]:
-    line = next(ln for ln in log.read_text().splitlines() if ln.startswith("# command: "))
-    return shlex.split(line[len("# command: "):])
+    line = next(ln for ln in log.read_text().splitlines() if ln.startswith("# tiltflow: command: "))
+    return shlex.split(line[len("# tiltflow: command: "):])
 
 
 def _after(cmd: list[str], flag: str, n: int = 1) -> list[str]:

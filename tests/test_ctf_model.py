@@ -181,3 +181,18 @@ def test_ctffind_files_round_trip(tmp_path):
     prof = AvrotProfile(k, k + 1, k + 2, k + 3, np.ones(11), np.full(11, 0.2))
     (pb,) = read_avrot(write_avrot(tmp_path / "a_PS_avrot.txt", program="test", input_file="a.mrc", profiles=[prof]))
     assert np.allclose(pb.fit, k + 3, atol=1e-6) and np.allclose(pb.cc_2sigma, 0.2)
+
+
+def test_gradient_sign_evidence_adds_up_over_tilts():
+    from types import SimpleNamespace
+
+    from tiltflow.ctffit.series import gradient_sign_evidence
+
+    d = np.arange(20000.0, 40001.0, 100.0)
+    curve = (d, np.zeros_like(d), 200)
+    fits = [SimpleNamespace(gradient_scores={1: 0.30, -1: 0.45}, curve=curve),  # favours -1
+            SimpleNamespace(gradient_scores={1: 0.32, -1: 0.30}, curve=curve),  # weakly +1
+            SimpleNamespace(gradient_scores={0: 0.8}, curve=curve)]  # untilted: no say
+    sign, evidence = gradient_sign_evidence(fits)
+    assert sign == -1 and evidence > 5
+    assert gradient_sign_evidence(fits[2:]) == (0, 0.0)

@@ -112,3 +112,34 @@ def _parabola_min(a: np.ndarray, e: np.ndarray, centre: float, width: float) -> 
     if c2 <= 0:
         return float(x[np.argmin(y)])
     return float(centre + np.clip(-c1 / (2 * c2), -1.5 * width, 1.5 * width))
+
+
+def refine_axis_by_score(frame: xcorr.Frame, tilts, start: float, shifts, depth: float, span: float = 3.0,
+                         step: float = 1.0, rounds: int = 3, log=None) -> tuple[AxisSearch, np.ndarray]:
+    """Axis angle maximising the mean leave-one-out slab matching score, shifts re-refined at each angle.
+
+    Candidates ``start - span .. start + span`` every ``step`` degrees; the answer is the vertex of a
+    parabola through the best candidate and its neighbours (kept within one step of it). Returns the
+    search and the shifts refined at the best candidate.
+    """
+    from tiltflow.align import slab
+
+    n = len(tilts)
+    cands = np.arange(-span, span + 1e-9, step) + float(start)
+    scores, shifts_at = [], []
+    for a in cands:
+        r = np.full(n, float(a))
+        sh, _, sc = slab.refine(frame, tilts, r, shifts, depth, rounds=rounds, max_shift=6.0)
+        _, sc = slab.match(frame, tilts, r, sh, depth, 6.0)
+        scores.append(float(np.mean(sc)))
+        shifts_at.append(sh)
+        if log is not None:
+            log.info("tilt axis %.2f deg: mean matching score %.4f", a, scores[-1])
+    s = np.array(scores)
+    k = int(np.argmax(s))
+    best = float(cands[k])
+    if 0 < k < len(cands) - 1:
+        c2, c1, _ = np.polyfit(cands[k - 1:k + 2] - cands[k], s[k - 1:k + 2], 2)
+        if c2 < 0:
+            best = float(cands[k] + np.clip(-c1 / (2 * c2), -step, step))
+    return AxisSearch([float(c) for c in cands], [-v for v in scores], best), shifts_at[k]

@@ -1,14 +1,15 @@
-"""The built-in aligner: dark tilts -> stretch cross-correlation -> projection matching -> axis -> offset.
+"""The built-in aligner: dark tilts -> progressive slab alignment -> projection matching -> axis -> offset.
 
 Two working levels of the stack, both Fourier-binned and bandpassed: a coarse one (at most
 ``coarse_size`` px) for the search stages and a fine one (at most ``fine_size`` px, or ``--bin``) for
 the final projection matching; shifts are always carried in pixels of the stack. The stages:
 
 1. dark/blank detection (``dark``), those tilts are excluded;
-2. stretch cross-correlation, global least squares over neighbour pairs (``xcorr``);
-3. projection matching against leave-one-out reconstructions (``projmatch``);
-4. tilt-axis refinement from the mdoc's value by the residual-distortion criterion (``axis``), then 2-3 again;
-5. tilt-angle offset from the stretch between neighbours (``offset``);
+2. progressive alignment outward from the zero tilt, each tilt against the slab reprojection of those
+   already aligned, at a few slab depths (the best-matching one is kept) (``slab``);
+3. projection matching against leave-one-out slab reprojections (``slab``);
+4. tilt-axis refinement from the mdoc's value by the residual-distortion criterion (``axis``), then 3 again;
+5. tilt-angle offset from the stretch between neighbours (``offset``; off by default: thick specimens);
 6. projection matching at the fine level, then the gauge fixed (``gauge``).
 """
 
@@ -41,7 +42,7 @@ class BuiltinOptions:
     coarse_size: int = 128
     fine_size: int = 256
     pm_rounds: int = 4
-    refine_offset: bool = True
+    refine_offset: bool = False  # the stretch criterion assumes a thin slab: off unless asked for
     device: str = "auto"
 
 
@@ -81,7 +82,7 @@ def align_stack(
     """
     import torch
 
-    from tiltflow.align import axis, dark, gauge, offset, projmatch, xcorr
+    from tiltflow.align import axis, dark, gauge, offset, slab
     from tiltflow.device import get_device
 
     o = options or BuiltinOptions()
@@ -113,28 +114,31 @@ def align_stack(
     images = torch.as_tensor(np.ascontiguousarray(stack[keep], dtype=np.float32), device=dev)
     images = images - images.mean(dim=(-2, -1), keepdim=True)
     centre_xy = (float(w // 2), float(h // 2))
-    coarse = _frame(images, o.coarse_size, None, centre_xy, 0.02, 0.25)
-    depth_c = _depth(o.thickness_px, coarse.out_pixel, coarse.out_shape)
+    coarse = _frame(images, o.coarse_size, None, centre_xy, 0.03, 0.25)
     rot = np.full(len(keep), float(tilt_axis))
     shifts = np.zeros((len(keep), 2))
 
     t0 = time.perf_counter()
-    shifts, _ = xcorr.stretch_align(coarse, tilts, rot, shifts, iterations=5,
-                                    max_shift=0.35 * min(coarse.out_shape))
-    log.info("%s: coarse stretch cross-correlation done (working pixel %.2f stack px)", name, coarse.out_pixel)
+    # coarse: each tilt against the slab reprojection of the lower tilts already aligned (thick specimens:
+    # pairwise stretching locks onto one layer), at a few slab depths; the best-matching depth is kept
+    depth_c, shifts, score_c = _coarse(coarse, tilts, rot, o.thickness_px, log=log)
+    log.info("%s: progressive slab alignment done (working pixel %.2f stack px, slab %.0f stack px, score %.3f)",
+             name, coarse.out_pixel, depth_c * coarse.out_pixel, score_c)
     rep.timings["xcorr"] = time.perf_counter() - t0
+    slab_px = depth_c * coarse.out_pixel
 
     t0 = time.perf_counter()
-    shifts, _ = projmatch.refine(coarse, tilts, rot, shifts, depth_c, rounds=2, log=log)
+    shifts, _, _ = slab.refine(coarse, tilts, rot, shifts, depth_c, rounds=3, max_shift=8.0, log=log)
     rep.timings["projmatch_coarse"] = time.perf_counter() - t0
 
     if o.refine_axis:
         t0 = time.perf_counter()
-        search = axis.refine_axis(coarse, tilts, float(tilt_axis), shifts, depth_c, span=o.axis_span, log=log)
+        search, shifts = axis.refine_axis_by_score(coarse, tilts, float(tilt_axis), shifts, depth_c,
+                                                   span=o.axis_span, log=log)
         rep.axis_search = search
         rot = np.full(len(keep), search.best)
         log.info("%s: tilt axis %.2f deg (start %.2f)", name, search.best, tilt_axis)
-        shifts, _ = projmatch.refine(coarse, tilts, rot, shifts, depth_c, rounds=2, log=log)
+        shifts, _, _ = slab.refine(coarse, tilts, rot, shifts, depth_c, rounds=2, max_shift=8.0, log=log)
         rep.timings["axis"] = time.perf_counter() - t0
 
     tilt_offset = 0.0
@@ -147,13 +151,14 @@ def align_stack(
         rep.timings["offset"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    fine = _frame(images, o.fine_size, o.bin, centre_xy, 0.01, 0.3)
-    depth_f = _depth(o.thickness_px, fine.out_pixel, fine.out_shape)
-    shifts, res = projmatch.refine(fine, tilts + tilt_offset, rot, shifts, depth_f, rounds=o.pm_rounds, log=log)
+    fine = _frame(images, o.fine_size, o.bin, centre_xy, 0.03, 0.25)
+    depth_f = slab_px / fine.out_pixel
+    shifts, disp, score = slab.refine(fine, tilts + tilt_offset, rot, shifts, depth_f, rounds=o.pm_rounds,
+                                      max_shift=6.0, log=log)
     rep.timings["projmatch_fine"] = time.perf_counter() - t0
-    rep.score = res.score
+    rep.score = score
     shifts = gauge.fix_gauge(shifts, tilts + tilt_offset, rot)
-    residual = np.sqrt(np.sum(res.displacement**2, axis=1)) * fine.out_pixel
+    residual = np.sqrt(np.sum(disp**2, axis=1)) * fine.out_pixel
     rep.timings["total"] = time.perf_counter() - t_all
     ali = TiltSeriesAlignment(
         y_tilt=tilts + tilt_offset, z_rot=rot, shifts_px=shifts, pixel_size=float(pixel_size),
@@ -169,3 +174,30 @@ def _depth(thickness_px: float, out_pixel: float, shape: tuple[int, int]) -> int
     """Slab depth in working pixels: the specimen thickness, at least 8 and at most the image width."""
     d = int(round(thickness_px / out_pixel))
     return int(min(max(8, d), max(shape)))
+
+
+#: slab depths tried by the coarse stage, as fractions of the given thickness (a generous guess: the
+#: default 300 nm; a slab much thicker than the specimen blurs the references, a thinner one cuts
+#: off surface gold, whose ghosts then pull the matches)
+DEPTH_FRACTIONS = (0.4, 0.55, 0.75, 1.0)
+
+
+def _coarse(frame, tilts, rot, thickness_px: float, log=None):
+    """Progressive slab alignment at a few slab depths; (depth in working px, shifts, mean LOO score)."""
+    from tiltflow.align import slab
+
+    n = len(tilts)
+    best = None
+    max_depth = max(frame.out_shape)
+    for frac in DEPTH_FRACTIONS:
+        depth = float(min(max(8.0, frac * thickness_px / frame.out_pixel), max_depth))
+        sh = slab.progressive_align(frame, tilts, rot, np.zeros((n, 2)), depth, 0.25 * min(frame.out_shape))
+        _, score = slab.match(frame, tilts, rot, sh, depth, 8.0)
+        s = float(np.mean(score))
+        if log is not None:
+            log.debug("slab depth %.0f stack px: mean score %.3f", depth * frame.out_pixel, s)
+        if best is None or s > best[2]:
+            best = (depth, sh, s)
+        if depth >= max_depth:
+            break
+    return best

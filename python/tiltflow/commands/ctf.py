@@ -29,7 +29,7 @@ def main(
         100.0, "--dose-res-factor",
         help="Highest resolution fitted = res-max * exp(pre-exposure / this) (e/A^2); 0 = off."),
     series_prior: float = typer.Option(
-        0.1, "--series-prior",
+        0.05, "--series-prior",
         help="Expected defocus change between consecutive exposures (um): tilts without clear rings follow "
              "their neighbours (built-in backend); 0 = every tilt on its own, as RELION's CtfFind."),
     astigmatism: str = typer.Option(

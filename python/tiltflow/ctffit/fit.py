@@ -67,6 +67,8 @@ class CtfFit:
     profile: FitProfile | None = field(default=None, repr=False)
     #: the 1-D search over the whole window: (defoci A, NCC per defocus, number of profile bins)
     curve: tuple | None = field(default=None, repr=False)
+    #: the same for every gradient sign tried (a series picks one sign for all its tilts afterwards)
+    curves: dict = field(default_factory=dict, repr=False)
 
     @property
     def defocus(self) -> float:
@@ -117,6 +119,7 @@ def fit_defocus(
     fit_pixel_size: float | None = None,
     pre_exposure: float = 0.0,
     gradient_sign: int | None = None,
+    fixed_defocus: float | None = None,
     min_tiles: int = 20,
     device=None,
 ) -> CtfFit:
@@ -134,6 +137,8 @@ def fit_defocus(
     a few large ones on small images. ``pre_exposure`` (e/A^2) weights the 1-D search by the expected
     fading of the rings with dose (:func:`~tiltflow.ctffit.model.dose_envelope`). ``gradient_sign`` (+1/-1)
     fixes the sign of the defocus gradient (the series' handedness) instead of trying both.
+    ``fixed_defocus`` (A) keeps the mean defocus (a value decided for the whole series) and fits only the
+    rest; the 1-D search still runs over ``search_centre +- search_range`` for its curve.
     """
     optics = optics or Optics()
     if res_max >= res_min:
@@ -154,7 +159,8 @@ def fit_defocus(
     k_hi = min(1.0 / res_max, (tiles.box // 2 - 2) / (tiles.box * px))
     if k_hi <= k_lo * 1.2:
         raise TiltflowError(f"fitting band {res_min}-{res_max} A is empty at a {px:.2f} A fitting pixel")
-    if float(tiles.power.mean()) <= 0 or not bool(torch_isfinite(tiles.power)):
+    total = float(tiles.power.sum())
+    if not math.isfinite(total) or total <= 0:
         raise TiltflowError("the image has no contrast (blank or constant)")
     d_min = max(1000.0, search_centre - search_range)
 
@@ -167,6 +173,7 @@ def fit_defocus(
     phases = _phase_grid(fit_phase_shift, phase_shift)
     best = None
     scores: dict[int, float] = {}
+    curves: dict[int, tuple] = {}
     for sign in signs:
         grad = defocus_gradient(tilt_angle, tilt_axis, sign)
         ref = search_centre
@@ -186,6 +193,7 @@ def fit_defocus(
         scores[sign] = res.score
         if best is None or res.score > best[1].score:
             best = (sign, res, flat, curve)
+        curves[sign] = curve
     sign, res1d, flat, curve = best
 
     # 2-D refinement, guarded by the 1-D answer
@@ -194,9 +202,12 @@ def fit_defocus(
     if fixed_astigmatism is not None:
         _, sx, sy = from_relion(fixed_astigmatism[0], 0.0, fixed_astigmatism[1])
         start, fit_astigmatism = (sx, sy), False
+    if fixed_defocus is not None:
+        res1d.defocus = float(fixed_defocus)
     refined = refine_2d(pixels, optics, res1d.defocus, res1d.phase_shift, fit_astigmatism=fit_astigmatism,
                         fit_phase_shift=fit_phase_shift, restraint=astigmatism_restraint,
-                        max_astigmatism=max_astigmatism, start_astigmatism=start)
+                        max_astigmatism=max_astigmatism, start_astigmatism=start,
+                        fit_defocus=fixed_defocus is None)
     ok = abs(refined.defocus - res1d.defocus) <= MAX_2D_SHIFT and math.isfinite(refined.score)
     if not ok:
         ax0, ay0 = start or (0.0, 0.0)
@@ -211,14 +222,8 @@ def fit_defocus(
         defocus_1d=res1d.defocus, score_1d=res1d.score, refined_2d=ok,
         gradient_sign=sign, gradient_scores=scores,
         pixel_size=px, res_min=res_min, res_max=res_max, iciness=tiles.iciness,
-        spectrum=flat, profile=profile, curve=curve,
+        spectrum=flat, profile=profile, curve=curve, curves=curves,
     )
-
-
-def torch_isfinite(t) -> bool:
-    import torch
-
-    return bool(torch.isfinite(t).all())
 
 
 def choose_box(shape: tuple[int, int], pixel_size: float, fit_pixel_size: float, box: int, k_hi: float,

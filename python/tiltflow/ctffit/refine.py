@@ -110,6 +110,7 @@ def refine_2d(
     phase_shift: float = 0.0,
     fit_astigmatism: bool = True,
     fit_phase_shift: bool = False,
+    fit_defocus: bool = True,
     restraint: float | None = None,
     max_astigmatism: float = 3000.0,
     start_astigmatism: tuple[float, float] | None = None,
@@ -125,7 +126,11 @@ def refine_2d(
         ax0, ay0 = 0.0, 0.0
     scale = 1000.0  # optimise in um-sized units so all parameters are of order one
     x0 = np.array([defocus / scale, ax0 / scale, ay0 / scale, phase_shift])
-    free = np.array([True, fit_astigmatism, fit_astigmatism, fit_phase_shift])
+    free = np.array([fit_defocus, fit_astigmatism, fit_astigmatism, fit_phase_shift])
+    if not free.any():
+        with torch.no_grad():
+            s = float(score_2d(px, defocus, ax0, ay0, optics, phase_shift))
+        return Refined(defocus=defocus, ax=ax0, ay=ay0, phase_shift=phase_shift, score=s)
 
     def full(xf):
         x = torch.tensor(x0, dtype=torch.float64, device=px.k2.device)

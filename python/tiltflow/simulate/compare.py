@@ -8,7 +8,9 @@ numbers for the same results, with the same gauge and sign conventions (those of
 - defocus: the fitted mean defocus (U+V)/2 against the true one, RMS over tilts, micrometres;
 - alignment shifts: RELION shifts in movie pixels against the truth after removing the gauge - a 3-D
   translation of the tomogram origin, which moves tilt i's shift by ``(Rz Ry d)[:2]`` and cannot be
-  observed - fitted by least squares; RMS over tilts;
+  observed - fitted by least squares; RMS over tilts. The truth is ``shift_px`` plus where the motion-corrected
+  sum was registered (the first used frame's drift: ``_sum_reference_offsets``), since the alignment is of
+  the sums, not of the mean-position images;
 - tilt axis: median fitted ``rlnTomoZRot`` minus the true axis, wrapped to [-90, 90) degrees; tilt angles:
   RMS of fitted ``rlnTomoYTilt`` minus the true angle;
 - tomogram: Pearson correlation of the (contrast-inverted, dark = dense) tomogram with the phantom sampled
@@ -199,7 +201,7 @@ def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
         tr = _truth_rows(ali, series)
         out.tilts_used = len(ali.tilts)
         est = ali.tilts[[star.X_SHIFT, star.Y_SHIFT]].to_numpy(float) / truth.pixel_size
-        true = np.array([t.shift_px for t in tr])
+        true = np.array([t.shift_px for t in tr]) + _sum_reference_offsets(root, mc, ali, tr)
         angles = np.array([t.tilt_angle for t in tr])
         out.shift_rms_px = gauge_free_shift_rms(est, true, angles, series.tilt_axis)
         out.tilt_axis_error_deg = axis_error_deg(float(np.median(ali.tilts[star.Z_ROT].astype(float))),
@@ -222,6 +224,34 @@ def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
     if relion.is_file():
         out.star_file = str(relion.relative_to(root))
     return out
+
+
+def _sum_reference_offsets(root: Path, mc: star.TiltSeriesStar | None, ali: star.TiltSeriesStar, rows) -> np.ndarray:
+    """Where each motion-corrected sum shows the specimen, relative to the truth's mean-position image.
+
+    ``shift_px`` is defined for the image at the movie's mean position (frame shifts sum to zero), but
+    the sum of aligned frames shows the specimen where the frames were registered to: frame i's content
+    sits at ``+frame_shifts_px[i]`` and is moved by the applied correction ``trajectory.shifts[i]`` (RELION
+    writes them relative to the first used frame, i.e. the sum is registered to that frame). So the
+    tilt image's true shift is ``shift_px + mean_i(frame_shifts_px[i] + shifts[i])`` over the used frames
+    (= the first frame's drift when the estimate is exact). Zero when there is no motioncor output.
+    """
+    from tiltflow.motion.metadata import read_motion_star
+
+    off = np.zeros((len(rows), 2))
+    if mc is None or star.MICROGRAPH_METADATA not in mc.tilts:
+        return off
+    meta = {str(m): v for m, v in zip(mc.tilts[star.MOVIE], mc.tilts[star.MICROGRAPH_METADATA], strict=True)}
+    for k, (movie, t) in enumerate(zip(ali.tilts[star.MOVIE], rows, strict=True)):
+        path = meta.get(str(movie))
+        if path is None:
+            continue
+        traj, _ = read_motion_star(star.resolve(path, root))
+        fs = np.asarray(t.frame_shifts_px, float).reshape(-1, 2)
+        used = traj.used[: len(fs)]
+        if used.any():
+            off[k] = (fs[: len(used)][used] + traj.shifts[: len(fs)][used]).mean(axis=0)
+    return off
 
 
 def compare(session: str | Path, results: str | Path, with_tomogram: bool = True) -> list[SeriesComparison]:

@@ -68,7 +68,7 @@ class CtfOptions:
     phase_step: float = 10.0
     slow_search: bool = False  # CTFFIND's "slower, more exhaustive search"
     dose_res_factor: float = 100.0  # e/A^2; 0 = no dose dependence
-    series_prior: float = 0.1  # um, s.d. of the defocus change between consecutive exposures; 0 = off
+    series_prior: float = 0.05  # um, s.d. of the defocus change between consecutive exposures; 0 = off
     astigmatism: str = "per-tilt"  # or "series": one astigmatism for the whole series (built-in backend)
     device: str = "auto"
     extra_args: str = ""
@@ -183,8 +183,11 @@ def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Re
         values[star.PHASE_SHIFT] = [round(r.phase_shift, 3) for r in results]
     if options.backend == "builtin":
         values[TF_GRADIENT_SIGN] = [int(r.gradient_sign) for r in results]
+    stale = [c for c in (star.ICE_RING, star.PHASE_SHIFT, TF_GRADIENT_SIGN) if c in tbl and c not in values]
+    tbl = tbl.drop(columns=stale)  # from an earlier CTF estimation of the same series
     for col, vals in values.items():
         tbl[col] = vals  # one tilt per row, in the table's order
+    new.tilts = tbl
     return new
 
 
@@ -305,7 +308,8 @@ class _BuiltinFitter:
             fits = self.series_pass(tilts, fits, series)
         return [self.write(t, f, frames, i in png_rows, series) for i, (t, f) in enumerate(zip(tilts, fits, strict=True))]
 
-    def fit_tilt(self, t: _Tilt, centre: float, half_range: float, fixed_astigmatism=None, gradient_sign=None):
+    def fit_tilt(self, t: _Tilt, centre: float, half_range: float, fixed_astigmatism=None, gradient_sign=None,
+                 fixed_defocus=None):
         from tiltflow.ctffit.fit import fit_defocus
         from tiltflow.io.mrc import read_mrc
 
@@ -328,15 +332,21 @@ class _BuiltinFitter:
                                fixed_astigmatism=fixed_astigmatism, fit_phase_shift=o.phase_shift,
                                tilt_angle=t.tilt_angle, tilt_axis=t.tilt_axis, fit_pixel_size=self.fit_pixel_size,
                                pre_exposure=t.pre_exposure if o.dose_res_factor > 0 else 0.0,
-                               gradient_sign=gradient_sign, device=self.device)
+                               gradient_sign=gradient_sign, fixed_defocus=fixed_defocus, device=self.device)
         except TiltflowError as exc:
             raise TiltflowError(f"{t.label}: {exc}", t.micrograph) from exc
 
     def series_pass(self, tilts: list[_Tilt], fits: list, series: str) -> list:
-        """Series-level decisions, then refits: one defocus-gradient sign (the handedness is the same for
-        every tilt), a defocus path consistent across the acquisition (weak tilts follow their neighbours),
-        and optionally one astigmatism."""
-        from tiltflow.ctffit.series import consistent_path, gradient_sign_evidence, log_likelihood
+        """Series-level decisions, then refits.
+
+        One defocus-gradient sign for all tilts (the handedness is the same for every tilt); a defocus path
+        consistent across the acquisition (:func:`~tiltflow.ctffit.series.consistent_path`) on the curves of
+        that sign; optionally one astigmatism. A tilt whose own best defocus agrees with the path is refitted
+        near it with everything free; a tilt whose data disagree (weak rings, a wrong ring order) gets the
+        path's defocus, the most probable value given its own curve and its neighbours', and only the rest
+        is fitted.
+        """
+        from tiltflow.ctffit.series import consistent_path, gradient_sign_evidence
 
         o = self.options
         nominal = [t.nominal_defocus if t.nominal_defocus is not None else 0.0 for t in tilts]
@@ -344,32 +354,31 @@ class _BuiltinFitter:
         if sign:
             log.info("%s: defocus gradient sign %+d for the series (log-likelihood ratio %.1f; in RELION's "
                      "convention rlnTomoHand = %+d)", series, sign, evidence, -sign)
+        curves = [f.curves.get(sign, f.curve) for f in fits]
         if o.series_prior > 0:
-            sigma = o.series_prior * 1e4
-            path = consistent_path([f.curve for f in fits], nominal, sigma, o.defocus_step)
+            path = consistent_path(curves, nominal, o.series_prior * 1e4, o.defocus_step)
         else:
-            sigma, path = 0.0, np.array([f.defocus for f in fits])
+            path = np.array([float(c[0][int(np.argmax(c[1]))]) for c in curves])
         astig = series_astigmatism(fits) if o.astigmatism == "series" else None
         if o.astigmatism == "series":
             if astig is None:
                 log.warning("%s: too few well-fitted tilts for a series astigmatism; kept per-tilt values", series)
             else:
                 log.info("%s: series astigmatism |U - V| = %.0f A at %.1f deg", series, *astig)
-        window = max(2 * o.defocus_step, min(sigma, 1500.0)) if sigma else 1000.0
+        agree = max(300.0, 3 * o.defocus_step)
         out = list(fits)
-        for i, (t, f, d) in enumerate(zip(tilts, fits, path, strict=True)):
-            moved = abs(d - f.defocus) > max(300.0, 2 * o.defocus_step)
-            flipped = sign != 0 and f.gradient_sign not in (0, sign)
-            if not (moved or flipped or astig is not None):
+        for i, (t, f, d, c) in enumerate(zip(tilts, fits, path, curves, strict=True)):
+            own = float(c[0][int(np.argmax(c[1]))])
+            consistent = abs(own - d) <= agree
+            same_sign = sign == 0 or f.gradient_sign in (0, sign)
+            if consistent and same_sign and astig is None and abs(f.defocus - d) <= agree:
                 continue
-            has_evidence = float(log_likelihood(f.curve[1], f.curve[2]).max()) > 0
-            half = window if has_evidence else 2 * o.defocus_step  # no evidence: the path is the estimate
             t0 = time.perf_counter()
-            out[i] = self.fit_tilt(t, float(d) if moved else f.defocus, half, fixed_astigmatism=astig,
-                                   gradient_sign=sign or None)
-            if moved:
-                log.info("%s: %s defocus %.0f A disagrees with its neighbours; refitted near %.0f A", series,
-                         t.label, f.defocus, d)
+            out[i] = self.fit_tilt(t, float(d), agree, fixed_astigmatism=astig, gradient_sign=sign or None,
+                                   fixed_defocus=None if consistent else float(d))
+            if not consistent:
+                log.info("%s: %s best defocus %.0f A disagrees with the series; using %.0f A", series, t.label,
+                         own, d)
             _log_fit(series, t, out[i], time.perf_counter() - t0)
         return out
 

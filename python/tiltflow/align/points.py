@@ -1,0 +1,183 @@
+"""3-D point-model refinement (as IMOD's tiltalign with fiducials or patch tracks).
+
+Why: leave-one-out projection matching cannot see a *smooth* shift error across the tilt axis, since
+neighbouring tilts share it and every reference is built from them. Tracked features pin it: each
+feature is one 3-D point whose projections must follow ``Rz(axis) Ry(t) X + s`` in every tilt; its
+depth z absorbs the parallax, the per-tilt shifts s take up what is common to all features, and one
+global axis angle the residual rotation.
+
+Coordinates here are in the *working tilt-axis frame* of an existing alignment (rot0, shifts0): an
+observation ``q`` (stack pixels, relative to the image centre) of tilt i is the point sampled by
+``p = Rz(rot0) q + shifts0_i + c_img``. With the true model ``p = Rz(rot0 + d) Ry(t_i) X + s_i + c``,
+
+    q = Rz(d) [cos t_i x + sin t_i z, y] + e_i,      e_i = Rz(-rot0) (s_i - shifts0_i),
+
+which for a fixed axis correction ``d`` is linear in (x, y, z) per point and e_i per tilt (after
+rotating the observations by -d the x and y rows separate). ``d`` is found by a 1-D search. The gauge
+(a rigid translation of all points) is fixed by keeping e_i free of the ``cos t``, ``sin t`` terms
+across the axis and of the mean along it: the height and centring of the input alignment are kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class PointFit:
+    """Solution of the point model (all in stack pixels, working tilt-axis frame)."""
+
+    xyz: np.ndarray  # (m, 3) per-point position (rows of dropped points are nan)
+    e: np.ndarray  # (n, 2) per-tilt shift corrections in the working frame (see module doc)
+    d_axis: float  # axis-angle correction, degrees
+    residual: np.ndarray  # (n, m) residual length per observation (nan where unused)
+    used: np.ndarray  # (n, m) bool: observations kept
+    tilt_residual: np.ndarray  # (n,) RMS residual per tilt over its kept observations (nan if none)
+    rms: float  # RMS residual over all kept observations
+
+    @property
+    def n_points(self) -> int:
+        return int(np.sum(self.used.any(axis=0)))
+
+
+def _rot2(deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, -s], [s, c]])
+
+
+def _lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Least squares by the normal equations (small, well-posed systems; a tiny ridge for unused unknowns)."""
+    ata = a.T @ a
+    ata[np.diag_indices_from(ata)] += 1e-9 * max(1.0, float(np.max(np.diag(ata))))
+    return np.linalg.solve(ata, a.T @ b)
+
+
+def _solve_fixed(obs: np.ndarray, used: np.ndarray, tilts: np.ndarray, d_axis: float):
+    """Least-squares points and corrections at a fixed axis correction; returns (xyz, e, residual (n, m))."""
+    n, m, _ = obs.shape
+    th = np.deg2rad(tilts)
+    c, s = np.cos(th), np.sin(th)
+    u = np.einsum("ij,nmj->nmi", _rot2(-d_axis), np.nan_to_num(obs))  # observations in the rotated frame
+    ii, kk = np.nonzero(used)
+    r = len(ii)
+    big = float(np.sqrt(max(r, 1) / max(n, 1)))  # gauge rows: any weight pins only the null space
+    # across the axis: u_x = c_i x_k + s_i z_k + ex_i; unknowns [x (m), z (m), ex (n)]
+    a = np.zeros((r + 2, 2 * m + n))
+    a[np.arange(r), kk] = c[ii]
+    a[np.arange(r), m + kk] = s[ii]
+    a[np.arange(r), 2 * m + ii] = 1.0
+    a[r, 2 * m:] = big * c
+    a[r + 1, 2 * m:] = big * s
+    b = np.concatenate([u[ii, kk, 0], [0.0, 0.0]])
+    solx = _lstsq(a, b)
+    # along the axis: u_y = y_k + ey_i; unknowns [y (m), ey (n)]
+    a = np.zeros((r + 1, m + n))
+    a[np.arange(r), kk] = 1.0
+    a[np.arange(r), m + ii] = 1.0
+    a[r, m:] = big
+    b = np.concatenate([u[ii, kk, 1], [0.0]])
+    soly = _lstsq(a, b)
+    xyz = np.column_stack([solx[:m], soly[:m], solx[m:2 * m]])
+    e_rot = np.column_stack([solx[2 * m:], soly[m:]])
+    pred = np.stack([c[:, None] * xyz[None, :, 0] + s[:, None] * xyz[None, :, 2] + e_rot[:, None, 0],
+                     xyz[None, :, 1] + e_rot[:, None, 1] + 0 * c[:, None]], axis=-1)
+    res = np.linalg.norm(u - pred, axis=-1)
+    res[~used] = np.nan
+    e = e_rot @ _rot2(d_axis).T  # e_i = Rz(d) e_rot_i
+    return xyz, e, res
+
+
+def _sse(obs, used, tilts, d):
+    _, _, res = _solve_fixed(obs, used, tilts, d)
+    return float(np.nansum(res**2))
+
+
+def _search_axis(obs, used, tilts, start: float, span: float) -> float:
+    """Axis correction minimising the residual: a grid, then golden-section search around its best."""
+    grid = np.linspace(start - span, start + span, 13)
+    vals = [_sse(obs, used, tilts, d) for d in grid]
+    k = int(np.argmin(vals))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    g = (np.sqrt(5) - 1) / 2
+    x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
+    f1, f2 = _sse(obs, used, tilts, x1), _sse(obs, used, tilts, x2)
+    for _ in range(25):
+        if f1 < f2:
+            hi, x2, f2 = x2, x1, f1
+            x1 = hi - g * (hi - lo)
+            f1 = _sse(obs, used, tilts, x1)
+        else:
+            lo, x1, f1 = x1, x2, f2
+            x2 = lo + g * (hi - lo)
+            f2 = _sse(obs, used, tilts, x2)
+        if hi - lo < 1e-3:
+            break
+    return float(0.5 * (lo + hi))
+
+
+def fit(obs: np.ndarray, tilts, fit_axis: bool = True, axis_span: float = 3.0, min_obs: int | None = None,
+        reject: float = 4.0, floor_px: float = 1.0, rounds: int = 4, used: np.ndarray | None = None) -> PointFit:
+    """Fit the point model to observations ``obs`` (n tilts, m points, 2; nan where missing).
+
+    Robust: after each solve, observations further than ``reject`` robust sigmas (at least
+    ``floor_px``) from the model are dropped, then points whose RMS residual is over ``reject``/1.5 times
+    the median point's, and points left with fewer than ``min_obs`` observations (default: a third of
+    the tilts, at least 4).
+    """
+    obs = np.asarray(obs, float)
+    tilts = np.asarray(tilts, float)
+    n, m, _ = obs.shape
+    ok = np.all(np.isfinite(obs), axis=-1)
+    used = ok.copy() if used is None else (np.asarray(used, bool) & ok)
+    min_obs = max(4, n // 3) if min_obs is None else int(min_obs)
+    d = 0.0
+    for rnd in range(rounds + 1):
+        used &= (used.sum(axis=0) >= min_obs)[None, :]
+        if used.sum() == 0:
+            break
+        if fit_axis:
+            d = _search_axis(obs, used, tilts, d, axis_span if rnd == 0 else max(0.5, axis_span / 4))
+        xyz, e, res = _solve_fixed(obs, used, tilts, d)
+        if rnd == rounds:
+            break
+        r = res[used]
+        sigma = 1.4826 * float(np.median(r)) / 1.1774  # median of a 2-D Gaussian's radius = 1.1774 sigma
+        cut = max(reject * sigma, floor_px)
+        new = used & (np.nan_to_num(res, nan=np.inf) <= cut)
+        with np.errstate(invalid="ignore"):
+            cnt = new.sum(axis=0)
+            prms = np.where(cnt > 0, np.sqrt(np.sum(np.where(new, res, 0.0) ** 2, axis=0) / np.maximum(cnt, 1)), np.nan)
+        good = np.isfinite(prms)
+        if good.sum() > 2:
+            med = float(np.median(prms[good]))
+            new &= (np.nan_to_num(prms, nan=np.inf) <= max(reject / 1.5 * med, floor_px))[None, :]
+        if np.array_equal(new, used):
+            break
+        used = new
+    used &= (used.sum(axis=0) >= min_obs)[None, :]
+    if used.sum() == 0:
+        nan = np.full(n, np.nan)
+        return PointFit(np.full((m, 3), np.nan), np.zeros((n, 2)), 0.0, np.full((n, m), np.nan), used, nan,
+                        float("nan"))
+    xyz, e, res = _solve_fixed(obs, used, tilts, d)
+    res = np.where(used, res, np.nan)
+    xyz[~used.any(axis=0)] = np.nan
+    with np.errstate(invalid="ignore"):
+        cnt = used.sum(axis=1)
+        tr = np.where(cnt > 0, np.sqrt(np.nansum(res**2, axis=1) / np.maximum(cnt, 1)), np.nan)
+    return PointFit(xyz, e, float(d), res, used, tr, float(np.sqrt(np.nanmean(res**2))))
+
+
+def project(xyz: np.ndarray, tilts, d_axis: float = 0.0, e: np.ndarray | None = None) -> np.ndarray:
+    """Model positions (n, m, 2) in the working frame of points ``xyz`` (m, 3)."""
+    th = np.deg2rad(np.asarray(tilts, float))
+    c, s = np.cos(th), np.sin(th)
+    q = np.stack([c[:, None] * xyz[None, :, 0] + s[:, None] * xyz[None, :, 2],
+                  np.broadcast_to(xyz[None, :, 1], (len(th), len(xyz)))], axis=-1)
+    q = np.einsum("ij,nmj->nmi", _rot2(d_axis), q)
+    if e is not None:
+        q = q + np.asarray(e, float)[:, None, :]
+    return q
