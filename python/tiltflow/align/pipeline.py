@@ -43,6 +43,7 @@ class BuiltinOptions:
     fine_size: int = 256
     pm_rounds: int = 4
     refine_offset: bool = False  # the stretch criterion assumes a thin slab: off unless asked for
+    point_model: bool = True  # track features and fit a 3-D point model (shifts + axis) after the slab stages
     device: str = "auto"
 
 
@@ -55,6 +56,7 @@ class AlignReport:
     offset_search: object | None = None
     timings: dict[str, float] = field(default_factory=dict)
     score: np.ndarray | None = None  # per kept tilt: correlation with its reprojection
+    points: object | None = None  # points.PointRefinement when the point model was used
 
 
 def _frame(images, out_size: int | None, factor: float | None, centre_xy, low_a: float, high: float):
@@ -82,7 +84,7 @@ def align_stack(
     """
     import torch
 
-    from tiltflow.align import axis, dark, gauge, offset, slab
+    from tiltflow.align import axis, dark, gauge, offset, points, slab
     from tiltflow.device import get_device
 
     o = options or BuiltinOptions()
@@ -131,7 +133,19 @@ def align_stack(
     shifts, _, _ = slab.refine(coarse, tilts, rot, shifts, depth_c, rounds=3, max_shift=8.0, log=log)
     rep.timings["projmatch_coarse"] = time.perf_counter() - t0
 
-    if o.refine_axis:
+    pts = None
+    if o.point_model:
+        t0 = time.perf_counter()
+        pts = points.refine(images, centre_xy, tilts, rot, shifts, fit_axis=o.refine_axis, axis_span=o.axis_span,
+                            log=log)
+        if pts is not None:
+            rot, shifts = pts.rot, pts.shifts
+            rep.points = pts
+            log.info("%s: point model: %d features, tilt axis %.2f deg, RMS residual %.2f px", name,
+                     pts.fit.n_points, rot[0], pts.fit.rms)
+        rep.timings["points"] = time.perf_counter() - t0
+
+    if o.refine_axis and pts is None:
         t0 = time.perf_counter()
         search, shifts = axis.refine_axis_by_score(coarse, tilts, float(tilt_axis), shifts, depth_c,
                                                    span=o.axis_span, log=log)
@@ -159,6 +173,9 @@ def align_stack(
     rep.score = score
     shifts = gauge.fix_gauge(shifts, tilts + tilt_offset, rot)
     residual = np.sqrt(np.sum(disp**2, axis=1)) * fine.out_pixel
+    if pts is not None:  # the point model's per-tilt RMS residual where the tilt had tracked features
+        tr = pts.fit.tilt_residual
+        residual = np.where(np.isfinite(tr), tr, residual)
     rep.timings["total"] = time.perf_counter() - t_all
     ali = TiltSeriesAlignment(
         y_tilt=tilts + tilt_offset, z_rot=rot, shifts_px=shifts, pixel_size=float(pixel_size),

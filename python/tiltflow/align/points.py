@@ -48,42 +48,46 @@ def _rot2(deg: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _lstsq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Least squares by the normal equations (small, well-posed systems; a tiny ridge for unused unknowns)."""
-    ata = a.T @ a
-    ata[np.diag_indices_from(ata)] += 1e-9 * max(1.0, float(np.max(np.diag(ata))))
-    return np.linalg.solve(ata, a.T @ b)
-
-
 def _solve_fixed(obs: np.ndarray, used: np.ndarray, tilts: np.ndarray, d_axis: float):
-    """Least-squares points and corrections at a fixed axis correction; returns (xyz, e, residual (n, m))."""
+    """Least-squares points and corrections at a fixed axis correction; returns (xyz, e, residual (n, m)).
+
+    The points are eliminated (Schur complement): per point a 2x2 (x, z) or 1x1 (y) system, leaving
+    an n x n system for the per-tilt corrections, whose gauge null space is pinned by adding the
+    outer products of its basis (cos t, sin t across the axis; ones along it).
+    """
     n, m, _ = obs.shape
     th = np.deg2rad(tilts)
     c, s = np.cos(th), np.sin(th)
     u = np.einsum("ij,nmj->nmi", _rot2(-d_axis), np.nan_to_num(obs))  # observations in the rotated frame
-    ii, kk = np.nonzero(used)
-    r = len(ii)
-    big = float(np.sqrt(max(r, 1) / max(n, 1)))  # gauge rows: any weight pins only the null space
-    # across the axis: u_x = c_i x_k + s_i z_k + ex_i; unknowns [x (m), z (m), ex (n)]
-    a = np.zeros((r + 2, 2 * m + n))
-    a[np.arange(r), kk] = c[ii]
-    a[np.arange(r), m + kk] = s[ii]
-    a[np.arange(r), 2 * m + ii] = 1.0
-    a[r, 2 * m:] = big * c
-    a[r + 1, 2 * m:] = big * s
-    b = np.concatenate([u[ii, kk, 0], [0.0, 0.0]])
-    solx = _lstsq(a, b)
-    # along the axis: u_y = y_k + ey_i; unknowns [y (m), ey (n)]
-    a = np.zeros((r + 1, m + n))
-    a[np.arange(r), kk] = 1.0
-    a[np.arange(r), m + ii] = 1.0
-    a[r, m:] = big
-    b = np.concatenate([u[ii, kk, 1], [0.0]])
-    soly = _lstsq(a, b)
-    xyz = np.column_stack([solx[:m], soly[:m], solx[m:2 * m]])
-    e_rot = np.column_stack([solx[2 * m:], soly[m:]])
+    w = used.astype(float)
+    cnt_t = w.sum(axis=1)
+    cnt_p = w.sum(axis=0)
+    # across the axis: u_x = c_i x_k + s_i z_k + ex_i
+    g = np.column_stack([c, s])  # (n, 2)
+    a = np.einsum("nm,ni,nj->mij", w, g, g) + 1e-9 * np.eye(2)[None]  # (m, 2, 2)
+    ainv = np.linalg.inv(a)
+    bk = w.T[:, None, :] * g.T[None]  # (m, 2, n)
+    rk = np.einsum("nm,ni,nm->mi", w, g, u[..., 0])  # (m, 2)
+    re = np.sum(w * u[..., 0], axis=1)  # (n,)
+    bta = np.einsum("min,mij->mnj", bk, ainv)  # (m, n, 2)
+    mat = np.diag(cnt_t) - np.einsum("mnj,mjl->nl", bta, bk)
+    lam = max(1.0, float(cnt_t.max()))
+    mat += lam * (np.outer(c, c) + np.outer(s, s)) / n + 1e-9 * np.eye(n)
+    rhs = re - np.einsum("mnj,mj->n", bta, rk)
+    ex = np.linalg.solve(mat, rhs)
+    pxz = np.einsum("mij,mj->mi", ainv, rk - np.einsum("min,n->mi", bk, ex))
+    # along the axis: u_y = y_k + ey_i
+    inv_p = 1.0 / np.maximum(cnt_p, 1e-9)
+    mat = np.diag(cnt_t) - (w * inv_p[None, :]) @ w.T
+    mat += lam * np.ones((n, n)) / n + 1e-9 * np.eye(n)
+    sy = np.sum(w * u[..., 1], axis=0)  # (m,)
+    rhs = np.sum(w * u[..., 1], axis=1) - w @ (sy * inv_p)
+    ey = np.linalg.solve(mat, rhs)
+    y = (sy - w.T @ ey) * inv_p
+    xyz = np.column_stack([pxz[:, 0], y, pxz[:, 1]])
+    e_rot = np.column_stack([ex, ey])
     pred = np.stack([c[:, None] * xyz[None, :, 0] + s[:, None] * xyz[None, :, 2] + e_rot[:, None, 0],
-                     xyz[None, :, 1] + e_rot[:, None, 1] + 0 * c[:, None]], axis=-1)
+                     np.broadcast_to(xyz[None, :, 1] + e_rot[:, None, 1], (n, m))], axis=-1)
     res = np.linalg.norm(u - pred, axis=-1)
     res[~used] = np.nan
     e = e_rot @ _rot2(d_axis).T  # e_i = Rz(d) e_rot_i
@@ -181,3 +185,56 @@ def project(xyz: np.ndarray, tilts, d_axis: float = 0.0, e: np.ndarray | None = 
     if e is not None:
         q = q + np.asarray(e, float)[:, None, :]
     return q
+
+
+@dataclass
+class PointRefinement:
+    """Result of :func:`refine`: the new geometry and the last fit (in the frame of the geometry before it)."""
+
+    rot: np.ndarray  # (n,) tilt-axis angles
+    shifts: np.ndarray  # (n, 2) RELION shifts, stack px
+    fit: PointFit
+    n_picked: int
+
+
+def refine(images, centre_xy, tilts, rot, shifts, fit_axis: bool = True, axis_span: float = 3.0,
+           min_points: int = 8, rounds: int = 2, n_max: int = 60, log=None) -> PointRefinement | None:
+    """Pick, track and fit features; returns the refined geometry, or None (logged) when too few track.
+
+    ``images`` (n, h, w) torch, the kept tilts; ``rot``, ``shifts`` the current alignment (prediction).
+    """
+    from tiltflow.align import track, warp
+
+    tilts = np.asarray(tilts, float)
+    rot = np.asarray(rot, float).copy()
+    shifts = np.asarray(shifts, float).copy()
+    n = len(tilts)
+    zero = int(np.argmin(np.abs(tilts)))
+    lv = track.make_level(images, centre_xy)
+    q0 = track.pick(lv, rot, shifts, zero, n_max=n_max)
+    if len(q0) < min_points:
+        if log is not None:
+            log.info("point model skipped: only %d distinct features on the zero tilt (need %d)", len(q0), min_points)
+        return None
+    obs = track.track_progressive(lv, tilts, rot, shifts, q0, max_shift_px=0.2 * lv.box * lv.pix)
+    f = None
+    for r in range(rounds + 1):
+        f = fit(obs, tilts, fit_axis=fit_axis, axis_span=axis_span if r == 0 else 1.0,
+                floor_px=max(1.0, 0.5 * lv.pix))
+        if f.n_points < min_points:
+            if log is not None:
+                log.info("point model skipped: %d of %d features tracked consistently (need %d)", f.n_points,
+                         len(q0), min_points)
+            return None
+        shifts = shifts + warp.to_image_frame(f.e, rot)
+        rot = rot + f.d_axis
+        if log is not None:
+            log.info("point model round %d: %d features, %d observations, axis %+.2f deg, RMS residual %.2f px, "
+                     "RMS shift change %.2f px", r + 1, f.n_points, int(f.used.sum()), f.d_axis, f.rms,
+                     float(np.sqrt(np.mean(np.sum(f.e**2, axis=1)))))
+        if r == rounds:
+            break
+        pred = project(np.nan_to_num(f.xyz, nan=1e9), tilts)
+        pred[:, ~f.used.any(axis=0)] = np.nan
+        obs = track.track_model(lv, tilts, rot, shifts, pred, max_shift_px=0.1 * lv.box * lv.pix)
+    return PointRefinement(rot, shifts, f, len(q0))

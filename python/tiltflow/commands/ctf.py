@@ -33,8 +33,9 @@ def main(
         help="Expected defocus change between consecutive exposures (um): tilts without clear rings follow "
              "their neighbours (built-in backend); 0 = every tilt on its own, as RELION's CtfFind."),
     astigmatism: str = typer.Option(
-        "per-tilt", "--astigmatism",
-        help="per-tilt, or series: one astigmatism from the best tilts for all (built-in backend)."),
+        "series", "--astigmatism",
+        help="series: one astigmatism (from the best tilts) for all tilts, as it is a property of the "
+             "microscope; per-tilt: fitted on every tilt, as CTFFIND does (built-in backend)."),
     png: str = typer.Option("all", "--png", help="Diagnostic PNGs: all, none, or tilt numbers like 1,5,9."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (built-in backend)."),
     extra_args: str = typer.Option("", "--extra-args", help="Passed verbatim to CTFFIND's command line."),

@@ -7,7 +7,14 @@ programs, :mod:`tiltflow.backends.ctffind`). Per tilt, as RELION does for tomogr
   TargetDefocus in um, negative = underfocus) +- ``defocus_range`` um;
 - the highest resolution fitted falls with the dose already received:
   ``res_max * exp(pre_exposure / dose_res_factor)``, capped at ``0.9 * res_min`` (RELION's
-  ``--exp_factor_dose``; 0 switches it off).
+  ``--exp_factor_dose``; 0 switches it off; the built-in fit also weights frequencies by the expected
+  radiation damage).
+
+The built-in backend then looks at the whole series (what per-tilt CTFFIND cannot): one sign of the
+defocus gradient for all tilted images (the handedness; logged with its evidence), a defocus path
+through the acquisition that late, damaged tilts without clear rings follow (``series_prior``; 0 fits
+every tilt on its own as RELION's CtfFind does) and, by default, one astigmatism for the series, taken
+from the best tilts (``astigmatism="per-tilt"`` fits it on every tilt).
 
 Outputs in ``<outdir>/<series>/frames/`` named after the micrograph (RELION's layout): ``<root>_PS.ctf``
 (MRC diagnostic: spectrum beside the fitted CTF; ``rlnCtfImage`` = ``..._PS.ctf:mrc``), ``<root>_ctf.png``
@@ -69,7 +76,7 @@ class CtfOptions:
     slow_search: bool = False  # CTFFIND's "slower, more exhaustive search"
     dose_res_factor: float = 100.0  # e/A^2; 0 = no dose dependence
     series_prior: float = 0.05  # um, s.d. of the defocus change between consecutive exposures; 0 = off
-    astigmatism: str = "per-tilt"  # or "series": one astigmatism for the whole series (built-in backend)
+    astigmatism: str = "series"  # one astigmatism for the whole series (built-in), or "per-tilt" (CTFFIND's)
     device: str = "auto"
     extra_args: str = ""
     png: str = "all"  # "all", "none" or tilt numbers "1,5,9" (1-based, acquisition order)
@@ -482,9 +489,8 @@ class _CtffindFitter:
         return f"CTFFIND {self.version or '(version unknown)'} ({self.exe})"
 
     def run(self, tilts: list[_Tilt], frames: Path, png_rows: set[int], series: str) -> list[_Result]:
-        if self.options.series_prior > 0 or self.options.astigmatism != "per-tilt":
-            log.info("%s: --series-prior/--astigmatism series apply to the built-in backend only; CTFFIND fits "
-                     "every tilt on its own", series)
+        log.info("%s: CTFFIND fits every tilt on its own (--series-prior and --astigmatism series are "
+                 "built-in backend options)", series)
         results = []
         for i, t in enumerate(tilts):
             t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Weighted back-projection, slab by slab: filter the images once, back-project z-slabs on demand.
 
 The back-projection is :class:`~tiltflow.tomo.projector.FastBackprojector` (images resampled once
-per tilt, then a sparse product per slab; about 10x faster than the voxel-driven path on the CPU and
+per tilt, then a sparse product per slab; 10-20x faster than the voxel-driven path on the CPU and
 equal to it up to interpolation). ``exact=True`` uses the voxel-driven :func:`backproject` of the
 adjoint pair instead (as SIRT does), for comparisons.
 """
@@ -20,7 +20,11 @@ def wbp_slabs(
     images: torch.Tensor, setup: ProjectionSetup, settings: FilterSettings = FilterSettings(), slab: int = 64,
     exact: bool = False,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Yield ``(z0, z1, volume[z0:z1])``; memory is about twice the images plus one slab, whatever the depth."""
+    """Yield ``(z0, z1, volume[z0:z1])``.
+
+    Memory, whatever the depth: the images, their resampled copy (1.5-2.5x the images; the filtered
+    images while it is made) and one slab.
+    """
     d = setup.volume_shape[0]
     filtered = weight_images(images, setup.alignment, thickness_px=d, settings=settings)
     if exact:

@@ -1,0 +1,217 @@
+"""Feature picking and tracking through a tilt series, for the 3-D point model (``points``).
+
+Features are the strongest local extrema of the bandpassed zero tilt (gold beads: dark, high-contrast
+blobs; on featureless data few pass the threshold and the caller falls back). Boxes are sampled
+straight from the binned stack at the *predicted* position in the tilt-axis frame of the current
+alignment (sub-pixel, one bilinear resampling), so the measured peak is a small correction to the
+prediction. Two modes:
+
+- :func:`track_progressive`: outward from the zero tilt, each box against the mean of the feature's
+  last tracked boxes; the prediction uses the feature's (x, z) fitted to its track so far (depth makes
+  features drift across the axis as sin t);
+- :func:`track_model`: every box at the model's prediction against the leave-one-out mean of the
+  feature's boxes in neighbouring tilts (stretched by the cosine ratio), for the final observations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tiltflow.align import filters, warp, xcorr
+
+
+@dataclass
+class Level:
+    """The binned, bandpassed stack the boxes are sampled from, and how it maps to stack pixels."""
+
+    images: object  # (n, hb, wb) torch
+    scale: tuple[float, float]  # stack px per binned px (y, x)
+    centre_xy: tuple[float, float]  # RELION image centre, stack px
+    size_xy: tuple[float, float]  # stack width, height (px)
+    pix: float  # stack px per box px
+    box: int  # box size in box px
+
+
+def make_level(images, centre_xy, max_size: int = 512, box: int = 40, low: float | None = None,
+               high: float = 0.22) -> Level:
+    """Bin ``images`` (n, h, w torch) to at most ``max_size`` px and bandpass them for tracking."""
+    n, h, w = images.shape
+    factor = max(1.0, max(h, w) / float(max_size))
+    b = filters.fourier_bin(images, factor) if factor > 1 else images.clone()
+    scale = filters.bin_scale((h, w), tuple(b.shape[-2:]))
+    pix = float(np.mean(scale))
+    box = int(min(box, max(8, (min(b.shape[-2:]) // 4) // 2 * 2)))
+    low = 1.0 / box if low is None else low
+    b = filters.normalise(filters.bandpass(b - b.mean(dim=(-2, -1), keepdim=True), low, high))
+    return Level(b, scale, centre_xy, (float(w), float(h)), pix, box)
+
+
+def sample_boxes(lv: Level, rot, shifts, tilt_idx, q, stretch=None):
+    """Boxes (K, box, box) of tilts ``tilt_idx`` (K,) centred at working-frame positions ``q`` (K, 2)."""
+    import torch
+
+    tilt_idx = np.asarray(tilt_idx, int)
+    q = np.asarray(q, float).reshape(-1, 2)
+    if len(tilt_idx) == 0:
+        return torch.zeros((0, lv.box, lv.box), device=lv.images.device)
+    r = np.asarray(rot, float)[tilt_idx]
+    sh = np.asarray(shifts, float)[tilt_idx] + warp.to_image_frame(q, r)
+    imgs = lv.images[torch.as_tensor(tilt_idx, device=lv.images.device)]
+    return warp.sample_aligned(imgs, lv.scale, lv.centre_xy, r, sh, (lv.box, lv.box), lv.pix, stretch=stretch)
+
+
+def in_view(lv: Level, rot, shifts, tilt_idx, q) -> np.ndarray:
+    """Whether a box centred at ``q`` lies inside the image (K,) bool."""
+    tilt_idx = np.asarray(tilt_idx, int)
+    r = np.asarray(rot, float)[tilt_idx]
+    p = warp.to_image_frame(np.asarray(q, float).reshape(-1, 2), r) + np.asarray(shifts, float)[tilt_idx]
+    p = p + np.asarray(lv.centre_xy)
+    m = 0.75 * lv.box * lv.pix
+    w, h = lv.size_xy
+    return (p[:, 0] > m) & (p[:, 0] < w - m) & (p[:, 1] > m) & (p[:, 1] < h - m) & np.all(np.isfinite(q), axis=1)
+
+
+def _window(lv: Level):
+    return filters.taper_mask((lv.box, lv.box), 0.3, device=lv.images.device)
+
+
+def measure(lv: Level, boxes, refs, max_shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Displacement (K, 2) in stack px of ``boxes`` vs ``refs`` and the normalised peak heights."""
+    if len(boxes) == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    win = _window(lv)
+    a = filters.normalise(boxes, win)
+    b = filters.normalise(refs, win)
+    cc = xcorr.xcorr(a, b) / float(win.sum())
+    d, hgt = xcorr.find_peaks(cc, max_shift)
+    return d * lv.pix, hgt
+
+
+def pick(lv: Level, rot, shifts, zero: int, n_max: int = 60, min_snr: float = 4.0) -> np.ndarray:
+    """Working-frame positions (m, 2) of the strongest local extrema of the zero tilt, well separated."""
+    import torch
+
+    w, h = lv.size_xy
+    shape = (int(h / lv.pix) // 2 * 2, int(w / lv.pix) // 2 * 2)
+    img = warp.sample_aligned(lv.images[zero:zero + 1], lv.scale, lv.centre_xy, np.asarray(rot, float)[zero:zero + 1],
+                              np.asarray(shifts, float)[zero:zero + 1], shape, lv.pix)[0]
+    # blob detector: smooth a little (the bandpass leaves ringing), then |value| against a robust noise level
+    k = max(1, lv.box // 16)
+    sm = torch.nn.functional.avg_pool2d(img[None, None], 2 * k + 1, stride=1, padding=k, count_include_pad=False)[0, 0]
+    v = sm.abs()
+    sep = lv.box // 2 + 1 - (lv.box // 2 + 1) % 2 + 1
+    peak = torch.nn.functional.max_pool2d(v[None, None], sep, stride=1, padding=sep // 2)[0, 0]
+    is_max = (v == peak)
+    marg = lv.box
+    is_max[:marg] = False
+    is_max[-marg:] = False
+    is_max[:, :marg] = False
+    is_max[:, -marg:] = False
+    vv = v.detach().cpu().numpy()
+    noise = 1.4826 * float(np.median(np.abs(sm.detach().cpu().numpy() - np.median(sm.detach().cpu().numpy()))))
+    ys, xs = np.nonzero(is_max.cpu().numpy())
+    val = vv[ys, xs]
+    keep = val > min_snr * max(noise, 1e-12)
+    ys, xs, val = ys[keep], xs[keep], val[keep]
+    order = np.argsort(-val)[:n_max]
+    q = np.column_stack([(xs[order] - shape[1] // 2) * lv.pix, (ys[order] - shape[0] // 2) * lv.pix]).astype(float)
+    return q
+
+
+def _fit_xz(tilts, qx):
+    """Per feature (x, z) from its across-axis track: qx_i = cos t_i x + sin t_i z (z = 0 if unresolved)."""
+    ok = np.isfinite(qx)
+    th = np.deg2rad(tilts[ok])
+    if ok.sum() >= 2 and np.ptp(th) > np.deg2rad(4.0):
+        a = np.column_stack([np.cos(th), np.sin(th)])
+        return np.linalg.lstsq(a, qx[ok], rcond=None)[0]
+    return np.array([np.mean(qx[ok] / np.cos(th)), 0.0]) if ok.any() else np.array([np.nan, 0.0])
+
+
+def track_progressive(lv: Level, tilts, rot, shifts, q0, max_shift_px: float, min_height: float = 0.2,
+                      memory: int = 3) -> np.ndarray:
+    """Observations (n, m, 2) of features ``q0`` (picked on the zero tilt) tracked outward from it."""
+    import torch
+
+    tilts = np.asarray(tilts, float)
+    n, m = len(tilts), len(q0)
+    zero = int(np.argmin(np.abs(tilts)))
+    obs = np.full((n, m, 2), np.nan)
+    obs[zero] = q0
+    ms = max_shift_px / lv.pix
+    box0 = sample_boxes(lv, rot, shifts, np.full(m, zero), q0)
+    for direction in (1, -1):
+        hist = [box0]  # recent boxes per feature (list of (m, box, box), nan-free: zeros when lost)
+        cnt = [torch.ones(m, device=box0.device)]
+        order = np.argsort(tilts, kind="stable")
+        side = tilts[order] > tilts[zero] if direction > 0 else tilts[order] < tilts[zero]
+        seq = [int(i) for i in (order[side] if direction > 0 else order[side][::-1])]
+        for i in seq:
+            xz = np.array([_fit_xz(tilts, obs[:, k, 0]) for k in range(m)])
+            yk = np.nanmean(obs[:, :, 1], axis=0)
+            th = np.deg2rad(tilts[i])
+            pred = np.column_stack([np.cos(th) * xz[:, 0] + np.sin(th) * xz[:, 1], yk])
+            vis = in_view(lv, rot, shifts, np.full(m, i), pred)
+            if not vis.any():
+                continue
+            idx = np.flatnonzero(vis)
+            boxes = sample_boxes(lv, rot, shifts, np.full(len(idx), i), pred[idx])
+            ref = sum(h[idx] for h in hist[-memory:]) / torch.clamp(sum(c[idx] for c in cnt[-memory:]), min=1)[:, None, None]
+            d, hgt = measure(lv, boxes, ref, ms)
+            good = hgt > min_height
+            meas = pred[idx] + d
+            obs[i, idx[good]] = meas[good]
+            nb = torch.zeros_like(box0)
+            nc = torch.zeros(m, device=box0.device)
+            gi = idx[good]
+            if len(gi):
+                nb[torch.as_tensor(gi, device=nb.device)] = sample_boxes(lv, rot, shifts, np.full(len(gi), i), meas[good])
+                nc[torch.as_tensor(gi, device=nb.device)] = 1.0
+            hist.append(nb)
+            cnt.append(nc)
+    return obs
+
+
+def track_model(lv: Level, tilts, rot, shifts, pred, max_shift_px: float, reach: int = 2,
+                min_height: float = 0.2) -> np.ndarray:
+    """Observations (n, m, 2): boxes at ``pred`` (n, m, 2) against leave-one-out neighbour templates."""
+    import torch
+
+    tilts = np.asarray(tilts, float)
+    n, m, _ = pred.shape
+    obs = np.full((n, m, 2), np.nan)
+    order = np.argsort(tilts)
+    rank = np.empty(n, int)
+    rank[order] = np.arange(n)
+    cos = np.cos(np.deg2rad(tilts))
+    vis = np.stack([in_view(lv, rot, shifts, np.full(m, i), pred[i]) for i in range(n)])
+    for i in range(n):
+        idx = np.flatnonzero(vis[i])
+        if len(idx) == 0:
+            continue
+        boxes = sample_boxes(lv, rot, shifts, np.full(len(idx), i), pred[i, idx])
+        ref = torch.zeros_like(boxes)
+        cnt = torch.zeros(len(idx), device=boxes.device)
+        for dr in range(-reach, reach + 1):
+            if dr == 0 or not 0 <= rank[i] + dr < n:
+                continue
+            j = int(order[rank[i] + dr])
+            ok = vis[j, idx]
+            if not ok.any():
+                continue
+            sel = np.flatnonzero(ok)
+            b = sample_boxes(lv, rot, shifts, np.full(len(sel), j), pred[j, idx[sel]], stretch=cos[i] / cos[j])
+            t = torch.as_tensor(sel, device=boxes.device)
+            ref[t] += b
+            cnt[t] += 1
+        has = (cnt > 0).cpu().numpy()
+        if not has.any():
+            continue
+        d, hgt = measure(lv, boxes[torch.as_tensor(np.flatnonzero(has), device=boxes.device)],
+                         ref[torch.as_tensor(np.flatnonzero(has), device=boxes.device)], max_shift_px / lv.pix)
+        k = idx[has]
+        good = hgt > min_height
+        obs[i, k[good]] = pred[i, k[good]] + d[good]
+    return obs
