@@ -28,7 +28,8 @@ import nflint  # noqa: E402
 
 
 def _strip_comments(text: str) -> str:
-    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    # block comments start a line; a glob such as reconstruct/*/*.star inside a command is not one
+    text = re.sub(r"(?ms)^\s*/\*.*?\*/", "", text)
     return re.sub(r"(?m)^\s*//.*$", "", text)
 
 
