@@ -49,17 +49,44 @@ def make_level(images, centre_xy, max_size: int = 512, box: int = 40, low: float
 
 
 def sample_boxes(lv: Level, rot, shifts, tilt_idx, q, stretch=None):
-    """Boxes (K, box, box) of tilts ``tilt_idx`` (K,) centred at working-frame positions ``q`` (K, 2)."""
+    """Boxes (K, box, box) of tilts ``tilt_idx`` (K,) centred at working-frame positions ``q`` (K, 2).
+
+    Same sampling as :func:`warp.sample_aligned` with the box centre added to the shift (the stretch
+    acts about the box centre), but every box of one tilt is drawn from that image in one call
+    instead of copying the image per box.
+    """
     import torch
 
     tilt_idx = np.asarray(tilt_idx, int)
     q = np.asarray(q, float).reshape(-1, 2)
-    if len(tilt_idx) == 0:
-        return torch.zeros((0, lv.box, lv.box), device=lv.images.device)
-    r = np.asarray(rot, float)[tilt_idx]
-    sh = np.asarray(shifts, float)[tilt_idx] + warp.to_image_frame(q, r)
-    imgs = lv.images[torch.as_tensor(tilt_idx, device=lv.images.device)]
-    return warp.sample_aligned(imgs, lv.scale, lv.centre_xy, r, sh, (lv.box, lv.box), lv.pix, stretch=stretch)
+    k = len(tilt_idx)
+    b = lv.box
+    dev = lv.images.device
+    out = torch.zeros((k, b, b), device=dev, dtype=lv.images.dtype)
+    if k == 0:
+        return out
+    st = np.ones(k) if stretch is None else np.broadcast_to(np.asarray(stretch, float), (k,))
+    off = (np.arange(b) - b // 2) * lv.pix
+    ly = np.broadcast_to(off[None, :, None], (k, b, b))
+    lx = off[None, None, :] / st[:, None, None]
+    hb, wb = lv.images.shape[-2:]
+    for i in np.unique(tilt_idx):
+        sel = np.flatnonzero(tilt_idx == i)
+        a = np.deg2rad(float(np.asarray(rot, float)[i]))
+        c, s = np.cos(a), np.sin(a)
+        x = q[sel, 0, None, None] + lx[sel]
+        y = q[sel, 1, None, None] + ly[sel]
+        sh = np.asarray(shifts, float)[i]
+        px = c * x - s * y + lv.centre_xy[0] + sh[0]
+        py = s * x + c * y + lv.centre_xy[1] + sh[1]
+        gx = px / lv.scale[1] / (wb - 1) * 2 - 1
+        gy = py / lv.scale[0] / (hb - 1) * 2 - 1
+        grid = torch.as_tensor(np.stack([gx, gy], axis=-1).reshape(1, len(sel) * b, b, 2), dtype=lv.images.dtype,
+                               device=dev)
+        smp = torch.nn.functional.grid_sample(lv.images[int(i)][None, None], grid, mode="bilinear",
+                                              padding_mode="zeros", align_corners=True)
+        out[torch.as_tensor(sel, device=dev)] = smp[0, 0].reshape(len(sel), b, b)
+    return out
 
 
 def in_view(lv: Level, rot, shifts, tilt_idx, q) -> np.ndarray:

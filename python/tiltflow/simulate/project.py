@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tiltflow.fftsize import next_fast_size
 from tiltflow.geometry import centre
 from tiltflow.simulate.phantom import Blobs, Phantom, RadialObject
 
@@ -56,15 +57,7 @@ class Grid:
 
 def fft_size(n: int) -> int:
     """Smallest size >= n whose only prime factors are 2, 3 and 5 (fast FFTs)."""
-    m = max(int(n), 1)
-    while True:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
+    return next_fast_size(n)
 
 
 def make_grid(width: int, height: int, margin: int) -> Grid:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from tiltflow.alignment import TiltSeriesAlignment
+from tiltflow.fftsize import next_fast_size
 from tiltflow.tomo.projector import projection_matrices
 
 
@@ -76,15 +77,7 @@ def ramp_floor(thickness_px: float, alignment: TiltSeriesAlignment) -> float:
 
 
 def _fft_size(n: int, pad: float) -> int:
-    m = int(np.ceil(n * pad))
-    while True:  # next size with only factors 2, 3, 5 (fast FFT)
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
-            return m
-        m += 1
+    return next_fast_size(int(np.ceil(n * pad)))
 
 
 #: elements of the padded spectra filtered in one batch of tilts (about 40 bytes each in temporaries)
