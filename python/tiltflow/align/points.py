@@ -208,7 +208,6 @@ def refine(images, centre_xy, tilts, rot, shifts, fit_axis: bool = True, axis_sp
     tilts = np.asarray(tilts, float)
     rot = np.asarray(rot, float).copy()
     shifts = np.asarray(shifts, float).copy()
-    n = len(tilts)
     zero = int(np.argmin(np.abs(tilts)))
     lv = track.make_level(images, centre_xy)
     q0 = track.pick(lv, rot, shifts, zero, n_max=n_max)

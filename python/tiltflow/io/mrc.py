@@ -64,9 +64,19 @@ class MrcHeader:
         return max(0, (self.file_size - self.data_offset) // max(1, self.section_bytes))
 
 
-def read_mrc_header(path: str | Path) -> MrcHeader:
-    """Parse the header of an MRC file; a file that is not MRC or is cut short gives a TiltflowError."""
+def read_mrc_header(path: str | Path, context: str = "", complete: bool = False) -> MrcHeader:
+    """Parse the header of an MRC file; a file that is not MRC or is cut short gives a TiltflowError.
+
+    ``context`` prefixes the error (e.g. ``"tilt series TS_01: stack"``); ``complete`` also refuses a
+    file holding fewer sections than its header says (truncated).
+    """
     path = Path(path)
+    if context:
+        try:
+            return read_mrc_header(path, complete=complete)
+        except TiltflowError as exc:
+            text = str(exc)[len(f"{path}: "):] if str(exc).startswith(f"{path}: ") else str(exc)
+            raise TiltflowError(f"{context}: {text}", path) from None
     if not path.is_file():
         raise TiltflowError("MRC file not found", path)
     size = path.stat().st_size
@@ -95,7 +105,10 @@ def read_mrc_header(path: str | Path) -> MrcHeader:
     pixel = float(cella[0]) / mx if mx > 0 and np.isfinite(cella[0]) else 0.0
     if sorted(mapcrs) != [1, 2, 3]:
         mapcrs = (1, 2, 3)
-    return MrcHeader(path, nx, ny, nz, mode, pixel, 1024 + max(0, nsymbt), order, signed, tuple(mapcrs), size)
+    header = MrcHeader(path, nx, ny, nz, mode, pixel, 1024 + max(0, nsymbt), order, signed, tuple(mapcrs), size)
+    if complete and header.n_sections_present < nz:
+        raise TiltflowError(f"truncated MRC file: {header.n_sections_present} of {nz} sections present", path)
+    return header
 
 
 def _byte_order(raw: bytes) -> str | None:

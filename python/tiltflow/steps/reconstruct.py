@@ -33,6 +33,7 @@ import numpy as np
 from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.errors import TiltflowError
+from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import execute_series_step
 
 log = logging.getLogger("tiltflow.reconstruct")
@@ -168,20 +169,10 @@ def reconstruct_series(
 # --- input ---------------------------------------------------------------------------------------
 def _stack_header(ts: star.TiltSeriesStar, path: Path, ts_px: float, expect=None) -> tuple[float, int, tuple[int, int]]:
     """(pixel size, integer binning, (nx, ny)) of a stack, checked against the STAR table."""
-    import mrcfile
-
     if not path.is_file():
         raise TiltflowError(f"tilt series {ts.name}: stack not found", path)
-    try:
-        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
-            if mrc.data is None:
-                raise TiltflowError(f"tilt series {ts.name}: stack has no readable data", path)
-            shape = mrc.data.shape
-            header_px = float(mrc.voxel_size.x)
-    except TiltflowError:
-        raise
-    except Exception as exc:
-        raise TiltflowError(f"tilt series {ts.name}: not a readable MRC stack ({exc})", path) from exc
+    h = read_mrc_header(path, context=f"tilt series {ts.name}: stack", complete=True)
+    shape, header_px = (h.nz, h.ny, h.nx), h.pixel_size
     if len(shape) == 2:
         shape = (1,) + tuple(shape)
     n = len(ts.tilts)

@@ -27,6 +27,7 @@ import pandas as pd
 from tiltflow import star
 from tiltflow.atomic import atomic_path
 from tiltflow.errors import TiltflowError
+from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import execute_series_step
 
 log = logging.getLogger("tiltflow.stack")
@@ -177,23 +178,13 @@ def _rel(path: Path, root: Path) -> str:
 # --- images --------------------------------------------------------------------------------------
 def _inspect_images(name: str, tilts: pd.DataFrame, column: str, root: Path) -> list[_Image]:
     """Header of every micrograph: exists, 2-D, and all of one shape (else a one-line error)."""
-    import mrcfile
-
     out: list[_Image] = []
     for ref in tilts[column]:
         p = star.resolve(str(ref), root)
         if not p.is_file():
             raise TiltflowError(f"tilt series {name}: micrograph not found", p)
-        try:
-            with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
-                if mrc.data is None:
-                    raise TiltflowError(f"tilt series {name}: micrograph has no readable data", p)
-                shape = mrc.data.shape
-                dtype = mrc.data.dtype
-        except TiltflowError:
-            raise
-        except Exception as exc:
-            raise TiltflowError(f"tilt series {name}: not a readable MRC file ({exc})", p) from exc
+        h = read_mrc_header(p, context=f"tilt series {name}: micrograph", complete=True)
+        shape, dtype = ((h.nz, h.ny, h.nx) if h.nz > 1 else (h.ny, h.nx)), h.dtype
         if len(shape) == 3 and shape[0] == 1:
             shape = shape[1:]
         if len(shape) != 2:
