@@ -96,3 +96,18 @@ def test_bad_inputs():
         fit_defocus(image(30000, 30000, 0.0)[:40, :40], PX, search_centre=30000)
     with pytest.raises(TiltflowError, match="pixel size"):
         fit_defocus(image(30000, 30000, 0.0), search_centre=30000)
+
+
+def test_few_wide_rings_fit_without_bias():
+    # a damaged, late tilt: only the first two or three rings survive (30-16 A); the spectrum's flattening
+    # must not follow those wide rings, or it divides part of them away and pushes the defocus up
+    errors = []
+    for seed in range(3):
+        d = 35000.0 + 300.0 * seed
+        img = synthetic_micrograph((1024, 1024), 3.0, d + 250, d - 250, 30.0, amplitude_contrast=0.1, snr=0.08,
+                                   bfactor=900, seed=seed)
+        f = fit_defocus(img, 3.0, search_centre=40000, search_range=20000, optics=Optics(300, 2.7, 0.1),
+                        res_min=30, res_max=16, fit_pixel_size=3.0, fixed_astigmatism=(500.0, 30.0))
+        errors.append(f.defocus_1d - d)
+    assert abs(sum(errors) / len(errors)) < 150  # was +250 A with a fall-off following the rings
+    assert max(abs(e) for e in errors) < 400

@@ -20,7 +20,7 @@ from tiltflow.ctffit.ctffind_files import (
 )
 from tiltflow.ctffit.fit import choose_box
 from tiltflow.ctffit.search import rotational_average
-from tiltflow.ctffit.series import consistent_path
+from tiltflow.ctffit.series import consistent_path, smooth_path
 from tiltflow.ctffit.spectrum import defocus_gradient, tile_spectra, tilt_corrected_average
 from tiltflow.ctfmodel import ctf_2d
 from tiltflow.geometry import projection_rotations
@@ -168,6 +168,28 @@ def test_consistent_path_ties_weak_tilts_to_their_neighbours():
     # a tilt without evidence keeps its neighbours' value instead of a noise peak
     curves[2] = (d, peak(52000, 0.2), 40)
     assert 30000 <= consistent_path(curves, [40000.0] * 5, sigma=1000.0)[2] <= 31600
+
+
+def test_smooth_path_follows_the_trend_through_weak_tilts():
+    d = np.arange(20000.0, 60001.0, 100.0)
+
+    def peak(centre, height, width=300.0):
+        return height * np.exp(-0.5 * ((d - centre) / width) ** 2)
+
+    truth = [30000.0 + 400.0 * i for i in range(10)]  # a steady drift
+    curves = [(d, peak(t, 0.8), 200) for t in truth]
+    # tilt 4 weak: a wrong ring order scores a little higher than the bump at the truth
+    curves[4] = (d, peak(45000, 0.30) + peak(truth[4], 0.25), 40)
+    # the last two tilts have no decisive evidence: they follow the trend (a random walk would hold tilt 7)
+    curves[8] = (d, peak(52000, 0.12) + peak(truth[8], 0.1), 40)
+    curves[9] = (d, peak(25000, 0.12) + peak(truth[9], 0.1), 40)
+    path = smooth_path(curves, [40000.0] * 10, sigma=500.0)
+    assert abs(path[4] - truth[4]) <= 200
+    assert np.allclose(path[[0, 1, 2, 3, 5, 6, 7]], np.array(truth)[[0, 1, 2, 3, 5, 6, 7]], atol=100)
+    assert abs(path[8] - truth[8]) <= 300 and abs(path[9] - truth[9]) <= 300
+    # a tilt whose own rings are decisive keeps its own defocus even off the trend
+    curves[5] = (d, peak(truth[5] + 1500, 0.8), 200)
+    assert abs(smooth_path(curves, [40000.0] * 10, sigma=500.0)[5] - (truth[5] + 1500)) <= 100
 
 
 def test_ctffind_files_round_trip(tmp_path):

@@ -137,7 +137,7 @@ def align_stack(
     if o.point_model:
         t0 = time.perf_counter()
         pts = points.refine(images, centre_xy, tilts, rot, shifts, fit_axis=o.refine_axis, axis_span=o.axis_span,
-                            log=log)
+                            rounds=1, log=log)
         if pts is not None:
             rot, shifts = pts.rot, pts.shifts
             rep.points = pts
@@ -170,6 +170,18 @@ def align_stack(
     shifts, disp, score = slab.refine(fine, tilts + tilt_offset, rot, shifts, depth_f, rounds=o.pm_rounds,
                                       max_shift=6.0, log=log)
     rep.timings["projmatch_fine"] = time.perf_counter() - t0
+    if pts is not None:
+        # final point-model rounds from the fine geometry, the same features (no re-picking)
+        t0 = time.perf_counter()
+        fin = points.refine(images, centre_xy, tilts, rot, shifts, fit_axis=o.refine_axis, prior=pts.fit,
+                            rounds=3, log=log)
+        if fin is not None:
+            pts = fin
+            rot, shifts = pts.rot, pts.shifts
+            rep.points = pts
+            log.info("%s: final point model: %d features, tilt axis %.2f deg, RMS residual %.2f px", name,
+                     pts.fit.n_points, rot[0], pts.fit.rms)
+        rep.timings["points"] += time.perf_counter() - t0
     rep.score = score
     shifts = gauge.fix_gauge(shifts, tilts + tilt_offset, rot)
     residual = np.sqrt(np.sum(disp**2, axis=1)) * fine.out_pixel

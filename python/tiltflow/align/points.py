@@ -48,7 +48,7 @@ def _rot2(deg: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _solve_fixed(obs: np.ndarray, used: np.ndarray, tilts: np.ndarray, d_axis: float):
+def _solve_fixed(obs: np.ndarray, used: np.ndarray, tilts: np.ndarray, d_axis: float, weights=None):
     """Least-squares points and corrections at a fixed axis correction; returns (xyz, e, residual (n, m)).
 
     The points are eliminated (Schur complement): per point a 2x2 (x, z) or 1x1 (y) system, leaving
@@ -59,7 +59,7 @@ def _solve_fixed(obs: np.ndarray, used: np.ndarray, tilts: np.ndarray, d_axis: f
     th = np.deg2rad(tilts)
     c, s = np.cos(th), np.sin(th)
     u = np.einsum("ij,nmj->nmi", _rot2(-d_axis), np.nan_to_num(obs))  # observations in the rotated frame
-    w = used.astype(float)
+    w = used.astype(float) if weights is None else used * np.asarray(weights, float)[None, :]
     cnt_t = w.sum(axis=1)
     cnt_p = w.sum(axis=0)
     # across the axis: u_x = c_i x_k + s_i z_k + ex_i
@@ -94,42 +94,46 @@ def _solve_fixed(obs: np.ndarray, used: np.ndarray, tilts: np.ndarray, d_axis: f
     return xyz, e, res
 
 
-def _sse(obs, used, tilts, d):
-    _, _, res = _solve_fixed(obs, used, tilts, d)
-    return float(np.nansum(res**2))
+def _sse(obs, used, tilts, d, weights=None):
+    _, _, res = _solve_fixed(obs, used, tilts, d, weights)
+    wt = np.ones(obs.shape[1]) if weights is None else np.asarray(weights, float)
+    return float(np.nansum(res**2 * wt[None, :]))
 
 
-def _search_axis(obs, used, tilts, start: float, span: float) -> float:
+def _search_axis(obs, used, tilts, start: float, span: float, weights=None) -> float:
     """Axis correction minimising the residual: a grid, then golden-section search around its best."""
     grid = np.linspace(start - span, start + span, 13)
-    vals = [_sse(obs, used, tilts, d) for d in grid]
+    vals = [_sse(obs, used, tilts, d, weights) for d in grid]
     k = int(np.argmin(vals))
     lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
     g = (np.sqrt(5) - 1) / 2
     x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
-    f1, f2 = _sse(obs, used, tilts, x1), _sse(obs, used, tilts, x2)
+    f1, f2 = _sse(obs, used, tilts, x1, weights), _sse(obs, used, tilts, x2, weights)
     for _ in range(25):
         if f1 < f2:
             hi, x2, f2 = x2, x1, f1
             x1 = hi - g * (hi - lo)
-            f1 = _sse(obs, used, tilts, x1)
+            f1 = _sse(obs, used, tilts, x1, weights)
         else:
             lo, x1, f1 = x1, x2, f2
             x2 = lo + g * (hi - lo)
-            f2 = _sse(obs, used, tilts, x2)
+            f2 = _sse(obs, used, tilts, x2, weights)
         if hi - lo < 1e-3:
             break
     return float(0.5 * (lo + hi))
 
 
 def fit(obs: np.ndarray, tilts, fit_axis: bool = True, axis_span: float = 3.0, min_obs: int | None = None,
-        reject: float = 4.0, floor_px: float = 1.0, rounds: int = 4, used: np.ndarray | None = None) -> PointFit:
+        reject: float = 4.0, floor_px: float = 1.0, rounds: int = 4, used: np.ndarray | None = None,
+        weighted: bool = True) -> PointFit:
     """Fit the point model to observations ``obs`` (n tilts, m points, 2; nan where missing).
 
     Robust: after each solve, observations further than ``reject`` robust sigmas (at least
     ``floor_px``) from the model are dropped, then points whose RMS residual is over ``reject``/1.5 times
     the median point's, and points left with fewer than ``min_obs`` observations (default: a third of
-    the tilts, at least 4).
+    the tilts, at least 4). ``weighted``: points are weighted by the inverse of their mean squared
+    residual (plus (floor_px/4)^2), so sharp features (gold) count more than extended or 3-D ones, whose
+    apparent centre moves with the tilt.
     """
     obs = np.asarray(obs, float)
     tilts = np.asarray(tilts, float)
@@ -138,13 +142,14 @@ def fit(obs: np.ndarray, tilts, fit_axis: bool = True, axis_span: float = 3.0, m
     used = ok.copy() if used is None else (np.asarray(used, bool) & ok)
     min_obs = max(4, n // 3) if min_obs is None else int(min_obs)
     d = 0.0
+    wts = np.ones(m)
     for rnd in range(rounds + 1):
         used &= (used.sum(axis=0) >= min_obs)[None, :]
         if used.sum() == 0:
             break
         if fit_axis:
-            d = _search_axis(obs, used, tilts, d, axis_span if rnd == 0 else max(0.5, axis_span / 4))
-        xyz, e, res = _solve_fixed(obs, used, tilts, d)
+            d = _search_axis(obs, used, tilts, d, axis_span if rnd == 0 else max(0.5, axis_span / 4), wts)
+        xyz, e, res = _solve_fixed(obs, used, tilts, d, wts)
         if rnd == rounds:
             break
         r = res[used]
@@ -158,7 +163,10 @@ def fit(obs: np.ndarray, tilts, fit_axis: bool = True, axis_span: float = 3.0, m
         if good.sum() > 2:
             med = float(np.median(prms[good]))
             new &= (np.nan_to_num(prms, nan=np.inf) <= max(reject / 1.5 * med, floor_px))[None, :]
-        if np.array_equal(new, used):
+        if weighted:
+            wts = 1.0 / (np.nan_to_num(prms, nan=np.inf) ** 2 + (0.25 * floor_px) ** 2)
+            wts = wts / max(float(wts.max()), 1e-30)
+        if np.array_equal(new, used) and (not weighted or rnd > 0):
             break
         used = new
     used &= (used.sum(axis=0) >= min_obs)[None, :]
@@ -166,7 +174,7 @@ def fit(obs: np.ndarray, tilts, fit_axis: bool = True, axis_span: float = 3.0, m
         nan = np.full(n, np.nan)
         return PointFit(np.full((m, 3), np.nan), np.zeros((n, 2)), 0.0, np.full((n, m), np.nan), used, nan,
                         float("nan"))
-    xyz, e, res = _solve_fixed(obs, used, tilts, d)
+    xyz, e, res = _solve_fixed(obs, used, tilts, d, wts)
     res = np.where(used, res, np.nan)
     xyz[~used.any(axis=0)] = np.nan
     with np.errstate(invalid="ignore"):
@@ -198,10 +206,14 @@ class PointRefinement:
 
 
 def refine(images, centre_xy, tilts, rot, shifts, fit_axis: bool = True, axis_span: float = 3.0,
-           min_points: int = 8, rounds: int = 2, n_max: int = 60, log=None) -> PointRefinement | None:
+           min_points: int = 8, rounds: int = 2, n_max: int = 60, prior: PointFit | None = None,
+           log=None) -> PointRefinement | None:
     """Pick, track and fit features; returns the refined geometry, or None (logged) when too few track.
 
     ``images`` (n, h, w) torch, the kept tilts; ``rot``, ``shifts`` the current alignment (prediction).
+    Without ``prior``: features picked on the zero tilt, tracked outward from it, fitted; then ``rounds``
+    times re-measured at the model's prediction against neighbour templates and fitted again. With
+    ``prior`` (a fit whose points are still valid for this alignment): only the re-measuring rounds.
     """
     from tiltflow.align import track, warp
 
@@ -210,20 +222,31 @@ def refine(images, centre_xy, tilts, rot, shifts, fit_axis: bool = True, axis_sp
     shifts = np.asarray(shifts, float).copy()
     zero = int(np.argmin(np.abs(tilts)))
     lv = track.make_level(images, centre_xy)
-    q0 = track.pick(lv, rot, shifts, zero, n_max=n_max)
-    if len(q0) < min_points:
-        if log is not None:
-            log.info("point model skipped: only %d distinct features on the zero tilt (need %d)", len(q0), min_points)
-        return None
-    obs = track.track_progressive(lv, tilts, rot, shifts, q0, max_shift_px=0.2 * lv.box * lv.pix)
-    f = None
+    f = prior
+    if prior is None:
+        q0 = track.pick(lv, rot, shifts, zero, n_max=n_max)
+        n_picked = len(q0)
+        if n_picked < min_points:
+            if log is not None:
+                log.info("point model skipped: only %d distinct features on the zero tilt (need %d)", n_picked,
+                         min_points)
+            return None
+        obs = track.track_progressive(lv, tilts, rot, shifts, q0, max_shift_px=0.2 * lv.box * lv.pix)
+    else:
+        n_picked = prior.used.shape[1]
     for r in range(rounds + 1):
-        f = fit(obs, tilts, fit_axis=fit_axis, axis_span=axis_span if r == 0 else 1.0,
+        if r > 0 or prior is not None:
+            if r == rounds and prior is not None:
+                break
+            pred = project(np.nan_to_num(f.xyz, nan=1e9), tilts)
+            pred[:, ~f.used.any(axis=0)] = np.nan
+            obs = track.track_model(lv, tilts, rot, shifts, pred, max_shift_px=0.1 * lv.box * lv.pix)
+        f = fit(obs, tilts, fit_axis=fit_axis, axis_span=axis_span if (r == 0 and prior is None) else 1.0,
                 floor_px=max(1.0, 0.5 * lv.pix))
         if f.n_points < min_points:
             if log is not None:
                 log.info("point model skipped: %d of %d features tracked consistently (need %d)", f.n_points,
-                         len(q0), min_points)
+                         n_picked, min_points)
             return None
         shifts = shifts + warp.to_image_frame(f.e, rot)
         rot = rot + f.d_axis
@@ -231,9 +254,4 @@ def refine(images, centre_xy, tilts, rot, shifts, fit_axis: bool = True, axis_sp
             log.info("point model round %d: %d features, %d observations, axis %+.2f deg, RMS residual %.2f px, "
                      "RMS shift change %.2f px", r + 1, f.n_points, int(f.used.sum()), f.d_axis, f.rms,
                      float(np.sqrt(np.mean(np.sum(f.e**2, axis=1)))))
-        if r == rounds:
-            break
-        pred = project(np.nan_to_num(f.xyz, nan=1e9), tilts)
-        pred[:, ~f.used.any(axis=0)] = np.nan
-        obs = track.track_model(lv, tilts, rot, shifts, pred, max_shift_px=0.1 * lv.box * lv.pix)
-    return PointRefinement(rot, shifts, f, len(q0))
+    return PointRefinement(rot, shifts, f, n_picked)

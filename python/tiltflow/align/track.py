@@ -42,7 +42,7 @@ def make_level(images, centre_xy, max_size: int = 512, box: int = 40, low: float
     b = filters.fourier_bin(images, factor) if factor > 1 else images.clone()
     scale = filters.bin_scale((h, w), tuple(b.shape[-2:]))
     pix = float(np.mean(scale))
-    box = int(min(box, max(8, (min(b.shape[-2:]) // 4) // 2 * 2)))
+    box = int(min(box, max(8, (min(b.shape[-2:]) // 5) // 2 * 2)))
     low = 1.0 / box if low is None else low
     b = filters.normalise(filters.bandpass(b - b.mean(dim=(-2, -1), keepdim=True), low, high))
     return Level(b, scale, centre_xy, (float(w), float(h)), pix, box)
@@ -131,7 +131,7 @@ def pick(lv: Level, rot, shifts, zero: int, n_max: int = 60, min_snr: float = 4.
     sep = lv.box // 2 + 1 - (lv.box // 2 + 1) % 2 + 1
     peak = torch.nn.functional.max_pool2d(v[None, None], sep, stride=1, padding=sep // 2)[0, 0]
     is_max = (v == peak)
-    marg = lv.box
+    marg = int(0.75 * lv.box)
     is_max[:marg] = False
     is_max[-marg:] = False
     is_max[:, :marg] = False
@@ -201,44 +201,38 @@ def track_progressive(lv: Level, tilts, rot, shifts, q0, max_shift_px: float, mi
     return obs
 
 
-def track_model(lv: Level, tilts, rot, shifts, pred, max_shift_px: float, reach: int = 2,
-                min_height: float = 0.2) -> np.ndarray:
-    """Observations (n, m, 2): boxes at ``pred`` (n, m, 2) against leave-one-out neighbour templates."""
+def track_model(lv: Level, tilts, rot, shifts, pred, max_shift_px: float, min_height: float = 0.2) -> np.ndarray:
+    """Observations (n, m, 2): boxes at ``pred`` (n, m, 2) against each feature's leave-one-out mean box.
+
+    The template of a feature is the mean of its boxes in *all* other tilts (unstretched: a gold bead
+    looks the same at every tilt, and a compressed or blurred average stays centred on the feature).
+    Why not neighbouring tilts: they share any smooth error of the prediction, so matching against
+    them cannot see it (the leave-one-out projection matching's blind spot) and rounds drift.
+    """
     import torch
 
     tilts = np.asarray(tilts, float)
     n, m, _ = pred.shape
     obs = np.full((n, m, 2), np.nan)
-    order = np.argsort(tilts)
-    rank = np.empty(n, int)
-    rank[order] = np.arange(n)
-    cos = np.cos(np.deg2rad(tilts))
     vis = np.stack([in_view(lv, rot, shifts, np.full(m, i), pred[i]) for i in range(n)])
-    for i in range(n):
-        idx = np.flatnonzero(vis[i])
-        if len(idx) == 0:
-            continue
-        boxes = sample_boxes(lv, rot, shifts, np.full(len(idx), i), pred[i, idx])
-        ref = torch.zeros_like(boxes)
-        cnt = torch.zeros(len(idx), device=boxes.device)
-        for dr in range(-reach, reach + 1):
-            if dr == 0 or not 0 <= rank[i] + dr < n:
-                continue
-            j = int(order[rank[i] + dr])
-            ok = vis[j, idx]
-            if not ok.any():
-                continue
-            sel = np.flatnonzero(ok)
-            b = sample_boxes(lv, rot, shifts, np.full(len(sel), j), pred[j, idx[sel]], stretch=cos[i] / cos[j])
-            t = torch.as_tensor(sel, device=boxes.device)
-            ref[t] += b
-            cnt[t] += 1
-        has = (cnt > 0).cpu().numpy()
-        if not has.any():
-            continue
-        d, hgt = measure(lv, boxes[torch.as_tensor(np.flatnonzero(has), device=boxes.device)],
-                         ref[torch.as_tensor(np.flatnonzero(has), device=boxes.device)], max_shift_px / lv.pix)
-        k = idx[has]
-        good = hgt > min_height
-        obs[i, k[good]] = pred[i, k[good]] + d[good]
+    ii, kk = np.nonzero(vis)
+    if len(ii) == 0:
+        return obs
+    boxes = sample_boxes(lv, rot, shifts, ii, pred[ii, kk])
+    win = _window(lv)
+    boxes = filters.normalise(boxes, win)
+    dev = boxes.device
+    total = torch.zeros((m, lv.box, lv.box), device=dev, dtype=boxes.dtype)
+    total.index_add_(0, torch.as_tensor(kk, device=dev), boxes)
+    cnt = np.bincount(kk, minlength=m)
+    ok = cnt[kk] >= 3
+    sel = torch.as_tensor(np.flatnonzero(ok), device=dev)
+    if len(sel) == 0:
+        return obs
+    kt = torch.as_tensor(kk[ok], device=dev)
+    ref = (total[kt] - boxes[sel]) / torch.as_tensor(cnt[kk[ok]] - 1, device=dev, dtype=boxes.dtype)[:, None, None]
+    d, hgt = measure(lv, boxes[sel], ref, max_shift_px / lv.pix)
+    i2, k2 = ii[ok], kk[ok]
+    good = hgt > min_height
+    obs[i2[good], k2[good]] = pred[i2[good], k2[good]] + d[good]
     return obs

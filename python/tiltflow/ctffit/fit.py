@@ -22,10 +22,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from tiltflow.ctffit.background import Background, bspline_basis, ring_basis_size
 from tiltflow.ctffit.model import Optics, dose_envelope, from_relion, to_relion
 from tiltflow.ctffit.refine import Refined, annulus_pixels, refine_2d, score_2d
 from tiltflow.ctffit.resolution import FitProfile, fit_profile
-from tiltflow.ctffit.search import rotational_average, search_defocus, smooth_log_background
+from tiltflow.ctffit.search import (
+    rotational_average,
+    search_defocus,
+    smooth_log_background,
+    widest_ring_period_k2,
+)
 from tiltflow.ctffit.spectrum import (
     TileSpectra,
     defocus_gradient,
@@ -81,20 +87,44 @@ class CtfFit:
         return abs(self.defocus_u - self.defocus_v)
 
 
-def flatten_spectrum(spectrum, pixel_size: float, k_lo: float):
-    """Divide the spectrum by a smooth radial fall-off so that every band has comparable weight."""
+def flatten_spectrum(spectrum, pixel_size: float, k_lo: float, defocus_min: float | None = None,
+                     optics: Optics | None = None):
+    """Divide the spectrum by a smooth radial fall-off so that every band has comparable weight.
+
+    With ``defocus_min`` (A, the smallest defocus searched) the fall-off is a spline in k^2 whose knots
+    are twice the widest Thon-ring period there, as the search's background (so it cannot follow a ring:
+    on damaged, late tilts the only rings left are the first, wide ones, and a fall-off with knots closer
+    than their period divides part of each ring away and shifts the fitted defocus, by 50-300 nm on the
+    simulated demo session); without it, a spline in k (10 knots), the older behaviour.
+    """
     import torch
 
     box = spectrum.shape[-1]
     k_nyq = (box // 2 - 1) / (box * pixel_size)
     prof = rotational_average(spectrum, pixel_size, 0.7 * k_lo, k_nyq)
-    smooth = smooth_log_background(prof, n_basis=10)
+    if defocus_min is None:
+        smooth = smooth_log_background(prof, n_basis=10)
+    else:
+        smooth = ring_free_log_background(prof, defocus_min, optics or Optics())
     r = radius_grid(box, pixel_size, spectrum.device).flatten()
     idx = torch.searchsorted(prof.k.contiguous(), r.contiguous()).clamp(1, len(prof.k) - 1)
     k0, k1 = prof.k[idx - 1], prof.k[idx]
     t = ((r - k0) / (k1 - k0)).clamp(0, 1)
     logb = torch.log(smooth[idx - 1]) * (1 - t) + torch.log(smooth[idx]) * t
     return (spectrum.flatten() / torch.exp(logb)).reshape(spectrum.shape)
+
+
+def ring_free_log_background(profile, defocus_min: float, optics: Optics):
+    """A smooth fit to log(profile) on a k^2 spline basis too coarse to follow Thon rings at any defocus
+    from ``defocus_min`` up (knots about twice the widest ring period, :func:`ring_basis_size`)."""
+    import torch
+
+    k2 = profile.k.double() ** 2
+    lo, hi = float(k2[0]), float(k2[-1])
+    n = ring_basis_size(hi - lo, widest_ring_period_k2(defocus_min, optics), lo=4, hi=10)
+    basis = bspline_basis(k2, n, lo, hi)
+    logv = torch.log(profile.value.double().clamp(min=1e-30))
+    return torch.exp(Background(basis).fit(logv)).float()
 
 
 def fit_defocus(
@@ -180,7 +210,7 @@ def fit_defocus(
         res = curve = None
         for half_range, stp in ((search_range, step), (min(search_range, 3000.0), step / 2)):
             spec = tilt_corrected_average(tiles, ref, grad, optics) if sign else tiles.average()
-            flat = flatten_spectrum(spec, px, k_lo)
+            flat = flatten_spectrum(spec, px, k_lo, d_min, optics)
             prof = rotational_average(flat, px, k_lo, k_hi)
             centre = search_centre if res is None else res.defocus
             env = dose_envelope(prof.k, pre_exposure, optics.voltage) if pre_exposure > 0 else None

@@ -85,3 +85,62 @@ def gradient_sign_evidence(fits) -> tuple[int, float]:
     if abs(total) < 1e-9:
         return 0, 0.0
     return (1 if total > 0 else -1), abs(total)
+
+
+#: a tilt's own curve counts towards the smooth trend only above this peak log-likelihood (noise alone
+#: reaches about e^3 over a few hundred defoci)
+TREND_EVIDENCE = 3.0
+
+
+def smooth_path(curves: list[tuple[np.ndarray, np.ndarray, int]], nominal: list[float], sigma: float,
+                bandwidth: float = 3.0, iterations: int = 3) -> np.ndarray:
+    """Most probable defocus per tilt (A), tilts in acquisition order: own evidence + a smooth trend.
+
+    The model behind it: the defocus of an exposure is a slowly varying target (SerialEM's focus target
+    plus the slow drift of the specimen height) plus an independent focusing error of s.d. ``sigma`` (A)
+    per exposure (autofocus before every tilt). So a tilt is tied to a *smooth trend* through its
+    neighbours, not to its previous tilt as in a random walk (which has to hold the last value through a
+    run of weak, late tilts and cannot follow the trend there).
+
+    Per tilt the log-likelihood curve (:func:`log_likelihood`, no threshold) gives its own estimate and
+    its precision (from the width of its peak: a drop of 2 log units = 2 s.d.). The trend at tilt i is a
+    locally linear, Gaussian-kernel (``bandwidth`` tilts) weighted regression of the *other* tilts'
+    offsets from the nominal defocus, each weighted by 1 / (its variance + sigma^2), tilts without a
+    decisive peak (:data:`TREND_EVIDENCE`) left out. Each tilt then takes the maximum of its own
+    log-likelihood plus the Gaussian prior N(trend, sigma^2 + trend variance); the estimates feed the
+    next trend (``iterations`` rounds). A tilt with sharp rings keeps its own peak; a weak one with two
+    similar peaks (two ring orders) takes the one near the trend.
+    """
+    n = len(curves)
+    grids = [np.asarray(d, float) - nom for (d, _, _), nom in zip(curves, nominal, strict=True)]
+    lls = [log_likelihood(s, nb, 0.0) for (_, s, nb) in curves]
+    idx = np.arange(n, dtype=float)
+    est = np.array([g[int(np.argmax(ll))] for g, ll in zip(grids, lls, strict=True)])
+    if n < 3 or sigma <= 0:
+        return est + np.asarray(nominal, float)
+    for _ in range(max(1, iterations)):
+        w = np.zeros(n)
+        for i, (g, ll) in enumerate(zip(grids, lls, strict=True)):
+            if ll.max() < TREND_EVIDENCE:
+                continue
+            j = int(np.argmin(np.abs(g - est[i])))
+            near = g[ll >= ll[j] - 2.0]
+            near = near[np.abs(near - est[i]) <= 3 * sigma + (g[1] - g[0] if len(g) > 1 else 0.0)]
+            sd = 0.25 * (np.ptp(near) + (g[1] - g[0] if len(g) > 1 else 0.0)) if len(near) else sigma
+            w[i] = 1.0 / (sd * sd + sigma * sigma)
+        new = est.copy()
+        for i, (g, ll) in enumerate(zip(grids, lls, strict=True)):
+            k = w * np.exp(-0.5 * ((idx - i) / bandwidth) ** 2)
+            k[i] = 0.0  # leave the tilt out of its own trend
+            if (k > 0).sum() < 2:
+                continue
+            x = np.stack([np.ones(n), idx - i], axis=1)
+            a = x.T @ (k[:, None] * x) + 1e-12 * np.eye(2)
+            cov = np.linalg.inv(a)
+            beta = cov @ (x.T @ (k * est))
+            var = sigma * sigma + min(float(cov[0, 0]), 4.0 * sigma * sigma)
+            new[i] = g[int(np.argmax(ll - (g - beta[0]) ** 2 / (2.0 * var)))]
+        if np.array_equal(new, est):
+            break
+        est = new
+    return est + np.asarray(nominal, float)

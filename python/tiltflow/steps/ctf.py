@@ -75,7 +75,7 @@ class CtfOptions:
     phase_step: float = 10.0
     slow_search: bool = False  # CTFFIND's "slower, more exhaustive search"
     dose_res_factor: float = 100.0  # e/A^2; 0 = no dose dependence
-    series_prior: float = 0.05  # um, s.d. of the defocus change between consecutive exposures; 0 = off
+    series_prior: float = 0.05  # um, s.d. of an exposure's defocus about the smooth trend (focus error); 0 = off
     astigmatism: str = "series"  # one astigmatism for the whole series (built-in), or "per-tilt" (CTFFIND's)
     device: str = "auto"
     extra_args: str = ""
@@ -347,13 +347,14 @@ class _BuiltinFitter:
         """Series-level decisions, then refits.
 
         One defocus-gradient sign for all tilts (the handedness is the same for every tilt); a defocus path
-        consistent across the acquisition (:func:`~tiltflow.ctffit.series.consistent_path`) on the curves of
+        consistent across the acquisition (:func:`~tiltflow.ctffit.series.smooth_path`: a smooth trend plus
+        an independent focusing error per exposure) on the curves of
         that sign; optionally one astigmatism. A tilt whose own best defocus agrees with the path is refitted
         near it with everything free; a tilt whose data disagree (weak rings, a wrong ring order) gets the
         path's defocus, the most probable value given its own curve and its neighbours', and only the rest
         is fitted.
         """
-        from tiltflow.ctffit.series import consistent_path, gradient_sign_evidence
+        from tiltflow.ctffit.series import gradient_sign_evidence, smooth_path
 
         o = self.options
         nominal = [t.nominal_defocus if t.nominal_defocus is not None else 0.0 for t in tilts]
@@ -363,7 +364,7 @@ class _BuiltinFitter:
                      "convention rlnTomoHand = %+d)", series, sign, evidence, -sign)
         curves = [f.curves.get(sign, f.curve) for f in fits]
         if o.series_prior > 0:
-            path = consistent_path(curves, nominal, o.series_prior * 1e4, o.defocus_step)
+            path = smooth_path(curves, nominal, o.series_prior * 1e4)
         else:
             path = np.array([float(c[0][int(np.argmax(c[1]))]) for c in curves])
         astig = series_astigmatism(fits) if o.astigmatism == "series" else None

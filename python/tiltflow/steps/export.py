@@ -30,7 +30,7 @@ def export(stars: Sequence[str | Path], outdir: str | Path = "relion") -> Path:
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise TiltflowError(f"tilt series given twice: {', '.join(sorted(dupes))}")
-        for ts, path in zip(series, stars):
+        for ts, path in zip(series, stars, strict=True):
             missing = [c for c in REQUIRED_TILT_COLUMNS if c not in ts.tilts.columns]
             if missing:
                 raise TiltflowError(f"missing RELION columns {', '.join(missing)}", path)
