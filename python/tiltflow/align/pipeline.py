@@ -8,9 +8,14 @@ the final projection matching; shifts are always carried in pixels of the stack.
 2. progressive alignment outward from the zero tilt, each tilt against the slab reprojection of those
    already aligned, at a few slab depths (the best-matching one is kept) (``slab``);
 3. projection matching against leave-one-out slab reprojections (``slab``);
-4. tilt-axis refinement from the mdoc's value by the residual-distortion criterion (``axis``), then 3 again;
+4. 3-D point model (``points``, ``track``): features picked on the zero tilt (gold beads first), tracked
+   through the series and fitted jointly for per-feature (x, y, z), per-tilt shifts and one tilt-axis
+   angle; it removes the smooth cross-axis error that leave-one-out matching cannot see and pins the
+   axis. With too few consistent features (featureless data) it is skipped (logged) and the axis comes
+   from the mean matching score instead (``axis.refine_axis_by_score``), then 3 again;
 5. tilt-angle offset from the stretch between neighbours (``offset``; off by default: thick specimens);
-6. projection matching at the fine level, then the gauge fixed (``gauge``).
+6. projection matching at the fine level, then (when 4 succeeded) final point-model rounds with the same
+   features, whose per-tilt RMS residuals become ``residual_px``; then the gauge fixed (``gauge``).
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def measure(lv: Level, boxes, refs, max_shift: float) -> tuple[np.ndarray, np.nd
     return d * lv.pix, hgt
 
 
-def pick(lv: Level, rot, shifts, zero: int, n_max: int = 60, min_snr: float = 4.0) -> np.ndarray:
+def pick(lv: Level, rot, shifts, zero: int, n_max: int = 60, min_snr: float = 3.0) -> np.ndarray:
     """Working-frame positions (m, 2) of the strongest local extrema of the zero tilt, well separated."""
     import torch
 

@@ -227,7 +227,7 @@ def fit_defocus(
     sign, res1d, flat, curve = best
 
     # 2-D refinement, guarded by the 1-D answer
-    pixels = annulus_pixels(flat, px, k_lo, k_hi, d_min, optics)
+    pixels = annulus_pixels(flat, px, k_lo, k_hi, d_min, optics, pre_exposure)
     start = None
     if fixed_astigmatism is not None:
         _, sx, sy = from_relion(fixed_astigmatism[0], 0.0, fixed_astigmatism[1])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tiltflow.ctffit.background import Background, bspline_basis, ring_basis_size
-from tiltflow.ctffit.model import Optics, ctf_squared
+from tiltflow.ctffit.model import Optics, ctf_squared, dose_envelope
 from tiltflow.ctffit.search import widest_ring_period_k2
 from tiltflow.ctffit.spectrum import frequency_grid
 
@@ -32,11 +32,16 @@ class Pixels2D:
     sin2: object
     value: object  # flattened spectrum with the smooth background projected out
     background: Background
+    envelope: object = None  # expected relative ring strength per pixel (dose), None = flat
 
 
 def annulus_pixels(flat_spectrum, pixel_size: float, k_lo: float, k_hi: float, defocus_min: float,
-                   optics: Optics) -> Pixels2D:
+                   optics: Optics, pre_exposure: float = 0.0) -> Pixels2D:
     """Select the annulus and remove a smooth background that may vary with azimuth (cos/sin 2phi terms).
+
+    ``pre_exposure`` (e/A^2) weights the model by the expected fading of the rings with dose
+    (:func:`~tiltflow.ctffit.model.dose_envelope`), the same matched filter as the 1-D search: without it
+    a damaged tilt's 2-D fit weighs the empty outer band like the rings and drifts off the 1-D answer.
 
     The azimuthal terms absorb anisotropic backgrounds (drift, a tilted specimen's uneven envelope)
     without being able to imitate astigmatism, which moves rings rather than changing their level.
@@ -56,12 +61,16 @@ def annulus_pixels(flat_spectrum, pixel_size: float, k_lo: float, k_hi: float, d
     radial = bspline_basis(k2v.double(), n, lo, hi).float()
     basis = torch.cat([radial, radial * cos2[:, None], radial * sin2[:, None]], dim=1)
     bg = Background(basis)
-    return Pixels2D(k2=k2v, cos2=cos2, sin2=sin2, value=bg.residual(flat_spectrum[keep]), background=bg)
+    env = dose_envelope(k2v.sqrt(), pre_exposure, optics.voltage) if pre_exposure > 0 else None
+    return Pixels2D(k2=k2v, cos2=cos2, sin2=sin2, value=bg.residual(flat_spectrum[keep]), background=bg,
+                    envelope=env)
 
 
 def score_2d(px: Pixels2D, defocus, ax, ay, optics: Optics, phase_shift=0.0):
     """Normalised correlation of the background-free spectrum with background-free CTF^2 (batched)."""
     model = ctf_squared(px.k2, px.cos2, px.sin2, defocus, ax, ay, optics, phase_shift)
+    if px.envelope is not None:
+        model = model * px.envelope
     m = px.background.residual(model)
     y = px.value
     return (m * y).sum(-1) / (m.norm(dim=-1) * y.norm() + 1e-30)
