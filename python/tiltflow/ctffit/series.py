@@ -13,6 +13,10 @@ defocus offsets from the nominal defocus follow a Gaussian random walk in acquis
 with sharp peaks pin the path; weak tilts follow their neighbours unless their own data are decisive.
 Tilts with no decisive evidence anywhere (late, damaged exposures) keep the last well-determined value
 (a random walk's best guess), rather than a noise peak.
+
+The step uses :func:`smooth_path` instead: a smooth trend plus an independent focusing error per exposure
+(SerialEM focuses before every tilt), which follows the trend through a run of weak late tilts where the
+random walk can only hold the last value (simulated demo session: 45 nm RMS against 53 nm).
 """
 
 from __future__ import annotations
