@@ -30,8 +30,9 @@ def main(
         help="Highest resolution fitted = res-max * exp(pre-exposure / this) (e/A^2); 0 = off."),
     series_prior: float = typer.Option(
         0.05, "--series-prior",
-        help="Expected defocus change between consecutive exposures (um): tilts without clear rings follow "
-             "their neighbours (built-in backend); 0 = every tilt on its own, as RELION's CtfFind."),
+        help="Spread (s.d., um) of each exposure's defocus about a smooth trend through the acquisition: "
+             "tilts without clear rings follow the trend (built-in backend); 0 = every tilt on its own, as "
+             "RELION's CtfFind."),
     astigmatism: str = typer.Option(
         "series", "--astigmatism",
         help="series: one astigmatism (from the best tilts) for all tilts, as it is a property of the "
