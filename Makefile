@@ -38,10 +38,13 @@ test: setup chromium nflint
 lint: setup
 	$(VENV)/bin/ruff check python tests bench
 
+# The simulated camera stores its gain rotated and flipped, as real K3/Falcon references often are:
+# the run must apply MotionCor's -RotGain 1 -FlipGain 2 to match the movies.
+DEMO_GAIN_ORIENTATION := --gain-rotate 1 --gain-flip 2
+
 demo: setup
-	$(VENV)/bin/tiltflow simulate $(DEMO)/session --preset demo
-	# the demo preset writes its gain in the movies' orientation: rotate 0, flip 0
-	$(VENV)/bin/tiltflow run $(DEMO)/session --gain $(DEMO)/session/gain.mrc --gain-rotate 0 --gain-flip 0 \
+	$(VENV)/bin/tiltflow simulate $(DEMO)/session --preset demo $(DEMO_GAIN_ORIENTATION) --overwrite
+	$(VENV)/bin/tiltflow run $(DEMO)/session --gain $(DEMO)/session/gain.mrc $(DEMO_GAIN_ORIENTATION) \
 	    --outdir $(DEMO)/results
 	$(PY) -m tiltflow.demo_summary $(DEMO)/session $(DEMO)/results
 
