@@ -14,13 +14,7 @@ SHAPE = (40, 48, 56)  # d, h, w: all different so that an axis mix-up shows
 IMG = (60, 64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared by many test runs: one torch thread is faster than contended OpenMP."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _aln(tilts, zrot=85.0, shifts=None, xtilt=None):

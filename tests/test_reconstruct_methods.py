@@ -29,13 +29,7 @@ TILTS = np.arange(-60, 61, 3.0)  # 41 tilts
 SHIFTS = RNG.normal(0, 3, (len(TILTS), 2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Two cores shared by many test runs: one torch thread is faster than contended OpenMP."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def phantom(shape=SHAPE):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tiltflow import star
 from tiltflow.cli import main as cli
@@ -24,12 +23,7 @@ SHIFTS = RNG.normal(0, 6, (len(TILTS), 2))  # bin-1 px
 ZROT = 84.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(shifts=SHIFTS, noise=0.0, seed=0):
