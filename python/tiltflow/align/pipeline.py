@@ -204,12 +204,6 @@ def align_stack(
     return ali, rep
 
 
-def _depth(thickness_px: float, out_pixel: float, shape: tuple[int, int]) -> int:
-    """Slab depth in working pixels: the specimen thickness, at least 8 and at most the image width."""
-    d = int(round(thickness_px / out_pixel))
-    return int(min(max(8, d), max(shape)))
-
-
 #: slab depths tried by the coarse stage, as fractions of the given thickness (a generous guess: the
 #: default 300 nm; a slab much thicker than the specimen blurs the references, a thinner one cuts
 #: off surface gold, whose ghosts then pull the matches)
