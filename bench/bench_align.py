@@ -5,14 +5,15 @@ Two sources:
 - ``--synthetic`` (default): analytic Gaussian-blob series (``tiltflow.align.synthetic``: exact line
   integrals, no projector shared with the aligner), demo-like geometry (41 tilts, +-60 deg, axis 85,
   shifts U(-8, 8) px, noise 0.5 x signal, two dark tilts), started from a tilt axis 1.5 deg off;
-- ``--project DIR --truth ground_truth.json``: a simulated session already taken through ``stack``
-  (``DIR/stack/<name>/<name>.star``); shifts compared in A (truth = movie px x movie pixel size).
+- ``--project DIR --truth ground_truth.json``: a results folder of a simulated session (e.g. ``make demo``'s
+  ``demo/results``); its align step is re-run from ``DIR/stack/<name>/<name>.star`` and scored with
+  ``tiltflow.simulate.compare`` (movie pixels), exactly as the demo summary scores it.
 
 Gauge (documented in ``tiltflow.align.gauge``): both estimate and truth lose the same terms, a
 translation along the axis and ``a cos(t) + b sin(t)`` across it, before the RMS is taken.
 
     .venv/bin/python bench/bench_align.py --size 256
-    .venv/bin/python bench/bench_align.py --project demo_out --truth demo/ground_truth.json
+    .venv/bin/python bench/bench_align.py --project demo/results --truth demo/session/ground_truth.json
 """
 
 from __future__ import annotations
@@ -105,10 +106,11 @@ def _step_times(log: str) -> str:
 
 
 def bench_project(project: Path, truth_path: Path, device: str) -> list[dict]:
+    """Re-run the align step of a results folder (from its stack step) and score it with
+    ``tiltflow.simulate.compare``: the same metrics, gauge and truth conventions as ``make demo``."""
     from tiltflow import star
-    from tiltflow.align import gauge
-    from tiltflow.alignment import TiltSeriesAlignment
     from tiltflow.device import device_name, get_device
+    from tiltflow.simulate.compare import compare_series
     from tiltflow.simulate.truth import load_truth
     from tiltflow.steps.align import AlignOptions, run
 
@@ -119,24 +121,19 @@ def bench_project(project: Path, truth_path: Path, device: str) -> list[dict]:
         ts_in = star.read_tilt_series(in_star)
         st = truth.series_named(ts_in.name)
         t0 = time.perf_counter()
-        out = run(in_star, "align_bench", AlignOptions(thickness_nm=st.thickness_nm, device=device))
+        out = run(in_star, "align", AlignOptions(thickness_nm=st.thickness_nm, device=device))
         wall = time.perf_counter() - t0
         ts = star.read_tilt_series(out)
-        by_angle = {round(t.nominal_tilt_angle, 2): t for t in st.tilts}
-        tt = [by_angle[round(a, 2)] for a in ts.tilts[star.NOMINAL_TILT]]
-        true_a = np.array([t.shift_px for t in tt]) * truth.pixel_size  # A
-        angles = np.array([t.tilt_angle for t in tt])
-        est = TiltSeriesAlignment.from_star(ts.tilts, ts.pixel_size)
-        stack_px = float(ts.globals.get("tfStackPixelSize") or ts.pixel_size)
-        err = gauge.gauge_free_error(est.shifts_angst / stack_px, true_a / stack_px, angles, st.tilt_axis)
+        cmp = compare_series(Path("."), truth, st, with_tomogram=False)
         rows.append({
-            "source": f"{project.name}/{ts.name}", "shift_rms_px": gauge.rms(err),
-            "shift_max_px": float(np.max(np.linalg.norm(err, axis=1))),
-            "axis_err_deg": float(np.median(est.z_rot) - st.tilt_axis),
-            "offset_err_deg": float(np.median(est.y_tilt - angles)),
-            "dark_found": f"{len(st.tilts) - len(ts.tilts)} (true {sum(t.dark for t in st.tilts)})",
+            "source": f"{project.name}/{ts.name}", "shift_rms_px": cmp.shift_rms_px,
+            "shift_max_px": float("nan"),
+            "axis_err_deg": cmp.tilt_axis_error_deg,
+            "offset_err_deg": cmp.tilt_angle_rms_deg,
+            "dark_found": f"{len(st.tilts) - len(ts.tilts)} tilts dropped by exclude/align "
+                          f"(true dark {sum(t.dark for t in st.tilts)})",
             "time_s": wall, "peak_mb": _peak_mb(), "device": device_name(get_device(device)),
-            "note": f"shift errors in stack pixels ({stack_px:.2f} A)",
+            "note": "movie pixels, tiltflow.simulate.compare",
         })
     return rows
 
