@@ -22,6 +22,7 @@ import numpy as np
 
 from tiltflow.ctffit.model import Optics, equiphase_k2
 from tiltflow.errors import TiltflowError
+from tiltflow.fftsize import is_smooth
 
 #: smallest spectrum box accepted (rings need room)
 MIN_BOX = 64
@@ -73,11 +74,7 @@ def _smooth_even(n: float, up: bool = True) -> int:
     if not up and m > n:
         m -= 2
     while m > 2:
-        k = m
-        for p in (2, 3, 5):
-            while k % p == 0:
-                k //= p
-        if k == 1:
+        if is_smooth(m):
             return m
         m += 2 if up else -2
     return 2
