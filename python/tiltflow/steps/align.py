@@ -29,6 +29,7 @@ import numpy as np
 from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.errors import TiltflowError
+from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import execute_series_step
 
 log = logging.getLogger("tiltflow.align")
@@ -137,23 +138,10 @@ def align_series(ts: star.TiltSeriesStar, out_dir: Path, opts: AlignOptions, roo
 
 
 def _stack_shape(name: str, path: Path) -> tuple[int, int, int, float]:
-    import mrcfile
-
     if not path.is_file():
         raise TiltflowError(f"tilt series {name}: stack not found (run tiltflow stack first)", path)
-    try:
-        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
-            if mrc.data is None:
-                raise TiltflowError(f"tilt series {name}: stack has no readable data", path)
-            shape = mrc.data.shape
-            px = float(mrc.voxel_size.x)
-    except TiltflowError:
-        raise
-    except Exception as exc:
-        raise TiltflowError(f"tilt series {name}: not a readable MRC stack ({exc})", path) from exc
-    if len(shape) != 3:
-        raise TiltflowError(f"tilt series {name}: the stack is not 3-D ({shape})", path)
-    return int(shape[0]), int(shape[1]), int(shape[2]), px
+    h = read_mrc_header(path, context=f"tilt series {name}: stack", complete=True)
+    return h.nz, h.ny, h.nx, h.pixel_size
 
 
 def _start_axis(ts: star.TiltSeriesStar, opts: AlignOptions) -> float:
