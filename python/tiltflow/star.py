@@ -252,7 +252,7 @@ def write_tomograms(series: Iterable[TiltSeriesStar], path: str | Path) -> Path:
 # --- helpers -------------------------------------------------------------------------------
 _GLOBAL_ORDER = [
     TOMO_NAME, TS_STAR_FILE, VOLTAGE, CS, AMP_CONTRAST, ORIGINAL_PIXEL_SIZE, HAND, OPTICS_GROUP,
-    TS_PIXEL_SIZE, TOMO_BINNING, TOMO_SIZE_X, TOMO_SIZE_Y, TOMO_SIZE_Z, TOMOGRAM, TOMOGRAM_HALF1, TOMOGRAM_HALF2,
+    TS_PIXEL_SIZE, ETOMO_DIRECTIVE, TOMO_BINNING, TOMO_SIZE_X, TOMO_SIZE_Y, TOMO_SIZE_Z, TOMOGRAM, TOMOGRAM_HALF1, TOMOGRAM_HALF2,
 ]
 
 

@@ -207,10 +207,14 @@ def _bin1_size(ts: star.TiltSeriesStar, root: Path, ns: tuple[int, int], b: int)
     return ns[0] * b, ns[1] * b
 
 
+def stack_to_bin1_offset(n1: tuple[int, int], ns: tuple[int, int], b: int) -> np.ndarray:
+    """(x, y) bin-1 pixels to add to ``shift * b`` (stack pixels about ``ns // 2``): see the module docstring."""
+    return np.array([(n1[k] % b) // 2 + (ns[k] // 2) * b + (b - 1) / 2 - n1[k] // 2 for k in (0, 1)], float)
+
+
 def _to_bin1(a: TiltSeriesAlignment, ts, root: Path, ns: tuple[int, int], b: int, ts_px: float) -> TiltSeriesAlignment:
     """The alignment with shifts in bin-1 pixels about RELION's centre (see the module docstring)."""
-    n1 = _bin1_size(ts, root, ns, b)
-    corr = np.array([(n1[k] % b) // 2 + (ns[k] // 2) * b + (b - 1) / 2 - n1[k] // 2 for k in (0, 1)], float)
+    corr = stack_to_bin1_offset(_bin1_size(ts, root, ns, b), ns, b)
     return TiltSeriesAlignment(
         y_tilt=a.y_tilt, z_rot=a.z_rot, shifts_px=a.shifts_px * b + corr[None, :], pixel_size=ts_px,
         x_tilt=a.x_tilt, residual_px=a.residual_px, excluded=dict(a.excluded), tilt_offset=a.tilt_offset,

@@ -7,7 +7,9 @@ Input: the align step's STAR file (rows = kept tilts in tilt-angle order = secti
   in the header, contrast as in the images (dark = dense), each tilt normalised to zero mean;
 - ``rec_<name>_half1.mrc``/``_half2.mrc`` from the even/odd stacks (RELION's split tomograms);
 - the STAR file with ``rlnTomoReconstructedTomogram`` (+ ``Half1/Half2``), ``rlnTomoSizeX/Y/Z``
-  (bin-1 pixels), ``rlnTomoTomogramBinning`` and per tilt ``rlnCtfScalefactor`` (cos tilt if absent).
+  (bin-1 pixels), ``rlnTomoTomogramBinning`` and per tilt ``rlnCtfScalefactor`` (cos tilt if absent);
+- the series as an IMOD/etomo dataset (``<name>.edf``, ``newst.com``, ``tilt.com``, ...: see
+  ``etomo_dataset.py``), pointed at by ``rlnEtomoDirectiveFile``.
 
 Geometry, exactly as RELION: a tomogram voxel ``i`` sits at bin-1 position ``B * i`` with
 ``B = SizeX / (binned width)`` (so, as in RELION, the binning may be non-integer and the pixel size
@@ -163,6 +165,11 @@ def reconstruct_series(
             g.pop(col, None)
     if star.CTF_SCALE not in new.tilts:
         new.tilts[star.CTF_SCALE] = np.cos(np.deg2rad(new.tilts[star.Y_TILT].to_numpy(float)))
+    from tiltflow.etomo_dataset import EtomoGeometry, write_dataset
+
+    geom = EtomoGeometry(stack_path, (ns_x, ns_y), stack_bin, n1, grid.shape, grid.binning, ts_px,
+                         opts.iterations if opts.method == "sirtlike" else 0)
+    g[star.ETOMO_DIRECTIVE] = _rel(write_dataset(new, out_dir, geom, root), root)
     return new
 
 
