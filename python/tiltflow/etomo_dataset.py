@@ -56,6 +56,7 @@ class EtomoGeometry:
     bin1_size: tuple[int, int]  # x, y of the bin-1 micrographs
     tomogram_shape: tuple[int, int, int]  # d, h, w voxels of rec_<name>.mrc
     tomogram_binning: float  # rlnTomoTomogramBinning (bin-1 pixels per voxel)
+    tomogram_size: tuple[int, int, int]  # rlnTomoSizeX/Y/Z (bin-1 pixels)
     ts_pixel_size: float  # A, bin-1
     sirt_iterations: int = 0  # tilt's FakeSIRTiterations (0: plain R-weighting)
 
@@ -77,10 +78,11 @@ def write_dataset(ts: star.TiltSeriesStar, out_dir: Path, geom: EtomoGeometry, r
     write_tilt_angles(out_dir / f"{name}.rawtlt", ts.tilts[star.NOMINAL_TILT].to_numpy(float))
     write_tilt_angles(out_dir / f"{name}.xtilt", aln.x_tilt)
     stack_ref = os.path.relpath(star.resolve(geom.stack, root), out_dir)
-    write_com(out_dir / "newst.com", newst_com(name, stack_ref, geom))
-    write_com(out_dir / "tilt.com", tilt_com(name, geom))
+    axis = float(np.median(aln.z_rot))
+    write_com(out_dir / "newst.com", newst_com(name, stack_ref, geom, axis))
+    write_com(out_dir / "tilt.com", tilt_com(name, geom, axis))
     edf = out_dir / f"{name}.edf"
-    write_edf(edf, edf_properties(name, ts, geom, float(np.median(aln.z_rot)), stack_ref),
+    write_edf(edf, edf_properties(name, ts, geom, axis, stack_ref),
               comment="written by tiltflow (etomo 4.12 directive file)")
     return edf
 
@@ -102,43 +104,65 @@ def aligned_binning(geom: EtomoGeometry) -> tuple[float, bool]:
     return f, abs(f - round(f)) < 1e-4
 
 
-def newst_com(name: str, stack_ref: str, geom: EtomoGeometry) -> object:
+def grid_offsets(geom: EtomoGeometry, axis: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """newst.com's OffsetsInXandY (stack pixels) and tilt.com's SHIFT (aligned pixels, x and z).
+
+    They put IMOD's voxel grid on tiltflow's: tiltflow's voxel i sits at bin-1 ``B*i - int(S/2)``
+    about RELION's centres; IMOD centres the aligned stack at ``w/2`` and tilt's output at
+    ``int(w/2) + 0.5``, ``int(thickness/2) + 0.5`` (1-based, tilt.f90 xcenOut/ycenOut) and the stack
+    at ``ns/2`` in pixel-edge coordinates (cubinterp.c), the last folded in about the median axis.
+    """
+    d, h, w = geom.tomogram_shape
+    big_b, b = geom.tomogram_binning, geom.stack_binning
+    sx, sy, sz = (s // 2 for s in geom.tomogram_size)
+    half = np.array([b * (0.5 * (n % 2) - 0.5) for n in geom.stack_size])  # IMOD minus RELION stack centre
+    z = np.deg2rad(axis)
+    e = np.array([[np.cos(z), np.sin(z)], [-np.sin(z), np.cos(z)]]) @ half  # in the aligned frame
+    offsets = (-e[0] / b, (big_b * (h / 2 - 0.5) - sy - e[1]) / b)
+    shift = (0.5 + sx / big_b - w // 2, d - sz / big_b - d // 2 - 0.5)
+    return (float(offsets[0]), float(offsets[1])), (float(shift[0]), float(shift[1]))
+
+
+def newst_com(name: str, stack_ref: str, geom: EtomoGeometry, axis: float) -> object:
     """etomo's newst.com: transform with ``<name>.xf`` and bin to the tomogram's voxel."""
     f, integer = aligned_binning(geom)
     d, h, w = geom.tomogram_shape
+    (ox, oy), _ = grid_offsets(geom, axis)
     reduce = ("BinByFactor", str(round(f))) if integer else ("ShrinkByFactor", f"{f:.6f}")
     cmd = ComCommand("newstack", "-StandardInput", separator="\t", options=[
         ("AntialiasFilter", "-1"), ("InputFile", stack_ref), ("OutputFile", f"{name}_ali.mrc"),
         ("TransformFile", f"{name}.xf"), ("TaperAtFill", "1,1"), ("AdjustOrigin", ""),
-        ("SizeToOutputInXandY", f"{w},{h}"), ("OffsetsInXandY", "0.0,0.0"), ("ImagesAreBinned", "1.0"), reduce,
+        ("SizeToOutputInXandY", f"{w},{h}"), ("OffsetsInXandY", f"{ox:.4f},{oy:.4f}"), ("ImagesAreBinned", "1.0"),
+        reduce,
     ])
     header = ["THIS IS A COMMAND FILE TO MAKE AN ALIGNED STACK FROM THE ORIGINAL STACK",
               "written by tiltflow: the aligned stack of tiltflow's tomogram",
-              f"({'BinByFactor' if integer else 'ShrinkByFactor'} {reduce[1]}: tomogram binning "
-              f"{geom.tomogram_binning:.6f} over stack binning {geom.stack_binning})"]
+              f"({reduce[0]} {reduce[1]}: tomogram binning {geom.tomogram_binning:.6f} over stack binning "
+              f"{geom.stack_binning}; OffsetsInXandY put IMOD's voxel grid on tiltflow's)"]
     return com_file(header, ["$setenv IMOD_OUTPUT_FORMAT MRC", cmd, "$if (-e ./savework) ./savework"])
 
 
-def tilt_com(name: str, geom: EtomoGeometry) -> object:
+def tilt_com(name: str, geom: EtomoGeometry, axis: float) -> object:
     """etomo's tilt.com: R-weighted back-projection of the aligned stack, tiltflow's thickness."""
     f, integer = aligned_binning(geom)
     d, h, w = geom.tomogram_shape
     n = round(f) if integer else 1  # IMAGEBINNED is an integer: else everything in aligned pixels
-    full = geom.stack_size if integer else (w, h)
+    _, (sx, sz) = grid_offsets(geom, axis)
     cutoff, sigma = radial_filter()
     options = [
         ("InputProjections", f"{name}_ali.mrc"), ("OutputFile", f"{name}_full_rec.mrc"),
         ("IMAGEBINNED", str(n)), ("TILTFILE", f"{name}.tlt"), ("THICKNESS", str(d * n)),
         ("RADIAL", f"{cutoff:.3f} {sigma:.3f}"), ("FalloffIsTrueSigma", "1"), ("XAXISTILT", "0.0"),
-        ("SCALE", "0.0 1.0"), ("PERPENDICULAR", ""), ("MODE", "2"), ("FULLIMAGE", f"{full[0]} {full[1]}"),
+        ("SCALE", "0.0 1.0"), ("PERPENDICULAR", ""), ("MODE", "2"), ("FULLIMAGE", f"{w * n} {h * n}"),
         ("SUBSETSTART", "0 0"), ("AdjustOrigin", ""), ("ActionIfGPUFails", "1,2"),
-        ("XTILTFILE", f"{name}.xtilt"), ("OFFSET", "0.0"), ("SHIFT", "0.0 0.0"),
+        ("XTILTFILE", f"{name}.xtilt"), ("OFFSET", "0.0"), ("SHIFT", f"{sx * n:.4f} {sz * n:.4f}"),
     ]
     if geom.sirt_iterations > 0:
         options.append(("FakeSIRTiterations", str(geom.sirt_iterations)))
     cmd = ComCommand("tilt", "-StandardInput", options=options)
     header = ["Command file to run Tilt", "written by tiltflow: tiltflow's tomogram, made by IMOD",
-              "RADIAL: the Gaussian fall-off closest to tiltflow's Hann-apodised ramp"]
+              "RADIAL: the Gaussian fall-off closest to tiltflow's Hann-apodised ramp",
+              "SHIFT: puts IMOD's voxel grid on tiltflow's (RELION's centres)"]
     return com_file(header, ["$setenv IMOD_OUTPUT_FORMAT MRC", cmd, "$if (-e ./savework) ./savework"])
 
 

@@ -167,8 +167,8 @@ def reconstruct_series(
         new.tilts[star.CTF_SCALE] = np.cos(np.deg2rad(new.tilts[star.Y_TILT].to_numpy(float)))
     from tiltflow.etomo_dataset import EtomoGeometry, write_dataset
 
-    geom = EtomoGeometry(stack_path, (ns_x, ns_y), stack_bin, n1, grid.shape, grid.binning, ts_px,
-                         opts.iterations if opts.method == "sirtlike" else 0)
+    geom = EtomoGeometry(stack_path, (ns_x, ns_y), stack_bin, n1, grid.shape, grid.binning, grid.size_bin1,
+                         ts_px, opts.iterations if opts.method == "sirtlike" else 0)
     g[star.ETOMO_DIRECTIVE] = _rel(write_dataset(new, out_dir, geom, root), root)
     return new
 
