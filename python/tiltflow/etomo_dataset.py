@@ -39,7 +39,6 @@ import numpy as np
 
 from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
-from tiltflow.errors import TiltflowError
 from tiltflow.io.etomo import ComCommand, com_file, write_com, write_edf
 from tiltflow.io.imodfiles import alignment_to_xf, write_tilt_angles, write_xf
 
@@ -61,13 +60,18 @@ class EtomoGeometry:
     sirt_iterations: int = 0  # tilt's FakeSIRTiterations (0: plain R-weighting)
 
 
-def write_dataset(ts: star.TiltSeriesStar, out_dir: Path, geom: EtomoGeometry, root: Path) -> Path:
-    """Write the etomo dataset of ``ts`` (rows = sections of ``geom.stack``); return the ``.edf``."""
+def write_dataset(ts: star.TiltSeriesStar, out_dir: Path, geom: EtomoGeometry, root: Path) -> Path | None:
+    """Write the etomo dataset of ``ts`` (rows = sections of ``geom.stack``); return the ``.edf``.
+
+    ``None`` (and a warning) when the alignment has an x-tilt: tiltflow's aligners, AreTomo and
+    RELION's IMOD import all give rlnTomoXTilt = 0, and IMOD's per-view x-tilt convention is not
+    one this module maps.
+    """
     name = ts.name
     aln = stack_alignment(ts, geom)
     if np.any(np.abs(aln.x_tilt) > 1e-6):
-        raise TiltflowError(f"tilt series {name}: non-zero rlnTomoXTilt cannot be written as an etomo dataset",
-                            ts.globals.get(star.TS_STAR_FILE))
+        log.warning("tilt series %s: non-zero rlnTomoXTilt, no etomo dataset written", name)
+        return None
     xf = alignment_to_xf(aln)
     identity = np.tile([1.0, 0.0, 0.0, 1.0, 0.0, 0.0], (len(xf), 1))
     for suffix in (".xf", "_fid.xf", ".tltxf"):

@@ -169,7 +169,10 @@ def reconstruct_series(
 
     geom = EtomoGeometry(stack_path, (ns_x, ns_y), stack_bin, n1, grid.shape, grid.binning, grid.size_bin1,
                          ts_px, opts.iterations if opts.method == "sirtlike" else 0)
-    g[star.ETOMO_DIRECTIVE] = _rel(write_dataset(new, out_dir, geom, root), root)
+    edf = write_dataset(new, out_dir, geom, root)
+    g.pop(star.ETOMO_DIRECTIVE, None)
+    if edf is not None:
+        g[star.ETOMO_DIRECTIVE] = _rel(edf, root)
     return new
 
 
