@@ -21,9 +21,10 @@ Written by the reconstruct step into ``reconstruct/<name>/``, beside ``rec_<name
 IMOD geometry used (IMOD sources): ``.xf`` maps raw to aligned about the image centres
 (``libcfshr/cubinterp.c``); ``tilt`` back-projects ``x_ali = xcen + X cos(t) - Z sin(t)``
 (``flib/tilt/tilt.f90``, sinBeta = -sin), so IMOD's PERPENDICULAR output turned with
-``clip rotx`` / ``trimvol -rx`` is tiltflow's volume[z, y, x]. IMOD puts image centres at nx/2 in
-pixel-edge coordinates, RELION at pixel int(nx/2): the two differ by at most half a pixel, as in
-RELION's own IMOD import, which this follows. IMOD's ``tilt`` takes only integer binning
+``clip rotx`` / ``trimvol -rx`` is tiltflow's volume[z, y, x]. IMOD centres images and volumes at
+n/2 in pixel-edge coordinates, RELION at pixel int(n/2): the ``.xf`` stays what RELION's IMOD reader
+inverts, and newst.com's ``OffsetsInXandY`` and tilt.com's ``SHIFT`` move IMOD's voxel grid onto
+tiltflow's (:func:`grid_offsets`). IMOD's ``tilt`` takes only integer binning
 (``autodoc/tilt.adoc`` IMAGEBINNED type I): for RELION's non-integer binnings newst.com shrinks by
 the exact factor (``ShrinkByFactor``, a float) and tilt.com is written in aligned-stack pixels.
 """
@@ -39,7 +40,7 @@ import numpy as np
 
 from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
-from tiltflow.io.etomo import ComCommand, com_file, write_com, write_edf
+from tiltflow.io.etomo import ComCommand, ComFile, com_file, write_com, write_edf
 from tiltflow.io.imodfiles import alignment_to_xf, write_tilt_angles, write_xf
 
 log = logging.getLogger("tiltflow.etomo")
@@ -127,7 +128,7 @@ def grid_offsets(geom: EtomoGeometry, axis: float) -> tuple[tuple[float, float],
     return (float(offsets[0]), float(offsets[1])), (float(shift[0]), float(shift[1]))
 
 
-def newst_com(name: str, stack_ref: str, geom: EtomoGeometry, axis: float) -> object:
+def newst_com(name: str, stack_ref: str, geom: EtomoGeometry, axis: float) -> ComFile:
     """etomo's newst.com: transform with ``<name>.xf`` and bin to the tomogram's voxel."""
     f, integer = aligned_binning(geom)
     d, h, w = geom.tomogram_shape
@@ -146,7 +147,7 @@ def newst_com(name: str, stack_ref: str, geom: EtomoGeometry, axis: float) -> ob
     return com_file(header, ["$setenv IMOD_OUTPUT_FORMAT MRC", cmd, "$if (-e ./savework) ./savework"])
 
 
-def tilt_com(name: str, geom: EtomoGeometry, axis: float) -> object:
+def tilt_com(name: str, geom: EtomoGeometry, axis: float) -> ComFile:
     """etomo's tilt.com: R-weighted back-projection of the aligned stack, tiltflow's thickness."""
     f, integer = aligned_binning(geom)
     d, h, w = geom.tomogram_shape

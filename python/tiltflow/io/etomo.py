@@ -151,7 +151,7 @@ def read_com(path: str | Path) -> ComFile:
                 continue
             current = ComCommand(name, rest)
             com.items.append(current)
-            if "-StandardInput" not in rest.split() and "-StandardInput" != rest:
+            if "-StandardInput" not in rest.split():
                 current = None  # options were on the command line
             continue
         if current is None or not stripped or stripped.startswith("#"):
