@@ -69,6 +69,11 @@ def test_reads_real_com_files():
     colour = read_com(DATA / "IMOD__newst.com").command("colornewst")
     assert colour.args.startswith("-cnverbose -xform M154_03-03-11.xg") and colour.options == []
     assert read_com(DATA / "IMOD__tilta.com").command("tilt").numbers("XAXISTILT") == [1.94]
+    jensen = read_com(DATA / "cryoet-alignment__imod_1_tilt.com").command("tilt")
+    assert jensen.numbers("IMAGEBINNED") == [4] and jensen.get("XTILTFILE") == "mka2018-10-01-1.xtilt"
+    assert read_com(DATA / "cryoet-alignment__imod_1_newst.com").command("newstack").numbers(
+        "SizeToOutputInXandY") == [928, 958]
+    np.testing.assert_allclose(read_tilt_angles(DATA / "etomofiles__TS_001.xtilt"), -0.01)  # etomo's .xtilt
 
 
 def test_com_and_edf_round_trip(tmp_path):
