@@ -26,7 +26,8 @@ tilt; 16 series) gave z 9.0-66 with every tilt agreeing and |h| 0.98-1.05; noise
 wrong hand twice, at z 0.3 and at z 3.7 with 87% agreeing (h -3.6): the former limits (z 3, 70%) wrote that
 wrong hand. In between (1 e/A^2 at 0.8x; 8 series) z was 1.9-42, always of the right sign. z 6 is about
 the two-sided 99.5% point of Student's t with 3 degrees of freedom (4 tilts), so a series of pure noise
-passes it by chance about 0.5% of the time; 0.9 lets no 60-degree tilt of such a series disagree.
+passes it by chance about 0.5% of the time; 0.9 lets no tilt of a 4-tilt series disagree (one 30-degree
+tilt against leaves 87%), and in longer series only low tilts, whose gradient is smallest.
 """
 
 from __future__ import annotations
