@@ -23,7 +23,7 @@ measured, ``z = |h| / se(h)`` >= ``min_z`` = 6 and a share of agreeing tilts (we
 tilts +-30/+-60, both hands, 2-6 seeds each): series with clear rings (0.3-3x specimen contrast, 1-40 e/A^2 per
 tilt; 16 series) gave z 9.0-66 with every tilt agreeing and |h| 0.98-1.05; noise-dominated series
 (1 e/A^2 at 0.5x contrast, 0.5 e/A^2 at 0.3x; 22 series) gave z 0.1-4.4 and 38-100% agreement, and the
-wrong sign 4 times: three at z 0.2-0.4, one at z 3.7 with 87% agreeing (h -3.6), which the former limits
+wrong sign 5 times: four at z 0.2-0.8, one at z 3.7 with 87% agreeing (h -3.6), which the former limits
 (z 3, 70%) wrote as the hand. In between (1 e/A^2 at 0.8x; 8 series) z was 1.9-42, always of the right sign. z 6 is about
 the two-sided 99.5% point of Student's t with 3 degrees of freedom (4 tilts), so a series of pure noise
 passes it by chance about 0.5% of the time; 0.9 lets no tilt of a 4-tilt series disagree (one 30-degree
