@@ -232,6 +232,38 @@ def test_aretomo2_end_to_end(tmp_path, aretomo2, series, monkeypatch):
     assert not list(out.glob(".*part*"))
 
 
+def test_aretomo2_reads_a_real_aln(tmp_path):
+    """A real AreTomo .aln (lil-aretomo TS_121, 31 sections) written by a fake AreTomo2 for a stack at its
+    tilts: RELION's reading of it is the file's columns (ROT, TX/TY in px, TILT), nothing excluded."""
+    from fakes import DATA, install
+    from fakes import aretomo as fake
+
+    real = np.array([ln.split() for ln in (DATA / "lil-aretomo__TS_121.aln").read_text().splitlines()
+                     if ln.strip() and not ln.startswith("#")], dtype=float)  # numpy's reading of the rows
+    angles = real[:, 9]
+    stack = tmp_path / "stack" / "TS_121" / "TS_121.mrc"
+    stack.parent.mkdir(parents=True)
+    with mrcfile.new(stack) as m:
+        m.set_data(np.random.default_rng(0).normal(100, 10, (len(angles), 16, 16)).astype(np.float32))
+        m.voxel_size = 2.0
+    order = np.argsort(np.abs(angles), kind="stable")
+    pre = np.empty(len(angles))
+    pre[order] = 3.0 * np.arange(len(angles))  # dose-symmetric: lowest tilt first
+    df = pd.DataFrame({star.NOMINAL_TILT: angles, star.PRE_EXPOSURE: pre, "tfDose": 3.0, star.NOMINAL_AXIS: 84.0})
+    exe = install(tmp_path / "bin", "AreTomo2", "aretomo")
+    out = tmp_path / "align" / "TS_121"
+    al = align_with_aretomo(stack, df, out, AreTomoOptions(flavour="aretomo2", executable=str(exe)))
+    assert fake.real_tilts() == angles.tolist()
+    assert al.excluded == {}
+    np.testing.assert_allclose(al.y_tilt, real[:, 9])
+    np.testing.assert_allclose(al.z_rot, real[:, 1])
+    np.testing.assert_allclose(al.shifts_px, real[:, 3:5])
+    np.testing.assert_allclose(al.shifts_angst, 2.0 * real[:, 3:5])
+    assert al.axis_score is None  # no log lines: no real AreTomo console log to replay
+    assert (out / "TS_121.aln").read_text() == (DATA / "lil-aretomo__TS_121.aln").read_text()
+    assert not list(out.glob(".*part*"))
+
+
 def test_aretomo3_end_to_end_detected_from_version(tmp_path, aretomo3, series):
     stack, df = series
     out = tmp_path / "align" / NAME

@@ -1,9 +1,10 @@
-"""CTFFIND 4.1 / 5.0 backend: prompts, version detection, output parsing, failures - against fake programs.
+"""CTFFIND 4.1 / 5.0 backend against a fake CTFFIND that replays a real CTFFIND 5.0.2 run.
 
-The fake programs behave like CTFFIND in scripted mode (stdin not a terminal, cisTEM ``UserInput``): they
-print the banner, ask the prompts in CTFFIND's order (5.0 adds the sample-thickness question), exit with
-"Blank answer in scripted mode" when an answer is missing, reject answers of the wrong type, and write
-the diagnostic MRC, the summary ``.txt`` (7 columns in 4.1, 10 in 5.0) and ``_avrot.txt``.
+The fake (tests/fakes/ctffind.py) prints the real console transcript (prompts, wording, order, the answers
+echoed, the results) and writes the real ``_PS.txt`` / ``_PS_avrot.txt``, with only file names substituted.
+The wrapper is run on the same inputs as the real run (tilt 0 of the demo session: 1024^2 at 3 A/px,
+300 kV, Cs 2.7, Q0 0.1, box 512, 30-5 A, defocus 20000-60000 A step 100) and must send the same answers;
+its parsed results must be the values in the real files.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
-import sys
+import subprocess
 from pathlib import Path
 
 import mrcfile
@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fakes import NO_TRANSCRIPT, install
+from fakes import ctffind as fake
 from tiltflow import star
 from tiltflow.backends import ctffind
 from tiltflow.ctffit.ctffind_files import read_avrot, read_summary
@@ -27,127 +29,50 @@ from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.steps.ctf import CtfOptions, run, run_from_star
 
 DATA = Path(__file__).parent / "data"
-
-FAKE = r'''#!{python}
-import json, os, sys
-import numpy as np
-import mrcfile
-
-VERSION = "{version}"
-MODE = os.environ.get("FAKE_CTFFIND_MODE", "ok")
-answers = []
-
-def out(text):
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-def ask(prompt, kind):
-    out(prompt.ljust(50) + " : ")
-    line = sys.stdin.readline()
-    value = line.rstrip("\n")
-    if not value:
-        out("\n Error: Blank answer in scripted mode, exiting...\n\n")
-        sys.exit(255)
-    ok = {{"float": value[0] in "-.0123456789", "int": value.lstrip("-").isdigit(),
-          "yesno": value[0] in "yYnN", "file": True}}[kind]
-    if not ok:
-        out("\n Error: invalid answer %r for %r\n" % (value, prompt))
-        sys.exit(3)
-    answers.append([prompt, value])
-    if kind == "yesno":
-        return value[0] in "yY"
-    return float(value) if kind in ("float", "int") else value
-
-out("\n\n        **   Welcome to Ctffind   **\n\n")
-out("             Version : %s\n            Compiled : Jan  1 2024\n                Mode : Scripted\n\n" % VERSION)
-image = ask("Input image file name", "file")
-with mrcfile.open(image, header_only=True, permissive=True) as m:
-    nz = int(m.header.nz)
-if nz > 1:
-    ask("Input is a movie (stack of frames)", "yesno")
-diag = ask("Output diagnostic image file name", "file")
-px = ask("Pixel size", "float"); kv = ask("Acceleration voltage", "float"); cs = ask("Spherical aberration", "float")
-ac = ask("Amplitude contrast", "float"); box = int(ask("Size of amplitude spectrum to compute", "int"))
-rmin = ask("Minimum resolution", "float"); rmax = ask("Maximum resolution", "float")
-dmin = ask("Minimum defocus", "float"); dmax = ask("Maximum defocus", "float"); ask("Defocus search step", "float")
-if ask("Do you know what astigmatism is present?", "yesno"):
-    ask("Slower, more exhaustive search?", "yesno"); ask("Known astigmatism", "float"); ask("Known astigmatism angle", "float")
-else:
-    ask("Slower, more exhaustive search?", "yesno")
-    if ask("Use a restraint on astigmatism?", "yesno"):
-        ask("Expected (tolerated) astigmatism", "float")
-phase = ask("Find additional phase shift?", "yesno")
-if phase:
-    ask("Minimum phase shift (rad)", "float"); ask("Maximum phase shift (rad)", "float"); ask("Phase shift search step", "float")
-else:
-    ask("Determine sample tilt?", "yesno")
-if VERSION.startswith("5"):
-    ask("Determine samnple thickness?", "yesno")
-ask("Do you want to set expert options?", "yesno")
-if os.environ.get("FAKE_CTFFIND_RECORD"):
-    with open(os.environ["FAKE_CTFFIND_RECORD"], "a") as fh:
-        fh.write(json.dumps(answers) + "\n")
-if MODE == "fail":
-    out("\nError: cannot allocate memory for the spectrum\n")
-    sys.exit(1)
-if MODE == "silent":
-    sys.exit(0)
-mid = 0.5 * (dmin + dmax)
-d1, d2, az, ps, cc, res = mid + 250.0, mid - 250.0, 33.5, (0.35 if phase else 0.0), 0.123, 7.5
-root = diag.rsplit(".", 1)[0]
-with mrcfile.new(diag, overwrite=True) as m:
-    m.set_data(np.random.default_rng(0).random((1, box, box)).astype(np.float32))
-    m.voxel_size = px
-cols = "#1 - micrograph number; #2 - defocus 1 [Angstroms]; #3 - defocus 2; #4 - azimuth of astigmatism; #5 - additional phase shift [radians]; #6 - cross correlation; #7 - spacing (in Angstroms) up to which CTF rings were fit successfully"
-values = [1.0, d1, d2, az, ps, cc, res]
-if VERSION.startswith("5"):
-    cols += "; #8 - Estimated tilt axis angle; #9 - Estimated tilt angle ; #10 Estimated sample thickness (in Angstroms)"
-    values += [0.0, 0.0, 0.0]
-head = ["# Output from CTFFind version %s, run on 2024-01-01 12:00:00" % VERSION,
-        "# Input file: %s ; Number of micrographs: 1" % image,
-        "# Pixel size: %0.3f Angstroms ; acceleration voltage: %0.1f keV ; spherical aberration: %0.2f mm ; amplitude contrast: %0.2f" % (px, kv, cs, ac),
-        "# Box size: %i pixels ; min. res.: %0.1f Angstroms ; max. res.: %0.1f Angstroms ; min. def.: %0.1f um; max. def. %0.1f um" % (box, rmin, rmax, dmin, dmax),
-        "# Columns: " + cols]
-with open(root + ".txt", "w") as fh:
-    fh.write("\n".join(head + [" ".join("%f" % v for v in values)]) + "\n")
-n = box // 2
-k = np.arange(n) / (box * px)
-with open(root + "_avrot.txt", "w") as fh:
-    fh.write("\n".join(head[:4] + ["# 6 lines per micrograph: #1 - spatial frequency (1/Angstroms); ..."]) + "\n")
-    for row in (k, np.ones(n), np.cos(k * 300) ** 2, np.sin(k * 300) ** 2, np.linspace(1, 0, n), np.full(n, 0.1)):
-        fh.write(" ".join("%f" % v for v in row) + "\n")
-out("\n\nEstimated defocus values        : %0.2f , %0.2f Angstroms\n" % (d1, d2))
-out("Estimated azimuth of astigmatism: %0.2f degrees\nScore                           : %0.5f\n" % (az, cc))
-out("Thon rings with good fit up to  : %0.1f Angstroms\n" % res)
-out("\n\nSummary of results                          : %s.txt\n" % root)
-'''
+REAL = fake.read_transcript()
+ROOT = "TS_01_000_0_0"
 
 
-def make_fake(tmp_path: Path, version: str, name: str = "ctffind") -> Path:
-    exe = tmp_path / "bin" / name
-    exe.parent.mkdir(parents=True, exist_ok=True)
-    exe.write_text(FAKE.format(python=sys.executable, version=version))
-    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return exe
+def make_fake(tmp_path: Path, version: str = "5.0.2", name: str = "ctffind") -> Path:
+    return install(tmp_path / "bin", name, "ctffind", version=version)
 
 
-def make_series(root: Path, n: int = 3, missing: int | None = None) -> star.TiltSeriesStar:
-    """A motion-corrected series of ``n`` small random micrographs (CTFFIND is faked, content is irrelevant)."""
+def write_micrograph(path: Path, shape=(1024, 1024)) -> Path:
+    """An image of the real run's size (the fake checks it; CTFFIND is faked, so content is irrelevant)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(np.zeros(shape, np.float32))
+        m.voxel_size = 3.0
+    return path
+
+
+def make_series(root: Path, n: int = 1, missing: int | None = None, amp: float = 0.1) -> star.TiltSeriesStar:
+    """The demo's first tilts as the ctf step gets them: 3 A/px, 300 kV, Cs 2.7, Q0 0.1, nominal -4 um."""
     frames = root / "motioncor" / "TS_01" / "frames"
-    frames.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
-        name = frames / f"TS_01_{i:03d}_{3.0 * i:.1f}".replace(".", "_")
-        path = name.with_suffix(".mrc")
+        name = f"TS_01_{i:03d}_{3.0 * i:.1f}"
+        path = frames / (name.replace(".", "_") + ".mrc")
         if i != missing:
-            with mrcfile.new(path, overwrite=True) as m:
-                m.set_data(np.random.default_rng(i).random((256, 256)).astype(np.float32))
-                m.voxel_size = 2.0
-        rows.append({star.MOVIE: f"frames/TS_01_{i:03d}_{3.0 * i:.1f}.tif", star.NOMINAL_TILT: 3.0 * i,
-                     star.NOMINAL_AXIS: 85.0, star.PRE_EXPOSURE: 3.0 * i, star.NOMINAL_DEFOCUS: -3.0,
+            write_micrograph(path)
+        rows.append({star.MOVIE: f"frames/{name}.tif", star.NOMINAL_TILT: 3.0 * i, star.NOMINAL_AXIS: 85.0,
+                     star.PRE_EXPOSURE: 3.0 * i, star.NOMINAL_DEFOCUS: -4.0,
                      star.MICROGRAPH: str(path.relative_to(root))})
-    g = {star.VOLTAGE: 300.0, star.CS: 2.7, star.AMP_CONTRAST: 0.1, star.TS_PIXEL_SIZE: 2.0}
+    g = {star.VOLTAGE: 300.0, star.CS: 2.7, star.AMP_CONTRAST: amp, star.TS_PIXEL_SIZE: 3.0}
     return star.TiltSeriesStar("TS_01", g, pd.DataFrame(rows))
+
+
+def demo_options(exe: Path, backend: str = "ctffind5", **kw) -> CtfOptions:
+    """The real run's settings (box 512, 30-5 A, +-2 um around -4 um, step 100)."""
+    return CtfOptions(backend=backend, executable=str(exe), box=512, res_min=30, res_max=5, defocus_range=2.0,
+                      defocus_step=100, **kw)
+
+
+def tool_output(log: Path) -> str:
+    """What the program printed, from the log tiltflow keeps (its own ``# tiltflow`` lines left out)."""
+    text = log.read_text()
+    body = "".join(ln for ln in text.splitlines(keepends=True) if not ln.startswith("# tiltflow: "))
+    return body.removesuffix("\n")  # run_tool adds one newline before its footer
 
 
 # --- real output files ---------------------------------------------------------------------------------
@@ -202,17 +127,113 @@ def test_rejects_malformed_outputs(tmp_path):
         read_avrot(av)
 
 
-# --- prompts ---------------------------------------------------------------------------------------
+def test_reads_the_real_ctffind5_run():
+    """The 5.0.2 run's own files: 10 columns (tilt axis, tilt angle, thickness 0 when not searched)."""
+    s = read_summary(DATA / f"{fake.RUN}_PS.txt")
+    assert s.version == "5.0.2"
+    (r,) = s.rows
+    assert (r.defocus_1, r.defocus_2, r.azimuth) == pytest.approx((43061.894531, 42602.4375, -21.282082))
+    assert (r.cross_correlation, r.fit_resolution) == pytest.approx((0.125531, 5.688889))
+    assert (r.tilt_axis, r.tilt_angle, r.thickness) == (0.0, 0.0, 0.0)
+    (p,) = read_avrot(DATA / f"{fake.RUN}_PS_avrot.txt")
+    table = np.loadtxt(DATA / f"{fake.RUN}_PS_avrot.txt", comments="#")  # numpy's own reading: 6 x 363
+    assert table.shape == (6, 363)
+    for got, want in zip((p.k, p.average_plain, p.average, p.fit, p.cc, p.cc_2sigma), table, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
-def test_answers_follow_the_prompt_order():
-    p = ctffind.CtffindParams(pixel_size=1.35, voltage=300, cs=2.7, amplitude_contrast=0.1, box=512, res_min=30,
-                              res_max=5, defocus_min=20000, defocus_max=60000, defocus_step=100)
-    a4 = ctffind.answers(p, "in.mrc", "out_PS.ctf", 4)
-    assert a4 == ["in.mrc", "out_PS.ctf", "1.35", "300", "2.7", "0.1", "512", "30", "5", "20000", "60000", "100",
-                  "no", "no", "no", "no", "no", "no"]
-    a5 = ctffind.answers(p, "in.mrc", "out_PS.ctf", 5)
-    assert a5 == a4[:-1] + ["no", "no"]  # + thickness question before the expert options
+# --- the fake against the real transcript ---------------------------------------------------------------
+
+
+def test_real_transcript_prompts():
+    """What the real 5.0.2 run asked, in order: the wrapper's prompt list must be this one."""
+    assert [p.question for p in REAL.prompts] == [
+        "Input image file name", "Output diagnostic image file name", "Pixel size", "Acceleration voltage",
+        "Spherical aberration", "Amplitude contrast", "Size of amplitude spectrum to compute",
+        "Minimum resolution", "Maximum resolution", "Minimum defocus", "Maximum defocus", "Defocus search step",
+        "Do you know what astigmatism is present?", "Slower, more exhaustive search?",
+        "Use a restraint on astigmatism?", "Find additional phase shift?", "Determine sample tilt?",
+        "Determine samnple thickness?", "Do you want to set expert options?"]
+    assert REAL.answer("Pixel size") == "3.0" and REAL.answer("Amplitude contrast") == "0.1"
+    assert "Version : 5.0.2" in REAL.banner and "Mode : Scripted" in REAL.banner
+
+
+def test_fake_prints_exactly_the_real_transcript(tmp_path):
+    """Given the real run's answers and file names, the fake prints the transcript byte for byte and writes
+    the real summary and profiles unchanged."""
+    exe = make_fake(tmp_path)
+    write_micrograph(tmp_path / "motioncor" / "TS_01" / "frames" / f"{ROOT}.mrc")
+    (tmp_path / "ctf" / "TS_01").mkdir(parents=True)
+    stdin = "".join(p.answer + "\n" for p in REAL.prompts)
+    proc = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == fake.TRANSCRIPT.read_text()
+    out = tmp_path / "ctf" / "TS_01"
+    assert (out / f"{ROOT}_PS.txt").read_text() == fake.SUMMARY.read_text()
+    assert (out / f"{ROOT}_PS_avrot.txt").read_text() == fake.AVROT.read_text()
+    with mrcfile.open(out / f"{ROOT}_PS.ctf") as m:
+        assert m.data.shape == (1, 512, 512)
+
+
+def test_wrapper_sends_the_real_runs_answers_and_reads_its_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exe = make_fake(tmp_path)
+    record = tmp_path / "answers.jsonl"
+    monkeypatch.setenv("FAKE_CTFFIND_RECORD", str(record))
+    ts = make_series(tmp_path)
+    in_star = star.write_tilt_series(ts, tmp_path / "motioncor" / "TS_01" / "TS_01.star")
+    out_star = run_from_star(in_star, "ctf", demo_options(exe, png="1"))
+    (sent,) = [json.loads(line) for line in record.read_text().splitlines()]
+    assert list(sent) == [p.question for p in REAL.prompts]  # every prompt answered, none left over
+    differ = {q for q in sent if sent[q] != REAL.answer(q)}
+    # Where our answers differ, and why:
+    # - the micrograph is given as an absolute path (CTFFIND runs in a temporary folder, so that a failure
+    #   leaves no half-written outputs); the real run's path was relative to the project: same file;
+    # - the diagnostic is a bare name in that folder (moved into ctf/TS_01/frames/ afterwards);
+    # - "3" for the pixel size where the real run was given "3.0": CTFFIND reads numbers with atof
+    #   (userinput.cpp GetFloatFromUser), so both are 3.0 (RELION's ctffind_runner also writes "3").
+    assert differ == {"Input image file name", "Output diagnostic image file name", "Pixel size"}
+    assert Path(sent["Input image file name"]) == (tmp_path / REAL.answer("Input image file name")).resolve()
+    assert sent["Output diagnostic image file name"] == Path(REAL.answer("Output diagnostic image file name")).name
+    assert float(sent["Pixel size"]) == float(REAL.answer("Pixel size"))
+    # the parsed results are the real files' values
+    t = star.read_tilt_series(out_star).tilts.iloc[0]
+    near = {"abs": 0.006}  # the STAR file keeps 2 decimals (defocus, angle) or 3 (score, resolution)
+    assert t[star.DEFOCUS_U] == pytest.approx(43061.894531, **near)
+    assert t[star.DEFOCUS_V] == pytest.approx(42602.4375, **near)
+    assert t[star.ASTIGMATISM] == pytest.approx(43061.894531 - 42602.4375, **near)
+    assert t[star.DEFOCUS_ANGLE] == pytest.approx(-21.282082, **near)  # RELION keeps CTFFIND's azimuth
+    assert t[star.CTF_FOM] == pytest.approx(0.125531, abs=6e-4) and t[star.CTF_MAX_RES] == pytest.approx(5.688889, abs=6e-4)
+    frames = tmp_path / "ctf" / "TS_01" / "frames"
+    assert t[star.CTF_IMAGE] == f"ctf/TS_01/frames/{ROOT}_PS.ctf:mrc"
+    assert (frames / f"{ROOT}_PS_avrot.txt").read_text().splitlines()[5:] == \
+        fake.AVROT.read_text().splitlines()[5:]  # the profiles, moved unchanged
+    assert (frames / f"{ROOT}_ctf.png").is_file() and not list(frames.glob(".*part*"))
+    # the kept log is the program's real output: the transcript with our file names and answers
+    printed = fake.substitute(fake.TRANSCRIPT.read_text(), {
+        REAL.answer("Input image file name"): sent["Input image file name"],
+        f"{ROOT}.mrc": f"{ROOT}.mrc",
+        "ctf/TS_01/" + ROOT + "_PS": ROOT + "_PS"}).replace(
+        "Pixel size                                         : 3.0\n",
+        "Pixel size                                         : 3\n")
+    assert tool_output(frames / f"{ROOT}_ctffind.log") == printed
+
+
+def test_ctffind4_and_5_prompts():
+    """4.1.14 asks the 5.0.2 run's questions minus the thickness one (ctffind.cpp): the wrapper's answers
+    for each major version are one per question, and each yes/no answer falls on a yes/no question."""
+    p = ctffind.CtffindParams(pixel_size=3.0, amplitude_contrast=0.1, defocus_min=20000, defocus_max=60000)
+    for version, major in (("5.0.2", 5), ("4.1.14", 4)):
+        qs = fake.questions(version)
+        a = ctffind.answers(p, "in.mrc", "out_PS.ctf", major)
+        assert len(a) == len(qs)
+        yes_no = [q for q in qs if q not in fake.RANGES and q not in fake.FILES]
+        assert [x for q, x in zip(qs, a, strict=True) if q in yes_no] == ["no"] * len(yes_no)
+    assert len(fake.questions("5.0.2")) == len(fake.questions("4.1.14")) + 1
+
+
+def test_answers_for_other_branches_follow_ctffind_cpp():
+    """Branches the real run did not take (no transcript): the order of ctffind.cpp's questions."""
     r = ctffind.answers(ctffind.CtffindParams(pixel_size=1.0, astigmatism_restraint=150, phase_shift=True,
                                               phase_min=0, phase_max=180, phase_step=10), "i", "o", 5)
     i = r.index("no", 12)  # known astigmatism? no
@@ -229,74 +250,49 @@ def test_version_detection_from_banner(tmp_path):
         ctffind.major_version("4.0.17", 4)
 
 
-# --- the step with a fake CTFFIND ------------------------------------------------------------------------
+# --- the step with the fake CTFFIND ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version,backend", [("4.1.14", "ctffind4"), ("5.0.2", "ctffind5")])
-def test_step_with_fake_ctffind(tmp_path, monkeypatch, version, backend):
+@pytest.mark.parametrize("version,backend", [("4.1.14", "ctffind4"), ("5.0.2", "ctffind5"),
+                                             ("5.0.2", "ctffind4")])
+def test_step_answers_the_installed_programs_prompts(tmp_path, monkeypatch, version, backend):
+    """--backend ctffind4 with a 5.0 program: the thickness question must still be answered."""
     monkeypatch.chdir(tmp_path)
     exe = make_fake(tmp_path, version)
     record = tmp_path / "answers.jsonl"
     monkeypatch.setenv("FAKE_CTFFIND_RECORD", str(record))
-    ts = make_series(tmp_path, 2)
-    in_star = star.write_tilt_series(ts, tmp_path / "motioncor" / "TS_01" / "TS_01.star")
-    out_star = run_from_star(in_star, "ctf", CtfOptions(backend=backend, executable=str(exe), res_max=5,
-                                                         defocus_range=1.0, png="1"))
-    new = star.read_tilt_series(out_star)
-    t = new.tilts
-    # search centred on the nominal -3 um +- 1 um; the fake answers defocus = centre +- 250
-    assert t[star.DEFOCUS_U].tolist() == pytest.approx([30250.0, 30250.0])
-    assert t[star.DEFOCUS_V].tolist() == pytest.approx([29750.0, 29750.0])
-    assert t[star.ASTIGMATISM].tolist() == pytest.approx([500.0, 500.0])
-    assert t[star.DEFOCUS_ANGLE].tolist() == pytest.approx([33.5, 33.5])
-    assert t[star.CTF_FOM].tolist() == pytest.approx([0.123, 0.123])
-    assert t[star.CTF_MAX_RES].tolist() == pytest.approx([7.5, 7.5])
-    assert t[star.CTF_IMAGE][0] == "ctf/TS_01/frames/TS_01_000_0_0_PS.ctf:mrc"
-    frames = tmp_path / "ctf" / "TS_01" / "frames"
-    for suffix in ("_PS.ctf", "_PS.txt", "_PS_avrot.txt", "_ctffind.log"):
-        assert (frames / f"TS_01_001_3_0{suffix}").is_file()
-    assert (frames / "TS_01_000_0_0_ctf.png").is_file() and not (frames / "TS_01_001_3_0_ctf.png").exists()
-    assert "Summary of results" in (frames / "TS_01_000_0_0_ctffind.log").read_text()
-    assert not list(frames.glob(".*part*"))  # temporary work folders removed
+    new = run(make_series(tmp_path), tmp_path / "ctf" / "TS_01", demo_options(exe, backend, png="none"))
+    assert new.tilts[star.DEFOCUS_U][0] == pytest.approx(43061.894531)
+    (sent,) = [json.loads(line) for line in record.read_text().splitlines()]
+    assert list(sent) == fake.questions(version)
+
+
+def test_dose_dependent_maximum_resolution_is_answered(tmp_path, monkeypatch):
+    """Second tilt (3 e/A^2 before it): max resolution 5 * exp(3/100) A. The fake replays the run on tilt 0,
+    so its results are that tilt's; what is checked here is the answer sent."""
+    monkeypatch.chdir(tmp_path)
+    record = tmp_path / "answers.jsonl"
+    monkeypatch.setenv("FAKE_CTFFIND_RECORD", str(record))
+    run(make_series(tmp_path, 2), tmp_path / "ctf" / "TS_01", demo_options(make_fake(tmp_path), png="none"))
     runs = [json.loads(line) for line in record.read_text().splitlines()]
-    assert len(runs) == 2
-    prompts = [q for q, _ in runs[1]]
-    assert ("Determine samnple thickness?" in prompts) == version.startswith("5")
-    asked = dict(runs[1])
-    assert float(asked["Minimum defocus"]) == 20000 and float(asked["Maximum defocus"]) == 40000
-    # dose-dependent maximum resolution: second tilt has 3 e/A^2 pre-exposure
-    assert float(asked["Maximum resolution"]) == pytest.approx(5 * math.exp(3 / 100), abs=1e-5)
-    assert asked["Input image file name"] == str((tmp_path / ts.tilts[star.MICROGRAPH][1]).resolve())
+    assert float(runs[0]["Maximum resolution"]) == 5.0
+    assert float(runs[1]["Maximum resolution"]) == pytest.approx(5 * math.exp(3 / 100), abs=1e-5)
 
 
-def test_version_mismatch_answers_the_installed_programs_prompts(tmp_path, monkeypatch):
-    """--backend ctffind4 but the program is 5.0: the thickness question must still be answered."""
+@pytest.mark.parametrize("amp,silent,match", [
+    (1.5, False, r"exit status 255.*Number outside of acceptable range.*answer is not recognized"),
+    (0.1, True, "did not write")])
+def test_tool_failure_names_the_tilt_and_writes_no_star(tmp_path, monkeypatch, amp, silent, match):
+    """CTFFIND's own refusal (amplitude contrast above 1, ctffind.cpp's range) and a silent exit 0."""
     monkeypatch.chdir(tmp_path)
-    exe = make_fake(tmp_path, "5.0.2")
-    ts = make_series(tmp_path, 1)
-    new = run(ts, tmp_path / "ctf" / "TS_01", CtfOptions(backend="ctffind4", executable=str(exe), png="none"))
-    assert new.tilts[star.DEFOCUS_U][0] == pytest.approx(30250.0)
-
-
-def test_phase_shift_column_from_ctffind(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    exe = make_fake(tmp_path, "4.1.14")
-    ts = make_series(tmp_path, 1)
-    new = run(ts, tmp_path / "ctf" / "TS_01", CtfOptions(backend="ctffind4", executable=str(exe), phase_shift=True,
-                                                        png="none"))
-    assert new.tilts[star.PHASE_SHIFT][0] == pytest.approx(math.degrees(0.35), abs=1e-3)
-
-
-@pytest.mark.parametrize("mode,match", [("fail", "exit status 1.*cannot allocate"), ("silent", "did not write")])
-def test_tool_failure_names_the_tilt_and_writes_no_star(tmp_path, monkeypatch, mode, match):
-    monkeypatch.chdir(tmp_path)
-    exe = make_fake(tmp_path, "4.1.14")
-    monkeypatch.setenv("FAKE_CTFFIND_MODE", mode)
-    ts = make_series(tmp_path, 2)
-    in_star = star.write_tilt_series(ts, tmp_path / "motioncor" / "TS_01" / "TS_01.star")
+    exe = make_fake(tmp_path)
+    if silent:
+        monkeypatch.setenv("FAKE_CTFFIND_SILENT", "1")
+    in_star = star.write_tilt_series(make_series(tmp_path, 2, amp=amp),
+                                     tmp_path / "motioncor" / "TS_01" / "TS_01.star")
     with pytest.raises(ToolError, match=match) as err:
-        run_from_star(in_star, "ctf", CtfOptions(backend="ctffind4", executable=str(exe)))
-    assert "tilt 1 (TS_01_000_0_0.mrc" in str(err.value)
+        run_from_star(in_star, "ctf", demo_options(exe))
+    assert "tilt 1 (TS_01_000_0_0.mrc" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "ctf" / "TS_01" / "TS_01.star").exists()
     frames = tmp_path / "ctf" / "TS_01" / "frames"
     assert not list(frames.glob("*_PS.ctf")) and not list(frames.glob(".*part*"))
@@ -305,29 +301,37 @@ def test_tool_failure_names_the_tilt_and_writes_no_star(tmp_path, monkeypatch, m
 
 def test_wrong_prompt_order_is_detected_by_the_fake(tmp_path):
     """The fake really checks: answering 4.1's prompts to 5.0 leaves the last question blank."""
-    import subprocess
-
     exe = make_fake(tmp_path, "5.0.2")
-    img = tmp_path / "a.mrc"
-    with mrcfile.new(img) as m:
-        m.set_data(np.zeros((64, 64), np.float32))
+    img = write_micrograph(tmp_path / "a.mrc")
     p = ctffind.CtffindParams(pixel_size=1.0)
     stdin = "\n".join(ctffind.answers(p, str(img), "o.ctf", 4)) + "\n"
     proc = subprocess.run([str(exe)], input=stdin, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 255 and "Blank answer in scripted mode" in proc.stdout
 
 
+def test_fake_refuses_what_the_real_run_does_not_show(tmp_path):
+    """A yes (here: phase shift) or another image size has no transcript: the fake says so, invents nothing."""
+    exe = make_fake(tmp_path)
+    img = write_micrograph(tmp_path / "a.mrc")
+    a = ctffind.answers(ctffind.CtffindParams(pixel_size=3.0, phase_shift=True), str(img), "o.ctf", 5)
+    proc = subprocess.run([str(exe)], input="\n".join(a) + "\n", capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == NO_TRANSCRIPT and "Find additional phase shift" in proc.stderr
+    small = write_micrograph(tmp_path / "b.mrc", (256, 256))
+    a = ctffind.answers(ctffind.CtffindParams(pixel_size=3.0), str(small), "o.ctf", 5)
+    proc = subprocess.run([str(exe)], input="\n".join(a) + "\n", capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == NO_TRANSCRIPT and not (tmp_path / "o.txt").exists()
+
+
 def test_missing_micrograph_and_missing_program(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ts = make_series(tmp_path, 3, missing=1)
     with pytest.raises(TiltflowError, match=r"micrograph of tilt 2 \(TS_01_001_3_0.mrc"):
-        run(ts, tmp_path / "ctf" / "TS_01", CtfOptions(backend="ctffind4", executable=str(make_fake(tmp_path, "4.1.14"))))
+        run(ts, tmp_path / "ctf" / "TS_01", demo_options(make_fake(tmp_path), "ctffind4"))
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     for var in ctffind.ENV_VARS:
         monkeypatch.delenv(var, raising=False)
-    ts = make_series(tmp_path, 1)
     with pytest.raises(ToolError, match="CTFFIND not found"):
-        run(ts, tmp_path / "ctf" / "TS_01", CtfOptions(backend="ctffind5"))
+        run(make_series(tmp_path, 1), tmp_path / "ctf" / "TS_01", CtfOptions(backend="ctffind5"))
 
 
 def test_executable_from_relion_environment_variable(tmp_path, monkeypatch):

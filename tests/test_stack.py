@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
-import sys
-import textwrap
 from pathlib import Path
 
 import mrcfile
@@ -13,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fakes import install
 from tiltflow import star
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.imodfiles import read_file_of_inputs, read_tilt_angles
@@ -167,43 +165,9 @@ def test_missing_micrograph_and_shape_mismatch(project):
     assert "_003_-6.0.mrc" in str(err.value)
 
 
-FAKE_NEWSTACK = textwrap.dedent('''\
-    #!{python}
-    """Fake IMOD newstack: -fileinlist LIST -output OUT [-bin N]; average-bins like newstack."""
-    import os, sys
-    import numpy as np, mrcfile
-    args = sys.argv[1:]
-    opts = dict(zip(args[::2], args[1::2]))
-    if os.environ.get("FAKE_NEWSTACK_FAIL"):
-        print("ERROR: NEWSTACK - Opening input file: No such file or directory")
-        sys.exit(1)
-    lines = [ln.strip() for ln in open(opts["-fileinlist"]) if ln.strip()]
-    n = int(lines[0]); files = lines[1:1 + 2 * n:2]
-    b = int(opts.get("-bin", 1))
-    print(" Number of columns, rows, sections .....", n)
-    imgs = []
-    ps = 1.0
-    for f in files:
-        with mrcfile.open(f, permissive=True) as m:
-            a = np.asarray(m.data, np.float32); ps = float(m.voxel_size.x)
-        ny, nx = a.shape; oy, ox = (ny % b) // 2, (nx % b) // 2
-        a = a[oy:oy + ny // b * b, ox:ox + nx // b * b].reshape(ny // b, b, nx // b, b).mean(axis=(1, 3))
-        imgs.append(a.astype(np.float32))
-    if os.environ.get("FAKE_NEWSTACK_NO_OUTPUT"):
-        sys.exit(0)
-    with mrcfile.new(opts["-output"], overwrite=True) as m:
-        m.set_data(np.stack(imgs)); m.voxel_size = ps * b
-    print(" Finished", n, "sections")
-''')
-
-
 @pytest.fixture
 def fake_newstack(tmp_path):
-    exe = tmp_path / "bin" / "newstack"
-    exe.parent.mkdir()
-    exe.write_text(FAKE_NEWSTACK.format(python=sys.executable))
-    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
-    return exe
+    return install(tmp_path / "bin", "newstack", "newstack")
 
 
 def test_imod_backend_gives_the_same_outputs(project, fake_newstack):
@@ -219,8 +183,46 @@ def test_imod_backend_gives_the_same_outputs(project, fake_newstack):
         assert pa == pytest.approx(pb) == pytest.approx(2 * PS)
     d = Path("stack") / NAME
     log = (d / f"{NAME}_newstack.log").read_text()
-    assert "-fileinlist" in log and "-bin 2" in log and "Finished 6 sections" in log
+    assert "-fileinlist" in log and "-bin 2" in log
     assert (d / f"{NAME}_EVN.filelist").is_file()
+
+
+def test_imod_backend_leaves_no_backup_files(project, fake_newstack):
+    """newstack renames an existing output to name~ (as IMOD 4.8's did with tiltflow's pre-created
+    temporary file): the step must give it a path that does not exist, also when re-run over a stack."""
+    in_star = make_series(Path("."))
+    opts = StackOptions(backend="imod", executable=str(fake_newstack))
+    d = Path("stack") / NAME
+    first = run(in_star, "stack", opts)
+    again = run(in_star, "stack", opts)
+    assert first == again and (d / f"{NAME}.mrc").is_file()
+    left = sorted(p.name for p in d.iterdir() if p.name.endswith("~") or ".part" in p.name)
+    assert left == []
+
+
+def test_fake_newstack_backs_up_an_existing_output(tmp_path, fake_newstack):
+    """The fake does what IMOD does, so the test above would fail with a pre-created output."""
+    import subprocess
+
+    img = tmp_path / "a.mrc"
+    with mrcfile.new(img) as m:
+        m.set_data(np.ones((4, 6), np.float32))
+    (tmp_path / "in.txt").write_text("1\na.mrc\n0\n")
+    (tmp_path / "out.mrc").write_bytes(b"old")
+    subprocess.run([str(fake_newstack), "-fileinlist", "in.txt", "-output", "out.mrc"], cwd=tmp_path, check=True)
+    assert (tmp_path / "out.mrc~").read_bytes() == b"old"
+    assert mrcfile.read(tmp_path / "out.mrc").shape == (1, 4, 6)
+
+
+def test_clean_partials_removes_temporary_folders(tmp_path):
+    from tiltflow.atomic import clean_partials
+
+    (tmp_path / ".TS_01.abc.part").mkdir()
+    (tmp_path / ".TS_01.abc.part" / "TS_01.mrc").write_bytes(b"x")
+    (tmp_path / ".TS_01.def.part.mrc").write_bytes(b"x")
+    (tmp_path / "TS_01.mrc").write_bytes(b"kept")
+    assert clean_partials(tmp_path) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["TS_01.mrc"]
 
 
 def test_imod_backend_failures_leave_nothing_half_written(project, fake_newstack, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,26 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def atomic_fresh_path(target: str | Path) -> Iterator[Path]:
+    """Like :func:`atomic_path`, but the yielded path does not exist yet: for external programs.
+
+    IMOD renames an output that already exists to ``name~`` before writing (``imodBackupFile``,
+    ``libcfshr/b3dutil.c``), so a pre-created temporary file would leave a ``.name.part.mrc~`` behind. The
+    path is ``target``'s name inside a new hidden folder next to it; the folder goes, whatever happens.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{target.stem}.", suffix=".part", dir=target.parent))
+    tmp_path = folder / target.name
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.replace(tmp_path, target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -65,13 +86,16 @@ def _json_default(obj: Any) -> Any:
 
 
 def clean_partials(directory: str | Path) -> int:
-    """Remove temporary files left by a killed run (``.name.*.part*``); return how many."""
+    """Remove temporary files and folders left by a killed run (``.name.*.part*``); return how many."""
     n = 0
     directory = Path(directory)
     if not directory.exists():
         return 0
-    for p in directory.rglob(".*.part*"):
-        if p.is_file():
+    for p in sorted(directory.rglob(".*.part*"), reverse=True):  # deepest first
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+        elif p.exists():
             p.unlink()
             n += 1
     return n

@@ -12,7 +12,8 @@ scripted mode", so the answers must match the prompts of the installed version e
     find phase shift? [-> min, max, step in radians], determine sample tilt? (only without phase shift),
     determine sample thickness? (5.x only), expert options?
 
-The version comes from the banner (``Version : 5.0.2``) that CTFFIND prints before the first prompt;
+The 5.0.2 order and wording are those of a real CTFFIND 5.0.2 run (tests/data, replayed by the test fake);
+4.1.14 asks the same minus the thickness question. The version comes from the banner (``Version : 5.0.2``) that CTFFIND prints before the first prompt;
 :func:`detect_version` gets it by starting the program with no input (it then exits at once).
 """
 

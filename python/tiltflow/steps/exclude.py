@@ -7,7 +7,11 @@ writes ``<outdir>/<name>/``:
   statistics behind the dark rule (``tfDarkRatio``, ``tfContrast``) and the measured defocus slope per tilt
   (``tfDefocusSlope``). ``stack`` drops the excluded rows, so the aligned series and RELION's files have
   them removed as RELION's ExcludeTiltImages does; ``rlnTomoHand`` in the global row is set from the
-  measured handedness (globals ``tfHandScale``, ``tfHandZ``, ``tfHandAgreement``, ``tfHandMeasured``);
+  measured handedness only when the measurement is confident (:mod:`tiltflow.qc.handedness` says what that
+  means in numbers), otherwise the imported (user's) value stays and a warning says so; RELION itself never
+  changes rlnTomoHand. Globals: ``tfHandScale``, ``tfHandZ``, ``tfHandAgreement``, ``tfHandMeasured`` (the
+  confident call, 0 if none) and ``tfHandSource`` (where rlnTomoHand comes from: ``measured``,
+  ``imported`` or ``--hand``);
 - ``exclusions.tsv``: one line per tilt: acquisition index, tilt angle, decision, who decided, reason;
 - ``<name>_hand.json``: the strip defoci behind the handedness call (for the report).
 
@@ -44,6 +48,7 @@ TF_HAND_SCALE = "tfHandScale"
 TF_HAND_Z = "tfHandZ"
 TF_HAND_AGREEMENT = "tfHandAgreement"
 TF_HAND_MEASURED = "tfHandMeasured"
+TF_HAND_SOURCE = "tfHandSource"
 
 HAND_MODES = ("auto", "keep", "1", "-1")
 
@@ -187,8 +192,10 @@ def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions, de
     if mode in ("1", "-1"):
         ts.globals[star.HAND] = int(mode)
         ts.globals[TF_HAND_MEASURED] = 0
+        ts.globals[TF_HAND_SOURCE] = "--hand"
         log.info("tilt series %s: rlnTomoHand set to %s by --hand", ts.name, mode)
         return None
+    ts.globals[TF_HAND_SOURCE] = "imported"
     if mode == "keep":
         return None
     result = measure_hand(ts, [not d.excluded for d in decisions], opts, root)
@@ -202,15 +209,20 @@ def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions, de
         ts.globals[TF_HAND_AGREEMENT] = round(result.agreement, 4)
     if result.determined:
         ts.globals[star.HAND] = result.hand
+        ts.globals[TF_HAND_SOURCE] = "measured"
         if old is not None and int(float(old)) != result.hand:
             log.warning("tilt series %s: measured defocus handedness %+d replaces the imported rlnTomoHand %s",
                         ts.name, result.hand, old)
         log.info("tilt series %s: %s", ts.name, result.describe())
     else:
-        log.warning("tilt series %s: %s; rlnTomoHand stays %s", ts.name, result.describe(), old)
+        log.warning("tilt series %s: %s; rlnTomoHand stays %s (imported; set it with --hand 1 or -1 if known)",
+                    ts.name, result.describe(), "unset" if old is None else old)
+    o = opts.hand_options
     write_json(out_dir / f"{ts.name}_hand.json", {
-        "hand": result.hand, "scale": result.scale, "z": result.z, "agreement": result.agreement,
-        "note": result.note, "rlnTomoHand": ts.globals.get(star.HAND),
+        "hand": result.hand, "measured": result.measured, "confident": result.determined, "scale": result.scale,
+        "z": result.z, "agreement": result.agreement, "note": result.note,
+        "limits": {"min_z": o.min_z, "min_agreement": o.min_agreement, "min_tilts": o.min_tilts},
+        "imported": old, "rlnTomoHand": ts.globals.get(star.HAND), "source": ts.globals[TF_HAND_SOURCE],
         "tilts": [{"acquisition_index": t.index, "tilt_angle": t.tilt_angle, "slope": t.slope,
                    "positions_A": t.positions, "defoci_A": t.defoci, "scores": t.scores} for t in result.tilts],
     })

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tiltflow import star
-from tiltflow.atomic import atomic_path
+from tiltflow.atomic import atomic_fresh_path, atomic_path
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import execute_series_step
@@ -262,9 +262,10 @@ def _stack_with_newstack(executable: str | None, filelist: Path, target: Path, i
 
     exe = find_executable(executable, "newstack")
     out_dir = target.parent
-    with atomic_path(target) as tmp:
-        run_newstack(exe, filelist.name, tmp.name, out_dir / f"{target.stem}_newstack.log", binning=b, cwd=out_dir,
-                     label=f"tilt series {target.stem}")
+    # newstack must not find its output already there: it would keep the old one as "name~"
+    with atomic_fresh_path(target) as tmp:
+        run_newstack(exe, filelist.name, tmp.relative_to(out_dir), out_dir / f"{target.stem}_newstack.log",
+                     binning=b, cwd=out_dir, label=f"tilt series {target.stem}")
         ny, nx = images[0].shape
         expected = (len(images), ny // b, nx // b)
         with mrcfile.open(tmp, mode="r+", permissive=True) as mrc:

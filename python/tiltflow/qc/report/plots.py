@@ -146,10 +146,21 @@ def hand_plot(hand: dict, path: Path) -> Path | None:
     ax.plot(xx, -xx, "--", color="#2ca02c", label="hand +1")
     ax.plot(xx, xx, ":", color="#9467bd", label="hand -1")
     ax.plot(tan, slope, "o", color="black", label="measured")
-    ax.set(xlabel="tan(tilt)", ylabel="defocus slope across axis", title=f"Defocus handedness: {hand.get('hand', 0):+d}")
+    ax.set(xlabel="tan(tilt)", ylabel="defocus slope across axis", title=_hand_title(hand))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def _hand_title(hand: dict) -> str:
+    """'measured +1 (confident), rlnTomoHand +1 (measured)' from ``<name>_hand.json``."""
+    measured = hand.get("measured", hand.get("hand", 0)) or 0
+    confident = hand.get("confident", bool(hand.get("hand")))
+    title = f"Handedness: measured {measured:+d} ({'confident' if confident else 'not confident'})"
+    written = hand.get("rlnTomoHand")
+    if written is not None:
+        title += f"\nrlnTomoHand {int(float(written)):+d} ({hand.get('source', 'measured' if confident else 'imported')})"
+    return title
 
 
 def _binned(img: np.ndarray, size: int) -> np.ndarray:

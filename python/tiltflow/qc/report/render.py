@@ -122,17 +122,41 @@ def series_summary(data: SessionData, sd: SeriesData) -> dict[str, str]:
         row["tilt axis (deg)"] = _fmt(np.nanmedian(nominal), ".1f") + " (nominal)"
     else:
         row["tilt axis (deg)"] = "-"
-    hand = g.get(star.HAND)
-    measured = g.get("tfHandMeasured")
-    text = "-" if hand is None else f"{int(float(hand)):+d}"
-    if measured is not None:
-        m = int(float(measured))
-        text += (f" (measured {m:+d}, z {float(g.get('tfHandZ', 0)):.1f})" if m else " (measured: undetermined)")
-    row["hand"] = text
+    row["hand"] = hand_text(g)
     tomo = g.get(star.TOMOGRAM)
     row["tomogram"] = str(tomo) if tomo else "-"
     row["time (s)"] = _fmt(sd.total_time, ".0f") if sd.timings else "-"
     return row
+
+
+def hand_text(g: dict) -> str:
+    """rlnTomoHand as written, where it came from, and what was measured with which confidence.
+
+    For example ``-1 (imported; measured +1, not confident: z 3.7, 87% of tilts agree)``.
+    """
+    hand, source = g.get(star.HAND), g.get("tfHandSource")
+    text = "-" if hand is None else f"{int(float(hand)):+d}"
+    scale, z, agree = (_float(g.get(k)) for k in ("tfHandScale", "tfHandZ", "tfHandAgreement"))
+    called = _float(g.get("tfHandMeasured"))
+    called = int(called) if math.isfinite(called) else 0
+    if not math.isfinite(scale):  # not measured (or --hand given)
+        if source:
+            text += f" ({source})"
+        elif g.get("tfHandMeasured") is not None:
+            text += " (measured: undetermined)"
+        return text
+    evidence = f"z {z:.1f}" + (f", {100 * agree:.0f}% of tilts agree" if math.isfinite(agree) else "")
+    measured = f"{int(np.sign(scale)):+d}"
+    if called:
+        return text + f" ({source or 'measured'}; measured {measured}, confident: {evidence})"
+    return text + f" ({source or 'imported'}; measured {measured}, not confident: {evidence})"
+
+
+def _float(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _session_section(data: SessionData) -> str:
