@@ -54,7 +54,7 @@ def complete_part(text: str, path: Path) -> MdocFile | None:
             check_complete(md)
             return md
         except IncompleteMdoc:
-            cut = text.rfind("\n" + SECTION)
+            cut = text.rfind("\n[")  # the last section's header, complete or cut short
             if cut < 0:
                 return None
             text = text[:cut + 1]

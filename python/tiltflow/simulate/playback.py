@@ -39,7 +39,8 @@ MOVIE_CHUNKS = 4  # a movie lands in this many writes (frames arriving), then it
 class Event:
     """One write into the session folder: copy ``source`` to ``target`` or append ``text`` to ``target``.
 
-    ``tilt`` is True for the event that ends a tilt (its mdoc section): playback waits ``pace`` after it.
+    ``tilt`` is True for the event that ends a tilt (its mdoc section): playback waits ``pace`` after it,
+    and ``pause`` seconds after any event (tests use it to hold a file half-written).
     """
 
     series: str
@@ -47,6 +48,7 @@ class Event:
     source: Path | None = None  # a file to copy (movie, gain, truth)
     text: str | None = None  # text to append (mdoc header or section)
     tilt: bool = False
+    pause: float = 0.0
 
 
 def split_mdoc(text: str) -> tuple[str, list[str]]:
@@ -118,10 +120,10 @@ def play(events: Iterable[Event], out: Path, pace: float = 0.0,
     n = 0
     for ev in events:
         apply(ev, out)
-        if ev.tilt:
-            n += 1
-            if pace > 0:
-                sleep(pace)
+        n += ev.tilt
+        wait = ev.pause + (pace if ev.tilt else 0.0)
+        if wait > 0:
+            sleep(wait)
     return n
 
 
