@@ -252,8 +252,8 @@ class Watcher:
         else:
             track = self.series[task.series]
             track.state, track.finished_sections = st.FINISHING, track.sections
-            done = [str(t.mdoc) for t in self.series.values()
-                    if t.state in (st.FINISHED, st.FAILED) or t.name == track.name]
+            # every series whose finish has started: the import step rewrites import/ for the mdocs it is given
+            done = [str(t.mdoc) for t in self.series.values() if t.state in (st.FINISHING, st.FINISHED, st.FAILED)]
             fut = self.pool.submit(finish_series, root, track.name, self.params, self.has_gain, done)
         self.running[fut] = task
 
