@@ -55,7 +55,7 @@ def main(
     threads: int | None = typer.Option(None, "--threads", help="Tilts rendered in parallel (0 = up to 4 cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a session simulated earlier into OUT."),
     playback: bool = typer.Option(False, "--playback", help="Write the session as SerialEM does while collecting."),
-    pace: float = typer.Option(10.0, "--pace", min=0, help="With --playback: seconds between tilts (per tilt written)."),
+    pace: float = typer.Option(10.0, "--pace", min=0, help="With --playback: seconds between images (a series gets one every N x pace with --interleave N)."),
     interleave: int = typer.Option(1, "--interleave", min=1, help="With --playback: series collected together (PACEtomo)."),
 ) -> None:
     """Write a synthetic SerialEM session (movies, mdocs, gain) with ground truth.

@@ -149,6 +149,7 @@ class Watcher:
         if self.report_dirty and st.monotonic() - self.last_report >= self.cfg.report_every:
             self.write_page()
         if self.stopping and not self.running:
+            self._stop_file().unlink(missing_ok=True)  # consumed: a restart is not stopped by it again
             return "stop file"
         if not self.running and not self._pending() and st.monotonic() - self.last_activity >= self.cfg.timing.idle:
             return "idle"
