@@ -253,9 +253,7 @@ class Watcher:
         else:
             track = self.series[task.series]
             track.state, track.finished_sections = st.FINISHING, track.sections
-            # every series whose finish has started: the import step rewrites import/ for the mdocs it is given
-            done = [str(t.mdoc) for t in self.series.values() if t.state in (st.FINISHING, st.FINISHED, st.FAILED)]
-            fut = self.pool.submit(finish_series, root, track.name, self.params, self.has_gain, done)
+            fut = self.pool.submit(finish_series, root, track.name, self.params, self.has_gain, str(track.mdoc))
         self.running[fut] = task
 
     def _collect(self) -> None:

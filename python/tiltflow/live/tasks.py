@@ -118,13 +118,26 @@ def import_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def finish_series(root: str, name: str, params: RunParams, has_gain: bool, mdocs: list[str]) -> SeriesOutcome:
+def complete_mdocs(root: Path, mdoc: str) -> list[Path]:
+    """Add ``mdoc`` to ``live/complete.txt`` (the mdocs of every series found complete on this outdir, over
+    restarts too) and return them all: the import step rewrites ``import/`` for exactly the mdocs it is
+    given, so each import must name every complete series. Called under :func:`import_lock`."""
+    from tiltflow.atomic import write_text
+
+    path = root / LIVE / "complete.txt"
+    known = set(path.read_text().split("\n")) if path.is_file() else set()
+    known = {m for m in known | {str(mdoc)} if m}
+    write_text(path, "\n".join(sorted(known)) + "\n")
+    return [Path(m) for m in sorted(known)]
+
+
+def finish_series(root: str, name: str, params: RunParams, has_gain: bool, mdoc: str) -> SeriesOutcome:
     """A complete series: import (every complete series' mdoc), motioncor from the per-tilt results, then
     ctf .. reconstruct as ``tiltflow run`` runs them. Stops at the first failing step."""
     rootp = Path(root)
     result = SeriesOutcome(name)
     with import_lock(rootp):
-        result.steps.append(run_step(rootp, plan.import_call(params, [Path(m) for m in sorted(mdocs)]), False))
+        result.steps.append(run_step(rootp, plan.import_call(params, complete_mdocs(rootp, mdoc)), False))
         if result.failed:
             return result
         result.steps.append(adopt_motioncor(rootp, name, params, has_gain))
