@@ -188,3 +188,30 @@ def test_live_page_in_chromium(scenario, tmp_path):
     for name in ("TS_01", "TS_02", "TS_03"):
         assert name in dom.stdout
     assert "stopped (idle)" in dom.stdout and "report.html" in dom.stdout
+
+
+def _start_empty_watch(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    session, out = tmp_path / "session", tmp_path / "out"
+    session.mkdir()
+    proc = subprocess.Popen(_tiltflow("watch", str(session), "--outdir", str(out), "--idle", "600", *extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    _wait_for(lambda: (out / "live" / "index.html").is_file(), 300, "the first live page", proc)
+    return proc, out
+
+
+def test_stop_file_ends_watch_cleanly_and_is_consumed(tmp_path):
+    proc, out = _start_empty_watch(tmp_path)
+    (out / "STOP").touch()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "STOP found" in err and not (out / "STOP").exists()
+    assert "stopped (stop file)" in (out / "live" / "index.html").read_text()
+
+
+def test_ctrl_c_stops_watch_with_130(tmp_path):
+    proc, out = _start_empty_watch(tmp_path, "--poll")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert "stopped (interrupt)" in (out / "live" / "index.html").read_text()

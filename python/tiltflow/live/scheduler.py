@@ -132,6 +132,9 @@ class Watcher:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self._collect()
+            for t in self.series.values():
+                if t.state not in (st.FINISHED, st.FAILED):
+                    t.state = st.INCOMPLETE
             self.write_page(final=True, stopped_by=stopped_by)
         return self._result(stopped_by)
 
@@ -318,9 +321,6 @@ class Watcher:
             self.console.print(f"tiltflow watch: live page not written: {type(exc).__name__}: {exc}")
 
     def _result(self, stopped_by: str) -> WatchResult:
-        for t in self.series.values():
-            if t.state not in (st.FINISHED, st.FAILED):
-                t.state = st.INCOMPLETE
         status = {n: ("ok" if t.state == st.FINISHED else (t.error or t.state)) for n, t in self.series.items()}
         summaries = [series_summary(self.root, n, status[n]) for n in sorted(status)]
         if summaries:
