@@ -12,13 +12,16 @@ its own process, one tilt every ``--pace`` seconds per series. Prints per run:
   motion-correction and CTF results (``live/<TS>/tilts/<root>.ctf.star``), median and worst, and the
   worst minus the first delay (growing = falling behind); includes ``--movie-stable``;
 - tomogram delay: from a series' last section to its tomogram (import .. reconstruct);
-- per-tilt compute (s, from the watch's log) and the series it keeps up with at this pace:
-  workers x pace / compute per tilt (series work left out: it runs when tilts leave room).
+- per-tilt cost from the watch's log: wall seconds (what this machine gave, shared or not) and CPU
+  seconds (all threads), and the series kept up with at this pace: jobs x pace / wall per tilt as
+  measured, and cores x pace / CPU per tilt for the same machine when nothing else runs on it (series
+  work left out: it runs when the tilts leave room).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -47,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.interleave:
         rows.append(run_once(work / f"interleave{n}", args, n))
     print(f"\ntiltflow watch, {args.preset} movies, tilts -{args.tilt_range:g}..{args.tilt_range:g}, one tilt every "
-          f"{args.pace:g} s per series, --jobs {args.jobs}, device {args.device}, movie-stable {args.movie_stable:g} s")
+          f"{args.pace:g} s per series, --jobs {args.jobs}, device {args.device}, movie-stable {args.movie_stable:g} s, "
+          f"load average {os.getloadavg()[1]:.1f} on {cores()} cores during the runs")
     head = ["series", "tilt delay median (s)", "worst (s)", "growth (s)", "tomogram delay (s)",
-            "compute/tilt (s)", "keeps up with (series)"]
+            "wall/tilt (s)", "cpu/tilt (s)", "keeps up (wall)", f"keeps up ({cores()} idle cores)"]
     print(" | ".join(head))
     for r in rows:
         print(" | ".join(str(v) for v in r))
@@ -91,7 +95,7 @@ def run_once(work: Path, args, n: int) -> list:
     err = watch.communicate(timeout=3600)[1]
     if watch.returncode != 0:
         print(err[-3000:], file=sys.stderr)
-    delays, first, compute = [], [], []
+    delays, first, compute, cpu = [], [], [], []
     tomo = []
     for s in truth.series:
         series_delays = []
@@ -107,13 +111,24 @@ def run_once(work: Path, args, n: int) -> list:
             tomo.append(rec.stat().st_mtime - last)
         log = out / "live" / s.name / "console.log"
         if log.is_file():
-            compute += [float(x) for x in re.findall(r"done live \S+ in ([0-9.]+) s", log.read_text())]
+            text = log.read_text()
+            compute += [float(x) for x in re.findall(r"done live \S+ in ([0-9.]+) s", text)]
+            cpu += [float(x) for x in re.findall(r"motion \+ CTF preview: cpu ([0-9.]+) s", text)]
     per_tilt = statistics.median(compute) if compute else float("nan")
-    workers = max(1, args.jobs)
+    cpu_tilt = statistics.median(cpu) if cpu else float("nan")
     growth = max(delays) - statistics.mean(first) if delays and first else float("nan")
     return [n, f"{statistics.median(delays):.1f}" if delays else "-", f"{max(delays):.1f}" if delays else "-",
-            f"{growth:.1f}", f"{max(tomo):.1f}" if tomo else "-", f"{per_tilt:.1f}",
-            f"{int(workers * args.pace // per_tilt) if per_tilt == per_tilt and per_tilt > 0 else '-'}"]
+            f"{growth:.1f}", f"{max(tomo):.1f}" if tomo else "-", f"{per_tilt:.1f}", f"{cpu_tilt:.1f}",
+            _keeps_up(args.jobs * args.pace, per_tilt), _keeps_up(cores() * args.pace, cpu_tilt)]
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _keeps_up(capacity_s: float, cost_s: float) -> str:
+    """Series at this pace that ``capacity_s`` seconds of work per tilt interval cover at ``cost_s`` per tilt."""
+    return str(int(capacity_s // cost_s)) if cost_s == cost_s and cost_s > 0 else "-"
 
 
 if __name__ == "__main__":

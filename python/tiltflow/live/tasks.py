@@ -92,7 +92,7 @@ def process_tilt(root: str, ts: star.TiltSeriesStar, params: RunParams, has_gain
     os.chdir(root)
     name = ts.name
     mroot = movie_root_of(ts.tilts.iloc[0][star.MOVIE])
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         with step_logs("live", live_dir(name), name):
             mc = motioncor.run(ts, Path("motioncor") / name, step_options("motioncor", params, has_gain, name))
@@ -100,6 +100,8 @@ def process_tilt(root: str, ts: star.TiltSeriesStar, params: RunParams, has_gain
             preview = ctf.run(star.read_tilt_series(tilt_star(name, mroot, "mc")), live_dir(name) / "ctf",
                               step_options("ctf", params, has_gain, name))
             star.write_tilt_series(preview, tilt_star(name, mroot, "ctf"))
+            # CPU seconds (all threads) beside the wall time: on a shared machine they say what the work costs
+            log.info("%s: %s motion + CTF preview: cpu %.1f s", name, mroot, time.process_time() - cpu0)
     except TiltflowError as exc:
         return TiltResult(name, mroot, time.perf_counter() - t0, str(exc))
     except Exception as exc:  # a bug or a resource problem: one line, the traceback is in live/<TS>/error.log
