@@ -124,6 +124,7 @@ def _series_block(root: Path, page_dir: Path, track: st.SeriesTrack) -> tuple[st
         if not figs.table.empty:
             plots.motion_per_tilt(figs.table, fig_dir / "motion.png")
             plots.ctf_vs_tilt(figs.table, fig_dir / "ctf_vs_tilt.png")
+            plots.thumbnails(_thumbnails(root, figs.table), fig_dir / "tilts.png")
     t = figs.table
     summary = series_summary(root, track.name) if track.state == st.FINISHED else None
     residual = summary.residual_px if summary else None
@@ -136,7 +137,8 @@ def _series_block(root: Path, page_dir: Path, track: st.SeriesTrack) -> tuple[st
     parts = [f"<h2 id='series-{_e(track.name)}'>{_e(track.name)}: {_e(track.state)}</h2>"]
     for w in warnings_for(track, t, residual):
         parts.append(f"<div class='warn'>{_e(w)}</div>")
-    images = [(fig_dir / "motion.png", "Motion per tilt"), (fig_dir / "ctf_vs_tilt.png", "Defocus and CTF fit resolution")]
+    images = [(fig_dir / "motion.png", "Motion per tilt"), (fig_dir / "ctf_vs_tilt.png", "Defocus and CTF fit resolution"),
+              (fig_dir / "tilts.png", "Motion-corrected tilts by angle")]
     latest = _latest_ctf_png(root, track, t)
     if latest is not None:
         images.append((latest, "CTF fit of the latest tilt"))
@@ -150,6 +152,16 @@ def _series_block(root: Path, page_dir: Path, track: st.SeriesTrack) -> tuple[st
     if not t.empty:
         parts.append(_tilt_rows(t))
     return row, "\n".join(parts)
+
+
+def _thumbnails(root: Path, t: pd.DataFrame) -> list:
+    """(angle, acquisition index, image, excluded, reason) of every processed tilt, for plots.thumbnails."""
+    from tiltflow.qc.report.render import _read_image
+
+    if star.MICROGRAPH not in t or star.NOMINAL_TILT not in t:
+        return []
+    return [(float(r[star.NOMINAL_TILT]), int(r.get("tfAcquisitionIndex", i)),
+             _read_image(star.resolve(r[star.MICROGRAPH], root)), False, "") for i, r in t.iterrows()]
 
 
 def _latest_ctf_png(root: Path, track: st.SeriesTrack, t: pd.DataFrame) -> Path | None:
