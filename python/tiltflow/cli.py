@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "report": "report",
     "run": "run",
+    "watch": "watch",
     "version": "version",
 }
 

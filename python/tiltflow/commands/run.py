@@ -50,25 +50,11 @@ def main(
     Settings: defaults < --params-file (Nextflow's keys, e.g. mc_throw: 1) < these options. A step is
     skipped when its outputs are complete and its inputs and options are unchanged.
     """
+    params = run_params(dict(locals()))
     from rich.console import Console
 
-    from tiltflow.errors import TiltflowError
-    from tiltflow.runner.params import load_params
     from tiltflow.runner.pipeline import run_pipeline
 
-    given = dict(
-        gain=str(gain.resolve()) if gain else None, gain_rotate=gain_rotate, gain_flip=gain_flip,
-        gain_serialem_rf=gain_serialem_rf, frames=str(frames.resolve()) if frames else None, device=device,
-        motioncor_backend=motioncor_backend, ctf_backend=ctf_backend, align_backend=align_backend,
-        stack_backend=stack_backend, kv=kv, cs=cs, amp_contrast=amp_contrast, tilt_axis=tilt_axis,
-        dose_per_tilt=dose_per_tilt, hand=hand, exclude_tilts=exclude_tilts, keep_tilts=keep_tilts,
-        thickness=thickness, rec_pixel_size=rec_pixel_size, rec_method=rec_method, mc_throw=mc_throw,
-        mc_trunc=mc_trunc, mc_bin=mc_bin, mc_patches=mc_patches, even_odd=even_odd, stack_bin=stack_bin,
-        input=str(session) if session else None, outdir=str(outdir) if outdir else None,
-    )
-    params = load_params(params_file, given)
-    if not params.input:
-        raise TiltflowError("no session given: pass SESSION or set 'input' in the params file")
     console = Console(stderr=True)
     if not console.is_terminal:  # a log file: room for the summary table's paths
         console = Console(stderr=True, width=160)
@@ -79,3 +65,23 @@ def main(
         typer.echo(f"tiltflow run: {len(result.failures)} failure(s); results in {result.root}", err=True)
         raise typer.Exit(1)
     typer.echo(str(result.root / "relion" / "tomograms.star"))
+
+
+#: the options of main() that are not run parameters
+_NOT_PARAMS = ("session", "outdir", "params_file", "jobs", "force")
+
+
+def run_params(opts: dict, not_params: tuple[str, ...] = _NOT_PARAMS):
+    """RunParams from main()'s options (also ``tiltflow watch``'s): defaults < params file < options."""
+    from tiltflow.errors import TiltflowError
+    from tiltflow.runner.params import load_params
+
+    given = {k: v for k, v in opts.items() if k not in not_params}
+    for key in ("gain", "frames"):
+        given[key] = str(Path(given[key]).resolve()) if given.get(key) else None
+    session, outdir = opts.get("session"), opts.get("outdir")
+    given.update(input=str(session) if session else None, outdir=str(outdir) if outdir else None)
+    params = load_params(opts.get("params_file"), given)
+    if not params.input:
+        raise TiltflowError("no session given: pass SESSION or set 'input' in the params file")
+    return params

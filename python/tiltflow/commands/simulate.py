@@ -54,6 +54,9 @@ def main(
     session_name: str | None = typer.Option(None, "--session-name", help="Session folder name in SubFramePath (default: OUT's name)."),
     threads: int | None = typer.Option(None, "--threads", help="Tilts rendered in parallel (0 = up to 4 cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a session simulated earlier into OUT."),
+    playback: bool = typer.Option(False, "--playback", help="Write the session as SerialEM does while collecting."),
+    pace: float = typer.Option(10.0, "--pace", min=0, help="With --playback: seconds between images (a series gets one every N x pace with --interleave N)."),
+    interleave: int = typer.Option(1, "--interleave", min=1, help="With --playback: series collected together (PACEtomo)."),
 ) -> None:
     """Write a synthetic SerialEM session (movies, mdocs, gain) with ground truth.
 
@@ -61,6 +64,9 @@ def main(
     geometry, imaged through a depth-dependent CTF, split into drifting frames and counted with Poisson
     noise through a detector whose gain reference is written next to the movies. ``ground_truth.json``
     records every angle, shift, defocus and drift. Preset values are used for options not given.
+
+    With --playback the files appear in real-time order (movie, then its mdoc section; --interleave N
+    series in turn, as PACEtomo collects), --pace seconds apart, for ``tiltflow watch``.
     """
     import time
 
@@ -83,7 +89,12 @@ def main(
         raise TiltflowError("output exists and is not a folder", out)
     prepare_output(out, overwrite)
     t0 = time.perf_counter()
-    truth = simulate_session(cfg, out)
+    if playback:
+        from tiltflow.simulate.playback import simulate_playback
+
+        truth = simulate_playback(cfg, out, pace=pace, interleave=interleave)
+    else:
+        truth = simulate_session(cfg, out)
     n = sum(len(s.tilts) for s in truth.series)
     typer.echo(f"simulated {len(truth.series)} tilt series ({n} movies of {cfg.width}x{cfg.height} x {cfg.frames} "
                f"frames, {cfg.pixel_size:g} A/px) in {time.perf_counter() - t0:.1f} s -> {out}")
