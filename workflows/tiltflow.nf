@@ -21,7 +21,7 @@ workflow TILTFLOW {
     take:
     mdocs      // value: sorted list of tilt-series mdocs
     movie_dir  // value: absolute folder of the movies
-    gain_raw   // value: raw gain reference, or nothing
+    gain_raw   // channel: raw gain reference, or nothing
 
     main:
     GAIN(gain_raw)

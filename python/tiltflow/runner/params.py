@@ -69,7 +69,7 @@ class RunParams:
     max_gpus: int = 1
     # containers and cluster resources: Nextflow only (accepted so that one file serves both)
     tiltflow_image: str = "ghcr.io/tiltflow/tiltflow:0.1.0"
-    motioncor_image: str = "tiltflow/motioncor:local"
+    motioncor_image: str | None = None
     ctffind_image: str = "ghcr.io/tiltflow/ctffind:5.0"
     imod_image: str = "ghcr.io/tiltflow/imod:5.1"
     aretomo2_image: str = "ghcr.io/tiltflow/aretomo2:1.1.3"
@@ -77,6 +77,7 @@ class RunParams:
     max_cpus: int = 16
     max_memory: str = "128.GB"
     max_time: str = "48.h"
+    slurm_options: str | None = None
 
     def with_values(self, values: dict[str, Any], origin: str = "options") -> RunParams:
         """A copy with ``values`` (Nextflow keys) set; ``None`` values are ignored (= not given)."""

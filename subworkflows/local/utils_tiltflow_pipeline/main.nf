@@ -14,7 +14,7 @@ workflow PIPELINE_INITIALISATION {
         session = sessionInput(params.input.toString(), params.frames)
         mdocs = channel.value(session.mdocs)
         movie_dir = channel.value(session.movie_dir)
-        gain = params.gain ? channel.value(file(params.gain, checkIfExists: true)) : channel.empty()
+        gain = params.gain ? channel.of(file(params.gain, checkIfExists: true)) : channel.empty()
     }
     else if (params.simulate) {
         // profile test: a simulated SerialEM session (mdocs, movies and gain)
@@ -31,7 +31,7 @@ workflow PIPELINE_INITIALISATION {
     emit:
     mdocs      // value: the tilt-series mdocs, sorted
     movie_dir  // value: the folder holding the movies (absolute)
-    gain       // value: the raw gain reference, or nothing
+    gain       // channel: the raw gain reference, or nothing
     versions
 }
 
