@@ -11,9 +11,9 @@ workflow PIPELINE_INITIALISATION {
     versions = channel.empty()
     if (params.input) {
         // a real session: mdocs and gain are files the user gave
-        session = sessionInput(params.input.toString(), params.frames)
-        mdocs = channel.value(session.mdocs)
-        movie_dir = channel.value(session.movie_dir)
+        found = sessionInput(params.input.toString(), params.frames)
+        mdocs = channel.value(found.mdocs)
+        movie_dir = channel.value(found.movie_dir)
         gain = params.gain ? channel.of(file(params.gain, checkIfExists: true)) : channel.empty()
     }
     else if (params.simulate) {
