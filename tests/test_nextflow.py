@@ -246,3 +246,18 @@ def test_nf_test_files_are_shipped():
     assert (REPO / "nf-test.config").is_file()
     for t in tests:
         assert "nextflow_pipeline" in t.read_text() or "nextflow_process" in t.read_text()
+
+
+def test_versions_name_the_external_tool(tmp_path, monkeypatch):
+    """versions.yml records the backend's program; without it on PATH it says so instead of a version."""
+    from tiltflow.commands.version import tool_version
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for var in ("TILTFLOW_MOTIONCOR3", "TILTFLOW_CTFFIND", "RELION_CTFFIND_EXECUTABLE", "RELION_ARETOMO_EXECUTABLE"):
+        monkeypatch.delenv(var, raising=False)
+    assert tool_version("builtin") is None
+    assert tool_version("motioncor3") == ("motioncor3", "not found")
+    assert tool_version("ctffind5") == ("ctffind5", "not found")
+    for nf in ("motioncor", "ctf", "stack", "align"):
+        text = (REPO / "modules" / "local" / nf / "main.nf").read_text()
+        assert '--tool ${backend} > versions.yml' in text and "task.ext.backend" in text, nf

@@ -105,7 +105,7 @@ def test_profile_test_runs_the_good_series_to_the_end_and_skips_the_bad_one(firs
     # the published STAR files point at files that exist (no task-local staging names)
     tomograms = star.read_blocks(outdir / "import" / "tomograms.star")["global"]
     assert all(Path(p).is_file() for p in tomograms["tfMdoc"])
-    tilts = star.read_tilt_series(outdir / "relion" / "tilt_series" / "TS_01.star").tilts
+    _, tilts = star.read_relion_tilt_table(outdir / "relion" / "tilt_series" / "TS_01.star")
     assert all(Path(p).is_file() for p in tilts[star.MOVIE])
     listed = (outdir / "import" / "TS_01" / "movies.txt").read_text().split()
     assert sorted(listed) == sorted(str(p.resolve()) for p in session.glob("TS_01_*.tif"))

@@ -15,12 +15,13 @@ process CTF {
 
     script:
     def args = task.ext.args ?: ''
+    def backend = task.ext.backend ?: 'builtin'
     def args2 = task.ext.args2 ? "--extra-args '${task.ext.args2}'" : ''
     """
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
     export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
-    tiltflow ctf motioncor/${meta.id}/${meta.id}.star --outdir ctf ${args} ${args2}
-    tiltflow version --yaml "${task.process}" > versions.yml
+    tiltflow ctf motioncor/${meta.id}/${meta.id}.star --outdir ctf --backend ${backend} ${args} ${args2}
+    tiltflow version --yaml "${task.process}" --tool ${backend} > versions.yml
     """
 
     stub:

@@ -16,13 +16,14 @@ process MOTIONCOR {
 
     script:
     def args = task.ext.args ?: ''
+    def backend = task.ext.backend ?: 'builtin'
     def args2 = task.ext.args2 ? "--extra-args '${task.ext.args2}'" : ''
     def gain_opt = gain ? "--gain ${gain}" : ''
     """
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
     export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
-    tiltflow motioncor import/${meta.id}/${meta.id}.star --outdir motioncor --frames frames ${gain_opt} ${args} ${args2}
-    tiltflow version --yaml "${task.process}" > versions.yml
+    tiltflow motioncor import/${meta.id}/${meta.id}.star --outdir motioncor --backend ${backend} --frames frames ${gain_opt} ${args} ${args2}
+    tiltflow version --yaml "${task.process}" --tool ${backend} > versions.yml
     """
 
     stub:
