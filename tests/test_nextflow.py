@@ -261,3 +261,23 @@ def test_versions_name_the_external_tool(tmp_path, monkeypatch):
     for nf in ("motioncor", "ctf", "stack", "align"):
         text = (REPO / "modules" / "local" / nf / "main.nf").read_text()
         assert '--tool ${backend} > versions.yml' in text and "task.ext.backend" in text, nf
+
+
+def test_tiltflow_run_finds_the_series_nextflows_input_finds(tmp_path):
+    """One --input rule for both runners: FOLDER/*.mdoc, one .mdoc, or a glob (the stub runs of
+    tests/test_nextflow_run.py check the Nextflow side with the same three forms)."""
+    from tiltflow.errors import TiltflowError
+    from tiltflow.runner.pipeline import find_mdocs
+
+    for name in ("TS_01.mrc.mdoc", "TS_02.mrc.mdoc", "TS_01_000_0.0.tif", "frames/TS_01_000_0.0.tif.mdoc"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    both = [tmp_path / "TS_01.mrc.mdoc", tmp_path / "TS_02.mrc.mdoc"]
+    assert find_mdocs(tmp_path) == both  # top level only, as FOLDER/*.mdoc
+    assert find_mdocs(tmp_path / "TS_02.mrc.mdoc") == both[1:]
+    assert find_mdocs(tmp_path / "TS_*.mdoc") == both
+    assert find_mdocs(tmp_path / "TS_0[1].mrc.mdoc") == both[:1]
+    with pytest.raises(TiltflowError, match="no .mdoc file matches"):
+        find_mdocs(tmp_path / "XX_*.mdoc")
+    groovy = (REPO / "subworkflows" / "local" / "utils_tiltflow_pipeline" / "main.nf").read_text()
+    assert 'files("${path}/*.mdoc")' in groovy and "input =~ /[*?\\[{]/" in groovy
