@@ -12,6 +12,7 @@ CI set), where a missing runtime is a failure.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -28,10 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / ".tools" / "nextflow" / "lib" / ".verified"
 REQUIRED = os.environ.get("TILTFLOW_NFTEST") == "required" or bool(os.environ.get("CI"))
 STEPS = ("import", "motioncor", "ctf", "exclude", "stack", "align", "reconstruct", "relion")
-# TS_01 keeps every tilt (the tiny session's 8 A CTF fits would fail the default 20 A rule; with every
-# tilt kept both runners give the same exclusions whatever the profile's threshold)
-KEEP = "TS_01:0-10"
-EXCLUDE = "TS_02:0-10"
+EXCLUDE = "TS_02:0-10"  # profile test's: TS_02 loses every tilt
+# profile test's settings as a params file, which `tiltflow run` reads too
+TEST_PARAMS = {"exclude_tilts": EXCLUDE, "min_ctf_resolution": 40, "rec_pixel_size": 8, "thickness": 100}
 
 if not RUNTIME.is_file() or shutil.which("java") is None:
     if REQUIRED:
@@ -79,7 +79,7 @@ def launch(tmp_path_factory) -> Path:
 
 def _profile_test(session: Path, outdir: Path, *extra: str) -> list[str]:
     return ["run", str(REPO), "-profile", "test", "--input", str(session), "--gain", str(session / "gain.mrc"),
-            "--keep_tilts", KEEP, "--outdir", str(outdir), *extra]
+            "--outdir", str(outdir), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def first_run(session: Path, launch: Path) -> tuple[subprocess.CompletedProcess,
     return nextflow(_profile_test(session, outdir), launch), outdir
 
 
-def test_profile_test_runs_the_good_series_to_the_end_and_skips_the_bad_one(first_run):
+def test_profile_test_runs_the_good_series_to_the_end_and_skips_the_bad_one(first_run, session):
     res, outdir = first_run
     assert res.returncode == 0, res.log[-3000:]
     tasks = trace(outdir)
@@ -131,9 +131,10 @@ def _star_tables(path: Path) -> dict[str, pd.DataFrame]:
 def test_outputs_equal_the_local_runner(first_run, session, tmp_path):
     _, nf_out = first_run
     run_out = tmp_path / "run"
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(TEST_PARAMS))
     res = subprocess.run([str(REPO / ".venv" / "bin" / "tiltflow"), "run", str(session), "--gain",
-                          str(session / "gain.mrc"), "--outdir", str(run_out), "--keep-tilts", KEEP,
-                          "--exclude-tilts", EXCLUDE, "--rec-pixel-size", "8", "--thickness", "100"],
+                          str(session / "gain.mrc"), "--outdir", str(run_out), "--params-file", str(params)],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode != 0 and "TS_02 failed at stack" in res.stdout + res.stderr  # the same series fails
     stars = sorted(p.relative_to(run_out) for step in STEPS for p in (run_out / step).rglob("*.star"))
@@ -154,8 +155,8 @@ def test_outputs_equal_the_local_runner(first_run, session, tmp_path):
 def test_a_changed_option_for_one_series_reruns_only_that_series(first_run, session, launch):
     _, outdir = first_run
     again = launch / "results_changed"
-    res = nextflow(["run", str(REPO), "-profile", "test", "--input", str(session), "--gain", str(session / "gain.mrc"),
-                    "--keep_tilts", "TS_01:0-9", "--outdir", str(again), "-resume"], launch)
+    # TS_02's entry stays as it was; TS_01 gets one
+    res = nextflow([*_profile_test(session, again, "--exclude_tilts", f"{EXCLUDE};TS_01:10"), "-resume"], launch)
     assert res.returncode == 0, res.log[-3000:]
     tasks = trace(again)
     for step in ("EXCLUDE", "STACK", "ALIGN", "RECONSTRUCT"):

@@ -58,6 +58,7 @@ class RunParams:
     # tilt exclusion
     exclude_tilts: str | None = None
     keep_tilts: str | None = None
+    min_ctf_resolution: float = 20
     # stack, alignment, reconstruction
     stack_bin: int = 1
     thickness: float = 300
@@ -95,7 +96,7 @@ class RunParams:
 #: keys whose value must be a number (YAML may deliver strings, JSON floats for ints)
 _INT_KEYS = {"gain_rotate", "gain_flip", "gain_serialem_rf", "hand", "mc_throw", "mc_trunc", "stack_bin",
              "max_gpus", "max_cpus"}
-_FLOAT_KEYS = {"kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
+_FLOAT_KEYS = {"min_ctf_resolution", "kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
                "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size"}
 _BOOL_KEYS = {"even_odd"}
 
