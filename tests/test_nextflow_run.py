@@ -199,3 +199,20 @@ def test_an_input_that_is_not_a_session_stops_the_run(session, tmp_path):
     res = _stub(session, tmp_path / "results", str(session / "gain.mrc"))
     assert res.returncode != 0
     assert "not a session folder, an .mdoc file or a glob of mdoc files" in res.log
+
+
+def test_stub_run_under_profile_gpu_creates_every_gpu_task(session, tmp_path):
+    """Profile gpu's directives (accelerator, maxForks from --max_gpus, containerOptions) are accepted when the
+    processes are created; a closure as maxForks used to fail here."""
+    res = _stub(session, tmp_path / "results", str(session), "-profile", "gpu", "--align_backend", "aretomo3")
+    assert res.returncode == 0, res.log[-3000:]
+    tasks = trace(tmp_path / "results")
+    for step in ("MOTIONCOR", "CTF", "ALIGN", "RECONSTRUCT"):
+        assert _task(tasks, step, "TS_01") == "COMPLETED"
+
+
+def test_an_external_gpu_tool_without_profile_gpu_stops_before_any_task(session, tmp_path):
+    res = nextflow(["run", str(REPO), "--input", str(session), "--align_backend", "aretomo3", "--outdir",
+                    str(tmp_path / "results")], tmp_path)
+    assert res.returncode != 0
+    assert "runs on a GPU: add -profile gpu" in res.log and "Submitted process" not in res.log
