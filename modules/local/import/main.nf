@@ -21,7 +21,7 @@ process IMPORT {
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
     export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
     # the real paths go into the STAR files, so that they resolve from results/ too
-    tiltflow import \$(readlink -f mdoc/*.mdoc) --outdir import --frames ${movie_dir} ${args}
+    tiltflow import \$(readlink -f mdoc/*.mdoc) --outdir import --frames '${movie_dir}' ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """
 
