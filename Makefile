@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 DEMO   ?= demo
 TOOLS  ?= .tools
 
-.PHONY: setup test demo lint bench chromium nflint clean
+.PHONY: setup test demo lint bench chromium nflint nextflow nftest clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,27 @@ chromium:
 nflint: setup
 	$(PY) tools/nflint/nflint.py --install $(TOOLS) --install-only
 
-test: setup chromium nflint
+# A pinned Nextflow runtime from Maven Central (tools/nextflow/pom.xml; every jar's sha256 in jars.sha256),
+# launched by tools/nextflow/nextflow. Needs Java >= 17 and Maven.
+NXF_LIB := $(abspath $(TOOLS))/nextflow/lib
+nextflow: $(NXF_LIB)/.verified
+
+$(NXF_LIB)/.verified: tools/nextflow/pom.xml tools/nextflow/jars.sha256
+	rm -rf $(NXF_LIB) $(NXF_LIB).part
+	mvn -q -B --strict-checksums -f tools/nextflow/pom.xml \
+	    org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies -DoutputDirectory=$(NXF_LIB).part
+	cd $(NXF_LIB).part && sha256sum --quiet --strict -c $(CURDIR)/tools/nextflow/jars.sha256 \
+	    && test "$$(ls *.jar | wc -l)" -eq "$$(wc -l < $(CURDIR)/tools/nextflow/jars.sha256)"
+	mv $(NXF_LIB).part $(NXF_LIB)
+	touch $@
+
+# The pipeline run for real by Nextflow on tiny simulated sessions (tests/test_nextflow_run.py).
+nftest: setup nextflow
+	PATH=$(CURDIR)/tools/nextflow:$$PATH TILTFLOW_NFTEST=required $(PY) -m pytest -q tests/test_nextflow_run.py
+
+test: setup chromium nflint nftest
 	$(VENV)/bin/ruff check python tests bench
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/test_nextflow_run.py
 
 lint: setup
 	$(VENV)/bin/ruff check python tests bench

@@ -20,7 +20,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = sorted((REPO / "modules").rglob("*.nf"))
-NF_FILES = [REPO / "main.nf", *MODULES]
+NF_FILES = [REPO / "main.nf", REPO / "main_noschema.nf", *sorted((REPO / "workflows").rglob("*.nf")),
+            *sorted((REPO / "subworkflows").rglob("*.nf")), *MODULES]
 CONFIGS = [REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config"))]
 
 sys.path.insert(0, str(REPO / "tools" / "nflint"))
@@ -155,13 +156,39 @@ def test_modules_follow_nf_core_habits():
         text = nf.read_text()
         rel = nf.relative_to(REPO)
         assert re.search(r"\n\s*label ", text), f"{rel}: no label"
-        assert re.search(r"\n\s*container ", text), f"{rel}: no container"
         assert "\n    stub:\n" in text, f"{rel}: no stub block"
         assert 'path "versions.yml", emit: versions' in text, f"{rel}: no versions.yml emit"
         assert "task.ext.args" in text, f"{rel}: ignores task.ext.args"
+        assert "task.ext.when == null || task.ext.when" in text, f"{rel}: no `when: task.ext.when`"
+        assert "params." not in _strip_comments(text), f"{rel}: reads params (options come from conf/modules.config)"
+        assert "export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}" in text, f"{rel}: threads not from task.cpus"
+        assert (nf.parent / "meta.yml").is_file(), f"{rel}: no meta.yml"
         assert re.search(r"emit: \w+", text)
         if "val(meta)" in text:
             assert 'tag "${meta.id}"' in text, f"{rel}: per-series process without tag"
+
+
+def _config_blocks(path: Path) -> dict[str, str]:
+    """`withName: 'X|Y' { ... }` bodies of a config file, by process name (first level only)."""
+    text = _strip_comments(path.read_text())
+    blocks: dict[str, str] = {}
+    for m in re.finditer(r"withName: '([\w|]+)' \{(.*?)\n    \}", text, flags=re.S):
+        for name in m.group(1).split("|"):
+            blocks[name] = blocks.get(name, "") + m.group(2)
+    return blocks
+
+
+def test_every_process_has_a_container_and_ext_args_use_existing_cli_options():
+    commands = _cli_commands()
+    processes = {re.search(r"process (\w+)", nf.read_text()).group(1): nf.parent.name for nf in MODULES}
+    blocks = _config_blocks(REPO / "conf" / "modules.config")
+    with_container = {name for name, body in blocks.items() if "container = " in body}
+    assert set(processes) <= with_container, f"no container in conf/modules.config: {set(processes) - with_container}"
+    for config in (REPO / "conf" / "modules.config", REPO / "conf" / "test.config"):
+        for name, body in _config_blocks(config).items():
+            sub = processes[name]
+            for opt in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", body):
+                assert opt in commands[sub], f"{config.name} {name}: `tiltflow {sub}` has no option {opt}"
 
 
 def test_published_layout_is_the_local_runner_layout():
@@ -176,14 +203,35 @@ def test_published_layout_is_the_local_runner_layout():
     assert "path: { params.outdir }" in config  # <outdir>/<step>/<series>, no extra nesting
 
 
-def test_gpu_labels_request_an_accelerator_and_retry_on_oom():
+def test_gpu_requests_only_in_profile_gpu_and_oom_is_retried():
     base = (REPO / "conf" / "base.config").read_text()
-    gpu = re.search(r"withLabel: 'process_gpu' \{(.*?)\n    \}", base, flags=re.S).group(1)
-    assert "accelerator = 1" in gpu
+    config = (REPO / "nextflow.config").read_text()
+    gpu = re.search(r"\n    gpu \{(.*?)\n    \}", config, flags=re.S).group(1)
+    assert "accelerator = 1" in gpu and "maxForks = params.max_gpus as int" in gpu
+    assert "'--gpus all'" in gpu and "'--nv'" in gpu  # docker / apptainer GPU flags only here
+    docker = re.search(r"\n    docker \{(.*?)\n    \}", config, flags=re.S).group(1)
+    assert "--gpus" not in docker and "CUDA_VISIBLE_DEVICES" in docker
+    assert "accelerator" not in _strip_comments(base) and "--nv" not in config.replace(gpu, "")
     assert "75" in base and "retry" in base  # tiltflow exits 75 on CUDA out-of-memory
+    assert "resourceLimits" in base and "params.max_cpus" in base and "params.max_memory" in base
+    for name in ("timeline", "report", "trace"):
+        block = re.search(rf"\n{name} \{{(.*?)\n\}}", config, flags=re.S).group(1)
+        assert "overwrite = true" in block, f"{name}: a second launch into the same --outdir would abort"
     from tiltflow.cli import EXIT_GPU_OOM
 
     assert EXIT_GPU_OOM == 75
+
+
+def test_schema_is_valid_draft_2020_12_and_accepts_the_config_defaults():
+    import jsonschema
+
+    schema = json.loads((REPO / "nextflow_schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    defaults = {k: v["default"] for k, v in _schema_params().items() if "default" in v}
+    jsonschema.Draft202012Validator(schema).validate(defaults)
+    bad = jsonschema.Draft202012Validator(schema)
+    assert not bad.is_valid({**defaults, "motioncor_backend": "motioncor9"})
+    assert not bad.is_valid({**defaults, "max_gpus": -1})
 
 
 def test_profiles_exist():
@@ -198,3 +246,38 @@ def test_nf_test_files_are_shipped():
     assert (REPO / "nf-test.config").is_file()
     for t in tests:
         assert "nextflow_pipeline" in t.read_text() or "nextflow_process" in t.read_text()
+
+
+def test_versions_name_the_external_tool(tmp_path, monkeypatch):
+    """versions.yml records the backend's program; without it on PATH it says so instead of a version."""
+    from tiltflow.commands.version import tool_version
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for var in ("TILTFLOW_MOTIONCOR3", "TILTFLOW_CTFFIND", "RELION_CTFFIND_EXECUTABLE", "RELION_ARETOMO_EXECUTABLE"):
+        monkeypatch.delenv(var, raising=False)
+    assert tool_version("builtin") is None
+    assert tool_version("motioncor3") == ("motioncor3", "not found")
+    assert tool_version("ctffind5") == ("ctffind5", "not found")
+    for nf in ("motioncor", "ctf", "stack", "align"):
+        text = (REPO / "modules" / "local" / nf / "main.nf").read_text()
+        assert '--tool ${backend} > versions.yml' in text and "task.ext.backend" in text, nf
+
+
+def test_tiltflow_run_finds_the_series_nextflows_input_finds(tmp_path):
+    """One --input rule for both runners: FOLDER/*.mdoc, one .mdoc, or a glob (the stub runs of
+    tests/test_nextflow_run.py check the Nextflow side with the same three forms)."""
+    from tiltflow.errors import TiltflowError
+    from tiltflow.runner.pipeline import find_mdocs
+
+    for name in ("TS_01.mrc.mdoc", "TS_02.mrc.mdoc", "TS_01_000_0.0.tif", "frames/TS_01_000_0.0.tif.mdoc"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    both = [tmp_path / "TS_01.mrc.mdoc", tmp_path / "TS_02.mrc.mdoc"]
+    assert find_mdocs(tmp_path) == both  # top level only, as FOLDER/*.mdoc
+    assert find_mdocs(tmp_path / "TS_02.mrc.mdoc") == both[1:]
+    assert find_mdocs(tmp_path / "TS_*.mdoc") == both
+    assert find_mdocs(tmp_path / "TS_0[1].mrc.mdoc") == both[:1]
+    with pytest.raises(TiltflowError, match="no .mdoc file matches"):
+        find_mdocs(tmp_path / "XX_*.mdoc")
+    groovy = (REPO / "subworkflows" / "local" / "utils_tiltflow_pipeline" / "main.nf").read_text()
+    assert 'files("${path}/*.mdoc")' in groovy and "input =~ /[*?\\[{]/" in groovy

@@ -57,7 +57,7 @@ def _sha256(path: Path) -> str:
 
 def pipeline_files() -> list[Path]:
     """main.nf, modules/, subworkflows/, workflows/ and every .config of the pipeline."""
-    files = [REPO / "main.nf", REPO / "nextflow.config"]
+    files = [REPO / "main.nf", REPO / "main_noschema.nf", REPO / "nextflow.config"]
     for sub in ("modules", "subworkflows", "workflows", "conf"):
         files += sorted((REPO / sub).rglob("*.nf")) + sorted((REPO / sub).rglob("*.config"))
     return [f for f in files if f.is_file()]

@@ -1,7 +1,7 @@
+// Tilt-series alignment (RELION AlignTiltSeries): `tiltflow align` (options from conf/modules.config ext.args; see meta.yml)
 process ALIGN {
     tag "${meta.id}"
-    label params.align_backend == 'builtin' ? 'process_gpu_optional' : 'process_gpu'
-    container "${params.align_backend == 'aretomo3' ? params.aretomo3_image : (params.align_backend == 'aretomo2' ? params.aretomo2_image : params.tiltflow_image)}"
+    label 'process_gpu_optional'
 
     input:
     tuple val(meta), path(series, stageAs: 'stack/*')
@@ -10,14 +10,18 @@ process ALIGN {
     tuple val(meta), path("align/${meta.id}"), emit: series
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
-    def extra = args ? "--extra-args '${args}'" : ''
-    def axis = params.tilt_axis != null ? "--tilt-axis ${params.tilt_axis}" : ''
+    def backend = task.ext.backend ?: 'builtin'
+    def args2 = task.ext.args2 ? "--extra-args '${task.ext.args2}'" : ''
     """
-    tiltflow align stack/${meta.id}/${meta.id}.star --outdir align --backend ${params.align_backend} \\
-        --thickness ${params.thickness} --dark-tol ${params.dark_tol} ${axis} --device ${params.device} ${extra}
-    tiltflow version --yaml "${task.process}" > versions.yml
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    tiltflow align stack/${meta.id}/${meta.id}.star --outdir align --backend ${backend} ${args} ${args2}
+    tiltflow version --yaml "${task.process}" --tool ${backend} > versions.yml
     """
 
     stub:

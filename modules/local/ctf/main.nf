@@ -1,7 +1,7 @@
+// CTF estimation of one tilt series (RELION CtfFind): `tiltflow ctf` (options from conf/modules.config ext.args; see meta.yml)
 process CTF {
     tag "${meta.id}"
-    label 'process_medium'
-    container "${params.ctf_backend == 'builtin' ? params.tiltflow_image : params.ctffind_image}"
+    label 'process_gpu_optional'
 
     input:
     tuple val(meta), path(series, stageAs: 'motioncor/*')
@@ -10,14 +10,18 @@ process CTF {
     tuple val(meta), path("ctf/${meta.id}"), emit: series
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
-    def extra = args ? "--extra-args '${args}'" : ''
+    def backend = task.ext.backend ?: 'builtin'
+    def args2 = task.ext.args2 ? "--extra-args '${task.ext.args2}'" : ''
     """
-    tiltflow ctf motioncor/${meta.id}/${meta.id}.star --outdir ctf --backend ${params.ctf_backend} \\
-        --res-min ${params.ctf_res_min} --res-max ${params.ctf_res_max} --defocus-range ${params.ctf_defocus_range} \\
-        --device ${params.device} ${extra}
-    tiltflow version --yaml "${task.process}" > versions.yml
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    tiltflow ctf motioncor/${meta.id}/${meta.id}.star --outdir ctf --backend ${backend} ${args} ${args2}
+    tiltflow version --yaml "${task.process}" --tool ${backend} > versions.yml
     """
 
     stub:

@@ -1,20 +1,26 @@
+// Automatic and user tilt exclusion of one tilt series (RELION ExcludeTiltImages): `tiltflow exclude` (options from conf/modules.config ext.args; see meta.yml)
 process EXCLUDE {
     tag "${meta.id}"
     label 'process_single'
-    container "${params.tiltflow_image}"
 
     input:
-    tuple val(meta), path(series, stageAs: 'ctf/*'), path(micrographs, stageAs: 'motioncor/*')
+    tuple val(meta), path(series, stageAs: 'ctf/*'), path(micrographs, stageAs: 'motioncor/*'), val(exclude_tilts), val(keep_tilts)
 
     output:
     tuple val(meta), path("exclude/${meta.id}"), emit: series
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
+    // only this series' entries reach the task, so a change for another series leaves its hash alone
+    def user = [exclude_tilts ? "--exclude-tilts '${exclude_tilts}'" : '', keep_tilts ? "--keep-tilts '${keep_tilts}'" : '']
     """
-    tiltflow exclude ctf/${meta.id}/${meta.id}.star --outdir exclude \\
-        ${cliOption('exclude-tilts', params.exclude_tilts)} ${cliOption('keep-tilts', params.keep_tilts)} ${args}
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    tiltflow exclude ctf/${meta.id}/${meta.id}.star --outdir exclude ${user.join(' ')} ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """
 
@@ -24,9 +30,4 @@ process EXCLUDE {
     touch exclude/${meta.id}/${meta.id}.star
     echo '"${task.process}": {tiltflow: stub}' > versions.yml
     """
-}
-
-// "--name 'value'" when the value is set, else nothing.
-def cliOption(String name, value) {
-    return value ? "--${name} '${value}'" : ''
 }

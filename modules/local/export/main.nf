@@ -1,7 +1,7 @@
+// RELION 5 tomogram set of the reconstructed series: `tiltflow export` (options from conf/modules.config ext.args; see meta.yml)
 process EXPORT {
-    tag "${series.size()} tilt series"
+    tag "${[series].flatten().size()} tilt series"
     label 'process_single'
-    container "${params.tiltflow_image}"
 
     input:
     path series, stageAs: 'reconstruct/*'
@@ -10,9 +10,14 @@ process EXPORT {
     path "relion", emit: relion
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
     tiltflow export reconstruct/*/*.star --outdir relion ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """

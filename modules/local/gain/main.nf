@@ -1,7 +1,7 @@
+// Gain reference in the movies' orientation: `tiltflow gain` (options from conf/modules.config ext.args; see meta.yml)
 process GAIN {
     tag "${gain.name}"
     label 'process_single'
-    container "${params.tiltflow_image}"
 
     input:
     path gain, stageAs: 'raw/*'
@@ -10,11 +10,15 @@ process GAIN {
     path "gain", emit: gain
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
-    def rf = params.gain_serialem_rf != null ? "--serialem-rf ${params.gain_serialem_rf}" : "--rotate ${params.gain_rotate} --flip ${params.gain_flip}"
     """
-    tiltflow gain ${gain} --outdir gain ${rf} ${args}
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    tiltflow gain ${gain} --outdir gain ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """
 

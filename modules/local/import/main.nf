@@ -1,35 +1,37 @@
+// Import the session: tilt order, dose, movies (RELION ImportTomo): `tiltflow import` (options from conf/modules.config ext.args; see meta.yml)
 process IMPORT {
-    tag "${mdocs.size()} mdoc(s)"
+    tag "${[mdocs].flatten().size()} mdoc(s)"
     label 'process_single'
-    container "${params.tiltflow_image}"
 
     input:
     path mdocs, stageAs: 'mdoc/*'
-    path frames, stageAs: 'frames'
+    val movie_dir
 
     output:
     path "import/*", type: 'dir', emit: series
     path "import/tomograms.star", emit: tomograms
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """
-    tiltflow import mdoc/*.mdoc --outdir import --frames frames \\
-        --kv ${params.kv} --cs ${params.cs} --amp-contrast ${params.amp_contrast} --hand ${params.hand} \\
-        ${cliOption('tilt-axis', params.tilt_axis)} ${cliOption('dose-per-tilt', params.dose_per_tilt)} ${args}
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    # the real paths go into the STAR files, so that they resolve from results/ too
+    tiltflow import \$(readlink -f mdoc/*.mdoc) --outdir import --frames '${movie_dir}' ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """
 
     stub:
     """
-    mkdir -p import/TS_01
-    touch import/TS_01/TS_01.star import/tomograms.star
+    for m in mdoc/*.mdoc; do
+        name=\$(basename "\$m"); name=\${name%.mdoc}; name=\${name%.mrc}; name=\${name%.tif}
+        mkdir -p "import/\$name"; touch "import/\$name/\$name.star" "import/\$name/movies.txt"
+    done
+    touch import/tomograms.star
     echo '"${task.process}": {tiltflow: stub}' > versions.yml
     """
-}
-
-// "--name value" when the value is set, else nothing.
-def cliOption(String name, value) {
-    return (value != null && value != '') ? "--${name} ${value}" : ''
 }

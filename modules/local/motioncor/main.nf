@@ -1,28 +1,29 @@
+// Motion correction of one tilt series (RELION MotionCorr): `tiltflow motioncor` (options from conf/modules.config ext.args; see meta.yml)
 process MOTIONCOR {
     tag "${meta.id}"
-    label params.motioncor_backend == 'builtin' ? 'process_gpu_optional' : 'process_gpu'
-    container "${params.motioncor_backend == 'builtin' ? params.tiltflow_image : params.motioncor_image}"
+    label 'process_gpu_optional'
 
     input:
-    tuple val(meta), path(series, stageAs: 'import/*')
-    path frames, stageAs: 'frames'
+    tuple val(meta), path(series, stageAs: 'import/*'), path(movies, stageAs: 'frames/*')
     path gain, stageAs: 'gain/*'
 
     output:
     tuple val(meta), path("motioncor/${meta.id}"), emit: series
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
+    def backend = task.ext.backend ?: 'builtin'
+    def args2 = task.ext.args2 ? "--extra-args '${task.ext.args2}'" : ''
     def gain_opt = gain ? "--gain ${gain}" : ''
-    def patches = params.mc_patches ? "--patches ${params.mc_patches}" : ''
-    def extra = args ? "--extra-args '${args}'" : ''
     """
-    tiltflow motioncor import/${meta.id}/${meta.id}.star --outdir motioncor --frames frames ${gain_opt} \\
-        --backend ${params.motioncor_backend} --throw ${params.mc_throw} --trunc ${params.mc_trunc} \\
-        --bin ${params.mc_bin} ${patches} ${params.even_odd ? '--even-odd' : '--no-even-odd'} \\
-        --device ${params.device} ${extra}
-    tiltflow version --yaml "${task.process}" > versions.yml
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    tiltflow motioncor import/${meta.id}/${meta.id}.star --outdir motioncor --backend ${backend} --frames frames ${gain_opt} ${args} ${args2}
+    tiltflow version --yaml "${task.process}" --tool ${backend} > versions.yml
     """
 
     stub:

@@ -1,7 +1,7 @@
+// Tomogram reconstruction (RELION ReconstructTomograms): `tiltflow reconstruct` (options from conf/modules.config ext.args; see meta.yml)
 process RECONSTRUCT {
     tag "${meta.id}"
     label 'process_gpu_optional'
-    container "${params.tiltflow_image}"
 
     input:
     tuple val(meta), path(series, stageAs: 'align/*'), path(stack, stageAs: 'stack/*')
@@ -10,12 +10,15 @@ process RECONSTRUCT {
     tuple val(meta), path("reconstruct/${meta.id}"), emit: series
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """
-    tiltflow reconstruct align/${meta.id}/${meta.id}.star --outdir reconstruct \\
-        --pixel-size ${params.rec_pixel_size} --thickness ${params.thickness} --method ${params.rec_method} \\
-        ${params.even_odd ? '--halves' : '--no-halves'} --device ${params.device} ${args}
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    tiltflow reconstruct align/${meta.id}/${meta.id}.star --outdir reconstruct ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """
 

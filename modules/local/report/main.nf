@@ -1,8 +1,9 @@
+// One HTML page for the whole session: `tiltflow report` (options from conf/modules.config ext.args; see meta.yml)
 process REPORT {
     label 'process_single'
-    container "${params.tiltflow_image}"
 
     input:
+    path imported, stageAs: 'import/*'
     path motioncor, stageAs: 'motioncor/*'
     path ctf, stageAs: 'ctf/*'
     path exclude, stageAs: 'exclude/*'
@@ -15,9 +16,14 @@ process REPORT {
     path "report", emit: report
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
     """
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
     tiltflow report . --output report/report.html ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """

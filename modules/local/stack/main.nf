@@ -1,7 +1,7 @@
+// Tilt-ordered stack of one tilt series (IMOD newstack): `tiltflow stack` (options from conf/modules.config ext.args; see meta.yml)
 process STACK {
     tag "${meta.id}"
     label 'process_single'
-    container "${params.stack_backend == 'imod' ? params.imod_image : params.tiltflow_image}"
 
     input:
     tuple val(meta), path(series, stageAs: 'exclude/*'), path(micrographs, stageAs: 'motioncor/*')
@@ -10,12 +10,18 @@ process STACK {
     tuple val(meta), path("stack/${meta.id}"), emit: series
     path "versions.yml", emit: versions
 
+    when:
+    task.ext.when == null || task.ext.when
+
     script:
     def args = task.ext.args ?: ''
+    def backend = task.ext.backend ?: 'builtin'
+    def args2 = task.ext.args2 ? "--extra-args '${task.ext.args2}'" : ''
     """
-    tiltflow stack exclude/${meta.id}/${meta.id}.star --outdir stack --backend ${params.stack_backend} \\
-        --bin ${params.stack_bin} ${args}
-    tiltflow version --yaml "${task.process}" > versions.yml
+    # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    tiltflow stack exclude/${meta.id}/${meta.id}.star --outdir stack --backend ${backend} ${args} ${args2}
+    tiltflow version --yaml "${task.process}" --tool ${backend} > versions.yml
     """
 
     stub:

@@ -12,7 +12,7 @@ import typer
 
 
 def main(
-    session: Path = typer.Argument(None, help="SerialEM session folder (its *.mdoc) or one mdoc; default: params 'input'."),
+    session: Path = typer.Argument(None, help="SerialEM session folder (its *.mdoc), one mdoc or a quoted mdoc glob; default: params 'input'."),
     outdir: Path = typer.Option(None, "--outdir", "-o", help="Results folder (default: params 'outdir', else results)."),
     params_file: Path = typer.Option(None, "--params-file", help="YAML/JSON with Nextflow's parameter names."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Tilt series in parallel on the CPU (GPU: one per GPU)."),

@@ -68,8 +68,12 @@ def _values(step: str, p: RunParams, has_gain: bool, series: str | None = None) 
         return {"backend": p.ctf_backend, "res_min": p.ctf_res_min, "res_max": p.ctf_res_max,
                 "defocus_range": p.ctf_defocus_range, "device": p.device}
     if step == "exclude":
+        from tiltflow.qc.exclusion import Thresholds
+
+        # --min-ctf-resolution: the CLI's 0 = off
+        thresholds = Thresholds(min_ctf_resolution=p.min_ctf_resolution if p.min_ctf_resolution > 0 else None)
         return {"exclude_tilts": tilts_for(p.exclude_tilts, series), "keep_tilts": tilts_for(p.keep_tilts, series),
-                "device": p.device}
+                "thresholds": thresholds, "device": p.device}
     if step == "stack":
         return {"backend": p.stack_backend, "bin": p.stack_bin}
     if step == "align":

@@ -58,6 +58,7 @@ class RunParams:
     # tilt exclusion
     exclude_tilts: str | None = None
     keep_tilts: str | None = None
+    min_ctf_resolution: float = 20
     # stack, alignment, reconstruction
     stack_bin: int = 1
     thickness: float = 300
@@ -69,7 +70,7 @@ class RunParams:
     max_gpus: int = 1
     # containers and cluster resources: Nextflow only (accepted so that one file serves both)
     tiltflow_image: str = "ghcr.io/tiltflow/tiltflow:0.1.0"
-    motioncor_image: str = "tiltflow/motioncor:local"
+    motioncor_image: str | None = None
     ctffind_image: str = "ghcr.io/tiltflow/ctffind:5.0"
     imod_image: str = "ghcr.io/tiltflow/imod:5.1"
     aretomo2_image: str = "ghcr.io/tiltflow/aretomo2:1.1.3"
@@ -77,6 +78,7 @@ class RunParams:
     max_cpus: int = 16
     max_memory: str = "128.GB"
     max_time: str = "48.h"
+    slurm_options: str | None = None
 
     def with_values(self, values: dict[str, Any], origin: str = "options") -> RunParams:
         """A copy with ``values`` (Nextflow keys) set; ``None`` values are ignored (= not given)."""
@@ -94,7 +96,7 @@ class RunParams:
 #: keys whose value must be a number (YAML may deliver strings, JSON floats for ints)
 _INT_KEYS = {"gain_rotate", "gain_flip", "gain_serialem_rf", "hand", "mc_throw", "mc_trunc", "stack_bin",
              "max_gpus", "max_cpus"}
-_FLOAT_KEYS = {"kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
+_FLOAT_KEYS = {"min_ctf_resolution", "kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
                "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size"}
 _BOOL_KEYS = {"even_odd"}
 

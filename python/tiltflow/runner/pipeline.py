@@ -66,7 +66,16 @@ class RunResult:
 
 
 def find_mdocs(session: Path) -> list[Path]:
-    """The tilt-series mdocs: ``SESSION/*.mdoc`` (as Nextflow's ``--input`` glob) or the mdoc given."""
+    """The tilt-series mdocs: ``SESSION/*.mdoc``, the mdoc given, or the mdocs a glob matches.
+
+    The rule of Nextflow's ``--input`` (subworkflows/local/utils_tiltflow_pipeline sessionInput), so that one
+    ``--input`` means the same series to both runners.
+    """
+    if any(c in session.name for c in "*?["):
+        mdocs = sorted(p for p in session.parent.glob(session.name) if p.name.endswith(".mdoc"))
+        if not mdocs:
+            raise TiltflowError("no .mdoc file matches", session)
+        return mdocs
     if session.is_file() and session.name.endswith(".mdoc"):
         return [session]
     if not session.is_dir():

@@ -3,6 +3,7 @@
 Output, for every tilt series ``<name>``::
 
     OUT/<name>/<name>.star     data_global (the series' row) + data_<name> (tilts in ACQUISITION order)
+    OUT/<name>/movies.txt      the movie files the series needs (absolute paths, one a line)
     OUT/<name>/console.log     what was found, and error.log with the warnings
     OUT/tomograms.star         the global table of all series (rlnTomoTiltSeriesStarFile -> the files above)
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from tiltflow import star
+from tiltflow.atomic import write_text
 from tiltflow.errors import TiltflowError
 from tiltflow.metadata.models import Session, TiltSeries
 from tiltflow.metadata.movies import star_path
@@ -45,6 +47,8 @@ TF_DOSE = "tfDose"
 TF_EXPOSURE_TIME = "tfExposureTime"
 TF_DATE_TIME = "tfDateTime"
 TF_MDOC = "tfMdoc"
+#: per series: the movie files it needs, one absolute path a line (what Nextflow stages for MOTIONCOR)
+MOVIE_LIST = "movies.txt"
 
 
 @dataclass
@@ -202,6 +206,10 @@ def import_session(
             for w in ts.warnings + notes:
                 logger.warning("%s: %s", ts.name, w)
             tss.globals[star.TS_STAR_FILE] = str(out)
+            # the movies this series needs, one absolute path a line: Nextflow stages exactly these into
+            # the series' MOTIONCOR task (main.nf), instead of the whole session folder
+            write_text(series_dir(outdir, ts.name) / MOVIE_LIST,
+                       "".join(f"{t.movie.resolve()}\n" for t in ts.tilts if t.movie is not None))
             star.write_tilt_series(tss, out)
         result.series_stars.append(out)
         written.append(tss)

@@ -1,0 +1,218 @@
+"""The pipeline run for real by Nextflow (the pinned runtime of tools/nextflow, `make nextflow`).
+
+On a tiny simulated session of two series, TS_02 losing every tilt (profile test's --exclude_tilts):
+the good series reaches EXPORT and REPORT, the bad one is reported and skipped; -resume reuses every
+task; a changed option for one series re-runs only that series' tasks; the results equal
+`tiltflow run`'s; --input as a folder, a quoted glob or one mdoc; -stub-run.
+
+Skipped when the runtime is not installed, except under `make nftest`/CI (TILTFLOW_NFTEST=required or
+CI set), where a missing runtime is a failure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+
+from tiltflow import star
+
+REPO = Path(__file__).resolve().parents[1]
+RUNTIME = REPO / ".tools" / "nextflow" / "lib" / ".verified"
+REQUIRED = os.environ.get("TILTFLOW_NFTEST") == "required" or bool(os.environ.get("CI"))
+STEPS = ("import", "motioncor", "ctf", "exclude", "stack", "align", "reconstruct", "relion")
+EXCLUDE = "TS_02:0-10"  # profile test's: TS_02 loses every tilt
+# profile test's settings as a params file, which `tiltflow run` reads too
+TEST_PARAMS = {"exclude_tilts": EXCLUDE, "min_ctf_resolution": 40, "rec_pixel_size": 8, "thickness": 100}
+
+if not RUNTIME.is_file() or shutil.which("java") is None:
+    if REQUIRED:
+        pytest.fail("Nextflow runtime not installed: run `make nextflow` (needs Java 17 and Maven)",
+                    pytrace=False)
+    pytest.skip("Nextflow runtime not installed (make nextflow)", allow_module_level=True)
+
+
+def nextflow(args: list[str], cwd: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """`nextflow ARGS` through the wrapper on PATH, as a user types it."""
+    env = {**os.environ, "PATH": f"{REPO / 'tools' / 'nextflow'}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1", "NXF_ANSI_LOG": "false"}
+    env.pop("TILTFLOW_NFSCHEMA", None)
+    res = subprocess.run(["nextflow", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    res.log = res.stdout + res.stderr  # type: ignore[attr-defined]
+    return res
+
+
+def trace(outdir: Path) -> dict[str, str]:
+    """Task name (e.g. 'TILTFLOW:STACK (TS_02)') -> status, from Nextflow's execution trace."""
+    with open(outdir / "pipeline_info" / "execution_trace.txt") as fh:
+        return {row["name"]: row["status"] for row in csv.DictReader(fh, delimiter="\t")}
+
+
+def _task(tasks: dict[str, str], process: str, series: str | None = None) -> str:
+    hits = [s for n, s in tasks.items() if n.split(" (")[0].endswith(f":{process}")
+            and (series is None or n.endswith(f"({series})"))]
+    assert len(hits) == 1, f"{process} {series}: {tasks}"
+    return hits[0]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("nf_session")
+    subprocess.run([str(REPO / ".venv" / "bin" / "tiltflow"), "simulate", str(root / "session"), "--preset", "tiny",
+                    "--n-series", "2"], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return root / "session"
+
+
+@pytest.fixture(scope="module")
+def launch(tmp_path_factory) -> Path:
+    """The launch folder (work/, .nextflow/) shared by the real runs, so that -resume finds the cache."""
+    return tmp_path_factory.mktemp("nf_launch")
+
+
+def _profile_test(session: Path, outdir: Path, *extra: str) -> list[str]:
+    return ["run", str(REPO), "-profile", "test", "--input", str(session), "--gain", str(session / "gain.mrc"),
+            "--outdir", str(outdir), *extra]
+
+
+@pytest.fixture(scope="module")
+def first_run(session: Path, launch: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    outdir = launch / "results"
+    return nextflow(_profile_test(session, outdir), launch), outdir
+
+
+def test_profile_test_runs_the_good_series_to_the_end_and_skips_the_bad_one(first_run, session):
+    res, outdir = first_run
+    assert res.returncode == 0, res.log[-3000:]
+    tasks = trace(outdir)
+    assert _task(tasks, "STACK", "TS_02") == "FAILED"  # no usable tilt: tiltflow stack exits 2
+    for step in ("MOTIONCOR", "CTF", "EXCLUDE", "STACK", "ALIGN", "RECONSTRUCT"):
+        assert _task(tasks, step, "TS_01") == "COMPLETED"
+    assert _task(tasks, "EXPORT") == "COMPLETED" and _task(tasks, "REPORT") == "COMPLETED"
+    assert list(star.read_tomograms(outdir / "relion" / "tomograms.star")[star.TOMO_NAME]) == ["TS_01"]
+    assert (outdir / "reconstruct" / "TS_01" / "rec_TS_01.mrc").is_file()
+    assert not (outdir / "reconstruct" / "TS_02").exists()
+    assert "TS_02: skipped after a failed step" in res.log
+    report = (outdir / "report" / "report.html").read_text()
+    assert "TS_02" in report and "Not run (yet): import" not in report
+    # the published STAR files point at files that exist (no task-local staging names)
+    tomograms = star.read_blocks(outdir / "import" / "tomograms.star")["global"]
+    assert all(Path(p).is_file() for p in tomograms["tfMdoc"])
+    _, tilts = star.read_relion_tilt_table(outdir / "relion" / "tilt_series" / "TS_01.star")
+    assert all(Path(p).is_file() for p in tilts[star.MOVIE])
+    listed = (outdir / "import" / "TS_01" / "movies.txt").read_text().split()
+    assert sorted(listed) == sorted(str(p.resolve()) for p in session.glob("TS_01_*.tif"))
+    versions = (outdir / "pipeline_info" / "software_versions.yml").read_text()
+    assert versions.count('"TILTFLOW:MOTIONCOR":') == 1  # one block for two series
+
+
+def test_resume_reuses_every_finished_task(first_run, session, launch):
+    _, outdir = first_run
+    res = nextflow([*_profile_test(session, outdir), "-resume"], launch)
+    assert res.returncode == 0, res.log[-3000:]  # the trace/report/timeline files are overwritten
+    tasks = trace(outdir)
+    failed = {n for n, s in tasks.items() if s != "CACHED"}
+    # a failed (ignored) task has no result to reuse: Nextflow runs it again, and it fails again
+    assert failed == {n for n in tasks if "STACK (TS_02)" in n}, tasks
+    assert _task(tasks, "STACK", "TS_02") == "FAILED"
+
+
+def _star_tables(path: Path) -> dict[str, pd.DataFrame]:
+    return {k: (v if isinstance(v, pd.DataFrame) else pd.DataFrame([v])) for k, v in star.read_blocks(path).items()}
+
+
+def test_outputs_equal_the_local_runner(first_run, session, tmp_path):
+    _, nf_out = first_run
+    run_out = tmp_path / "run"
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(TEST_PARAMS))
+    res = subprocess.run([str(REPO / ".venv" / "bin" / "tiltflow"), "run", str(session), "--gain",
+                          str(session / "gain.mrc"), "--outdir", str(run_out), "--params-file", str(params)],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode != 0 and "TS_02 failed at stack" in res.stdout + res.stderr  # the same series fails
+    stars = sorted(p.relative_to(run_out) for step in STEPS for p in (run_out / step).rglob("*.star"))
+    assert len(stars) >= 14
+    for rel in stars:
+        assert (nf_out / rel).is_file(), f"{rel} missing from the Nextflow results"
+        ours, theirs = _star_tables(nf_out / rel), _star_tables(run_out / rel)
+        assert ours.keys() == theirs.keys(), rel
+        for block in ours:
+            pd.testing.assert_frame_equal(ours[block], theirs[block], check_exact=False, rtol=1e-5, obj=f"{rel}")
+    for rec in sorted((run_out / "reconstruct").rglob("*.mrc")):
+        with mrcfile.open(rec, permissive=True) as a, mrcfile.open(nf_out / rec.relative_to(run_out)) as b:
+            assert a.data.shape == b.data.shape
+            np.testing.assert_allclose(b.data, a.data, rtol=1e-4, atol=1e-4 * float(np.abs(a.data).max()))
+            assert np.allclose(a.voxel_size.tolist(), b.voxel_size.tolist())
+
+
+def test_a_changed_option_for_one_series_reruns_only_that_series(first_run, session, launch):
+    _, outdir = first_run
+    again = launch / "results_changed"
+    # TS_02's entry stays as it was; TS_01 gets one
+    res = nextflow([*_profile_test(session, again, "--exclude_tilts", f"{EXCLUDE};TS_01:10"), "-resume"], launch)
+    assert res.returncode == 0, res.log[-3000:]
+    tasks = trace(again)
+    for step in ("EXCLUDE", "STACK", "ALIGN", "RECONSTRUCT"):
+        assert _task(tasks, step, "TS_01") == "COMPLETED", step
+    assert _task(tasks, "EXPORT") == "COMPLETED"
+    for step in ("MOTIONCOR", "CTF"):
+        assert _task(tasks, step, "TS_01") == "CACHED" and _task(tasks, step, "TS_02") == "CACHED"
+    assert _task(tasks, "EXCLUDE", "TS_02") == "CACHED"  # its own entry did not change
+    assert _task(tasks, "IMPORT") == "CACHED" and _task(tasks, "GAIN") == "CACHED"
+
+
+# ---- -stub-run: the wiring, in seconds; input forms ------------------------------------------------------
+
+def _stub(session: Path, outdir: Path, input_: str, *extra: str) -> subprocess.CompletedProcess:
+    # no profile: the defaults, with the resource caps a small machine needs (resourceLimits)
+    return nextflow(["run", str(REPO), "-stub-run", "--input", input_, "--max_cpus", "1", "--max_memory", "2.GB",
+                     "--outdir", str(outdir), *extra], outdir.parent)
+
+
+@pytest.mark.parametrize("form, imported", [("glob", ["TS_01", "TS_02"]), ("mdoc", ["TS_01"])])
+def test_stub_run_with_input_as_glob_or_one_mdoc(session, tmp_path, form, imported):
+    input_ = str(session / "*.mdoc") if form == "glob" else str(session / "TS_01.mrc.mdoc")
+    res = _stub(session, tmp_path / "results", input_)
+    assert res.returncode == 0, res.log[-3000:]
+    out = tmp_path / "results"
+    assert sorted(p.name for p in (out / "import").iterdir() if p.is_dir()) == imported
+    for name in imported:
+        assert (out / "reconstruct" / name / f"rec_{name}.mrc").is_file()
+    assert (out / "relion" / "tomograms.star").is_file() and (out / "report" / "report.html").is_file()
+
+
+def test_a_misspelt_series_in_exclude_tilts_stops_the_run(session, tmp_path):
+    res = _stub(session, tmp_path / "results", str(session), "--exclude_tilts", "TS_02:1;TS_03:1")
+    assert res.returncode != 0
+    assert "--exclude_tilts: no tilt series named TS_03 (series: TS_01, TS_02)" in res.log
+    assert ":MOTIONCOR" not in res.log  # stopped before any per-series task
+
+
+def test_an_input_that_is_not_a_session_stops_the_run(session, tmp_path):
+    res = _stub(session, tmp_path / "results", str(session / "gain.mrc"))
+    assert res.returncode != 0
+    assert "not a session folder, an .mdoc file or a glob of mdoc files" in res.log
+
+
+def test_stub_run_under_profile_gpu_creates_every_gpu_task(session, tmp_path):
+    """Profile gpu's directives (accelerator, maxForks from --max_gpus, containerOptions) are accepted when the
+    processes are created; a closure as maxForks used to fail here."""
+    res = _stub(session, tmp_path / "results", str(session), "-profile", "gpu", "--align_backend", "aretomo3")
+    assert res.returncode == 0, res.log[-3000:]
+    tasks = trace(tmp_path / "results")
+    for step in ("MOTIONCOR", "CTF", "ALIGN", "RECONSTRUCT"):
+        assert _task(tasks, step, "TS_01") == "COMPLETED"
+
+
+def test_an_external_gpu_tool_without_profile_gpu_stops_before_any_task(session, tmp_path):
+    res = nextflow(["run", str(REPO), "--input", str(session), "--align_backend", "aretomo3", "--outdir",
+                    str(tmp_path / "results")], tmp_path)
+    assert res.returncode != 0
+    assert "runs on a GPU: add -profile gpu" in res.log and "Submitted process" not in res.log
