@@ -16,8 +16,14 @@ import torch
 
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.ctfmodel import electron_wavelength
-from tiltflow.tomo.ctfcorrect import (CtfCorrection, TiltCorrector, TiltOptics, defocus_planes, exposure_weight,
-                                      half_weight_resolution)
+from tiltflow.tomo.ctfcorrect import (
+    CtfCorrection,
+    TiltCorrector,
+    TiltOptics,
+    defocus_planes,
+    exposure_weight,
+    half_weight_resolution,
+)
 from tiltflow.tomo.projector import ProjectionSetup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
