@@ -15,7 +15,8 @@ process RECONSTRUCT {
     """
     tiltflow reconstruct align/${meta.id}/${meta.id}.star --outdir reconstruct \\
         --pixel-size ${params.rec_pixel_size} --thickness ${params.thickness} --method ${params.rec_method} \\
-        ${params.even_odd ? '--halves' : '--no-halves'} --device ${params.device} ${args}
+        ${params.even_odd ? '--halves' : '--no-halves'} --device ${params.device} \\
+        --ctf-correction ${params.rec_ctf_correction} ${params.rec_dose_weighting ? '--dose-weighting' : '--no-dose-weighting'} ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """
 

@@ -64,6 +64,8 @@ class RunParams:
     dark_tol: float = 0.7
     rec_pixel_size: float = 10
     rec_method: str = "wbp"
+    rec_ctf_correction: str = "phaseflip"
+    rec_dose_weighting: bool = True
     # compute
     device: str = "auto"
     max_gpus: int = 1
@@ -96,7 +98,7 @@ _INT_KEYS = {"gain_rotate", "gain_flip", "gain_serialem_rf", "hand", "mc_throw",
              "max_gpus", "max_cpus"}
 _FLOAT_KEYS = {"kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
                "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size"}
-_BOOL_KEYS = {"even_odd"}
+_BOOL_KEYS = {"even_odd", "rec_dose_weighting"}
 
 
 def _coerce(key: str, value: Any, origin: str) -> Any:
