@@ -74,22 +74,27 @@ def _phantom_and_projections(shape, n_tilts=41, seed=0):
 
 
 def fsc(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Frequencies (cycles/px) where the FSC first drops below 0.5 and 0.143."""
-    fa, fb = np.fft.fftn(a), np.fft.fftn(b)
-    k = np.sqrt(sum(f**2 for f in np.meshgrid(*[np.fft.fftfreq(n) for n in a.shape], indexing="ij")))
-    edges = np.arange(0, 0.5, 1.0 / min(a.shape))
-    shell = np.digitize(k, edges) - 1
-    out = []
-    for t in (0.5, 0.143):
-        val = 0.5
-        for s in range(1, len(edges) - 1):
-            m = shell == s
-            c = np.real(np.sum(fa[m] * np.conj(fb[m]))) / np.sqrt(np.sum(np.abs(fa[m]) ** 2) * np.sum(np.abs(fb[m]) ** 2))
-            if c < t:
-                val = edges[s]
-                break
-        out.append(float(val))
-    return out[0], out[1]
+    """Frequencies (cycles/px) where the FSC first drops below 0.5 and 0.143 (simulate.compare's FSC)."""
+    from tiltflow.simulate.compare import fourier_shell_correlation, resolution_at
+
+    k, f = fourier_shell_correlation(a, b, 1.0)
+    return tuple(1.0 / resolution_at(k, f, t) for t in (0.5, 0.143))
+
+
+#: the CTF cases: images carry each tilt's CTF (defocus 3-5 um, 4 A pixels) and are corrected with <mode>
+CTF_PIXEL = 4.0
+
+
+def _with_ctf(imgs, seed=0):
+    """Each image times its tilt's CTF (ctfmodel, one defocus per image); the defoci (A)."""
+    from tiltflow.ctfmodel import ctf_2d
+
+    defocus = np.random.default_rng(seed).uniform(30000, 50000, len(imgs))
+    out = np.empty_like(imgs)
+    for i, (img, d) in enumerate(zip(imgs, defocus, strict=True)):
+        c = ctf_2d(img.shape, CTF_PIXEL, d, d, 0.0, amplitude_contrast=0.1, rfft=True).numpy()
+        out[i] = np.fft.irfft2(np.fft.rfft2(img) * -c, s=img.shape)
+    return out, defocus
 
 
 def _case(args):
@@ -98,10 +103,11 @@ def _case(args):
 
     from tiltflow.alignment import TiltSeriesAlignment
     from tiltflow.device import device_name, get_device
+    from tiltflow.tomo.ctfcorrect import CtfCorrection, TiltCorrector, TiltOptics
     from tiltflow.tomo.filters import FilterSettings
     from tiltflow.tomo.projector import ProjectionSetup
     from tiltflow.tomo.sirt import sirt
-    from tiltflow.tomo.wbp import wbp_slabs
+    from tiltflow.tomo.wbp import wbp_depth_corrected_slabs, wbp_slabs
 
     dev = get_device(device_pref)
     if threads:
@@ -109,6 +115,12 @@ def _case(args):
     vol, imgs, tilts, shifts = _phantom_and_projections(shape)
     aln = TiltSeriesAlignment(y_tilt=tilts, z_rot=85.0, shifts_px=shifts, pixel_size=1.0)
     setup = ProjectionSetup(aln, shape, imgs.shape[1:])
+    mode = method.split("-", 1)[1] if method.startswith("ctf-") else None
+    if mode is not None:
+        imgs, defocus = _with_ctf(imgs)
+        zero = np.zeros(len(imgs))
+        optics = TiltOptics(defocus, defocus, zero, zero, zero, amplitude_contrast=0.1, hand=1.0)
+        corr = CtfCorrection(mode=mode, dose_weighting=False)
     x = torch.from_numpy(imgs).to(dev)
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -118,6 +130,13 @@ def _case(args):
         t0 = time.perf_counter()
         if method == "sirt":
             rec = sirt(x, setup, iterations=iterations, slab=slab).cpu().numpy()
+        elif mode is not None:  # the correction is part of the time
+            corrector = TiltCorrector(x.shape, setup, optics, corr, CTF_PIXEL, dev)
+            if mode == "3d":
+                parts = wbp_depth_corrected_slabs(x, setup, corrector, FilterSettings(), slab=slab)
+            else:
+                parts = wbp_slabs(x if mode == "none" else corrector.correct(x), setup, FilterSettings(), slab=slab)
+            rec = np.concatenate([v.cpu().numpy() for _, _, v in parts])
         else:
             st = FilterSettings(sirt_iterations=iterations if method == "sirtlike" else 0)
             parts = wbp_slabs(x, setup, st, slab=slab, exact=method == "wbp-exact")
@@ -140,7 +159,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--slab", type=int, default=64)
-    ap.add_argument("--methods", default="wbp,wbp-exact,sirtlike,sirt")
+    ap.add_argument("--methods", default="wbp,wbp-exact,sirtlike,sirt",
+                    help="also ctf-none, ctf-phaseflip, ctf-wiener, ctf-3d: WBP of images that carry a CTF")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: as tiltflow sets them)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per case; the best time is shown")
     a = ap.parse_args()

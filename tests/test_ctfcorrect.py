@@ -159,7 +159,7 @@ def test_defocus_gradient_matches_imod_strip_formula():
 
 def test_flip_signs_equal_imod_formula():
     c = TiltCorrector((1, N, N), _setup(0.0), _optics(25000.0, 25000.0, 0.0, 1), CtfCorrection(), PX, "cpu")
-    ours = c._flip(0, 0.0).numpy()
+    ours = c._filters(0, [0.0])[0].numpy()
     ph, pw = c.padded
     fy = np.fft.fftfreq(ph)[:, None] * np.ones((1, pw // 2 + 1))
     fx = np.fft.rfftfreq(pw)[None, :] * np.ones((ph, 1))

@@ -40,6 +40,7 @@ import torch
 from tiltflow.ctfmodel import ctf_phase, electron_wavelength
 from tiltflow.fftsize import next_fast_size
 from tiltflow.geometry import projection_rotations
+from tiltflow.tomo.filters import irfft2_corner
 
 MODES = ("none", "phaseflip", "wiener", "3d")
 
@@ -137,43 +138,47 @@ class TiltCorrector:
         margin = int(min(max(h, w), math.ceil(deloc) + 8))
         self.padded = (next_fast_size(h + 2 * margin), next_fast_size(w + 2 * margin))
         ph, pw = self.padded
-        t = {"dtype": torch.float64, "device": device}
+        t = {"dtype": torch.float32, "device": device}
         ky = torch.fft.fftfreq(ph, d=pixel_size, **t)[:, None]
         kx = torch.fft.rfftfreq(pw, d=pixel_size, **t)[None, :]
         self.kx, self.ky = kx.expand(ph, -1), ky.expand(-1, pw // 2 + 1)
         self.k = torch.sqrt(self.kx**2 + self.ky**2)
+        self.critical = CRITICAL_A * self.k.clamp_min(1e-9) ** CRITICAL_B + CRITICAL_C
+        if corr.mode == "wiener":
+            self.inv_snr = 1.0 / (corr.wiener_snr * torch.exp(-corr.wiener_falloff * self.k)).clamp_min(1e-12)
 
-    def _flip(self, i: int, offset: float) -> torch.Tensor:
+    def _filters(self, i: int, offsets) -> torch.Tensor:
+        """The correction (len(offsets), H, W//2+1) of tilt ``i`` at defocus ``offsets`` (A, added to U and V)."""
         o = self.optics
-        phase, slope = ctf_phase(self.kx, self.ky, o.defocus_u[i] + offset, o.defocus_v[i] + offset,
-                                 o.defocus_angle[i], o.voltage, o.cs, o.amplitude_contrast, o.phase_shift[i])
-        ctf = -torch.sin(phase)
+        phase, slope = ctf_phase(self.kx, self.ky, float(o.defocus_u[i]), float(o.defocus_v[i]),
+                                 float(o.defocus_angle[i]), o.voltage, o.cs, o.amplitude_contrast,
+                                 float(o.phase_shift[i]))
+        off = torch.as_tensor(np.asarray(offsets, np.float32), device=self.device)[:, None, None]
+        ctf = -torch.sin(phase + off * slope)
         if self.corr.mode == "wiener":
-            snr = self.corr.wiener_snr * torch.exp(-self.corr.wiener_falloff * self.k)
-            return -ctf / (ctf * ctf + 1.0 / snr.clamp_min(1e-12))
-        return torch.where(ctf < 0, 1.0, -1.0).to(torch.float64)  # IMOD: sign = ctf < 0 ? 1 : -1
+            return -ctf / (ctf * ctf + self.inv_snr)
+        return torch.where(ctf < 0, 1.0, -1.0)  # IMOD: sign = ctf < 0 ? 1 : -1
 
     def _dose(self, i: int) -> torch.Tensor | None:
         if not self.corr.dose_weighting or self.optics.pre_exposure[i] <= 0:
             return None
-        ne = CRITICAL_A * self.k.clamp_min(1e-9) ** CRITICAL_B + CRITICAL_C
-        return torch.exp(-0.5 * float(self.optics.pre_exposure[i]) / ne)
+        return torch.exp(-0.5 * float(self.optics.pre_exposure[i]) / self.critical)
 
     def correct(self, images: torch.Tensor, z: float = 0.0) -> torch.Tensor:
         """Corrected copies of ``images`` (n, h, w) for the tomogram plane at depth ``z`` (voxels)."""
         n, h, w = images.shape
         ph, pw = self.padded
-        out = torch.empty_like(images, dtype=torch.float32)
+        out = torch.empty((n, h, w), dtype=torch.float32, device=images.device)
         for i in range(n):
-            spec = torch.fft.rfft2(images[i].double(), s=(ph, pw))
+            spec = torch.fft.rfft2(images[i].float(), s=(ph, pw))
             dose = self._dose(i)
             if dose is not None:
-                spec = spec * dose
+                spec *= dose
             if self.corr.mode == "none":
-                out[i] = torch.fft.irfft2(spec, s=(ph, pw))[:h, :w].float()
+                out[i] = irfft2_corner(spec, (ph, pw), (h, w))
                 continue
             offsets = _offset_map(self.grad[i], self.origin[i], (h, w), images.device) + float(self.per_z[i]) * z
-            out[i] = self._blend(i, spec, offsets).float()
+            out[i] = self._blend(i, spec, offsets.float())
         return out
 
     def _blend(self, i: int, spec: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -183,16 +188,13 @@ class TiltCorrector:
         lo, hi = float(offsets.min()), float(offsets.max())
         count = max(1, int(math.ceil((hi - lo) / self.step)) + 1)
         if count == 1:
-            return torch.fft.irfft2(spec * self._flip(i, 0.5 * (lo + hi)), s=(ph, pw))[:h, :w]
+            return irfft2_corner(spec * self._filters(i, [0.5 * (lo + hi)])[0], (ph, pw), (h, w))
         values = np.linspace(lo, hi, count)
-        pos = ((offsets - lo) / (values[1] - values[0])).clamp_(0, count - 1)
-        acc = torch.zeros((h, w), dtype=torch.float64, device=spec.device)
-        for j, v in enumerate(values):
-            weight = (1.0 - (pos - j).abs()).clamp_(min=0.0)  # hat function around strip j
-            if float(weight.max()) <= 0:
-                continue
-            acc += weight * torch.fft.irfft2(spec * self._flip(i, float(v)), s=(ph, pw))[:h, :w]
-        return acc
+        strips = irfft2_corner(spec[None] * self._filters(i, values), (ph, pw), (h, w))
+        pos = ((offsets - lo) / float(values[1] - values[0])).clamp_(0, count - 1)
+        j = torch.arange(count, device=spec.device, dtype=torch.float32)[:, None, None]
+        weight = (1.0 - (pos[None] - j).abs()).clamp_(min=0.0)  # hat functions around the strips' defocus
+        return (weight * strips).sum(dim=0)
 
 
 def depth_slabs(corrector: TiltCorrector, depth: int, center_z: float) -> Iterator[tuple[int, int, float]]:
