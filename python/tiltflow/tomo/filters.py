@@ -156,7 +156,7 @@ def irfft2_corner(spec: torch.Tensor, padded: tuple[int, int], keep: tuple[int, 
     Columns first, on a transposed copy (the strided column FFT is slow on the CPU), then rows for the
     h kept rows only: 2.5x faster than irfft2, same values.
     """
-    (ph, pw), (h, w) = padded, keep
+    pw, (h, w) = padded[1], keep  # the column transform has the spectrum's own length, padded[0]
     cols = torch.fft.ifft(spec.transpose(-1, -2).contiguous(), dim=-1)[..., :h]
     return torch.fft.irfft(cols.transpose(-1, -2), n=pw, dim=-1)[..., :w]
 
