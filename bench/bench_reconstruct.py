@@ -153,6 +153,63 @@ def _case(args):
     q.put((dt, peak, device_name(dev), r, *fsc(rec, vol)))
 
 
+def first_zero(defocus: float, voltage: float = 300.0, cs: float = 2.7, amplitude_contrast: float = 0.1) -> float:
+    """Spatial frequency (1/A) of the first CTF zero at ``defocus`` (A): where the CTF phase reaches pi."""
+    import torch
+
+    from tiltflow.ctfmodel import ctf_phase
+
+    k = torch.linspace(1e-4, 0.5, 50001, dtype=torch.float64)
+    phase, _ = ctf_phase(k, torch.zeros_like(k), defocus, defocus, 0.0, voltage, cs, amplitude_contrast)
+    return float(k[int(torch.nonzero(phase >= np.pi)[0])])
+
+
+def demo(session: str, results: str, modes: list[str]) -> None:
+    """Reconstruct the demo's aligned series with each CTF mode; FSC against the phantom per mode."""
+    import tempfile
+    from pathlib import Path
+
+    from tiltflow import star
+    from tiltflow.io.mrc import read_mrc
+    from tiltflow.simulate.compare import tomogram_shells
+    from tiltflow.simulate.truth import load_truth
+    from tiltflow.steps.reconstruct import ReconstructOptions, run
+
+    truth = load_truth(session)
+    results = Path(results).resolve()
+    os.chdir(results)  # STAR paths are relative to the project root
+    for series in truth.series:
+        name = series.name
+        ali = star.read_tilt_series(Path("align") / name / f"{name}.star")
+        rec = star.read_tilt_series(Path("reconstruct") / name / f"{name}.star").globals
+        px = float(rec[star.TOMO_BINNING]) * ali.pixel_size
+        thickness = float(rec[star.TOMO_SIZE_Z]) * ali.pixel_size / 10.0
+        mean_def = (ali.tilts[star.DEFOCUS_U].astype(float) + ali.tilts[star.DEFOCUS_V].astype(float)) / 2
+        k0 = first_zero(float(mean_def.max()), float(ali.globals.get(star.VOLTAGE, 300.0)))
+        phantom, _ = read_mrc(truth.path(series.phantom))
+        print(f"{name}: {len(ali.tilts)} tilts, tomogram {px:.2f} A (Nyquist 1/{2 * px:.1f} A), highest defocus "
+              f"{mean_def.max() / 1e4:.2f} um: first CTF zero at 1/{1 / k0:.1f} A")
+        print(f"{'mode':<22} {'time s':>7} {'FSC0.5 A':>9} {'FSC0.143 A':>10} {'FSC<zero':>9} {'FSC>zero':>9}")
+        with tempfile.TemporaryDirectory() as tmp:
+            for mode in modes:
+                ctf, dose = (mode.split("+") + [""])[:2]
+                opts = ReconstructOptions(pixel_size=px, thickness_nm=thickness, halves=False, ctf_correction=ctf,
+                                          dose_weighting=dose == "dose")
+                t0 = time.perf_counter()
+                out = star.read_tilt_series(run(Path("align") / name / f"{name}.star", Path(tmp) / mode, opts))
+                dt = time.perf_counter() - t0
+                vol, vpx = read_mrc(star.resolve(out.globals[star.TOMOGRAM], results))
+                g = out.globals
+                size = (int(g[star.TOMO_SIZE_X]), int(g[star.TOMO_SIZE_Y]), int(g[star.TOMO_SIZE_Z]))
+                s = tomogram_shells(np.asarray(vol), float(vpx), float(g[star.TOMO_BINNING]), size, series,
+                                    np.asarray(phantom))
+                below, above = s.fsc[(s.frequency < 0.9 * k0) & (s.frequency > 0)], s.fsc[s.frequency > k0]
+                print(f"{mode:<22} {dt:7.1f} {s.resolution_05:9.1f} {s.resolution_0143:10.1f} "
+                      f"{below.mean():9.3f} {above.mean():9.3f}", flush=True)
+                print("  FSC per shell: " + " ".join(f"{1 / k:.0f}A:{f:.2f}" for k, f in
+                                                     zip(s.frequency[1::2], s.fsc[1::2], strict=True)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", action="append", help="DxHxW, repeatable (default 64x128x128)")
@@ -163,7 +220,15 @@ def main() -> None:
                     help="also ctf-none, ctf-phaseflip, ctf-wiener, ctf-3d: WBP of images that carry a CTF")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: as tiltflow sets them)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per case; the best time is shown")
+    ap.add_argument("--demo", nargs=2, metavar=("SESSION", "RESULTS"),
+                    help="instead: reconstruct a simulated session's aligned series with each --ctf-modes and "
+                         "print the FSC against its phantom")
+    ap.add_argument("--ctf-modes", default="none,none+dose,phaseflip+dose,wiener+dose,3d+dose",
+                    help="for --demo: <mode>[+dose], comma-separated")
     a = ap.parse_args()
+    if a.demo:
+        demo(*a.demo, a.ctf_modes.split(","))
+        return
     sizes = [tuple(int(v) for v in s.split("x")) for s in (a.size or ["64x128x128"])]
     ctx = mp.get_context("spawn")
     print(f"{'method':<14} {'volume (d x h x w)':<20} {'time s':>8} {'peak MiB':>9}  {'device':<28} "
