@@ -67,10 +67,11 @@ def ctf_phase(kx, ky, defocus_u, defocus_v, defocus_angle, voltage=300.0, cs=2.7
 
     lam = electron_wavelength(voltage)
     k2 = kx * kx + ky * ky
-    azimuth = torch.atan2(ky, kx)
     mean = 0.5 * (defocus_u + defocus_v)
     half = 0.5 * (defocus_u - defocus_v)
-    dz = mean + half * torch.cos(2 * (azimuth - math.radians(defocus_angle)))
+    dz = mean
+    if isinstance(half, torch.Tensor) or half:  # astigmatism: the defocus depends on the azimuth
+        dz = mean + half * torch.cos(2 * (torch.atan2(ky, kx) - math.radians(defocus_angle)))
     cs_a = cs * 1e7
     slope = math.pi * lam * k2
     chi = slope * dz - 0.5 * math.pi * cs_a * lam**3 * k2 * k2 + math.radians(phase_shift)
