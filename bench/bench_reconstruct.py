@@ -29,6 +29,27 @@ single runs at 2 threads vary 3-5x: compare best-of-N rows taken at the same loa
     wbp            64x128x128      0.12       419  cpu (1 threads)  0.816   0.172    0.219   4.5
     wbp-exact      64x128x128      0.57       422  cpu (1 threads)  0.814   0.172    0.219   4.5
 
+CTF correction (``ctf-<mode>``: the same projections times each tilt's CTF, defocus 3-5 um at 4 A pixels,
+then WBP of the corrected images; the correction is part of the time). Measured 2026-12-01 on the same
+2-core machine at load 20-24 (so +-30 %; two wbp/phaseflip pairs given), best of 3, 1 thread:
+
+    .venv/bin/python bench/bench_reconstruct.py --size 128x256x256 --threads 1 --repeat 3 \
+        --methods wbp,ctf-none,ctf-phaseflip,wbp,ctf-phaseflip,ctf-wiener,ctf-3d
+
+    method         volume        time s  peak MiB  device              r   FSC0.5 FSC0.143  load
+    wbp            128x256x256     2.45       976  cpu (1 threads)  0.780   0.145    0.191  20.1
+    ctf-none       128x256x256     2.46       978  cpu (1 threads)  0.674   0.129    0.129  23.5
+    ctf-phaseflip  128x256x256     3.12      1023  cpu (1 threads)  0.689   0.137    0.191  24.1
+    wbp            128x256x256     1.88       969  cpu (1 threads)  0.780   0.145    0.191  24.3
+    ctf-phaseflip  128x256x256     2.79       989  cpu (1 threads)  0.689   0.137    0.191  23.7
+    ctf-wiener     128x256x256     2.67      1004  cpu (1 threads)  0.805   0.129    0.184  23.5
+    ctf-3d         128x256x256     5.11      1051  cpu (1 threads)  0.689   0.137    0.191  22.9
+
+Phase flipping costs 1.15-1.5x plain WBP here (the correction grows with the image area, the
+back-projection with the volume, so the ratio falls for thicker tomograms); 3d ~2x (one correction,
+filtering and resampling per depth slab). ``--demo SESSION RESULTS`` measures the modes on a simulated
+session instead (numbers in the module's git log and the lead's report).
+
 Timing only (random images, 41 x 1024^2 -> 256x1024x1024, slabs of 64): wbp 13.4 s at 1 thread
 (filter 4.2, resampling 1.2, slabs 8.0; peak 1.5 GB, 0.8 GB of it before WBP), 8.2-17 s at 2;
 the voxel-driven back-projection of 16 planes took 18-21 s, i.e. ~300 s for the volume.
