@@ -392,7 +392,6 @@ def _slabs(images, setup, opts: ReconstructOptions, settings_cls, corrector=None
         return
     if corrector is not None:
         images = corrector.correct(images)
-
     if opts.method == "sirt":
         import torch
 
