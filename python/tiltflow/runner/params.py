@@ -188,6 +188,10 @@ def check_params(p: RunParams) -> None:
         raise TiltflowError(f"gain_flip must be 0-2, got {p.gain_flip}")
     if p.hand not in (-1, 1):
         raise TiltflowError(f"hand must be -1 or 1, got {p.hand}")
+    from tiltflow.tomo.ctfcorrect import MODES
+
+    if p.rec_ctf_correction not in MODES:
+        raise TiltflowError(f"rec_ctf_correction must be one of {', '.join(MODES)}, got {p.rec_ctf_correction!r}")
     if not (p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:")):
         raise TiltflowError(f"device must be auto, cpu, cuda or cuda:N, got {p.device!r}")
 
