@@ -192,3 +192,23 @@ def test_dose_weighting_damps_high_frequencies_of_late_tilts_only():
     hi = (0.07, 0.5 / PX)
     ratio = _band(out[1], *hi).std() / _band(img, *hi).std()
     assert ratio < 0.25, ratio  # at 80 e/A^2 the weight is 0.18 at 1/14 A, 0.13 at 1/12.5 A, 0.09 at 1/10 A
+
+
+def test_depth_correction_is_the_plane_defocus_and_slabs_cover_the_volume():
+    """Correcting plane z of a tilt = correcting z = 0 with the defocus moved by hand * pixel * z / cos(tilt)."""
+    from tiltflow.tomo.ctfcorrect import depth_slabs
+
+    img, _ = _tilted_image(40.0, 1, 30000.0, 28000.0, 10.0)
+    x = torch.from_numpy(img[None].astype(np.float32))
+    setup, z = _setup(40.0), 30.0
+    corr = CtfCorrection(dose_weighting=False)
+    deep = TiltCorrector(x.shape, setup, _optics(30000.0, 28000.0, 10.0, 1), corr, PX, "cpu").correct(x, z)
+    dz = PX * z / math.cos(math.radians(40.0))
+    moved = TiltCorrector(x.shape, setup, _optics(30000.0 + dz, 28000.0 + dz, 10.0, 1), corr, PX, "cpu")
+    np.testing.assert_allclose(deep.numpy(), moved.correct(x).numpy(), atol=1e-4 * float(x.abs().max()))
+    c = TiltCorrector(x.shape, setup, _optics(30000.0, 28000.0, 10.0, 1), CtfCorrection(defocus_step=500.0),
+                      PX, "cpu")
+    slabs = list(depth_slabs(c, 200, 100.0))
+    assert slabs[0][0] == 0 and slabs[-1][1] == 200 and all(a[1] == b[0] for a, b in zip(slabs, slabs[1:]))
+    assert all((z1 - z0) * abs(c.per_z[0]) <= 500.0 + 1e-9 for z0, z1, _ in slabs) and len(slabs) == 3
+    assert slabs[0][2] == pytest.approx(0.5 * (slabs[0][1] - 1) - 100.0)
