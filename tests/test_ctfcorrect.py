@@ -209,6 +209,6 @@ def test_depth_correction_is_the_plane_defocus_and_slabs_cover_the_volume():
     c = TiltCorrector(x.shape, setup, _optics(30000.0, 28000.0, 10.0, 1), CtfCorrection(defocus_step=500.0),
                       PX, "cpu")
     slabs = list(depth_slabs(c, 200, 100.0))
-    assert slabs[0][0] == 0 and slabs[-1][1] == 200 and all(a[1] == b[0] for a, b in zip(slabs, slabs[1:]))
+    assert slabs[0][0] == 0 and slabs[-1][1] == 200 and all(a[1] == b[0] for a, b in zip(slabs[:-1], slabs[1:], strict=True))
     assert all((z1 - z0) * abs(c.per_z[0]) <= 500.0 + 1e-9 for z0, z1, _ in slabs) and len(slabs) == 3
     assert slabs[0][2] == pytest.approx(0.5 * (slabs[0][1] - 1) - 100.0)
