@@ -94,9 +94,11 @@ def corr(a, b) -> float:
 
 
 def _run(root, monkeypatch, *args):
+    """The CLI; these series carry no CTF, so no CTF correction unless a test asks for one."""
     monkeypatch.chdir(root)
     monkeypatch.setenv("TILTFLOW_THREADS", "1")
-    return cli(["reconstruct", *[str(a) for a in args], "--device", "cpu"])
+    extra = [] if "--ctf-correction" in args else ["--ctf-correction", "none"]
+    return cli(["reconstruct", *[str(a) for a in args], *extra, "--device", "cpu"])
 
 
 def test_reconstruct_writes_tomogram_star_and_halves(tmp_path, monkeypatch):
@@ -196,3 +198,101 @@ def test_single_blob_lands_at_its_bin1_position(tmp_path, monkeypatch, b, px):
     binning = 134 / vol.shape[2]
     found = np.array([binning * zyx[k] - (50, 128, 134)[k] // 2 for k in range(3)])[::-1]
     np.testing.assert_allclose(found, true, atol=0.75)  # measured within 0.3 bin-1 px
+
+
+# --- CTF and exposure correction -------------------------------------------------------------------------
+DEFOCUS = 60000.0  # A: the first zero at 1/34 A, inside the 1/20 A band of a 10 A tomogram
+
+
+def _with_ctf(root, in_star, defocus=DEFOCUS):
+    """Give every image of the series (stack, halves) the CTF of ``defocus`` and write rlnDefocusU/V/Angle.
+
+    The CTF of ``ctfmodel`` (the simulator's); its sign convention is pinned against IMOD in
+    test_ctfcorrect.py. One defocus per image: the strip-wise gradient is tested there too.
+    """
+    import torch
+
+    from tiltflow.ctfmodel import ctf_2d
+
+    ts = star.read_tilt_series(root / in_star)
+    for key in ("tfStack", "tfStackEven", "tfStackOdd"):
+        if key not in ts.globals:
+            continue
+        p = root / ts.globals[key]
+        imgs, px = read_mrc(p)
+        imgs = np.asarray(imgs, float)
+        mean = imgs.mean(axis=(1, 2), keepdims=True)
+        ctf = ctf_2d(imgs.shape[1:], px, defocus, defocus, 0.0, amplitude_contrast=0.1, rfft=True).double().numpy()
+        out = np.fft.irfft2(np.fft.rfft2(imgs - mean) * -ctf, s=imgs.shape[1:]) + mean  # dense = bright here
+        write_mrc(p, out.astype(np.float32), px)
+    ts.tilts[star.DEFOCUS_U] = defocus
+    ts.tilts[star.DEFOCUS_V] = defocus
+    ts.tilts[star.DEFOCUS_ANGLE] = 0.0
+    ts.globals[star.HAND] = 1
+    star.write_tilt_series(ts, root / in_star)
+    return torch
+
+
+def _sharp_blobs(monkeypatch):
+    import sys
+
+    mod = sys.modules[__name__]
+    rng = np.random.default_rng(7)
+    n = 60
+    monkeypatch.setattr(mod, "POS", np.column_stack([rng.uniform(-50, 50, n), rng.uniform(-50, 50, n),
+                                                    rng.uniform(-8, 8, n)]))
+    monkeypatch.setattr(mod, "SIG", np.full(n, 1.6))  # 8 A: signal well beyond the first zero
+    monkeypatch.setattr(mod, "AMP", rng.uniform(0.5, 1.5, n))
+
+
+def _shell_corr(vol, ref, lo, hi, px):
+    """Correlation of two volumes in the shell lo..hi (1/A)."""
+    fa, fb = np.fft.rfftn(vol), np.fft.rfftn(ref)
+    k = np.sqrt(sum(g ** 2 for g in np.meshgrid(*[np.fft.fftfreq(n, px) for n in vol.shape[:-1]],
+                                                np.fft.rfftfreq(vol.shape[-1], px), indexing="ij")))
+    m = (k >= lo) & (k < hi)
+    return float(np.real(np.vdot(fa[m], fb[m])) / np.sqrt(np.vdot(fa[m], fa[m]).real * np.vdot(fb[m], fb[m]).real))
+
+
+def test_phase_flipping_restores_shells_beyond_the_first_zero(tmp_path, monkeypatch):
+    _sharp_blobs(monkeypatch)
+    in_star = make_series(tmp_path, b=1, halves=True)
+    _with_ctf(tmp_path, in_star)
+    zero = 1.0 / np.sqrt(0.019687 * DEFOCUS)  # lambda at 300 kV, first zero for 10 % amplitude contrast ~ this
+    res = {}
+    for mode in ("none", "phaseflip", "wiener", "3d"):
+        assert _run(tmp_path, monkeypatch, in_star, "--outdir", mode, "--pixel-size", 10, "--thickness", 25,
+                    "--ctf-correction", mode, "--no-dose-weighting") == 0
+        vol, px = read_mrc(tmp_path / mode / "TS_01" / "rec_TS_01.mrc")
+        ph = phantom_at((134, 128, 50), vol.shape, 134 / vol.shape[2])
+        res[mode] = (_shell_corr(vol, ph, 1.15 * zero, 0.05, px), _shell_corr(vol, ph, 0.0, 0.8 * zero, px))
+        out = star.read_tilt_series(tmp_path / mode / "TS_01" / "TS_01.star")
+        assert out.globals["tfCtfCorrection"] == mode and int(out.globals["tfDoseWeighting"]) == 0
+        assert (tmp_path / mode / "TS_01" / "rec_TS_01_half1.mrc").is_file()
+        if mode != "none":
+            xy, _ = read_mrc(tmp_path / out.globals["tfTomogramUncorrectedXY"])
+            xz, _ = read_mrc(tmp_path / out.globals["tfTomogramUncorrectedXZ"])
+            assert xy.shape == vol.shape[1:] and xz.shape == (vol.shape[0], vol.shape[2])
+    # beyond the zero the uncorrected tomogram has the wrong sign; below it nothing is lost (measured:
+    # beyond -0.60 uncorrected, 0.65 phaseflip and 3d, 0.61 wiener; below 0.758, 0.758, 0.777)
+    assert res["none"][0] < 0 and all(res[m][0] > 0.5 for m in ("phaseflip", "wiener", "3d")), res
+    assert all(res[m][1] > res["none"][1] - 0.02 for m in ("phaseflip", "3d")), res
+
+
+def test_dose_weighting_is_recorded_and_without_defocus_correction_is_an_error(tmp_path, monkeypatch, capsys):
+    in_star = make_series(tmp_path, b=1)
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "rec", "--ctf-correction", "phaseflip") == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("tiltflow: error")]
+    assert len(err) == 1 and "rlnDefocusU" in err[0] and "TS_01" in err[0]
+    assert not (tmp_path / "rec/TS_01/TS_01.star").exists()
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "rec", "--pixel-size", 10, "--thickness", 25) == 0
+    out = star.read_tilt_series(tmp_path / "rec/TS_01/TS_01.star")
+    assert out.globals["tfCtfCorrection"] == "none" and int(out.globals["tfDoseWeighting"]) == 1
+    half = out.tilts["tfDoseHalfWeightAngst"].to_numpy(float)
+    pre = out.tilts[star.PRE_EXPOSURE].to_numpy(float)
+    # weight 0.5 where 0.245 k^-1.665 + 2.81 = N / (2 ln 2): solved by hand for N = 90 e/A^2
+    k90 = ((90 / (2 * np.log(2)) - 2.81) / 0.245) ** (-1 / 1.665)
+    assert half[np.argmax(pre)] == pytest.approx(1 / k90, abs=0.01) and half[pre == 0] == 0
+    assert "tfTomogramUncorrectedXY" not in out.globals
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "bad", "--ctf-correction", "4d") == 2
+    assert _run(tmp_path, monkeypatch, in_star, "--outdir", "bad", "--ctf-correction", "3d", "--method", "sirt") == 2

@@ -87,6 +87,14 @@ def build_session(out: Path, names=("TS_01", "TS_02"), through: str = "reconstru
             vol[6:10, 20:28, 20:28] += 5.0
             _write(tomo, vol, 10.0)
             rec.globals[star.TOMOGRAM] = str(tomo)
+            if k == 0:  # TS_01: CTF-corrected, with the uncorrected central slices reconstruct writes
+                rec.globals.update({"tfCtfCorrection": "phaseflip", "tfDoseWeighting": 1})
+                rec.tilts["tfDoseHalfWeightAngst"] = rec.tilts[star.PRE_EXPOSURE].astype(float) * 0.5
+                for key, img, sfx in (("tfTomogramUncorrectedXY", vol[7], "xy"), ("tfTomogramUncorrectedXZ",
+                                                                                 vol[:, 24], "xz")):
+                    p = Path("reconstruct") / name / f"rec_{name}_uncorrected_{sfx}.mrc"
+                    _write(p, -img, 10.0)
+                    rec.globals[key] = str(p)
             star.write_tilt_series(rec, Path("reconstruct") / name / f"{name}.star")
     finally:
         os.chdir(cwd)
@@ -121,6 +129,11 @@ def test_report_shows_the_whole_session(session, monkeypatch, tmp_path):
         assert (session / "report" / "TS_01" / f).stat().st_size > 1000
     assert len(list((session / "report" / "TS_01").glob("ctf_*.png"))) >= 3
     assert "Time per step: ctf 12.5 s, exclude" in page
+    # the tomogram with and without CTF correction, its power spectrum, what was corrected
+    assert "CTF correction: phaseflip; exposure weighting: on" in page and "21 e/A^2: weight 0.5 at 10.5 A" in page
+    assert (session / "report" / "TS_01" / "tomogram_spectrum.png").stat().st_size > 1000
+    assert (session / "report" / "TS_02" / "tomogram_spectrum.png").is_file()
+    assert page.count("CTF correction: ") == 1  # TS_02's STAR says nothing about a correction
 
 
 def test_text_is_escaped_and_partial_sessions_do_not_crash(tmp_path):

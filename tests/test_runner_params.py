@@ -40,7 +40,8 @@ def test_params_are_nextflows_params_with_the_same_defaults():
 
 def test_params_file_gives_the_same_settings_as_options(tmp_path):
     values = {"mc_throw": 1, "ctf_backend": "builtin", "rec_pixel_size": 12, "exclude_tilts": "TS_01:3",
-              "even_odd": False, "thickness": 90, "gain_rotate": 2, "mc_patches": "3 3", "device": "cpu"}
+              "even_odd": False, "thickness": 90, "gain_rotate": 2, "mc_patches": "3 3", "device": "cpu",
+              "rec_ctf_correction": "wiener", "rec_dose_weighting": False}
     yml = tmp_path / "params.yaml"
     yml.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
     js = tmp_path / "params.json"
@@ -55,6 +56,8 @@ def test_params_file_gives_the_same_settings_as_options(tmp_path):
         assert step_options(step, from_yaml, False) == step_options(step, load_params(None, values), False)
     rec = step_options("reconstruct", from_yaml, False)
     assert (rec.pixel_size, rec.thickness_nm, rec.halves, rec.device) == (12.0, 90.0, False, "cpu")
+    assert (rec.ctf_correction, rec.dose_weighting) == ("wiener", False)
+    assert step_options("reconstruct", load_params(None, {}), False).ctf_correction == "phaseflip"
 
 
 def test_command_line_overrides_the_params_file(tmp_path):
@@ -91,6 +94,8 @@ def test_bad_values_and_missing_tools_stop_before_any_work(tmp_path, monkeypatch
         load_params(None, {"mc_throw": "one"})
     with pytest.raises(TiltflowError, match="choose one of builtin"):
         load_params(None, {"ctf_backend": "gctf"})
+    with pytest.raises(TiltflowError, match="rec_ctf_correction must be one of none, phaseflip"):
+        load_params(None, {"rec_ctf_correction": "novactf"})
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("RELION_MOTIONCOR2_EXECUTABLE", raising=False)
     with pytest.raises(TiltflowError, match="MotionCor2 not found on PATH"):

@@ -48,16 +48,32 @@ def ctf_from_frequencies(kx, ky, defocus_u, defocus_v, defocus_angle, voltage=30
     """CTF at spatial frequencies ``kx, ky`` (1/A, torch tensors); see :func:`ctf_2d`."""
     import torch
 
+    phase, _ = ctf_phase(kx, ky, defocus_u, defocus_v, defocus_angle, voltage, cs, amplitude_contrast, phase_shift)
+    ctf = -torch.sin(phase)
+    if bfactor:
+        ctf = ctf * torch.exp(-bfactor * (kx * kx + ky * ky) / 4)
+    return ctf
+
+
+def ctf_phase(kx, ky, defocus_u, defocus_v, defocus_angle, voltage=300.0, cs=2.7, amplitude_contrast=0.07,
+              phase_shift=0.0):
+    """``(phase, slope)``: CTF = ``-sin(phase + offset * slope)`` for a defocus ``offset`` (A) added to U and V.
+
+    ``phase`` is the wave aberration plus the amplitude-contrast and phase-plate terms; ``slope`` =
+    ``pi * lambda * k^2`` is its derivative with respect to defocus, so many defocus values (strips of a
+    tilted image, depths of a specimen) cost one multiply-add each.
+    """
+    import torch
+
     lam = electron_wavelength(voltage)
     k2 = kx * kx + ky * ky
-    azimuth = torch.atan2(ky, kx)
     mean = 0.5 * (defocus_u + defocus_v)
     half = 0.5 * (defocus_u - defocus_v)
-    dz = mean + half * torch.cos(2 * (azimuth - math.radians(defocus_angle)))
+    dz = mean
+    if isinstance(half, torch.Tensor) or half:  # astigmatism: the defocus depends on the azimuth
+        dz = mean + half * torch.cos(2 * (torch.atan2(ky, kx) - math.radians(defocus_angle)))
     cs_a = cs * 1e7
-    chi = math.pi * lam * dz * k2 - 0.5 * math.pi * cs_a * lam**3 * k2 * k2 + math.radians(phase_shift)
+    slope = math.pi * lam * k2
+    chi = slope * dz - 0.5 * math.pi * cs_a * lam**3 * k2 * k2 + math.radians(phase_shift)
     w = math.atan2(amplitude_contrast, math.sqrt(max(1e-12, 1 - amplitude_contrast**2)))
-    ctf = -torch.sin(chi + w)
-    if bfactor:
-        ctf = ctf * torch.exp(-bfactor * k2 / 4)
-    return ctf
+    return chi + w, slope

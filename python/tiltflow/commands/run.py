@@ -38,6 +38,10 @@ def main(
     thickness: float = typer.Option(None, "--thickness", help="Specimen/tomogram thickness in nm (default 300)."),
     rec_pixel_size: float = typer.Option(None, "--rec-pixel-size", help="Tomogram pixel size in A (default 10)."),
     rec_method: str = typer.Option(None, "--rec-method", help="wbp or sirt."),
+    rec_ctf_correction: str = typer.Option(
+        None, "--rec-ctf-correction", help="none, phaseflip (default), wiener or 3d."),
+    rec_dose_weighting: bool = typer.Option(
+        None, "--rec-dose-weighting/--no-rec-dose-weighting", help="Exposure weighting per tilt (default on)."),
     mc_throw: int = typer.Option(None, "--mc-throw", help="Drop the first N frames of each movie."),
     mc_trunc: int = typer.Option(None, "--mc-trunc", help="Drop the last N frames of each movie."),
     mc_bin: float = typer.Option(None, "--mc-bin", help="Motion-correction binning (default 1)."),

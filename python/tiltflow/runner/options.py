@@ -81,7 +81,8 @@ def _values(step: str, p: RunParams, has_gain: bool, series: str | None = None) 
                 "tilt_axis": p.tilt_axis, "device": p.device}
     if step == "reconstruct":
         return {"pixel_size": p.rec_pixel_size, "thickness": p.thickness, "method": p.rec_method,
-                "halves": p.even_odd, "device": p.device}
+                "halves": p.even_odd, "device": p.device, "ctf_correction": p.rec_ctf_correction,
+                "dose_weighting": p.rec_dose_weighting}
     raise KeyError(step)
 
 

@@ -65,6 +65,8 @@ class RunParams:
     dark_tol: float = 0.7
     rec_pixel_size: float = 10
     rec_method: str = "wbp"
+    rec_ctf_correction: str = "phaseflip"
+    rec_dose_weighting: bool = True
     # compute
     device: str = "auto"
     max_gpus: int = 1
@@ -98,7 +100,7 @@ _INT_KEYS = {"gain_rotate", "gain_flip", "gain_serialem_rf", "hand", "mc_throw",
              "max_gpus", "max_cpus"}
 _FLOAT_KEYS = {"min_ctf_resolution", "kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
                "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size"}
-_BOOL_KEYS = {"even_odd"}
+_BOOL_KEYS = {"even_odd", "rec_dose_weighting"}
 
 
 def _coerce(key: str, value: Any, origin: str) -> Any:
@@ -188,6 +190,10 @@ def check_params(p: RunParams) -> None:
         raise TiltflowError(f"gain_flip must be 0-2, got {p.gain_flip}")
     if p.hand not in (-1, 1):
         raise TiltflowError(f"hand must be -1 or 1, got {p.hand}")
+    from tiltflow.tomo.ctfcorrect import MODES
+
+    if p.rec_ctf_correction not in MODES:
+        raise TiltflowError(f"rec_ctf_correction must be one of {', '.join(MODES)}, got {p.rec_ctf_correction!r}")
     if not (p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:")):
         raise TiltflowError(f"device must be auto, cpu, cuda or cuda:N, got {p.device!r}")
 

@@ -15,7 +15,10 @@ numbers for the same results, with the same gauge and sign conventions (those of
   RMS of fitted ``rlnTomoYTilt`` minus the true angle;
 - tomogram: Pearson correlation of the (contrast-inverted, dark = dense) tomogram with the phantom sampled
   on the tomogram's grid (RELION's voxel positions), both low-pass filtered, at the best integer shift
-  within a few voxels (the same gauge, in 3-D).
+  within a few voxels (the same gauge, in 3-D);
+- tomogram resolution: the Fourier shell correlation of the same pair at that shift, the phantom low-passed
+  to the tomogram's Nyquist before it is sampled (no aliasing), and the resolutions where it first drops
+  below 0.5 and 0.143 (what a CTF correction must improve beyond the first CTF zero).
 """
 
 from __future__ import annotations
@@ -107,20 +110,29 @@ def sample_phantom(phantom: np.ndarray, phantom_binning: int, phantom_size_xyz, 
 
 def best_shift_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray, max_shift: int = 6) -> float:
     """Pearson correlation of ``a`` and ``b`` inside ``mask`` at the best integer shift of ``a``."""
+    return best_shift(a, b, mask, max_shift)[0]
+
+
+def best_shift(a: np.ndarray, b: np.ndarray, mask: np.ndarray, max_shift: int = 6) -> tuple[float, tuple[int, int, int]]:
+    """``(correlation, (dz, dy, dx))``: ``np.roll(a, shift)`` matches ``b`` best inside ``mask``."""
     a = np.where(mask, a - a[mask].mean(), 0.0)
     b = np.where(mask, b - b[mask].mean(), 0.0)
     norm = math.sqrt(float((a ** 2).sum()) * float((b ** 2).sum()))
     if norm == 0:
-        return math.nan
+        return math.nan, (0, 0, 0)
     shape = [n + max_shift for n in a.shape]  # padded: no wrap-around within max_shift
     ax = (0, 1, 2)
     cc = np.fft.irfftn(np.conj(np.fft.rfftn(a, shape, axes=ax)) * np.fft.rfftn(b, shape, axes=ax), s=shape, axes=ax)
-    best = -math.inf
+    best, shift = -math.inf, (0, 0, 0)
     r = range(-max_shift, max_shift + 1)
+    xs = np.r_[0:max_shift + 1, -max_shift:0]
     for dz in r:
         for dy in r:
-            best = max(best, float(cc[dz, dy, np.r_[0:max_shift + 1, -max_shift:0]].max()))
-    return best / norm
+            row = cc[dz, dy, xs]
+            j = int(np.argmax(row))
+            if float(row[j]) > best:
+                best, shift = float(row[j]), (dz, dy, int(xs[j]))
+    return best / norm, shift
 
 
 def tomogram_correlation(tomogram: np.ndarray, tomo_pixel: float, tomo_binning: float, tomo_size_xyz,
@@ -137,6 +149,68 @@ def tomogram_correlation(tomogram: np.ndarray, tomo_pixel: float, tomo_binning: 
     return best_shift_correlation(t, p, inside, max_shift)
 
 
+@dataclass
+class ShellCorrelation:
+    """Fourier shell correlation against the phantom: shells (1/A) and the resolutions (A) at 0.5, 0.143."""
+
+    frequency: np.ndarray  # 1/A, shell centres
+    fsc: np.ndarray
+    resolution_05: float
+    resolution_0143: float
+
+
+def fourier_shell_correlation(a: np.ndarray, b: np.ndarray, pixel: float) -> tuple[np.ndarray, np.ndarray]:
+    """FSC of two volumes in shells one voxel of the smallest axis wide, up to Nyquist: (1/A, FSC)."""
+    fa, fb = np.fft.rfftn(a), np.fft.rfftn(b)
+    freqs = [np.fft.fftfreq(n) for n in a.shape[:-1]] + [np.fft.rfftfreq(a.shape[-1])]
+    k = np.sqrt(sum(np.meshgrid(*[q ** 2 for q in freqs], indexing="ij", sparse=True)))
+    width = 1.0 / min(a.shape)
+    shell = np.floor(k / width).astype(int).ravel()
+    count = int(0.5 / width)
+    keep = shell < count
+    sh = shell[keep]
+    fa, fb = fa.ravel()[keep], fb.ravel()[keep]
+    num = np.bincount(sh, (fa * np.conj(fb)).real, count)
+    den = np.sqrt(np.bincount(sh, np.abs(fa) ** 2, count) * np.bincount(sh, np.abs(fb) ** 2, count))
+    fsc = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
+    return (np.arange(count) + 0.5) * width / pixel, fsc
+
+
+def resolution_at(frequency: np.ndarray, fsc: np.ndarray, threshold: float) -> float:
+    """Resolution (A) of the first shell below ``threshold`` (the one before it; NaN if the first is)."""
+    below = np.nonzero(fsc[1:] < threshold)[0]  # the DC-most shell is skipped: it holds a few voxels
+    last = len(fsc) - 1 if below.size == 0 else int(below[0])
+    return math.nan if last < 1 else float(1.0 / frequency[last])
+
+
+def lowpass_phantom(phantom: np.ndarray, phantom_pixel: float, nyquist_pixel: float) -> np.ndarray:
+    """The phantom without frequencies beyond the Nyquist of ``nyquist_pixel`` (hard cut, on its own grid)."""
+    if nyquist_pixel <= phantom_pixel * 1.0001:
+        return phantom
+    f = np.fft.rfftn(phantom)
+    freqs = [np.fft.fftfreq(n, d=phantom_pixel) for n in phantom.shape[:-1]]
+    freqs.append(np.fft.rfftfreq(phantom.shape[-1], d=phantom_pixel))
+    k2 = sum(np.meshgrid(*[q ** 2 for q in freqs], indexing="ij", sparse=True))
+    return np.fft.irfftn(f * (k2 <= (0.5 / nyquist_pixel) ** 2), s=phantom.shape, axes=(0, 1, 2))
+
+
+def tomogram_shells(tomogram: np.ndarray, tomo_pixel: float, tomo_binning: float, tomo_size_xyz,
+                    series: SeriesTruth, phantom: np.ndarray, max_shift: int = 6) -> ShellCorrelation:
+    """FSC of ``-tomogram`` (dark = dense) with the phantom, at the best integer shift; see the docstring."""
+    ph_px = series.phantom_pixel_size
+    smooth = lowpass_phantom(np.asarray(phantom, float), ph_px, tomo_pixel)
+    sampled, inside = sample_phantom(smooth, series.phantom_binning, series.tomogram_size_xyz, tomogram.shape,
+                                     tomo_binning, tomo_size_xyz)
+    t = -np.asarray(tomogram, float)
+    res = max(4.0 * tomo_pixel, 30.0)
+    _, shift = best_shift(_lowpass(t, tomo_pixel, res), _lowpass(sampled, tomo_pixel, res), inside, max_shift)
+    t = np.roll(t, shift, axis=(0, 1, 2))
+    t = np.where(inside, t - t[inside].mean(), 0.0)
+    p = np.where(inside, sampled - sampled[inside].mean(), 0.0)
+    k, fsc = fourier_shell_correlation(t, p, tomo_pixel)
+    return ShellCorrelation(k, fsc, resolution_at(k, fsc, 0.5), resolution_at(k, fsc, 0.143))
+
+
 # --- the metrics on a results folder -----------------------------------------------------------------------
 @dataclass
 class SeriesComparison:
@@ -151,6 +225,8 @@ class SeriesComparison:
     tilt_axis_error_deg: float | None = None
     tilt_angle_rms_deg: float | None = None
     tomogram_correlation: float | None = None
+    tomogram_fsc_05: float | None = None  # A, FSC against the phantom
+    tomogram_fsc_0143: float | None = None
     tomogram: str | None = None
     star_file: str | None = None
 
@@ -220,6 +296,8 @@ def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
             phantom, _ = read_mrc(truth.path(series.phantom))
             out.tomogram_correlation = tomogram_correlation(np.asarray(vol), px, binning, size, series,
                                                             np.asarray(phantom))
+            shells = tomogram_shells(np.asarray(vol), px, binning, size, series, np.asarray(phantom))
+            out.tomogram_fsc_05, out.tomogram_fsc_0143 = shells.resolution_05, shells.resolution_0143
     relion = root / "relion" / "tilt_series" / f"{name}.star"
     if relion.is_file():
         out.star_file = str(relion.relative_to(root))

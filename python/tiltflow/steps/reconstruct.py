@@ -10,6 +10,13 @@ Input: the align step's STAR file (rows = kept tilts in tilt-angle order = secti
   (bin-1 pixels), ``rlnTomoTomogramBinning`` and per tilt ``rlnCtfScalefactor`` (cos tilt if absent);
 - the series as an IMOD/etomo dataset (``<name>.edf``, ``newst.com``, ``tilt.com``, ...: see
   ``etomo_dataset.py``), pointed at by ``rlnEtomoDirectiveFile``.
+  what was corrected: ``tfCtfCorrection`` (none/phaseflip/wiener/3d), ``tfDoseWeighting`` (0/1) and per
+  tilt ``tfDoseHalfWeightAngst`` (the resolution where its exposure weight is 0.5; 0 = above everywhere);
+- with a CTF correction, ``rec_<name>_uncorrected_xy.mrc``/``_xz.mrc``: the report's central slices
+  reconstructed the same way but without CTF and exposure correction (a few planes, cheap).
+
+CTF and exposure correction (``tomo.ctfcorrect``): the tilt images are corrected before filtering, with
+each tilt's rlnDefocusU/V/Angle, rlnTomoHand and rlnMicrographPreExposure; the half tomograms the same way.
 
 Geometry, exactly as RELION: a tomogram voxel ``i`` sits at bin-1 position ``B * i`` with
 ``B = SizeX / (binned width)`` (so, as in RELION, the binning may be non-integer and the pixel size
@@ -47,6 +54,11 @@ TF_STACK_BINNING = "tfStackBinning"
 TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
 
 METHODS = ("wbp", "sirtlike", "sirt")
+TF_CTF_CORRECTION = "tfCtfCorrection"
+TF_DOSE_WEIGHTING = "tfDoseWeighting"
+TF_DOSE_HALF_WEIGHT = "tfDoseHalfWeightAngst"
+TF_UNCORRECTED_XY = "tfTomogramUncorrectedXY"
+TF_UNCORRECTED_XZ = "tfTomogramUncorrectedXZ"
 
 
 @dataclass
@@ -60,6 +72,17 @@ class ReconstructOptions:
     halves: bool = True  # even/odd half tomograms when the stacks exist
     slab: int = 64  # z-planes per slab
     device: str = "auto"
+    ctf_correction: str = "phaseflip"  # none | phaseflip | wiener | 3d (IMOD/AreTomo3's common choice)
+    dose_weighting: bool = True  # RELION's critical-exposure weighting from rlnMicrographPreExposure
+    defocus_step: float = 0.0  # A between corrected defocus values (strips, depth slabs); 0 = automatic
+    wiener_snr: float = 100.0
+    wiener_falloff: float = 100.0  # A
+
+    def correction(self):
+        from tiltflow.tomo.ctfcorrect import CtfCorrection
+
+        return CtfCorrection(self.ctf_correction, self.dose_weighting, self.defocus_step, self.wiener_snr,
+                             self.wiener_falloff)
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,14 @@ def run(in_star: str | Path, outdir: str | Path, options: ReconstructOptions | N
         raise TiltflowError("--pixel-size and --thickness must be positive")
     if opts.slab < 1 or opts.iterations < 1:
         raise TiltflowError("--slab and --iterations must be at least 1")
+    from tiltflow.tomo.ctfcorrect import MODES
+
+    if opts.ctf_correction not in MODES:
+        raise TiltflowError(f"unknown CTF correction '{opts.ctf_correction}' (choose {', '.join(MODES)})")
+    if opts.ctf_correction == "3d" and opts.method == "sirt":
+        raise TiltflowError("--ctf-correction 3d needs --method wbp or sirtlike (SIRT has no depth slabs)")
+    if opts.defocus_step < 0 or opts.wiener_snr <= 0 or opts.wiener_falloff < 0:
+        raise TiltflowError("--defocus-step and --wiener-falloff must be >= 0 and --wiener-snr positive")
     return execute_series_step("reconstruct", in_star, outdir, lambda ts, out: reconstruct_series(ts, out, opts))
 
 
@@ -130,6 +161,7 @@ def reconstruct_series(
             f"{stack_px:g} A (re-run stack with a smaller --bin)", stack_path)
     grid = make_grid(n1, ts_px, opts.pixel_size, opts.thickness_nm)
     device = get_device(opts.device)
+    optics = _optics(ts, opts)
     aln = TiltSeriesAlignment.from_star(ts.tilts, ts_px).rebinned(grid.pixel_size)
     log.info("tilt series %s: %d tilts, stack %dx%d at %.3f A -> tomogram %dx%dx%d at %.3f A (binning %.4f), %s, %s",
              ts.name, len(ts.tilts), ns_x, ns_y, stack_px, grid.shape[2], grid.shape[1], grid.shape[0],
@@ -145,15 +177,18 @@ def reconstruct_series(
     elif opts.halves and (even or odd):
         log.warning("tilt series %s has only one of tfStackEven/tfStackOdd: no half tomograms", ts.name)
 
-    scale = None
+    scale = corrector = None
     new = ts.copy()
     for col, (src, target) in jobs.items():
         t0 = time.perf_counter()
         images, setup = _load(ts, src, aln, grid, stack_bin, (ns_x, ns_y), n1, device)
         if scale is None:  # one intensity scale for the full tomogram and its halves
             scale = float(images.std()) or 1.0
+            corrector = _corrector(images, setup, optics, grid, opts)
+            if corrector is not None and col == star.TOMOGRAM and opts.method != "sirt":
+                _write_uncorrected_slices(images / scale, setup, grid, opts, out_dir, ts.name, new.globals, root)
         images /= scale
-        _write_tomogram(images, setup, grid, opts, target)
+        _write_tomogram(images, setup, grid, opts, target, corrector)
         new.globals[col] = _rel(target, root)
         log.info("wrote %s in %.1f s", target, time.perf_counter() - t0)
 
@@ -173,7 +208,89 @@ def reconstruct_series(
     g.pop(star.ETOMO_DIRECTIVE, None)
     if edf is not None:
         g[star.ETOMO_DIRECTIVE] = _rel(edf, root)
+    _record_correction(new, opts)
     return new
+
+
+# --- CTF and exposure correction -----------------------------------------------------------------------
+def _optics(ts: star.TiltSeriesStar, opts: ReconstructOptions):
+    """The per-tilt CTF and exposure the correction needs, or None when nothing is corrected."""
+    from tiltflow.tomo.ctfcorrect import TiltOptics
+
+    if opts.ctf_correction == "none" and not opts.dose_weighting:
+        return None
+    where = ts.globals.get(star.TS_STAR_FILE)
+    t, g = ts.tilts, ts.globals
+    n = len(t)
+    if opts.ctf_correction != "none":
+        for col in (star.DEFOCUS_U, star.DEFOCUS_V):
+            if col not in t:
+                raise TiltflowError(f"tilt series {ts.name} has no {col} column for --ctf-correction "
+                                    f"{opts.ctf_correction} (run ctf first, or --ctf-correction none)", where)
+
+    def col(name, default):
+        return t[name].to_numpy(float) if name in t else np.full(n, float(default))
+
+    du = col(star.DEFOCUS_U, 0.0)
+    values = [du, col(star.DEFOCUS_V, 0.0), col(star.DEFOCUS_ANGLE, 0.0), col(star.PHASE_SHIFT, 0.0),
+              col(star.PRE_EXPOSURE, 0.0)]
+    if not all(np.isfinite(v).all() for v in values):
+        raise TiltflowError(f"tilt series {ts.name}: non-numeric defocus or pre-exposure values", where)
+    hand = float(g.get(star.HAND) or 1.0)
+    return TiltOptics(*values, voltage=float(g.get(star.VOLTAGE) or 300.0), cs=float(g.get(star.CS) or 2.7),
+                      amplitude_contrast=float(g.get(star.AMP_CONTRAST) or 0.1), hand=1.0 if hand >= 0 else -1.0)
+
+
+def _corrector(images, setup, optics, grid: TomogramGrid, opts: ReconstructOptions):
+    from tiltflow.tomo.ctfcorrect import TiltCorrector
+
+    if optics is None:
+        return None
+    return TiltCorrector(images.shape, setup, optics, opts.correction(), grid.pixel_size, images.device)
+
+
+def _record_correction(ts: star.TiltSeriesStar, opts: ReconstructOptions) -> None:
+    from tiltflow.tomo.ctfcorrect import half_weight_resolution
+
+    ts.globals[TF_CTF_CORRECTION] = opts.ctf_correction
+    ts.globals[TF_DOSE_WEIGHTING] = int(opts.dose_weighting)
+    if opts.dose_weighting:
+        ts.tilts[TF_DOSE_HALF_WEIGHT] = [round(half_weight_resolution(v), 2)
+                                         for v in ts.tilts[star.PRE_EXPOSURE].astype(float)]
+    else:
+        ts.tilts = ts.tilts.drop(columns=[TF_DOSE_HALF_WEIGHT], errors="ignore")
+    if opts.ctf_correction == "none" or opts.method == "sirt":
+        for key in (TF_UNCORRECTED_XY, TF_UNCORRECTED_XZ):
+            ts.globals.pop(key, None)
+
+
+def central_planes(depth: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The z range of the central XY slab and the y range of the central XZ slab the report shows."""
+    dz, dy = max(1, depth // 20), max(1, height // 40)
+    return (max(0, depth // 2 - dz), min(depth, depth // 2 + dz + 1)), \
+        (max(0, height // 2 - dy), min(height, height // 2 + dy + 1))
+
+
+def _write_uncorrected_slices(images, setup, grid: TomogramGrid, opts: ReconstructOptions, out_dir: Path,
+                              name: str, g: dict, root: Path) -> None:
+    """The report's central XY and XZ slabs without CTF/exposure correction (same filter, few planes)."""
+    from dataclasses import replace
+
+    from tiltflow.io.mrc import write_mrc
+    from tiltflow.tomo.filters import FilterSettings, weight_images
+
+    d, h, w = grid.shape
+    (z0, z1), (y0, y1) = central_planes(d, h)
+    settings = FilterSettings(sirt_iterations=opts.iterations if opts.method == "sirtlike" else 0)
+    filtered = weight_images(images, setup.alignment, thickness_px=d, settings=settings)
+    xy = setup.fast_backprojector(filtered)((z0, z1)).mean(dim=0)
+    cx, cy, cz = setup.volume_center if setup.volume_center is not None else grid.center
+    rows = replace(setup, volume_shape=(d, y1 - y0, w), volume_center=(cx, cy - y0, cz))
+    xz = rows.fast_backprojector(filtered)().mean(dim=1)
+    for key, img, suffix in ((TF_UNCORRECTED_XY, xy, "xy"), (TF_UNCORRECTED_XZ, xz, "xz")):
+        target = out_dir / f"rec_{name}_uncorrected_{suffix}.mrc"
+        write_mrc(target, img.cpu().numpy().astype(np.float32), grid.pixel_size)  # atomic
+        g[key] = _rel(target, root)
 
 
 # --- input ---------------------------------------------------------------------------------------
@@ -254,7 +371,8 @@ def _load(ts, src: Path, aln: TiltSeriesAlignment, grid: TomogramGrid, b: int, n
 
 
 # --- output --------------------------------------------------------------------------------------
-def _write_tomogram(images, setup, grid: TomogramGrid, opts: ReconstructOptions, target: Path) -> None:
+def _write_tomogram(images, setup, grid: TomogramGrid, opts: ReconstructOptions, target: Path,
+                    corrector=None) -> None:
     """Reconstruct slab by slab into a memory-mapped temporary MRC, renamed when complete."""
     import mrcfile
 
@@ -264,19 +382,26 @@ def _write_tomogram(images, setup, grid: TomogramGrid, opts: ReconstructOptions,
     stats = _Stats()
     with atomic_path(target) as tmp:
         with mrcfile.new_mmap(tmp, shape=grid.shape, mrc_mode=2, overwrite=True) as mrc:
-            for z0, z1, slab in _slabs(images, setup, opts, FilterSettings):
+            for z0, z1, slab in _slabs(images, setup, opts, FilterSettings, corrector):
                 arr = slab.detach().cpu().numpy()
                 mrc.data[z0:z1] = arr
                 stats.add(arr)
             mrc.voxel_size = float(grid.pixel_size)
             h = mrc.header
             h.dmin, h.dmax, h.dmean, h.rms = stats.result()
-            mrc.add_label(f"tiltflow reconstruct {opts.method}, binning {grid.binning:.4f}")
+            mrc.add_label(f"tiltflow reconstruct {opts.method}, binning {grid.binning:.4f}, "
+                          f"ctf {opts.ctf_correction}, dose weighting {'on' if opts.dose_weighting else 'off'}")
 
 
-def _slabs(images, setup, opts: ReconstructOptions, settings_cls):
-    from tiltflow.tomo.wbp import wbp_slabs
+def _slabs(images, setup, opts: ReconstructOptions, settings_cls, corrector=None):
+    from tiltflow.tomo.wbp import wbp_depth_corrected_slabs, wbp_slabs
 
+    settings = settings_cls(sirt_iterations=opts.iterations if opts.method == "sirtlike" else 0)
+    if corrector is not None and opts.ctf_correction == "3d":
+        yield from wbp_depth_corrected_slabs(images, setup, corrector, settings, slab=opts.slab)
+        return
+    if corrector is not None:
+        images = corrector.correct(images)
     if opts.method == "sirt":
         import torch
 
@@ -290,7 +415,6 @@ def _slabs(images, setup, opts: ReconstructOptions, settings_cls):
         for z0 in range(0, d, opts.slab):
             yield z0, min(d, z0 + opts.slab), vol[z0 : z0 + opts.slab]
         return
-    settings = settings_cls(sirt_iterations=opts.iterations if opts.method == "sirtlike" else 0)
     yield from wbp_slabs(images, setup, settings, slab=opts.slab)
 
 

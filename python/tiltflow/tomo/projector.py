@@ -236,6 +236,12 @@ class ProjectionSetup:
         return {"volume_center": self.volume_center, "image_center": self.image_center,
                 "image_scale": self.image_scale}
 
+    def mapping(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(M (n, 2, 3), offset (n, 2), c_vol)``: image index ``= M (X - c_vol) + offset``."""
+        n = len(self.alignment.y_tilt)
+        return _setup(self.alignment, (n, *self.image_shape), self.volume_shape, self.volume_center,
+                      self.image_center, self.image_scale)
+
     def backproject(self, images, weights=None, z_slab=None) -> torch.Tensor:
         return backproject(images, self.alignment, self.volume_shape, weights, z_slab, **self._kw())
 

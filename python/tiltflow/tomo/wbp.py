@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import torch
 
+from tiltflow.geometry import centre
+from tiltflow.tomo.ctfcorrect import TiltCorrector, depth_slabs
 from tiltflow.tomo.filters import FilterSettings, weight_images
 from tiltflow.tomo.projector import ProjectionSetup
 
@@ -36,6 +38,26 @@ def wbp_slabs(
     for z0 in range(0, d, max(1, int(slab))):
         z1 = min(d, z0 + max(1, int(slab)))
         yield z0, z1, backproject((z0, z1))
+
+
+def wbp_depth_corrected_slabs(
+    images: torch.Tensor, setup: ProjectionSetup, corrector: TiltCorrector,
+    settings: FilterSettings = FilterSettings(), slab: int = 64,
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """WBP with a depth-resolved CTF correction (novaCTF-style): each z-range from images corrected at its depth.
+
+    The ranges are as thin as the corrector's defocus step requires (``ctfcorrect.depth_slabs``); each costs
+    one correction, filtering and resampling of the images, so the time grows with their number.
+    """
+    d = setup.volume_shape[0]
+    cz = setup.volume_center[2] if setup.volume_center is not None else centre(d)
+    for z0, z1, z in depth_slabs(corrector, d, cz):
+        filtered = weight_images(corrector.correct(images, z), setup.alignment, thickness_px=d, settings=settings)
+        backproject = setup.fast_backprojector(filtered)
+        del filtered
+        for a in range(z0, z1, max(1, int(slab))):
+            b = min(z1, a + max(1, int(slab)))
+            yield a, b, backproject((a, b))
 
 
 def wbp(

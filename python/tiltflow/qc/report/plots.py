@@ -257,25 +257,79 @@ def welch_spectrum(img: np.ndarray, box: int = 256) -> np.ndarray:
     return np.fft.fftshift(acc / max(k, 1))
 
 
-def tomogram_slices(volume_path: Path, path: Path, title: str) -> Path | None:
-    """Central XY and XZ slices (a few planes averaged) of the tomogram."""
+def central_slices(vol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The central XY and XZ slabs (a few planes averaged), the planes reconstruct saves uncorrected."""
+    from tiltflow.steps.reconstruct import central_planes
+
+    (z0, z1), (y0, y1) = central_planes(vol.shape[0], vol.shape[1])
+    return np.asarray(vol[z0:z1]).mean(axis=0), np.asarray(vol[:, y0:y1, :]).mean(axis=1)
+
+
+def tomogram_slices(volume_path: Path, path: Path, title: str,
+                    uncorrected: tuple[np.ndarray, np.ndarray] | None = None) -> Path | None:
+    """Central XY and XZ slices of the tomogram; with ``uncorrected`` (xy, xz) beside them, for comparison."""
     from tiltflow.io.mrc import read_mrc
 
     vol, _ = read_mrc(volume_path)
     if vol.ndim != 3:
         return None
     nz, ny, nx = vol.shape
-    dz, dy = max(1, nz // 20), max(1, ny // 40)
-    xy = vol[max(0, nz // 2 - dz): nz // 2 + dz + 1].mean(axis=0)
-    xz = vol[:, max(0, ny // 2 - dy): ny // 2 + dy + 1, :].mean(axis=1)
+    columns = [("", central_slices(vol))]
+    if uncorrected is not None:
+        columns = [(" with CTF correction", columns[0][1]), (" without", uncorrected)]
     plt = _plt()
     ratio = nz / max(ny, 1)
-    fig, axes = plt.subplots(2, 1, figsize=(6, 6 * (1 + ratio) * ny / max(nx, 1) * 0.9 + 0.6),
+    fig, axes = plt.subplots(2, len(columns), squeeze=False,
+                             figsize=(6 * len(columns), 6 * (1 + ratio) * ny / max(nx, 1) * 0.9 + 0.6),
                              gridspec_kw={"height_ratios": [ny, max(nz, 1)]})
-    for ax, img, name in ((axes[0], xy, "XY (central slice)"), (axes[1], xz, "XZ (central slice)")):
-        lo, hi = _contrast(img)
-        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower")
-        ax.set_title(name, fontsize=8)
-        ax.axis("off")
+    for c, (label, (xy, xz)) in enumerate(columns):
+        for r, (img, name) in enumerate(((xy, "XY (central slice)"), (xz, "XZ (central slice)"))):
+            ax = axes[r, c]
+            lo, hi = _contrast(img)
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, origin="lower")
+            ax.set_title(name + label, fontsize=8)
+            ax.axis("off")
     fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def radial_power(data: np.ndarray, pixel: float, box: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum (1/A, power) of the central ``box``-sized region of a 2-D or 3-D array."""
+    a = np.asarray(data, dtype=np.float64)
+    sl = tuple(slice(max(0, n // 2 - box // 2), max(0, n // 2 - box // 2) + min(n, box)) for n in a.shape)
+    a = a[sl] - a[sl].mean()
+    power = np.abs(np.fft.rfftn(a)) ** 2
+    freqs = [np.fft.fftfreq(n) for n in a.shape[:-1]] + [np.fft.rfftfreq(a.shape[-1])]
+    k = np.sqrt(sum(np.meshgrid(*[q ** 2 for q in freqs], indexing="ij", sparse=True)))
+    width = 1.0 / min(a.shape)
+    shell = np.floor(k / width).astype(int).ravel()
+    count = int(0.5 / width)
+    keep = shell < count
+    total = np.bincount(shell[keep], power.ravel()[keep], count)
+    n = np.bincount(shell[keep], minlength=count)
+    return (np.arange(count) + 0.5) * width / pixel, total / np.maximum(n, 1)
+
+
+def tomogram_spectrum(volume_path: Path, path: Path, title: str,
+                      uncorrected_xy: np.ndarray | None = None) -> Path | None:
+    """The tomogram's radially averaged power spectrum; with ``uncorrected_xy``, the XY slab's with and without."""
+    from tiltflow.io.mrc import read_mrc
+
+    vol, px = read_mrc(volume_path)
+    if vol.ndim != 3 or not px:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    k, p = radial_power(vol, float(px))
+    ax.semilogy(k[1:], p[1:], color=KEPT, label="tomogram (central box)")
+    if uncorrected_xy is not None:
+        xy = central_slices(vol)[0]
+        for img, style, label in ((xy, "-", "XY slab, corrected"), (uncorrected_xy, "--", "XY slab, uncorrected")):
+            k2, p2 = radial_power(img, float(px), box=512)
+            ax.semilogy(k2[1:], p2[1:] / p2[1:].mean() * p[1:].mean(), "k" + style, lw=0.8, label=label)
+    ax.set_xlabel("spatial frequency (1/A)")
+    ax.set_ylabel("power")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return _save(fig, path)

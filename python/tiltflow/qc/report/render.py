@@ -344,8 +344,31 @@ def _tomogram(data: SessionData, sd: SeriesData, fig_dir: Path) -> str:
     path = data.resolve(tomo)
     if path is None:
         return f"<div class='warn'>Tomogram {_e(tomo)} is listed but not found.</div>"
+    g = sd.globals
+    unc = [_read_image(data.resolve(g.get(k))) for k in ("tfTomogramUncorrectedXY", "tfTomogramUncorrectedXZ")]
+    uncorrected = (unc[0], unc[1]) if unc[0] is not None and unc[1] is not None else None
     try:
-        p = plots.tomogram_slices(path, fig_dir / "tomogram.png", f"{sd.name}: {Path(str(tomo)).name}")
+        p = plots.tomogram_slices(path, fig_dir / "tomogram.png", f"{sd.name}: {Path(str(tomo)).name}", uncorrected)
+        ps = plots.tomogram_spectrum(path, fig_dir / "tomogram_spectrum.png", f"{sd.name}: power spectrum",
+                                     None if uncorrected is None else uncorrected[0])
     except Exception as exc:
         return f"<div class='warn'>Tomogram {_e(tomo)} could not be read: {_e(exc)}</div>"
-    return "<h3>Tomogram</h3><div class='figs'>" + _img(p, f"{tomo}", "tomogram slices") + "</div>"
+    return ("<h3>Tomogram</h3>" + _correction_note(sd) + "<div class='figs'>" + _img(p, f"{tomo}", "tomogram slices")
+            + _img(ps, "radially averaged power spectrum", "tomogram power spectrum") + "</div>")
+
+
+def _correction_note(sd: SeriesData) -> str:
+    """What reconstruct corrected (tfCtfCorrection, tfDoseWeighting, per-tilt tfDoseHalfWeightAngst)."""
+    g = sd.globals
+    mode = g.get("tfCtfCorrection")
+    if mode is None:
+        return ""
+    text = f"CTF correction: {_e(mode)}; exposure weighting: {'on' if int(g.get('tfDoseWeighting', 0)) else 'off'}"
+    rec = sd.stars.get("reconstruct")
+    t = rec.tilts if rec is not None else pd.DataFrame()
+    if "tfDoseHalfWeightAngst" in t and star.PRE_EXPOSURE in t and len(t):
+        half, pre = _num(t, "tfDoseHalfWeightAngst"), _num(t, star.PRE_EXPOSURE)
+        i = int(np.nanargmax(pre))
+        at = f"weight 0.5 at {half[i]:.1f} A" if half[i] > 0 else "weight above 0.5 at every resolution"
+        text += f" (last tilt, {pre[i]:.0f} e/A^2: {at})"
+    return f"<div class='note'>{text}.</div>"
