@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 DEMO   ?= demo
 TOOLS  ?= .tools
 
-.PHONY: setup test demo lint bench chromium nflint clean
+.PHONY: setup test demo lint bench chromium nflint clean image imagetest
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,7 @@ nflint: setup
 test: setup chromium nflint
 	$(VENV)/bin/ruff check python tests bench
 	$(PY) -m pytest -q
+	$(MAKE) imagetest
 
 lint: setup
 	$(VENV)/bin/ruff check python tests bench
@@ -47,6 +48,25 @@ demo: setup
 	$(VENV)/bin/tiltflow run $(DEMO)/session --gain $(DEMO)/session/gain.mrc $(DEMO_GAIN_ORIENTATION) \
 	    --outdir $(DEMO)/results
 	$(PY) -m tiltflow.demo_summary $(DEMO)/session $(DEMO)/results
+
+# The tiltflow image, built with podman on a local debootstrap base (no image registry is reachable from CI;
+# a user builds the same Dockerfile from debian:bookworm). CONTAINERS_CONF: runc, cgroupfs, no ulimits.
+VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE      ?= ghcr.io/tiltflow/tiltflow:$(VERSION)
+BASE_IMAGE ?= localhost/debian-bookworm:min
+export CONTAINERS_CONF ?= $(abspath $(TOOLS))/containers.conf
+
+$(TOOLS)/containers.conf: containers/podman-ci.conf
+	mkdir -p $(TOOLS) && cp $< $@
+
+image: setup $(TOOLS)/containers.conf
+	TOOLS=$(TOOLS) PYTHON=$(PY) containers/build-image.sh $(IMAGE) $(BASE_IMAGE)
+
+# The image runs simulate + run on the tiny preset and must give the host's results (tests/test_container.py;
+# without podman it is skipped, or fails under CI).
+imagetest: setup $(TOOLS)/containers.conf
+	if command -v podman >/dev/null 2>&1; then $(MAKE) image; fi
+	TILTFLOW_TEST_IMAGE=$(IMAGE) $(PY) -m pytest -q tests/test_container.py
 
 bench: setup
 	$(PY) bench/run_all.py
