@@ -1,6 +1,10 @@
 """The tiltflow image gives the host's results: ``tiltflow simulate`` + ``tiltflow run`` on the tiny preset,
 once inside the image (podman) and once on the host, must write the same session, STAR files and tomogram.
 
+The last test runs the pipeline with the real Nextflow (``make nextflow``, the pipeline issue's runtime)
+and ``-profile test,podman``: every process in the image, and a second launch with ``-resume`` reuses every
+task. It is skipped while that runtime is not installed.
+
 ``make imagetest`` builds the image and runs this file with ``TILTFLOW_TEST_IMAGE`` set (``make test``
 calls it); a plain ``pytest`` run skips it. Without podman it is skipped, except under CI (env CI set),
 where a missing engine is a failure: CI has to test the image.
@@ -12,6 +16,7 @@ byte for byte.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -23,6 +28,7 @@ import mrcfile
 import numpy as np
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("TILTFLOW_TEST_IMAGE")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IMAGE, reason="run by `make imagetest` (TILTFLOW_TEST_IMAGE)")]
 
@@ -126,3 +132,39 @@ def test_tomogram_is_the_same(runs):
         with mrcfile.open(runs["image"] / "results" / f) as a, mrcfile.open(runs["host"] / "results" / f) as b:
             assert a.data.shape == b.data.shape and a.voxel_size == b.voxel_size
             assert np.array_equal(a.data, b.data), f"results/{f}: voxels differ"
+
+
+#: the trace of the Nextflow runs: which container each task ran in
+TRACE_CONFIG = """
+trace {
+    enabled = true
+    overwrite = true
+    file = "${params.outdir}/pipeline_info/container_trace.txt"
+    fields = 'name,status,container'
+}
+"""
+
+
+def _nextflow(launch: Path, outdir: Path, *extra: str) -> list[dict[str, str]]:
+    """``nextflow run -profile test,podman`` through the pinned runtime's wrapper; the trace rows."""
+    command = [str(REPO / "tools" / "nextflow" / "nextflow"), "run", str(REPO), "-profile", "test,podman",
+               "--tiltflow_image", IMAGE, "--outdir", str(outdir), "-c", str(launch / "trace.config"), *extra]
+    proc = subprocess.run(command, cwd=launch, capture_output=True, text=True, timeout=1800,
+                          env={**os.environ, **ENV, "NXF_ANSI_LOG": "false"})
+    _check(proc)
+    with open(outdir / "pipeline_info" / "container_trace.txt") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def test_nextflow_podman_profile_runs_every_process_in_the_image_and_resumes(podman, tmp_path):
+    if not (REPO / ".tools" / "nextflow" / "lib" / ".verified").is_file():
+        pytest.skip("the Nextflow runtime is not installed (make nextflow)")
+    (tmp_path / "trace.config").write_text(TRACE_CONFIG)
+    outdir = tmp_path / "results"
+    first = _nextflow(tmp_path, outdir)
+    assert first and all(row["container"] == IMAGE for row in first), first
+    assert (outdir / "relion" / "tomograms.star").is_file()
+    done = {row["name"] for row in first if row["status"] == "COMPLETED"}
+    assert any("RECONSTRUCT" in name for name in done), first
+    second = _nextflow(tmp_path, outdir, "-resume")
+    assert {row["name"] for row in second if row["status"] == "CACHED"} >= done, second
