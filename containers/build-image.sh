@@ -34,6 +34,7 @@ echo "== wheels of the tests' environment into containers/tiltflow/wheels"
 "$python" -m pip download -q -c constraints.txt -c "$tools/image-constraints.txt" --python-version 3.11 \
     --only-binary=:all: -d containers/tiltflow/wheels -r "$tools/image-requirements.txt" "setuptools>=68" wheel
 
+echo "== wheels ready after $(($(date +%s) - start)) s"
 echo "== podman build $image (base $base)"
 podman build --network host --build-arg BASE_IMAGE="$base" --build-arg PIP_NO_INDEX=1 -f containers/tiltflow/Dockerfile -t "$image" .
 
