@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from tiltflow.errors import TiltflowError
 from tiltflow.io.eer import write_eer
 from tiltflow.io.gain import orient_gain, read_gain_file, relion_gain_codes, unorient_gain
 from tiltflow.io.movies import open_movie
@@ -61,15 +62,18 @@ def test_written_tiff_reads_back_as_imod_would(tmp_path):
         np.testing.assert_array_equal(m.read(dtype=np.uint16), a)
 
 
-@pytest.mark.parametrize(("r", "f"), [(0, 0), (1, 0), (3, 1), (2, 2)])
+@pytest.mark.parametrize(("r", "f"), [(r, f) for r in range(4) for f in range(3)])
 def test_relion_codes_for_an_epu_gain(tmp_path, r, f):
     g = np.arange(6 * 4, dtype=np.float32).reshape(6, 4) + 1
-    stored = g[::-1]  # file rows of a .gain whose MotionCor3 reading is g
-    relion_holds = stored  # RELION puts a .gain back into file order (src/renderEER.h loadEERGain)
-    rr, rf = relion_gain_codes(r, f, tmp_path / "x.gain")
-    np.testing.assert_array_equal(orient_gain(relion_holds, rr, rf), orient_gain(g, r, f))
+    relion_holds = g[::-1]  # file rows of a .gain whose MotionCor3 reading is g; RELION keeps file order
     assert relion_gain_codes(r, f, tmp_path / "x.mrc") == (r, f)
     assert relion_gain_codes(r, f, tmp_path / "x.tif") == (r, f)
+    if (r, f) in ((0, 1), (2, 2)):
+        rr, rf = relion_gain_codes(r, f, tmp_path / "x.gain")
+        np.testing.assert_array_equal(orient_gain(relion_holds, rr, rf), orient_gain(g, r, f))
+    else:
+        with pytest.raises(TiltflowError, match="RELION cannot apply"):
+            relion_gain_codes(r, f, tmp_path / "x.gain")
 
 
 def test_tiff_and_mrc_sessions_with_one_seed_are_the_same(tmp_path):

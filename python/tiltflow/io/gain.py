@@ -101,21 +101,25 @@ def serialem_rf_to_rotate_flip(code: int) -> tuple[int, int]:
 def relion_gain_codes(rotate: int, flip: int, gain_path: str | Path) -> tuple[int, int]:
     """RELION's ``--gain_rot/--gain_flip`` that do what MotionCor's ``-RotGain rotate -FlipGain flip`` do.
 
-    RELION's gain flags are MotionCor's operation (``--gain_rot`` help: "same as MotionCor2's RotGain") on
-    the gain as RELION holds it. That is the same array as MotionCor's for MRC gains and ordinary TIFF gains,
-    but an EPU EER ``.gain`` is put back into file order by RELION (``src/renderEER.h``) while MotionCor3
-    reverses its rows like any TIFF: RELION's array is MotionCor's upside down (``Fy``). Then
-    ``F_f . R^r . Fy = F_f . Fy . R^-r``: flip 0 -> (-r, 1), flip 1 -> (-r, 0), flip 2 -> (2 - r, 0), mod 4.
+    RELION's gain flags are MotionCor's operation (``--gain_rot`` help: "same as MotionCor2's RotGain";
+    ``motioncorr_runner.cpp::prepareGainReference``) on the gain as RELION holds it: the same array as
+    MotionCor's for MRC gains. An EPU EER ``.gain`` differs: with codes 0 0 RELION reads it through
+    ``EERRenderer::loadEERGain`` (``src/renderEER.h``), which puts it back into file order, i.e. MotionCor's
+    array upside down (``Fy``); any other codes send it through ``prepareGainReference``, whose rotated
+    ``gain.mrc`` loadEERGain then takes for a count-style gain and inverts. So for a ``.gain`` only the
+    operations equal to ``Fy`` ((0, 1) and (2, 2)) have a RELION equivalent (0, 0); others raise.
     """
     _check_rotate_flip(rotate, flip)
     r, f = int(rotate), int(flip)
     if Path(gain_path).suffix.lower() != ".gain":
         return r, f
-    if f == 0:
-        return (-r) % 4, 1
-    if f == 1:
-        return (-r) % 4, 0
-    return (2 - r) % 4, 0
+    if (r, f) in ((0, 1), (2, 2)):
+        return 0, 0
+    raise TiltflowError(
+        f"RELION cannot apply MotionCor's -RotGain {r} -FlipGain {f} to an EER .gain (it turns only MRC gains and "
+        "then inverts them for EER movies); prepare the gain with `tiltflow gain` and use --backend relion",
+        gain_path,
+    )
 
 
 #: the 8 distinct orientations as MotionCor (rotate, flip) pairs (flip 2 = flip 1 after 180 degrees)
