@@ -12,8 +12,8 @@ What RELION needs and does (measured with 3.1.3, read in ``src/motioncorr_runner
   grouping is skipped with exit status 0, so every expected output is checked;
 * EER movies must be 4096x4096 (``renderEER.cpp``) and their gain is read by ``EERRenderer::loadEERGain``:
   a ``.gain`` is multiplicative and kept in file order, any other file is taken as a count-style gain and
-  inverted. The prepared (multiplicative, movie-oriented) gain is therefore handed over as a ``.gain``
-  TIFF whose stored rows are the array itself;
+  inverted. An EPU ``.gain`` is passed as it is; the prepared (multiplicative, movie-oriented) MRC gain is
+  handed over as a ``.gain`` TIFF whose stored rows are the array itself;
 * the per-movie STAR file's ``data_global_shift`` holds the shift applied to each frame, relative to the
   first frame used, in movie pixels (-9999 = not observed): a specimen drifting by +d px per frame gives
   -d, -2d, ... (measured), which is tiltflow's :class:`~tiltflow.motion.trajectory.Trajectory` convention;
@@ -180,6 +180,9 @@ def _stage_gain(call: RelionMotionCall, fmt: str, workdir: Path) -> str:
     if call.gain_rot or call.gain_flip:  # RELION would turn it, then invert it as a count-style EER gain
         raise TiltflowError("for EER movies give RELION a gain already in the movies' orientation "
                             "(--gain_rot/--gain_flip 0; `tiltflow gain` prepares one)", gain)
+    if gain.suffix.lower() == ".gain":  # EPU's own file: RELION reads it as it is
+        os.symlink(gain, workdir / "gain.gain")
+        return "gain.gain"
     from tiltflow.io.gain import load_prepared_gain
 
     g = load_prepared_gain(gain)
