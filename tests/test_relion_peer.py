@@ -39,8 +39,8 @@ def _sensitivity(shape, seed=7) -> np.ndarray:
     """A detector's per-pixel sensitivity (smooth +-10 % plus 15 % pixel noise); the gain is its inverse."""
     rng = np.random.default_rng(seed)
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    s = (1 + 0.1 * np.sin(6 * xx + 2 * yy)) * (1 + 0.15 * rng.standard_normal(shape))
+    yy, xx = np.ogrid[0:h, 0:w]
+    s = (1 + 0.1 * np.sin((6 * xx + 2 * yy) / max(h, w))) * (1 + 0.15 * rng.standard_normal(shape, np.float32))
     return np.clip(s, 0.4, 1.6).astype(np.float32)
 
 
@@ -184,30 +184,36 @@ def test_relion_skips_short_movies_and_the_wrapper_says_so(movies, tmp_path):
 
 
 def test_eer_movie_and_epu_gain(tmp_path):
-    """EER (RELION reads only 4096x4096): file-order frames, EPU .gain needing MotionCor's (0, 1)."""
+    """EER (RELION reads only 4096x4096): file-order frames, an EPU .gain needing MotionCor's (0, 1).
+
+    Kept cheap: a blocky 512^2 texture blown up 8x, whole-pixel drift, 9 fractions, both outputs binned 8x.
+    """
+    from test_motion_synth import specimen
     from tiltflow.io.eer import write_eer
 
-    n_frames, group = 3, 4
-    shape = (4096, 4096)
-    drift = drift_path(n_frames, np.random.default_rng(5), scale=1.5)
-    lam = frames(shape, drift, counts=1.0, contrast=0.5, seed=5, noise=False)  # counts per rendered frame
+    n_frames, group, shape = 3, 3, (4096, 4096)
+    drift = np.round(drift_path(n_frames, np.random.default_rng(5), scale=1.5))
+    base = np.kron(specimen((512, 512), np.random.default_rng(5), (1.0, 30.0)), np.ones((8, 8))).astype(np.float32)
     sens = _sensitivity(shape, seed=9)
     rng = np.random.default_rng(6)
-    p = np.clip(lam * sens / group, 0, 1)
-    fractions = np.concatenate([rng.random((group, *shape), dtype=np.float32) < p[i] for i in range(n_frames)])
-    movie = write_eer(tmp_path / "m.eer", fractions.astype(np.uint8), pixel_size=1.0)
+    fractions = np.empty((n_frames * group, *shape), np.uint8)
+    for i, (dx, dy) in enumerate(drift):  # frame i shows the specimen moved by +drift[i]
+        p = np.clip(0.3 / group * (1 + 0.5 * np.roll(base, (int(dy), int(dx)), axis=(0, 1))) * sens, 0, 1)
+        fractions[i * group:(i + 1) * group] = rng.random((group, *shape), dtype=np.float32) < p
+    movie = write_eer(tmp_path / "m.eer", fractions, pixel_size=1.0)
     del fractions
     gain_file = tmp_path / "epu.gain"
-    # EPU stores it so that MotionCor3 (TIFF rows reversed) needs -FlipGain 1: the file rows are 1/sens
+    # stored so that MotionCor3 (TIFF rows reversed) needs -FlipGain 1: the file rows are 1/sens as they are
     tifffile.imwrite(gain_file, (1.0 / sens).astype(np.float32))
-    np.testing.assert_array_equal(orient_gain((1.0 / sens)[::-1], 0, 1), 1.0 / sens)
     res = prepare_gain(gain_file, tmp_path / "gain", rotate=0, flip=1, movie=movie)
-    assert res.warnings == [] and (res.orientation_scores[0][0], res.orientation_scores[0][1]) == (0, 1)
+    assert res.warnings == [] and res.orientation_scores[0][:2] == (0, 1)
     gain = read_mrc(tmp_path / "gain" / "gain.mrc")[0]
-    ours = _builtin(movie, gain, eer_grouping=group)
+    np.testing.assert_allclose(gain, 1.0 / sens, rtol=1e-6)
+    with open_movie(movie, eer_grouping=group) as m:
+        ours = correct_movie(m, pixel_size=1.0, gain=gain,
+                             settings=MotionSettings(even_odd=False, smooth=False, bin_factor=8))
     rot, flip = relion_gain_codes(0, 1, gain_file)  # the documented conversion: RELION (0, 0) on the .gain
-    img, traj = _relion(tmp_path, movie, gain_file, rot, flip, n_frames=n_frames, eer_grouping=group)
-    # and through the backend's own staging of the prepared gain
-    img2, traj2 = _relion(tmp_path, movie, tmp_path / "gain" / "gain.mrc", 0, 0, n_frames=n_frames, eer_grouping=group)
-    for im, tr in ((img, traj), (img2, traj2)):
-        _compare(ours, im, tr, drift)
+    kw = dict(n_frames=n_frames, eer_grouping=group, bin_factor=8)
+    for g, r, f in ((gain_file, rot, flip), (tmp_path / "gain" / "gain.mrc", 0, 0)):  # EPU file; backend staging
+        img, traj = _relion(tmp_path, movie, g, r, f, **kw)
+        _compare(ours, img, traj, drift)
