@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 DEMO   ?= demo
 TOOLS  ?= .tools
 
-.PHONY: setup test demo lint bench chromium nflint clean
+.PHONY: setup test demo lint bench chromium relion nflint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,17 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; the browser test will be skipped"; }
 
+# Debian's RELION (relion_run_motioncorr): the motion-correction peer tests run the real program (CI=true
+# makes them fail rather than skip without it).
+relion:
+	@command -v relion_run_motioncorr >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq relion >/dev/null) \
+	  || echo "warning: could not install relion; the RELION peer tests will be skipped (they fail with CI=true)"; }
+
 nflint: setup
 	$(PY) tools/nflint/nflint.py --install $(TOOLS) --install-only
 
-test: setup chromium nflint
+test: setup chromium relion nflint
 	$(VENV)/bin/ruff check python tests bench
 	$(PY) -m pytest -q
 
