@@ -8,6 +8,8 @@ the files' own rows, reversed by numpy, never tiltflow's output.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -96,3 +98,17 @@ def test_tiff_and_mrc_sessions_with_one_seed_are_the_same(tmp_path):
         np.testing.assert_array_equal(ca.trajectory.shifts, cb.trajectory.shifts)
     # and the gain file (an MRC in both) is the same: unorient_gain undoes the orientation the run applies
     np.testing.assert_array_equal(unorient_gain(gain, 1, 2), read_mrc(tmp_path / "m" / "session" / mt.gain.file)[0])
+
+
+def test_motioncor_command_line_is_the_same_for_tiff_and_mrc(tmp_path):
+    """MotionCor reads both formats the field's way, so the wrapper passes the one prepared gain unchanged."""
+    from tiltflow.backends.motioncor import MotionCorCall, build_command
+
+    gain = tmp_path / "gain" / "gain.mrc"
+    cmds = {fmt: build_command(MotionCorCall(executable=Path("MotionCor3"), movie=Path(f"m.{ext}"), movie_format=fmt,
+                                             out_mrc=Path("m.mrc"), pixel_size=1.0, gain=gain))
+            for fmt, ext in (("tiff", "tif"), ("mrc", "mrc"))}
+    assert cmds["tiff"][:3] == ["MotionCor3", "-InTiff", "m.tif"] and cmds["mrc"][:3] == ["MotionCor3", "-InMrc", "m.mrc"]
+    assert cmds["tiff"][3:] == cmds["mrc"][3:]
+    assert "-RotGain" not in cmds["tiff"] and "-FlipGain" not in cmds["tiff"]  # gain already in movie orientation
+    assert cmds["tiff"][cmds["tiff"].index("-Gain") + 1] == str(gain)

@@ -118,6 +118,13 @@ def test_relion_and_tiltflow_agree_on_drifting_movies(movies, name):
     _compare(ours, img, traj, drift)
 
 
+def test_relion_reads_the_serialem_tiff_and_mrc_the_same(movies):
+    tmp, _, _, _ = movies
+    (a, ta), (b, tb) = (_relion(tmp, tmp / n, tmp / "raw_gain.mrc", ROTATE, FLIP, n_frames=8) for n in ("m.tif", "m.mrc"))
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ta.shifts, tb.shifts, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["still.tif", "still.mrc"])
 def test_the_same_gain_codes_flatten_the_detector_in_both(movies, name):
     """MotionCor's (1, 2) given to tiltflow and, converted, to RELION removes the pixel pattern; (1, 1) does not."""
