@@ -181,6 +181,15 @@ def test_relion_backend_refuses_even_odd_it_cannot_write(movies, tmp_path):
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
+def test_left_out_frames_and_the_reference_frame(movies):
+    """--first_frame_sum 2 --last_frame_sum 7: frames 1 and 8 unused (NaN), shifts relative to frame 2."""
+    tmp, drift, _, _ = movies
+    _, traj = _relion(tmp, tmp / "m.mrc", tmp / "raw_gain.mrc", ROTATE, FLIP, n_frames=8, first_frame=2, last_frame=7)
+    assert traj.used.tolist() == [False] + [True] * 6 + [False]
+    np.testing.assert_array_equal(traj.shifts[1], [0.0, 0.0])
+    assert rms_error(traj.drift()[1:7], drift[1:7]) < 0.35
+
+
 def test_relion_skips_short_movies_and_the_wrapper_says_so(movies, tmp_path):
     from tiltflow.errors import TiltflowError
 

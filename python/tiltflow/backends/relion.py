@@ -154,7 +154,7 @@ def run_relion_motioncorr(call: RelionMotionCall, *, workdir: Path, log_path: Pa
     toolrun.require_outputs(wanted, tool=TOOL, label=label, log_path=run.log_path)
     from tiltflow.motion.metadata import read_motion_star
 
-    traj, general = read_motion_star(wanted[1])
+    traj, _ = read_motion_star(wanted[1])
     if traj.n_frames != n_frames:
         raise ToolError(f"{TOOL} on {label}: its STAR file has {traj.n_frames} frames, expected {n_frames}", wanted[1])
     return RelionMotionOutput(sum=wanted[0], even=wanted[2] if call.even_odd else None,
