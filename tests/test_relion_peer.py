@@ -190,6 +190,19 @@ def test_left_out_frames_and_the_reference_frame(movies):
     assert rms_error(traj.drift()[1:7], drift[1:7]) < 0.35
 
 
+def test_tiltflow_run_says_before_any_work_that_relion_3_has_no_even_odd():
+    from tiltflow.backends.relion import offers_even_odd
+    from tiltflow.errors import TiltflowError
+    from tiltflow.runner.params import load_params
+
+    assert load_params(None, {"motioncor_backend": "relion", "even_odd": False}).motioncor_backend == "relion"
+    if offers_even_odd(EXE):
+        assert load_params(None, {"motioncor_backend": "relion"}).even_odd
+    else:
+        with pytest.raises(TiltflowError, match="cannot write even/odd sums.*set even_odd false"):
+            load_params(None, {"motioncor_backend": "relion"})
+
+
 def test_relion_skips_short_movies_and_the_wrapper_says_so(movies, tmp_path):
     from tiltflow.errors import TiltflowError
 
