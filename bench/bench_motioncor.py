@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_motioncor.py                  # the "test" preset
     .venv/bin/python bench/bench_motioncor.py --demo           # the "demo" preset (41 tilts of 1024^2)
     .venv/bin/python bench/bench_motioncor.py --preset tiny --patches 3 3 --device cpu
+    .venv/bin/python bench/bench_motioncor.py --peer relion   # RELION's own motion correction beside it
 
 Simulates a session (tiltflow.simulate), prepares its gain and imports it (the real steps), runs the
 ``motioncor`` step with the built-in backend and prints one row per tilt series: the motion error in pixels
@@ -11,6 +12,10 @@ Simulates a session (tiltflow.simulate), prepares its gain and imports it (the r
 process (``resource.getrusage``; torch's allocations do not show in tracemalloc; the simulator, gain and import
 steps run as separate ``tiltflow`` processes so they do not count) and the device. The target
 on the demo session is a motion error under 0.3 px.
+
+``--peer relion`` also runs the step with ``--backend relion`` (Debian's ``relion_run_motioncorr --use_own``)
+on the same movies and gain, and prints both side by side with the CPU seconds per movie (this process's
+CPU time for the built-in backend, its children's for RELION; ``resource.getrusage``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bin", type=float, default=1.0)
     ap.add_argument("--dose-weighting", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--peer", choices=("relion",), default=None, help="also run this backend on the same movies")
     args = ap.parse_args(argv)
     preset = "demo" if args.demo else args.preset
 
@@ -64,18 +70,42 @@ def main(argv: list[str] | None = None) -> int:
               "--flip", str(truth.gain.flip))
     _tiltflow("import", "session", "--outdir", "import")
     device = get_device(args.device)
-    opts = MotionCorOptions(gain=Path("gain/gain.mrc"), backend="builtin", patches=tuple(args.patches),
-                            bin_factor=args.bin, dose_weighting=args.dose_weighting, device=args.device)
+    rows = []
+    for backend in ("builtin", *((args.peer,) if args.peer else ())):
+        opts = MotionCorOptions(gain=Path("gain/gain.mrc"), backend=backend, patches=tuple(args.patches),
+                                bin_factor=args.bin, dose_weighting=args.dose_weighting, device=args.device,
+                                even_odd=backend == "builtin", threads=os.cpu_count() or 1)
+        rows += _score(backend, opts, truth, run_from_star, motion_rms_px)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    w, h = cfg.size
+    print(f"\nbench_motioncor: preset {preset} ({w}x{h}, {cfg.frames} frames, {cfg.dose_per_tilt:g} e/A^2 per tilt, "
+          f"{cfg.pixel_size:g} A/px, drift ~{cfg.drift:g} px), patches {args.patches[0]}x{args.patches[1]}, "
+          f"simulated in {t_sim:.0f} s, work dir {work}")
+    header = f"{'series':<10}{'backend':<9}{'tilts':>6}{'motion RMS px':>15}{'worst px':>10}{'path px':>9}" \
+             f"{'s/tilt':>8}{'CPU s/tilt':>11}{'peak MB':>9}  device"
+    print(header)
+    print("-" * len(header))
+    for r in sorted(rows, key=lambda r: r["series"]):
+        where = device_name(device) if r["backend"] == "builtin" else "cpu (relion_run_motioncorr)"
+        print(f"{r['series']:<10}{r['backend']:<9}{r['tilts']:>6}{r['rms']:>15.3f}{r['worst']:>10.3f}{r['path']:>9.2f}"
+              f"{r['per_tilt']:>8.2f}{r['cpu_per_tilt']:>11.2f}{peak_mb:>9.0f}  {where}")
+    if preset == "demo":
+        ok = all(r["rms"] < 0.3 for r in rows if r["backend"] == "builtin")
+        print(f"target (demo): motion RMS < 0.3 px: {'met' if ok else 'NOT met'}")
+    return 0
+
+
+def _score(backend: str, opts, truth, run_from_star, motion_rms_px) -> list[dict]:
+    """Run the step on every imported series with ``opts``; accuracy against the truth and time per tilt."""
+    from tiltflow import star
+    from tiltflow.motion.metadata import read_motion_star
 
     rows = []
     for star_path in sorted(Path("import").glob("*/*.star")):
-        from tiltflow import star
-        from tiltflow.motion.metadata import read_motion_star
-
         ts_in = star.read_tilt_series(star_path)
-        t1 = time.perf_counter()
-        out = run_from_star(star_path, "motioncor", opts)
-        seconds = time.perf_counter() - t1
+        t1, c1 = time.perf_counter(), _cpu_seconds()
+        out = run_from_star(star_path, f"motioncor_{backend}", opts)
+        seconds, cpu = time.perf_counter() - t1, _cpu_seconds() - c1
         ts = star.read_tilt_series(out)
         series = truth.series_named(ts.name)
         errs, sq, n_frames = [], 0.0, 0
@@ -88,25 +118,16 @@ def main(argv: list[str] | None = None) -> int:
             sq += e * e * len(true)
             n_frames += len(true)
         drift_path = np.mean([np.abs(np.diff(np.array(t.frame_shifts_px), axis=0)).sum() for t in series.tilts])
-        rows.append(dict(series=ts.name, tilts=len(ts_in.tilts), rms=math.sqrt(sq / n_frames), worst=max(errs),
-                         per_tilt=seconds / len(ts_in.tilts), path=drift_path))
+        n = len(ts_in.tilts)
+        rows.append(dict(series=ts.name, backend=backend, tilts=n, rms=math.sqrt(sq / n_frames), worst=max(errs),
+                         per_tilt=seconds / n, cpu_per_tilt=cpu / n, path=drift_path))
+    return rows
 
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    w, h = cfg.size
-    print(f"\nbench_motioncor: preset {preset} ({w}x{h}, {cfg.frames} frames, {cfg.dose_per_tilt:g} e/A^2 per tilt, "
-          f"{cfg.pixel_size:g} A/px, drift ~{cfg.drift:g} px), patches {args.patches[0]}x{args.patches[1]}, "
-          f"simulated in {t_sim:.0f} s, work dir {work}")
-    header = f"{'series':<10}{'tilts':>6}{'motion RMS px':>15}{'worst px':>10}{'path px':>9}{'s/tilt':>8}" \
-             f"{'peak MB':>9}  device"
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['series']:<10}{r['tilts']:>6}{r['rms']:>15.3f}{r['worst']:>10.3f}{r['path']:>9.2f}"
-              f"{r['per_tilt']:>8.2f}{peak_mb:>9.0f}  {device_name(device)}")
-    if preset == "demo":
-        ok = all(r["rms"] < 0.3 for r in rows)
-        print(f"target (demo): motion RMS < 0.3 px: {'met' if ok else 'NOT met'}")
-    return 0
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (RELION runs as a child)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _tiltflow(*args: str) -> None:

@@ -35,7 +35,9 @@ def write_movie(path: Path, gain: np.ndarray, n=8, dose=40.0, seed=1) -> Path:
     """Raw counts = Poisson(dose / gain): a flat specimen seen through the detector's gain."""
     rng = np.random.default_rng(seed)
     frames = rng.poisson(dose / gain, size=(n, *gain.shape)).astype(np.uint16)
-    tifffile.imwrite(path, frames, compression="lzw", photometric="minisblack")
+    # SerialEM writes TIFF rows as they come off the camera; the field's readers reverse them
+    # (MotionCor3 TiffUtil/CLoadTiffImage.cpp), so the file holds each frame upside down
+    tifffile.imwrite(path, frames[:, ::-1], compression="lzw", photometric="minisblack")
     return path
 
 
@@ -69,7 +71,7 @@ def test_mrc_gain_with_rotation_and_flip(tmp_path):
 def test_eer_style_tiff_gain(tmp_path):
     g = true_gain(3)
     gfile = tmp_path / "20240101_gain.gain"  # Falcon/EER gains are float32 TIFFs named .gain
-    tifffile.imwrite(gfile, unorient_gain(g, 3, 0))
+    tifffile.imwrite(gfile, unorient_gain(g, 3, 0)[::-1])  # MotionCor3 reverses TIFF gain rows on read
     res = prepare_gain(gfile, tmp_path / "gain", rotate=3)
     assert res.input_format == "tiff"
     np.testing.assert_allclose(read_mrc(tmp_path / "gain" / "gain.mrc")[0], g, rtol=1e-6)
@@ -77,15 +79,15 @@ def test_eer_style_tiff_gain(tmp_path):
 
 def test_dm4_gain_with_serialem_rf_and_tiff_frames(tmp_path):
     g = true_gain(5)
-    # SerialEM r/f 5 with TIFF frames = MotionCor -RotGain 1 -FlipGain 0 on the gain as IMOD reads it
-    as_imod = unorient_gain(g, 1, 0)
+    # SerialEM r/f 5 = MotionCor -RotGain 3 -FlipGain 2 on the gain as IMOD reads it, TIFF or MRC frames
+    as_imod = unorient_gain(g, 3, 2)
     dm4 = write_dm4(tmp_path / "SuperRef.dm4", as_imod[::-1], pixel_size=0.83)  # DM stores rows top-down
     movie = write_movie(tmp_path / "frames.tif", g)
     out = tmp_path / "gain"
     assert run_cli(dm4, "--outdir", out, "--serialem-rf", 5, "--movie", movie) == 0
     np.testing.assert_allclose(read_mrc(out / "gain.mrc")[0], g, rtol=1e-6)
     info = json.loads((out / "gain.json").read_text())
-    assert (info["serialem_rf"], info["rotate"], info["flip"], info["input_format"]) == (5, 1, 0, "dm4")
+    assert (info["serialem_rf"], info["rotate"], info["flip"], info["input_format"]) == (5, 3, 2, "dm4")
     assert info["warnings"] == []  # the movie agrees with the orientation
 
 
@@ -163,8 +165,6 @@ def test_wrong_orientation_with_matching_shape_warns(tmp_path):
 
 def test_option_errors(tmp_path):
     gfile = write_mrc(tmp_path / "ref.mrc", true_gain(), 1.0)
-    with pytest.raises(TiltflowError, match="needs --movie"):
-        prepare_gain(gfile, tmp_path / "a", serialem_rf=1)
     with pytest.raises(TiltflowError, match="not both"):
         prepare_gain(gfile, tmp_path / "b", serialem_rf=1, rotate=1, movie=gfile)
     assert run_cli(gfile, "--outdir", tmp_path / "c", "--rotate", 4) == 2  # click range check
@@ -221,7 +221,7 @@ def test_eer_movie_and_gain(tmp_path):
     fractions = (rng.random((64, H, W)) < 0.25 / g).astype(np.uint8)  # event rate ~ dose / gain
     movie = write_eer(tmp_path / "m.eer", fractions, pixel_size=0.75)
     gfile = tmp_path / "ref.gain"
-    tifffile.imwrite(gfile, unorient_gain(g, 1, 0))
+    tifffile.imwrite(gfile, unorient_gain(g, 1, 0)[::-1])  # EER frames in file order, TIFF gain rows reversed
     res = prepare_gain(gfile, tmp_path / "gain", rotate=1, movie=movie)
     np.testing.assert_allclose(read_mrc(tmp_path / "gain" / "gain.mrc")[0], g, rtol=1e-6)
     assert res.warnings == [] and res.pixel_size == pytest.approx(0.75)

@@ -123,16 +123,8 @@ def test_serialem_rf_for_mrc_frames(v):
     np.testing.assert_array_equal(orient_gain(G, r, f), _serialem_op(G, v))
 
 
-@pytest.mark.parametrize("v", range(8))
-def test_serialem_rf_for_tiff_frames(v):
-    # IMOD flips TIFF frames in y when reading, MotionCor does not: one more upside-down flip
-    r, f = serialem_rf_to_rotate_flip(v, tiff_frames=True)
-    np.testing.assert_array_equal(orient_gain(G, r, f), _serialem_op(G, v)[::-1])
-
-
 def test_serialem_rf_table_and_errors():
     table = [serialem_rf_to_rotate_flip(v) for v in range(8)]
     assert table == [(0, 0), (1, 0), (2, 0), (3, 0), (0, 2), (3, 2), (2, 2), (1, 2)]
-    assert serialem_rf_to_rotate_flip(0, tiff_frames=True) == (0, 1)  # the classic -FlipGain 1
     with pytest.raises(TiltflowError, match="0-7"):
         serialem_rf_to_rotate_flip(8)

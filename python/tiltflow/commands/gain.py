@@ -21,8 +21,7 @@ def main(
         "--serialem-rf",
         min=0,
         max=7,
-        help="SerialEM r/f value (frame title 'r/f N', mdoc RotationAndFlip) instead of --rotate/--flip; "
-        "needs --movie.",
+        help="SerialEM r/f value (frame title 'r/f N', mdoc RotationAndFlip) instead of --rotate/--flip.",
     ),
     movie: Path | None = typer.Option(
         None,

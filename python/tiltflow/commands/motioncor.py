@@ -1,4 +1,4 @@
-"""``tiltflow motioncor``: motion-correct one tilt series' movies (built-in, MotionCor2 or MotionCor3)."""
+"""``tiltflow motioncor``: motion-correct one tilt series' movies (built-in, MotionCor2/3 or RELION's own)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ def main(
     outdir: Path = typer.Option(Path("motioncor"), "--outdir", help="Step folder: writes OUTDIR/<name>/<name>.star."),
     gain: Path | None = typer.Option(None, "--gain", help="Prepared gain (gain/gain.mrc: multiplicative, movie orientation)."),
     frames: Path | None = typer.Option(None, "--frames", help="Folder to look for movies (by file name) not found at the STAR path."),
-    backend: str = typer.Option("builtin", "--backend", help="builtin (torch, CPU or GPU), motioncor2 or motioncor3."),
-    executable: str | None = typer.Option(None, "--executable", help="MotionCor2/3 program (default: $TILTFLOW_MOTIONCOR2/3, then PATH)."),
+    backend: str = typer.Option("builtin", "--backend", help="builtin (torch, CPU or GPU), motioncor2, motioncor3 or relion (relion_run_motioncorr --use_own)."),
+    executable: str | None = typer.Option(None, "--executable", help="MotionCor2/3 or relion_run_motioncorr program (default: environment variable, then PATH)."),
     throw: int = typer.Option(0, "--throw", help="Frames to leave out at the start (their dose still counts)."),
     trunc: int = typer.Option(0, "--trunc", help="Frames to leave out at the end."),
     bin_factor: float = typer.Option(1.0, "--bin", help="Fourier binning of the output (tilt-series pixel = movie pixel x bin)."),
@@ -28,7 +28,8 @@ def main(
     eer_sampling: int = typer.Option(1, "--eer-sampling", help="EER rendering: 1 = 4k, 2 = 8k."),
     gpu: str = typer.Option("0", "--gpu", help="GPU id(s) for MotionCor (-Gpu), e.g. '0 1'; the built-in backend uses the first."),
     device: str = typer.Option("auto", "--device", help="Built-in backend: auto, cpu, cuda or cuda:N."),
-    extra_args: str = typer.Option("", "--extra-args", help="Passed verbatim to MotionCor2/3 (e.g. '-Iter 10 -Bft 500 150')."),
+    threads: int = typer.Option(1, "--threads", help="RELION backend: threads per movie (--j)."),
+    extra_args: str = typer.Option("", "--extra-args", help="Passed verbatim to MotionCor2/3 or RELION (e.g. '-Iter 10 -Bft 500 150')."),
 ) -> None:
     """Motion-correct every tilt: corrected image, even/odd sums, spectrum thumbnail, trajectory.
 
@@ -42,7 +43,7 @@ def main(
         gain=gain, frames_dir=frames, backend=backend.lower(), executable=executable, throw=throw, trunc=trunc,
         bin_factor=bin_factor, patches=(int(patches[0]), int(patches[1])), dose_weighting=dose_weighting,
         even_odd=even_odd, dtype=dtype, eer_grouping=eer_grouping, eer_sampling=eer_sampling, gpu=gpu,
-        device=device, extra_args=tuple(shlex.split(extra_args)),
+        device=device, threads=threads, extra_args=tuple(shlex.split(extra_args)),
     )
     out = run_from_star(in_star, outdir, options)
     typer.echo(str(out))

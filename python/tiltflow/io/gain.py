@@ -3,11 +3,18 @@
 Why our own code: no package provides it; it is a multiply plus the conventions below, which must match
 MotionCor2/3 exactly so that a user passes the same ``--rotate``/``--flip`` to tiltflow as to MotionCor.
 
-Array convention. Every image array in tiltflow is indexed ``img[y, x]`` where row ``y = 0`` is the first
-row stored in the file (MRC section order, TIFF strip order; MotionCor reads both the same way, without a
-y flip). MRC viewers (IMOD 3dmod, MotionCor's own notion of "counter-clockwise") display that row at the
-BOTTOM (y axis pointing up). numpy's ``rot90`` is "counter-clockwise" for a y-down display, so a CCW turn in
-the MRC (y-up) display is ``np.rot90(img, k=-1)`` here.
+Array convention. Every image array in tiltflow is indexed ``img[y, x]`` in the orientation the field's
+programs hold it in memory (see :mod:`tiltflow.io.movies`): MRC rows in file order, TIFF rows reversed
+(movies and gain references alike: MotionCor3 reads TIFF gains with the same ``CLoadTiffImage`` as TIFF
+frames, ``DataUtil/CLoadRefs.cpp``), DM4 as IMOD's ``dm2mrc`` writes it. MotionCor's ``-RotGain/-FlipGain``
+act on that array, so they mean the same here for every movie format. MRC viewers (IMOD 3dmod,
+MotionCor's own notion of "counter-clockwise") display row 0 at the BOTTOM (y axis pointing up). numpy's
+``rot90`` is "counter-clockwise" for a y-down display, so a CCW turn in the MRC (y-up) display is
+``np.rot90(img, k=-1)`` here.
+
+EPU's EER ``.gain`` (a TIFF) is read as MotionCor3 reads it (rows reversed). RELION reads it back into
+file order (``src/renderEER.h``, ``loadEERGain``), so RELION's ``--gain_rot/--gain_flip`` for a ``.gain``
+differ from MotionCor's: see :func:`relion_gain_codes`.
 """
 
 from __future__ import annotations
@@ -74,27 +81,45 @@ def unorient_gain(gain_in_movie_orientation: np.ndarray, rotate: int, flip: int)
     return np.ascontiguousarray(np.rot90(out, k=int(rotate)))
 
 
-def serialem_rf_to_rotate_flip(code: int, *, tiff_frames: bool = False) -> tuple[int, int]:
+def serialem_rf_to_rotate_flip(code: int) -> tuple[int, int]:
     """Convert SerialEM's ``r/f`` value (title ``r/f v``, mdoc ``RotationAndFlip``) to MotionCor's pair.
 
     SerialEM (``about_camera.htm``): ``v = CCW rotation / 90 + 4`` if the image was flipped about the Y axis
     (mirrored in x, left-right) BEFORE the rotation; that operation applied to the gain reference (as IMOD
-    reads it) brings it into the frames' orientation. MotionCor rotates first and flips after. With ``R`` a
-    CCW turn and ``Fx`` the left-right mirror, ``R^k . Fx = Fx . R^-k``, so ``v = k + 4`` becomes
-    ``rotate = -k mod 4, flip = 2``; ``v < 4`` is ``rotate = k, flip = 0``.
-
-    ``tiff_frames``: IMOD inverts y when it reads a TIFF, MotionCor (and tiltflow) do not, so for TIFF frames
-    the operation is followed by an upside-down flip ``Fy``: ``Fy . R^k`` = (k, 1), and
-    ``Fy . R^k . Fx = R^(2-k)`` = ((2 - k) mod 4, 0). (The classic "SerialEM TIFF + dm2mrc gain needs
-    -FlipGain 1" is the ``v = 0`` case.) The gain itself must be read as IMOD does (``read_dm4`` default).
+    reads it) brings it into the frames' orientation (as IMOD reads them). MotionCor rotates first and flips
+    after. With ``R`` a CCW turn and ``Fx`` the left-right mirror, ``R^k . Fx = Fx . R^-k``, so ``v = k + 4``
+    becomes ``rotate = -k mod 4, flip = 2``; ``v < 4`` is ``rotate = k, flip = 0``. tiltflow reads gains
+    and frames of every format as IMOD does, so the pair is the same for TIFF and MRC frames.
     """
     v = int(code)
     if v not in range(8):
         raise TiltflowError(f"SerialEM r/f value must be 0-7, got {code}")
     k = v % 4
-    if not tiff_frames:
-        return (k, 0) if v < 4 else ((-k) % 4, 2)
-    return (k, 1) if v < 4 else ((2 - k) % 4, 0)
+    return (k, 0) if v < 4 else ((-k) % 4, 2)
+
+
+def relion_gain_codes(rotate: int, flip: int, gain_path: str | Path) -> tuple[int, int]:
+    """RELION's ``--gain_rot/--gain_flip`` that do what MotionCor's ``-RotGain rotate -FlipGain flip`` do.
+
+    RELION's gain flags are MotionCor's operation (``--gain_rot`` help: "same as MotionCor2's RotGain";
+    ``motioncorr_runner.cpp::prepareGainReference``) on the gain as RELION holds it: the same array as
+    MotionCor's for MRC gains. An EPU EER ``.gain`` differs: with codes 0 0 RELION reads it through
+    ``EERRenderer::loadEERGain`` (``src/renderEER.h``), which puts it back into file order, i.e. MotionCor's
+    array upside down (``Fy``); any other codes send it through ``prepareGainReference``, whose rotated
+    ``gain.mrc`` loadEERGain then takes for a count-style gain and inverts. So for a ``.gain`` only the
+    operations equal to ``Fy`` ((0, 1) and (2, 2)) have a RELION equivalent (0, 0); others raise.
+    """
+    _check_rotate_flip(rotate, flip)
+    r, f = int(rotate), int(flip)
+    if Path(gain_path).suffix.lower() != ".gain":
+        return r, f
+    if (r, f) in ((0, 1), (2, 2)):
+        return 0, 0
+    raise TiltflowError(
+        f"RELION cannot apply MotionCor's -RotGain {r} -FlipGain {f} to an EER .gain (it turns only MRC gains and "
+        "then inverts them for EER movies); prepare the gain with `tiltflow gain` and use --backend relion",
+        gain_path,
+    )
 
 
 #: the 8 distinct orientations as MotionCor (rotate, flip) pairs (flip 2 = flip 1 after 180 degrees)
@@ -119,8 +144,9 @@ class GainImage:
 def read_gain_file(path: str | Path) -> GainImage:
     """Read a gain reference: MRC, TIFF (including EER ``.gain``) or DM4; one 2-D image.
 
-    TIFF and MRC rows are kept in file order (as MotionCor and RELION read them); DM4 as IMOD's dm2mrc
-    writes it (see :mod:`tiltflow.io.dm4`).
+    MRC rows in file order, TIFF rows reversed (EER ``.gain`` included), as MotionCor2/3 read them
+    (``DataUtil/CLoadRefs.cpp`` -> ``TiffUtil/CLoadTiffImage.cpp``); DM4 as IMOD's dm2mrc writes it (see
+    :mod:`tiltflow.io.dm4`).
     """
     path = Path(path)
     if not path.is_file():
@@ -155,13 +181,15 @@ def read_gain_file(path: str | Path) -> GainImage:
 def _read_tiff_gain(path: Path) -> np.ndarray:
     import tifffile
 
+    from tiltflow.io.movies import tiff_rows
+
     try:
         with tifffile.TiffFile(path) as tif:
             if len(tif.pages) != 1:
                 raise TiltflowError(
                     f"a gain reference TIFF must hold one page, it has {len(tif.pages)}", path
                 )
-            return tif.pages.first.asarray()
+            return tiff_rows(tif.pages.first.asarray())
     except TiltflowError:
         raise
     except Exception as exc:

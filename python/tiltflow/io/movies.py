@@ -8,8 +8,12 @@ through :func:`open_movie`::
         for frame in movie.frames():      # (h, w) arrays, native dtype
             ...
 
-Orientation: ``frame[y, x]`` with row 0 = the first row stored in the file (as MotionCor reads TIFF and
-MRC; no y flip anywhere), so a gain prepared with MotionCor's ``-RotGain/-FlipGain`` matches.
+Orientation, the field's rule (every reader of the field does this): MRC and EER frames in file order
+(row 0 = the first row stored); TIFF frames with the row order reversed (row 0 = the LAST row stored), as
+IMOD (``libiimod/iitif.c``), MotionCor2/3 (``TiffUtil/CLoadTiffImage.cpp``), RELION (``src/rwTIFF.h``),
+Warp and cisTEM read them. SerialEM writes TIFF rows unchanged and MRC rows reversed
+(``KImageStore.cpp``), so a TIFF and an MRC of one acquisition give the same ``frame[y, x]``, and a gain
+prepared with MotionCor's ``-RotGain/-FlipGain`` for these frames matches in tiltflow too.
 """
 
 from __future__ import annotations
@@ -101,7 +105,10 @@ class Movie:
 
 
 class TiffMovie(Movie):
-    """Multi-page TIFF (SerialEM/EPU: uint8/uint16/float32, LZW/deflate/none), one page per frame."""
+    """Multi-page TIFF (SerialEM/EPU: uint8/uint16/float32, LZW/deflate/none), one page per frame.
+
+    Rows are reversed on read (see the module note): ``frame(i) == page[i][::-1]``.
+    """
 
     format = "tiff"
 
@@ -137,7 +144,7 @@ class TiffMovie(Movie):
             ) from exc
         if arr.shape != self.shape:
             raise TiltflowError(f"TIFF page {i} is {arr.shape}, page 0 is {self.shape}", self.path)
-        return arr
+        return tiff_rows(arr)
 
     def close(self) -> None:
         self._tif.close()
@@ -174,6 +181,15 @@ class MrcMovie(Movie):
 
     def close(self) -> None:
         self._reader.close()
+
+
+def tiff_rows(page: np.ndarray) -> np.ndarray:
+    """TIFF page(s) (rows as stored) <-> tiltflow's image(s) (rows reversed), both ways: its own inverse.
+
+    The field's TIFF row order: MotionCor3 ``TiffUtil/CLoadTiffImage.cpp`` (strip i goes to rows
+    ``ny-1-...``), IMOD ``libiimod/iitif.c``; writers reverse again so that IMOD reads back the same image.
+    """
+    return np.ascontiguousarray(page[..., ::-1, :])
 
 
 def count_tiff_pages(tif, path: Path) -> int:
@@ -284,4 +300,4 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-__all__ = ["Movie", "MrcMovie", "TiffMovie", "detect_format", "movie_frame_shape", "open_movie"]
+__all__ = ["Movie", "MrcMovie", "TiffMovie", "detect_format", "movie_frame_shape", "open_movie", "tiff_rows"]

@@ -161,6 +161,7 @@ def load_params(params_file: str | Path | None, options: dict[str, Any]) -> RunP
 EXTERNAL_TOOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "motioncor2": (("MotionCor2",), ("RELION_MOTIONCOR2_EXECUTABLE",)),
     "motioncor3": (("MotionCor3",), ()),
+    "relion": (("relion_run_motioncorr",), ("RELION_RUN_MOTIONCORR_EXECUTABLE",)),
     "ctffind4": (("ctffind4", "ctffind"), ("RELION_CTFFIND_EXECUTABLE",)),
     "ctffind5": (("ctffind5", "ctffind"), ("RELION_CTFFIND_EXECUTABLE",)),
     "aretomo2": (("AreTomo2", "AreTomo"), ("RELION_ARETOMO_EXECUTABLE",)),
@@ -169,7 +170,7 @@ EXTERNAL_TOOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 BACKENDS = {
-    "motioncor_backend": ("builtin", "motioncor2", "motioncor3"),
+    "motioncor_backend": ("builtin", "motioncor2", "motioncor3", "relion"),
     "ctf_backend": ("builtin", "ctffind4", "ctffind5"),
     "stack_backend": ("builtin", "imod"),
     "align_backend": ("builtin", "aretomo2", "aretomo3"),
@@ -184,6 +185,8 @@ def check_params(p: RunParams) -> None:
             raise TiltflowError(f"--{key.replace('_', '-')} {value!r}: choose one of {', '.join(allowed)}")
         if value != "builtin":
             _require_tool(key, value)
+    if p.motioncor_backend == "relion" and p.even_odd:
+        _require_relion_even_odd()
     if p.gain_rotate not in (0, 1, 2, 3):
         raise TiltflowError(f"gain_rotate must be 0-3, got {p.gain_rotate}")
     if p.gain_flip not in (0, 1, 2):
@@ -196,6 +199,16 @@ def check_params(p: RunParams) -> None:
         raise TiltflowError(f"rec_ctf_correction must be one of {', '.join(MODES)}, got {p.rec_ctf_correction!r}")
     if not (p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:")):
         raise TiltflowError(f"device must be auto, cpu, cuda or cuda:N, got {p.device!r}")
+
+
+def _require_relion_even_odd() -> None:
+    """RELION writes even/odd sums only from version 5 on: say so before any movie is read."""
+    from tiltflow.backends import relion, toolrun
+
+    exe = toolrun.find_executable(names=relion.EXECUTABLES[0], env_vars=relion.EXECUTABLES[1], tool="RELION")
+    if not relion.offers_even_odd(exe):
+        raise TiltflowError(f"--motioncor-backend relion: this RELION ({relion.version(exe) or 'version unknown'}) "
+                            "cannot write even/odd sums (--even_odd_split came with RELION 5); set even_odd false")
 
 
 def _require_tool(key: str, backend: str) -> None:

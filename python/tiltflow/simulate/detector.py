@@ -10,7 +10,10 @@ would need.
 Counts: ``Poisson(electrons per pixel per frame * sensitivity * relative intensity)`` where electrons per
 pixel per frame ``= dose_per_tilt / frames * pixel_size^2`` (incident). Movies are unnormalised counts:
 TIFF (uint8 or uint16, LZW by default, as SerialEM writes) or MRC (mode 0 unsigned bytes with IMOD's
-stamp, or mode 6), frames stored as pages/sections with row 0 first (no y flip anywhere).
+stamp, or mode 6). Each format is written the way SerialEM writes it, so that the field's readers get back
+the image meant: an image ``M`` (``M[y, x]`` as every reader holds it in memory) is stored as MRC rows
+``M`` and TIFF rows ``M[::-1]`` (IMOD, MotionCor and RELION reverse TIFF rows on read; see
+:mod:`tiltflow.io.movies`). A TIFF and an MRC session simulated with the same seed hold the same images.
 """
 
 from __future__ import annotations
@@ -75,14 +78,16 @@ def poisson_counts(rate, generator, dtype: np.dtype) -> np.ndarray:
 
 def write_movie(path: str | Path, frames: np.ndarray, movie_format: str, pixel_size: float,
                 compression: str = "lzw") -> Path:
-    """Write a (n, h, w) integer stack as a multi-page TIFF or an MRC stack, atomically."""
+    """Write a (n, h, w) integer stack as a multi-page TIFF (rows reversed, as read back) or an MRC stack."""
     path = Path(path)
     if movie_format == "tiff":
         import tifffile
 
+        from tiltflow.io.movies import tiff_rows
+
         comp = None if compression == "none" else compression
         with atomic_path(path) as tmp:
-            tifffile.imwrite(tmp, frames, compression=comp, photometric="minisblack", metadata=None)
+            tifffile.imwrite(tmp, tiff_rows(frames), compression=comp, photometric="minisblack", metadata=None)
         return path
     return write_mrc_deterministic(path, frames, pixel_size, label="tiltflow simulate: movie (counts)")
 

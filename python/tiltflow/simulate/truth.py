@@ -22,7 +22,8 @@ VERSION = 1
 CONVENTIONS = {
     "geometry": "image pixel p = Rz(tilt_axis) Ry(tilt_angle) Rx(0) (X - c_tomo) + shift_px + c_img (RELION 5, "
                 "tiltflow.geometry.project_points); c = int(size/2); X in bin-1 movie pixels, x fastest; "
-                "images img[y, x] with row 0 the first row stored in the movie file",
+                "images img[y, x] as the field's readers hold them: MRC rows as stored, TIFF rows reversed "
+                "(SerialEM's TIFF rows, IMOD/MotionCor/RELION read order)",
     "shift_px": "RELION rlnTomoX/YShiftAngst / pixel_size, movie pixels (x, y), added after the rotation",
     "frame_shifts_px": "frame i = tilt image translated by +frame_shifts_px[i] (x, y movie pixels); the shifts of "
                        "one movie sum to zero; aligning frame i needs -frame_shifts_px[i]",

@@ -116,13 +116,12 @@ def _prepare(
     warnings: list[str] = []
     movie_path = Path(movie) if movie is not None else None
     movie_shape = None
-    movie_format = None
     movie_pixel = None
     if movie_path is not None:
         from tiltflow.io.movies import open_movie
 
         with open_movie(movie_path) as m:
-            movie_shape, movie_format, movie_pixel = m.shape, m.format, m.pixel_size
+            movie_shape, movie_pixel = m.shape, m.pixel_size
         log.info(
             "movie %s: %d frames of %dx%d (%s)", movie_path, m.n_frames, m.shape[1], m.shape[0], m.format
         )
@@ -130,18 +129,8 @@ def _prepare(
     if serialem_rf is not None:
         if rotate or flip:
             raise TiltflowError("give either --serialem-rf or --rotate/--flip, not both", gain_path)
-        if movie_format is None:
-            raise TiltflowError(
-                "--serialem-rf needs --movie: the conversion differs for TIFF and MRC frames", gain_path
-            )
-        rotate, flip = G.serialem_rf_to_rotate_flip(serialem_rf, tiff_frames=movie_format == "tiff")
-        log.info(
-            "SerialEM r/f %d with %s frames = MotionCor -RotGain %d -FlipGain %d",
-            serialem_rf,
-            movie_format.upper(),
-            rotate,
-            flip,
-        )
+        rotate, flip = G.serialem_rf_to_rotate_flip(serialem_rf)
+        log.info("SerialEM r/f %d = MotionCor -RotGain %d -FlipGain %d", serialem_rf, rotate, flip)
 
     img = G.read_gain_file(gain_path)
     raw = img.data

@@ -41,7 +41,7 @@ from tiltflow.steps.common import execute_series_step
 log = logging.getLogger("tiltflow.motioncor")
 
 TF_DOSE = "tfDose"  # e/A^2 for the whole tilt (import's column)
-BACKENDS = ("builtin", "motioncor2", "motioncor3")
+BACKENDS = ("builtin", "motioncor2", "motioncor3", "relion")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -64,6 +64,7 @@ class MotionCorOptions:
     eer_sampling: int = 1
     gpu: str = "0"
     device: str = "auto"
+    threads: int = 1  # RELION --j
     extra_args: tuple[str, ...] = ()
     timeout: float | None = 3600.0  # s per movie for an external tool
     root: Path = field(default_factory=lambda: Path("."))  # project root: STAR paths are relative to it
@@ -84,6 +85,8 @@ class MotionCorOptions:
             raise TiltflowError(f"--eer-sampling must be 1 or 2, got {self.eer_sampling}")
         if self.eer_grouping is not None and self.eer_grouping < 1:
             raise TiltflowError(f"--eer-grouping must be >= 1, got {self.eer_grouping}")
+        if self.threads < 1:
+            raise TiltflowError(f"--threads must be >= 1, got {self.threads}")
 
 
 @dataclass
@@ -135,17 +138,16 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
         log.info("%s: built-in motion correction on %s, %d tilts", ts.name, device_name(device), len(tilts))
     else:
         device = None
-        exe = _find_motioncor(options)
-        from tiltflow.backends import toolrun
-        from tiltflow.backends.motioncor import VERSION_PATTERN
-
-        version = toolrun.detect_version(exe, pattern=VERSION_PATTERN)
+        exe = _find_tool(options)
+        version = _tool_version(options, exe)
         log.info("%s: %s %s (%s), %d tilts", ts.name, _tool_name(options), version or "(version unknown)", exe,
                  len(tilts))
     for t in tilts:
         try:
             if options.backend == "builtin":
                 out = _builtin_tilt(t, frames_dir, options, movie_px, kv, gain, gain_path, defects, device)
+            elif options.backend == "relion":
+                out = _relion_tilt(t, frames_dir, options, movie_px, kv, gain_path, exe)
             else:
                 out = _motioncor_tilt(t, frames_dir, options, movie_px, kv, gain_path, defects_path, exe)
         except TiltflowError as exc:  # a reader's error names the file; the user also wants the tilt
@@ -273,7 +275,7 @@ def _builtin_device(options: MotionCorOptions) -> str:
     return options.device
 
 
-# --- the two backends ------------------------------------------------------------------------------
+# --- the backends ------------------------------------------------------------------------------
 
 
 def _builtin_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px: float, kv: float,
@@ -326,16 +328,26 @@ def _check_movie(t: _Tilt, movie, movie_px: float) -> None:
                     t.label, movie.pixel_size, movie_px)
 
 
-def _find_motioncor(options: MotionCorOptions) -> Path:
-    from tiltflow.backends import toolrun
+def _find_tool(options: MotionCorOptions) -> Path:
+    from tiltflow.backends import relion, toolrun
     from tiltflow.backends.motioncor import EXECUTABLES
 
-    names, env_vars = EXECUTABLES[options.backend]
+    names, env_vars = relion.EXECUTABLES if options.backend == "relion" else EXECUTABLES[options.backend]
     return toolrun.find_executable(options.executable, names=names, env_vars=env_vars, tool=_tool_name(options))
 
 
+def _tool_version(options: MotionCorOptions, exe: Path) -> str | None:
+    """The tool's version, recorded in the step's log (and each tilt's log by the wrappers)."""
+    from tiltflow.backends import relion, toolrun
+    from tiltflow.backends.motioncor import VERSION_PATTERN
+
+    if options.backend == "relion":
+        return relion.version(exe)
+    return toolrun.detect_version(exe, pattern=VERSION_PATTERN)
+
+
 def _tool_name(options: MotionCorOptions) -> str:
-    return "MotionCor2" if options.backend == "motioncor2" else "MotionCor3"
+    return {"motioncor2": "MotionCor2", "motioncor3": "MotionCor3", "relion": "RELION"}[options.backend]
 
 
 def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px: float, kv: float,
@@ -384,18 +396,9 @@ def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie
             images["odd"] = _read_output(out.odd, tool, t)
         n_total = n_frames if fmt != "eer" else (n_raw // raw_per_frame)
         traj = Trajectory.from_used(out.shifts, n_total, options.throw)
-        from tiltflow.motion.spectrum import amplitude_spectrum
-
-        ps = amplitude_spectrum(images["ps_source"], out_px)
-        dt = DTYPES[options.dtype]
-        write_mrc(paths["image"], images["image"], out_px, dtype=dt)
-        if options.even_odd:
-            write_mrc(paths["even"], images["even"], out_px, dtype=dt)
-            write_mrc(paths["odd"], images["odd"], out_px, dtype=dt)
-        write_mrc(paths["ps"], ps.image, ps.pixel_size)
         info = MovieInfo(str(t.movie), shape[1], shape[0], n_total, movie_px, options.bin_factor,
                          str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
-        write_motion_star(paths["star"], traj, info)
+        _save_tool_outputs(paths, images, traj, info, out_px, options)
         for extra in sorted((tmp / "logs").glob("*")):  # MotionCor's own -LogDir files, kept with the log
             if extra.is_file():
                 name = extra.name if extra.name.startswith(t.root) else f"{t.root}_{extra.name}"
@@ -404,6 +407,61 @@ def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie
         shutil.rmtree(tmp, ignore_errors=True)
     motion = traj.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure)
     return {**paths, "motion": motion}
+
+
+def _relion_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px: float, kv: float,
+                 gain_path: Path | None, exe: Path) -> dict:
+    """RELION's own motion correction on one movie (the prepared gain passed as it is: codes 0 0)."""
+    from tiltflow.backends.relion import RelionMotionCall, run_relion_motioncorr
+
+    with _open(t, options) as movie:
+        fmt, shape, n_frames = movie.format, movie.shape, movie.n_frames
+        raw_per_frame = int(getattr(movie, "group_size", 1))
+        n_raw = int(getattr(movie, "n_fractions", n_frames))
+        _check_movie(t, movie, movie_px)
+    if options.dose_weighting:
+        raise TiltflowError("the relion backend does not dose-weight here (RELION 5's tomography pipeline "
+                            "weights later); use --no-dose-weighting")
+    fdose = _frame_dose(t, raw_per_frame, n_raw)
+    paths = _paths(frames_dir, t.root)
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"tmp_{t.root}_", suffix="_part", dir=frames_dir))
+    try:
+        call = RelionMotionCall(
+            executable=exe, movie=t.movie, pixel_size=movie_px, kv=kv, gain=gain_path, patches=tuple(options.patches),
+            first_frame=options.throw + 1, last_frame=n_frames - options.trunc if options.trunc else 0,
+            bin_factor=options.bin_factor, eer_grouping=raw_per_frame if fmt == "eer" else 1,
+            eer_upsampling=options.eer_sampling, threads=options.threads, even_odd=options.even_odd,
+            extra_args=tuple(options.extra_args))
+        out = run_relion_motioncorr(call, workdir=tmp, log_path=paths["log"], label=f"{t.label} of {t.movie}",
+                                    n_frames=n_frames, timeout=options.timeout)
+        images = {"image": _read_output(out.sum, "RELION", t)}
+        images["ps_source"] = images["image"]
+        if options.even_odd:
+            images["even"] = _read_output(out.even, "RELION", t)
+            images["odd"] = _read_output(out.odd, "RELION", t)
+        info = MovieInfo(str(t.movie), shape[1], shape[0], n_frames, movie_px, options.bin_factor,
+                         str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
+        _save_tool_outputs(paths, images, out.trajectory, info, movie_px * options.bin_factor, options)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    motion = out.trajectory.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure)
+    return {**paths, "motion": motion}
+
+
+def _save_tool_outputs(paths: dict[str, Path], images: dict[str, np.ndarray], traj: Trajectory, info: MovieInfo,
+                       out_px: float, options: MotionCorOptions) -> None:
+    """Write an external tool's sums, spectrum and trajectory under tiltflow's names (atomically)."""
+    from tiltflow.motion.spectrum import amplitude_spectrum
+
+    ps = amplitude_spectrum(images["ps_source"], out_px)
+    dt = DTYPES[options.dtype]
+    write_mrc(paths["image"], images["image"], out_px, dtype=dt)
+    if options.even_odd:
+        write_mrc(paths["even"], images["even"], out_px, dtype=dt)
+        write_mrc(paths["odd"], images["odd"], out_px, dtype=dt)
+    write_mrc(paths["ps"], ps.image, ps.pixel_size)
+    write_motion_star(paths["star"], traj, info)
 
 
 def _read_output(path: Path | None, tool: str, t: _Tilt) -> np.ndarray:
