@@ -22,6 +22,12 @@ def tool_version(backend: str) -> tuple[str, str] | None:
             names, env_vars = EXECUTABLES[backend]
             exe = toolrun.find_executable(None, names=names, env_vars=env_vars, tool=names[0])
             return names[0], toolrun.detect_version(exe, pattern=VERSION_PATTERN) or "unknown"
+        if backend == "relion":
+            from tiltflow.backends import relion
+
+            names, env_vars = relion.EXECUTABLES
+            exe = toolrun.find_executable(None, names=names, env_vars=env_vars, tool=names[0])
+            return "RELION relion_run_motioncorr", relion.version(exe) or "unknown"
         if backend in ("ctffind4", "ctffind5"):
             from tiltflow.backends import ctffind
 

@@ -112,7 +112,8 @@ def seriesOf(String entry) {
 
 // External GPU programs need a GPU task, and an image where containers are used.
 def checkBackends() {
-    def gpu_tools = [params.motioncor_backend, params.align_backend].findAll { b -> b != 'builtin' }
+    // RELION's own motion correction (--motioncor_backend relion) runs on the CPU
+    def gpu_tools = [params.motioncor_backend, params.align_backend].findAll { b -> !(b in ['builtin', 'relion']) }
     if (gpu_tools && !workflow.profile.tokenize(',').contains('gpu') && !workflow.stubRun) {
         error("--motioncor_backend/--align_backend ${gpu_tools.join(', ')} runs on a GPU: add -profile gpu")
     }
