@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policies", nargs="+", default=["PASSIVE", "ACTIVE"])
     ap.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
     ap.add_argument("--workdir", type=Path, default=None, help="keep the session and results here")
+    ap.add_argument("--jobs", action="store_true",
+                    help="also: the step twice as 2 processes of 1 thread at once vs twice in turn with 2 threads")
     a = ap.parse_args(argv)
     work = a.workdir or Path(tempfile.mkdtemp(prefix="tiltflow-threads-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -70,7 +72,34 @@ def main(argv: list[str] | None = None) -> int:
                 base = base or r.wall
                 print(f"{step:<10} {policy:<8} {n:>7} {r.wall:>8.2f} {r.cpu:>8.2f} {base / r.wall:>8.2f}",
                       flush=True)
+    if a.jobs:
+        _jobs_vs_threads(results, a.steps, ts, session)
     return 0
+
+
+def _jobs_vs_threads(results: Path, steps: list[str], ts: str, session: Path) -> None:
+    """Two tasks (as two tilt series would be): 2 one-thread processes side by side, or one after the other
+    with 2 threads each (what ``tiltflow run --jobs 2`` vs ``--jobs 1`` do on 2 cores)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    def case(step: str, tag: str, n: int):
+        module, args = STEPS[step]
+        out = f"bench_threads/{step}_{tag}"
+        return time_step(results, module, [x.format(ts=ts, out=out, frames=session) for x in args], n)
+
+    print(f"\n{'step':<10} {'2 tasks as':<26} {'wall s':>8} {'CPU s':>8}")
+    for step in steps:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            rs = list(pool.map(case, [step, step], ["jobs_a", "jobs_b"], [1, 1]))
+        wall_jobs = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rt = [case(step, tag, 2) for tag in ("threads_a", "threads_b")]
+        wall_threads = time.perf_counter() - t0
+        print(f"{step:<10} {'2 processes x 1 thread':<26} {wall_jobs:>8.2f} {sum(r.cpu for r in rs):>8.2f}")
+        print(f"{step:<10} {'1 process x 2 threads, x2':<26} {wall_threads:>8.2f} {sum(r.cpu for r in rt):>8.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":
