@@ -9,7 +9,9 @@ wrappers: RELION 3.1.3's ``relion_run_motioncorr --use_own``, MotionCor2/3, CTFF
 newstack), timed in a fresh process without its imports (bench/steptime.py). A peer runs in its own project
 folder ``results/peers/<peer>/`` whose upstream step folders are links to tiltflow's, so it reads the same
 inputs and ``simulate.compare`` scores it against the truth exactly as it scores tiltflow. Ratios are
-tiltflow / peer (below 1: tiltflow cheaper). The machine may be shared: read the ratios, not the seconds.
+tiltflow / peer (below 1: tiltflow cheaper), with tiltflow run again under the peer's options where the peer
+needs some (RELION 3.1.3 writes no even/odd sums: both without). CPU includes the wrapped program's. The
+machine may be shared: read the ratios, not the seconds.
 
 Accuracy: motion = RMS px of drift error over all frames; defocus = RMS um over non-dark tilts (no exclusion
 for either side); alignment = gauge-free shift RMS px; WBP = correlation with the phantom (higher is better).
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                    cwd=results)
     ts = sorted(p.name for p in (results / "import").iterdir() if p.is_dir())[0]
 
-    rows: list[tuple[str, str, float | None, Timing | None, str]] = []  # step, program, accuracy, timing, note
+    # step, program, accuracy, timing, note, tiltflow's (accuracy, timing) with the peer's options
+    rows: list[tuple[str, str, float | None, Timing | None, str, tuple[float | None, Timing] | None]] = []
     own: dict[str, tuple[float | None, Timing]] = {}
     for step in STEPS:
         args = [step.name] + [x.format(ts=ts) for x in step.args]
@@ -170,21 +173,26 @@ def main(argv: list[str] | None = None) -> int:
         for peer in (p for p in PEERS if p.step == step.name):
             found = next((shutil.which(p) for p in peer.programs if shutil.which(p)), None)
             if found is None:
-                rows.append((step.name, peer.label, None, None, "not installed"))
+                rows.append((step.name, peer.label, None, None, "not installed", None))
                 continue
             if peer.backend not in accepted:
                 rows.append((step.name, peer.label, None, None,
-                             f"installed ({found}), but this tiltflow has no --backend {peer.backend}"))
+                             f"installed ({found}), but this tiltflow has no --backend {peer.backend}", None))
                 continue
             root = _peer_root(results, peer, step.upstream)
             peer_args = _drop(args, peer.drop) + ["--backend", peer.backend, *peer.extra]
             t = time_step(root, step.module, peer_args, a.threads)
-            rows.append((step.name, peer.label, _score(session, root, step.metric), t, found))
+            mine = own[step.name]
+            if peer.extra:  # the same options for tiltflow (e.g. no even/odd sums): a fair ratio
+                same = _peer_root(results, Peer(step.name, "", f"builtin-as-{peer.backend}", ()), step.upstream)
+                mine = (_score(session, same, step.metric),
+                        time_step(same, step.module, args + list(peer.extra), a.threads))
+            rows.append((step.name, peer.label, _score(session, root, step.metric), t, found, mine))
         for s, label, programs in UNWRAPPED:
             if s == step.name:
                 on_path = any(shutil.which(p) for p in programs)
                 rows.append((s, label, None, None, "no tiltflow wrapper yet" + (" (installed)" if on_path else
-                                                                                  " (not installed)")))
+                                                                                  " (not installed)"), None))
 
     print(f"bench/peers.py: preset {a.preset}, {a.size}^2, tilt step {a.tilt_step:g} deg, series {ts}, "
           f"{a.threads} thread(s) each; load average {os.getloadavg()[0]:.1f}; work dir {work}")
@@ -196,14 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         acc, t = own[step.name]
         print(f"{step.name:<12}{'tiltflow (built-in)':<26}{_fmt(acc):>9}{'':>9}{t.cpu:>8.2f}{'':>9}{'':>10}"
               f"{t.wall:>8.2f}{'':>8}{'':>11}  {step.metric or ''}")
-        for s, label, pacc, pt, note in rows:
+        for s, label, pacc, pt, note, mine in rows:
             if s != step.name:
                 continue
-            if pt is None:
+            if pt is None or mine is None:
                 print(f"{s:<12}{label:<26}{'':>9}{'':>9}{'':>8}{'':>9}{'':>10}{'':>8}{'':>8}{'':>11}  {note}")
                 continue
-            print(f"{s:<12}{label:<26}{_fmt(pacc):>9}{_fmt(acc):>9}{pt.cpu:>8.2f}{t.cpu:>9.2f}"
-                  f"{t.cpu / pt.cpu:>10.2f}{pt.wall:>8.2f}{t.wall:>8.2f}{t.wall / pt.wall:>11.2f}  {note}")
+            macc, mt = mine
+            print(f"{s:<12}{label:<26}{_fmt(pacc):>9}{_fmt(macc):>9}{pt.cpu:>8.2f}{mt.cpu:>9.2f}"
+                  f"{mt.cpu / pt.cpu:>10.2f}{pt.wall:>8.2f}{mt.wall:>8.2f}{mt.wall / pt.wall:>11.2f}  {note}")
     return 0
 
 

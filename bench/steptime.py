@@ -3,7 +3,8 @@
 The child imports torch and the step's module first (so the clock holds only the step, not the ~2 s of
 importing torch and pandas), then runs the command through ``cli.main`` exactly as a Nextflow task does,
 so ``tiltflow.threads`` takes the thread count from ``TILTFLOW_THREADS``. A fresh process per case also
-lets OpenMP read ``OMP_WAIT_POLICY`` anew. CPU = the child's user+system time during the step.
+lets OpenMP read ``OMP_WAIT_POLICY`` anew. CPU = user+system time during the step of the child and of the
+programs it ran (a wrapped RELION or CTFFIND is a process of its own).
 
     python bench/steptime.py RESULTS MODULE ARG...   (the child side; prints one JSON line)
 """
@@ -51,6 +52,14 @@ def time_step(results: Path, module: str, argv: list[str], threads: int, policy:
     return Timing(r["wall"], r["cpu"], r["torch_threads"])
 
 
+def _children_cpu() -> float:
+    """User+system seconds of this process's finished child processes."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _child(results: str, module: str, argv: list[str]) -> None:
     import importlib
 
@@ -60,9 +69,10 @@ def _child(results: str, module: str, argv: list[str]) -> None:
     from tiltflow import cli
 
     os.chdir(results)
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
     rc = cli.main(argv)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0 + _children_cpu() - k0  # a wrapped program (RELION, CTFFIND) is a child
     print(json.dumps({"rc": rc, "wall": wall, "cpu": cpu, "torch_threads": torch.get_num_threads()}))
 
 
