@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             mine = own[step.name]
             if peer.extra:  # the same options for tiltflow (e.g. no even/odd sums): a fair ratio
                 same = _peer_root(results, Peer(step.name, "", f"builtin-as-{peer.backend}", ()), step.upstream)
-                mine = (_score(session, same, step.metric),
-                        time_step(same, step.module, args + list(peer.extra), a.threads))
+                t_same = time_step(same, step.module, args + list(peer.extra), a.threads)
+                mine = (_score(session, same, step.metric), t_same)
             rows.append((step.name, peer.label, _score(session, root, step.metric), t, found, mine))
         for s, label, programs in UNWRAPPED:
             if s == step.name:
