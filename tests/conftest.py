@@ -14,3 +14,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_env():
+    """``cli.main`` exports the thread choice (tiltflow.threads.apply) into os.environ: undo it after each test."""
+    import os
+
+    names = ("TILTFLOW_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
+    saved = {n: os.environ.get(n) for n in names}
+    yield
+    for n, v in saved.items():
+        if v is None:
+            os.environ.pop(n, None)
+        else:
+            os.environ[n] = v

@@ -251,3 +251,34 @@ def test_cli_stack(project):
     ts = star.read_tilt_series(Path("stk") / NAME / f"{NAME}.star")
     assert ts.globals["tfStackBinning"] == 2
     assert main(["stack", str(in_star), "--backend", "nonsense"]) == 2
+
+
+def test_header_statistics_written_section_by_section_match_the_whole_stack(project):
+    """dmin/dmax/dmean/rms (MRC 2014: rms = standard deviation) from numpy over the whole stack, for the
+    stack and for EVN/ODD; the voxels are the input micrographs in tilt order (the stack is streamed)."""
+    out = run(make_series(Path(".")), "stack")
+    ts = star.read_tilt_series(out)
+    order = np.argsort(ANGLES, kind="stable")
+    for key, offset in (("tfStack", 0.0), ("tfStackEven", 0.5), ("tfStackOdd", -0.5)):
+        expected = np.stack([_image(i) + np.float32(offset) for i in order])
+        with mrcfile.open(ts.globals[key], permissive=True) as m:
+            np.testing.assert_array_equal(m.data, expected)
+            h = m.header
+            assert float(h.dmin) == pytest.approx(float(expected.min()))
+            assert float(h.dmax) == pytest.approx(float(expected.max()))
+            assert float(h.dmean) == pytest.approx(float(expected.astype(np.float64).mean()), rel=1e-6)
+            assert float(h.rms) == pytest.approx(float(expected.astype(np.float64).std()), rel=1e-6)
+
+
+def test_section_stats_pairwise_update_equals_one_pass_over_all():
+    from tiltflow.steps.stack import SectionStats
+
+    rng = np.random.default_rng(3)
+    sections = [rng.normal(1e3 * k, 1 + k, size=(5, 7)).astype(np.float32) for k in range(4)]
+    s = SectionStats()
+    for x in sections:
+        s.add(x)
+    allx = np.concatenate([x.ravel() for x in sections]).astype(np.float64)
+    assert s.n == allx.size and s.dmin == allx.min() and s.dmax == allx.max()
+    assert s.mean == pytest.approx(allx.mean(), rel=1e-12)
+    assert np.sqrt(s.m2 / s.n) == pytest.approx(allx.std(), rel=1e-10)

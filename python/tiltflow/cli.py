@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from tiltflow import __version__
+from tiltflow import __version__, threads
 from tiltflow.errors import TiltflowError
 
 #: exit code for "CUDA out of memory": Nextflow retries such tasks with more memory (conf/base.config)
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_console()
     try:
+        threads.configure(argv)  # before any command imports torch (OMP_WAIT_POLICY is read at load)
         # without standalone mode click returns typer.Exit(code)'s code instead of raising it
         rc = app(args=argv, prog_name="tiltflow", standalone_mode=False)
     except TiltflowError as exc:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from tiltflow import threads
 from tiltflow.errors import TiltflowError
 
 
@@ -17,8 +16,7 @@ def get_device(preference: str = "auto"):
     if pref.startswith("cuda") and not torch.cuda.is_available():
         raise TiltflowError(f"device {preference!r} requested but no CUDA GPU is available")
     if pref == "cpu":
-        n = int(os.environ.get("TILTFLOW_THREADS", "0") or 0) or os.cpu_count() or 1
-        torch.set_num_threads(max(1, n))
+        threads.set_torch_threads()
     return torch.device(pref)
 
 

@@ -22,11 +22,14 @@ def fourier_bin(images, factor: float):
     if factor <= 1.0:
         return images.clone()
     ho, wo = _even(h / factor), _even(w / factor)
-    f = torch.fft.fftshift(torch.fft.fft2(images.to(torch.float32)), dim=(-2, -1))
     cy, cx = h // 2, w // 2
-    f = f[:, cy - ho // 2: cy + ho // 2, cx - wo // 2: cx + wo // 2]
-    out = torch.fft.ifft2(torch.fft.ifftshift(f, dim=(-2, -1))).real
-    return out * (ho * wo) / (h * w)
+    out = torch.empty((n, ho, wo), dtype=torch.float32, device=images.device)
+    # one tilt at a time: the complex FFT of a whole 4k stack and its fftshift copy are 4x the stack
+    for i in range(n):
+        f = torch.fft.fftshift(torch.fft.fft2(images[i].to(torch.float32)), dim=(-2, -1))
+        f = f[cy - ho // 2: cy + ho // 2, cx - wo // 2: cx + wo // 2]
+        out[i] = torch.fft.ifft2(torch.fft.ifftshift(f, dim=(-2, -1))).real * (ho * wo) / (h * w)
+    return out
 
 
 def bin_scale(in_shape: tuple[int, int], out_shape: tuple[int, int]) -> tuple[float, float]:

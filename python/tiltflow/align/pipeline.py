@@ -119,7 +119,7 @@ def align_stack(
     dev = get_device(o.device)
     tilts = tilts_all[keep]
     images = torch.as_tensor(np.ascontiguousarray(stack[keep], dtype=np.float32), device=dev)
-    images = images - images.mean(dim=(-2, -1), keepdim=True)
+    images -= images.mean(dim=(-2, -1), keepdim=True)  # in place: one full-size copy of the stack, not two
     centre_xy = (float(w // 2), float(h // 2))
     coarse = _frame(images, o.coarse_size, None, centre_xy, 0.03, 0.25)
     rot = np.full(len(keep), float(tilt_axis))

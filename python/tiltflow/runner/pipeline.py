@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tiltflow import star
+from tiltflow import threads as cpu_threads
 from tiltflow.atomic import clean_partials
 from tiltflow.errors import TiltflowError
 from tiltflow.runner import plan
@@ -125,7 +126,7 @@ def wait_for_workers(root: Path, timeout: float = 60.0) -> None:
 
 def plan_workers(device: str, jobs: int) -> tuple[int, int, list[str] | None]:
     """(worker processes, CPU threads each, GPU ids one per worker or None) for ``device`` and ``--jobs``."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_threads.choose().count  # the allocation (tiltflow.threads), shared out between the workers
     jobs = max(1, int(jobs))
     if device == "cpu" or device.startswith("cuda:"):
         workers = jobs if device == "cpu" else 1

@@ -158,10 +158,10 @@ class SimulationConfig:
 
     @property
     def workers(self) -> int:
-        """Tilts rendered at the same time (``threads``, or up to 4 of the machine's cores)."""
-        import os
+        """Tilts rendered at the same time (``threads``, or up to 4 of this process's allocated cores)."""
+        from tiltflow import threads
 
-        return self.threads if self.threads > 0 else max(1, min(4, os.cpu_count() or 1))
+        return self.threads if self.threads > 0 else min(4, threads.choose().count)
 
     @property
     def shift_sigma_px(self) -> float:

@@ -17,6 +17,7 @@ central part is used. Images are streamed one at a time into a memory-mapped tem
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,17 +239,81 @@ def _stack_builtin(images: list[_Image], target: Path, b: int, ps: float, axis: 
     with atomic_path(target) as tmp:
         with mrcfile.new_mmap(tmp, shape=shape, mrc_mode=mode, overwrite=True) as out:
             out.set_image_stack()
-            for i, im in enumerate(images):
-                with mrcfile.mmap(im.path, mode="r", permissive=True) as src:
-                    data = src.data.reshape(im.shape)
-                    out.data[i] = bin_image(data, b).astype(dtype, copy=False)
-            _finish_header(out, ps * b, axis, b)
+            stats = SectionStats()
+            # sections go in with write(), not through the memory map: written map pages stay in this
+            # process's resident memory until close, the whole stack for a 4k series
+            with open(tmp, "r+b") as fh:
+                fh.seek(_data_offset(out))
+                for im in images:
+                    with mrcfile.mmap(im.path, mode="r", permissive=True) as src:
+                        section = bin_image(src.data.reshape(im.shape), b).astype(dtype, copy=False)
+                    fh.write(np.ascontiguousarray(section, dtype=out.data.dtype).data)
+                    stats.add(section)
+            _finish_header(out, ps * b, axis, b, stats)
 
 
-def _finish_header(mrc, pixel_size: float, axis: float | None, b: int) -> None:
+@dataclass
+class SectionStats:
+    """MRC header statistics (dmin, dmax, dmean, rms = standard deviation) accumulated section by section.
+
+    mrcfile's ``update_header_stats`` computes them over the whole array (``data.std`` allocates a full
+    float32 temporary: the stack twice in memory). Chan et al.'s pairwise update of mean and sum of squared
+    deviations keeps the result as accurate as a two-pass one, in float64.
+    """
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    dmin: float = math.inf
+    dmax: float = -math.inf
+
+    def add(self, section: np.ndarray) -> None:
+        x = np.asarray(section)
+        k = x.size
+        if k == 0:
+            return
+        mean_k = float(x.mean(dtype=np.float64))
+        d = (x.astype(np.float64) - mean_k).ravel()
+        m2_k = float(d @ d)
+        delta = mean_k - self.mean
+        total = self.n + k
+        self.mean += delta * k / total
+        self.m2 += m2_k + delta * delta * self.n * k / total
+        self.n = total
+        self.dmin = min(self.dmin, float(x.min()))
+        self.dmax = max(self.dmax, float(x.max()))
+
+    def write_to(self, header) -> None:
+        if self.n == 0:
+            return
+        if not (math.isfinite(self.dmin) and math.isfinite(self.dmax)):
+            log.warning("stack holds NaN or infinite values; its header statistics are not meaningful")
+        header.dmin, header.dmax = np.float32(self.dmin), np.float32(self.dmax)
+        header.dmean = np.float32(self.mean)
+        header.rms = np.float32(math.sqrt(self.m2 / self.n))
+
+
+def _data_offset(mrc) -> int:
+    """Byte offset of the first voxel: the 1024-byte header plus the extended header."""
+    return int(mrc.header.nbytes + mrc.extended_header.nbytes)
+
+
+def _section_stats(path: Path, mrc) -> SectionStats:
+    """Statistics of a written stack read back one section at a time with read() (no whole-stack copy)."""
+    nz, ny, nx = (mrc.data.shape if mrc.data.ndim == 3 else (1, *mrc.data.shape))
+    dtype = mrc.data.dtype
+    stats = SectionStats()
+    with open(path, "rb") as fh:
+        fh.seek(_data_offset(mrc))
+        for _ in range(nz):
+            stats.add(np.fromfile(fh, dtype=dtype, count=ny * nx))
+    return stats
+
+
+def _finish_header(mrc, pixel_size: float, axis: float | None, b: int, stats: SectionStats) -> None:
     """Pixel size, statistics and IMOD's title line (``alterheader -ti`` form) for the tilt axis."""
     mrc.voxel_size = float(pixel_size)
-    mrc.update_header_stats()
+    stats.write_to(mrc.header)
     if axis is not None:
         mrc.add_label(f"Tilt axis angle = {axis:.2f}, binning = {b}")
     mrc.add_label("tiltflow stack")
@@ -268,12 +333,12 @@ def _stack_with_newstack(executable: str | None, filelist: Path, target: Path, i
                      binning=b, cwd=out_dir, label=f"tilt series {target.stem}")
         ny, nx = images[0].shape
         expected = (len(images), ny // b, nx // b)
-        with mrcfile.open(tmp, mode="r+", permissive=True) as mrc:
+        with mrcfile.mmap(tmp, mode="r+", permissive=True) as mrc:
             got = tuple(int(v) for v in mrc.data.shape) if mrc.data is not None else None
             if got is None or (got != expected and not (len(images) == 1 and got == expected[1:])):
                 raise TiltflowError(f"newstack wrote a stack of shape {got}, expected {expected}", target)
             mrc.set_image_stack()
-            _finish_header(mrc, ps * b, axis, b)
+            _finish_header(mrc, ps * b, axis, b, _section_stats(tmp, mrc))
 
 
 def _write_filelist(path: Path, images: list[Path], out_dir: Path) -> None:
