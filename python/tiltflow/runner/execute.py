@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tiltflow.errors import TiltflowError
-from tiltflow.runner import resume
+from tiltflow.runner import resume, staging
 from tiltflow.runner.params import RunParams
 from tiltflow.runner.plan import SERIES_STEPS, StepCall, series_call
 
@@ -108,20 +108,20 @@ def _set_torch_threads() -> None:
 
 
 def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
-    """Skip ``call`` when its record says it is up to date, else clear its folder, run it, record it."""
+    """Skip ``call`` when its record says it is up to date, else run it beside the old folder, record it and
+    put it in place of the old one."""
     os.chdir(root)
     _emit("start", call.series, call.step)
     t0 = time.perf_counter()
     try:
-        expected = resume.Expected(resume.inputs_of(root, call.input_files, call.upstream), call.options)
+        raw = call.raw_inputs(root)
+        expected = resume.Expected(resume.inputs_of(root, call.input_files, call.upstream, raw), call.options)
         ok, why = (False, "forced") if forced else resume.up_to_date(root, call.step, call.folder, expected)
         if ok:
             out = StepOutcome(call.step, call.series, "skipped", time.perf_counter() - t0, why)
         else:
-            resume.forget(root, call.folder)
             _set_torch_threads()
-            call()
-            resume.write_record(root, call.folder, call.step, call.series, expected)
+            _run_staged(root, call, expected)
             out = StepOutcome(call.step, call.series, "ran", time.perf_counter() - t0, why)
     except TiltflowError as exc:
         out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0, error=str(exc),
@@ -134,6 +134,21 @@ def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
                           error=f"{type(exc).__name__}: {msg}")
     _emit("end", call.series, call.step, out.status, out.seconds, out.reason or out.error or "")
     return out
+
+
+def _run_staged(root: Path, call: StepCall, expected: resume.Expected) -> None:
+    """Run ``call`` in a staging root and put its folder in place only when it finished (runner/staging.py)."""
+    stage = staging.prepare(root, call.folder, call.reads(), call.reads_all)
+    try:
+        os.chdir(stage)
+        call()
+        resume.write_record(stage, call.folder, call.step, call.series, expected)
+    except BaseException:
+        os.chdir(root)
+        staging.discard(stage)
+        raise
+    os.chdir(root)
+    staging.promote(root, stage, call.folder)
 
 
 def run_session_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:

@@ -24,7 +24,7 @@ from rich.console import Console
 from tiltflow import star
 from tiltflow.atomic import clean_partials
 from tiltflow.errors import TiltflowError
-from tiltflow.runner import plan
+from tiltflow.runner import plan, staging
 from tiltflow.runner.execute import (
     WORKERS_LOCK,
     SeriesOutcome,
@@ -150,7 +150,7 @@ def run_pipeline(session: str | Path, outdir: str | Path, params: RunParams, job
     root.mkdir(parents=True, exist_ok=True)
     with _exclusive(root):
         wait_for_workers(root)
-        n = clean_partials(root)
+        n = staging.recover(root) + clean_partials(root)
         if n:
             console.print(f"removed {n} temporary file(s) left by an interrupted run")
         return _run(root, mdocs, params, jobs, plan.forced_from(force), console)
