@@ -20,3 +20,20 @@ class TiltflowError(Exception):
 
 class ToolError(TiltflowError):
     """An external program (MotionCor2, CTFFIND, AreTomo, IMOD) failed or wrote nothing usable."""
+
+
+class Interrupted(TiltflowError):
+    """The run was stopped by a signal (Ctrl-C, SIGTERM from a scheduler); exit status 128 + the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignal(BaseException):
+    """Raised in the main thread by a SIGINT/SIGTERM handler: a BaseException, so that no step's
+    ``except Exception`` (or per-tilt ``except TiltflowError``) swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

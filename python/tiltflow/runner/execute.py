@@ -54,6 +54,9 @@ def init_worker(root: str, events: Any, threads: int, gpu_ids: Any) -> None:
     import fcntl
 
     _die_with_parent()
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     global _EVENTS, _HELD
     _EVENTS = events
     _HELD = open(Path(root) / WORKERS_LOCK, "a")

@@ -23,8 +23,8 @@ from rich.console import Console
 
 from tiltflow import star
 from tiltflow.atomic import clean_partials
-from tiltflow.errors import TiltflowError
-from tiltflow.runner import plan, staging
+from tiltflow.errors import StopSignal, TiltflowError
+from tiltflow.runner import interrupt, plan, staging
 from tiltflow.runner.execute import (
     WORKERS_LOCK,
     SeriesOutcome,
@@ -173,30 +173,44 @@ def _run(root: Path, mdocs: list[Path], params: RunParams, jobs: int, forced: se
     console.print(f"tiltflow run: {len(mdocs)} mdoc(s) -> {root} ({where})")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
                                initargs=(str(root), events, threads, gpu_q))
+    stop: StopSignal | None = None
     try:
         with RunProgress(console, [], len(plan.SERIES_STEPS), session_steps) as progress:
             progress.listen(events)
             try:
-                names = _session_start(pool, root, params, mdocs, forced, result)
-                for name in names:
-                    progress.add_series(name)
-                _series(pool, root, names, params, has_gain, forced, result)
-                done = [o.name for o in result.series if not o.failed]
-                if done:
-                    _session_step(pool, root, plan.export_call(done), "export" in forced, result)
-                    report = plan.report_call(done)
-                    if report is not None:
-                        _session_step(pool, root, report, "report" in forced, result)
+                with interrupt.stop_on_signals():
+                    _steps(pool, root, params, mdocs, has_gain, forced, result, progress)
+            except StopSignal as exc:
+                stop = exc
+                interrupt.kill_workers(pool)
             finally:
-                progress.close(events)
+                progress.close(events, wait=stop is None)  # a killed worker may hold the queue's lock
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if stop is not None:  # the workers are gone: what they had half-written can go too
+        staging.recover(root)
+        clean_partials(root)
+        raise interrupt.stopped(stop.signum, progress.running_steps())
     status = {o.name: (f"failed at {o.failed.step}" if o.failed else "ok") for o in result.series}
     result.summaries = [series_summary(root, name, status[name]) for name in sorted(status)]
     if result.summaries:
         write_tsv(root / "summary.tsv", result.summaries)
         print_table(console, result.summaries)
     return result
+
+
+def _steps(pool: ProcessPoolExecutor, root: Path, params: RunParams, mdocs: list[Path], has_gain: bool,
+           forced: set[str], result: RunResult, progress: RunProgress) -> None:
+    names = _session_start(pool, root, params, mdocs, forced, result)
+    for name in names:
+        progress.add_series(name)
+    _series(pool, root, names, params, has_gain, forced, result)
+    done = [o.name for o in result.series if not o.failed]
+    if done:
+        _session_step(pool, root, plan.export_call(done), "export" in forced, result)
+        report = plan.report_call(done)
+        if report is not None:
+            _session_step(pool, root, report, "report" in forced, result)
 
 
 def _session_step(pool: ProcessPoolExecutor, root: Path, call: plan.StepCall, forced: bool,
