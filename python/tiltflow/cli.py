@@ -12,7 +12,7 @@ import sys
 import typer
 
 from tiltflow import __version__
-from tiltflow.errors import Interrupted, StopSignal, TiltflowError
+from tiltflow.errors import Interrupted, StopSignal, TiltflowError, write_problem
 
 #: exit code for "CUDA out of memory": Nextflow retries such tasks with more memory (conf/base.config)
 EXIT_GPU_OOM = 75
@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.ClickException):
             exc.show()
             return exc.exit_code
+        problem = write_problem(exc)
+        if problem is not None:  # a full disk or a read-only folder: one line, not a traceback
+            typer.echo(f"tiltflow: error: {problem}", err=True)
+            return 2
         typer.echo(f"tiltflow: error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
         return 1
     return rc if isinstance(rc, int) else 0

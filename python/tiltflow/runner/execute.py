@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tiltflow.errors import TiltflowError
+from tiltflow.errors import TiltflowError, write_problem
 from tiltflow.runner import resume, staging
 from tiltflow.runner.params import RunParams
 from tiltflow.runner.plan import SERIES_STEPS, StepCall, series_call
@@ -130,13 +130,29 @@ def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
         out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0, error=str(exc),
                           user_error=True)
     except Exception as exc:  # a bug or a resource problem: one line here, the traceback is in error.log
-        msg = " ".join(str(exc).split())[:300]
-        if type(exc).__name__ == "OutOfMemoryError":
-            msg = f"GPU out of memory: {msg}"
-        out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0,
-                          error=f"{type(exc).__name__}: {msg}")
+        problem = write_problem(exc, _real_path(root, getattr(exc, "filename", None), call.folder))
+        if problem is not None:  # a full disk: which file, how much space is left, that a rerun resumes
+            out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0, error=str(problem),
+                              user_error=True)
+        else:
+            msg = " ".join(str(exc).split())[:300]
+            if type(exc).__name__ == "OutOfMemoryError":
+                msg = f"GPU out of memory: {msg}"
+            out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0,
+                              error=f"{type(exc).__name__}: {msg}")
     _emit("end", call.series, call.step, out.status, out.seconds, out.reason or out.error or "")
     return out
+
+
+def _real_path(root: Path, filename: str | None, folder: str) -> Path:
+    """Where a file named in an OSError will be once the step's folder is in place (or the folder itself)."""
+    if not filename:
+        return root / folder
+    p = Path(filename)
+    parts = p.parts
+    if staging.STAGING in parts:  # <root>/.tiltflow-staging/<id>/<folder>/...: name it as the user sees it
+        return root.joinpath(*parts[parts.index(staging.STAGING) + 2:])
+    return p if p.is_absolute() else root / p
 
 
 def _run_staged(root: Path, call: StepCall, expected: resume.Expected) -> None:
