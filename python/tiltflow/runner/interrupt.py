@@ -53,9 +53,9 @@ def kill_workers(pool: Any, grace: float = 3.0) -> None:
             p.join(grace)
 
 
-def stopped(signum: int, running: list[str]) -> Interrupted:
+def stopped(signum: int, running: list[str], last: str | None) -> Interrupted:
     """The one line for the user: which signal, where the run was, and that a rerun resumes."""
     name = signal.Signals(signum).name
-    where = f"during {', '.join(running)}" if running else "between steps"
+    where = f"during {', '.join(running)}" if running else (f"after {last}" if last else "before the first step")
     return Interrupted(f"stopped by {name} {where}; finished steps are kept, unfinished ones left nothing "
                        f"behind: run the same command again to resume", signum)

@@ -190,7 +190,7 @@ def _run(root: Path, mdocs: list[Path], params: RunParams, jobs: int, forced: se
     if stop is not None:  # the workers are gone: what they had half-written can go too
         staging.recover(root)
         clean_partials(root)
-        raise interrupt.stopped(stop.signum, progress.running_steps())
+        raise interrupt.stopped(stop.signum, progress.running_steps(), progress.last_finished)
     status = {o.name: (f"failed at {o.failed.step}" if o.failed else "ok") for o in result.series}
     result.summaries = [series_summary(root, name, status[name]) for name in sorted(status)]
     if result.summaries:

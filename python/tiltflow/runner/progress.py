@@ -31,6 +31,7 @@ class RunProgress:
         self._session_steps = session_steps
         self._thread: threading.Thread | None = None
         self._running: dict[str, str] = {}  # series (or SESSION) -> the step running now
+        self.last_finished: str | None = None  # "TS_01 motioncor": where a stopped run got to
         self.add_session()
         for name in series:
             self.add_series(name)
@@ -85,6 +86,7 @@ class RunProgress:
             self.progress.update(task, step=step)
             return
         self._running.pop(key, None)
+        self.last_finished = f"{series} {step}" if series else step
         status, seconds, note = event[3], event[4], event[5]
         self.progress.advance(task)
         where = f"{series} {step}" if series else step

@@ -1,0 +1,284 @@
+"""Faults a facility user meets (../shared/docs/review-faults.md): stale inputs, a failing rerun, bad options,
+Ctrl-C/SIGTERM, a full disk, odd path spellings, one bad tilt, and the smaller ones.
+
+A 7-tilt simulated session (128x128, 4 frames: a few seconds per run) serves the end-to-end cases; they go
+through ``python -m tiltflow run`` in a subprocess, as a user runs it. Every test here failed on the code
+before issue 13.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiltflow import star
+from tiltflow.runner.resume import RECORD
+
+pytestmark = pytest.mark.slow
+
+OPTIONS = ["--keep-tilts", "TS_01:0-6", "--thickness", "60", "--rec-pixel-size", "16", "--device", "cpu"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _command(session: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tiltflow", "run", str(session), "--outdir", str(out),
+            "--gain", str(session / "gain.mrc"), *OPTIONS, *extra]
+
+
+def _run(session: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(session, out, *extra), capture_output=True, text=True, timeout=600, env=ENV)
+
+
+def _simulate(out: Path) -> Path:
+    from tiltflow.simulate import make_config, simulate_session
+
+    simulate_session(make_config("tiny", tilt_min=-60.0, tilt_max=60.0, tilt_step=20.0), out)
+    return out
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _voxels(path: Path) -> str:
+    import mrcfile
+
+    with mrcfile.open(path, permissive=True) as m:
+        return hashlib.sha256(m.data.tobytes()).hexdigest()
+
+
+def _relion_paths_exist(out: Path) -> None:
+    """Every file relion/tomograms.star names exists (the export never points at missing files)."""
+    table = star.read_tomograms(out / "relion" / "tomograms.star")
+    for col in (star.TOMOGRAM, star.TOMOGRAM_HALF1, star.TOMOGRAM_HALF2, star.TS_STAR_FILE):
+        for ref in table.get(col, []):
+            assert (out / str(ref)).is_file(), ref
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Path:
+    return _simulate(tmp_path_factory.mktemp("sim") / "micro")
+
+
+@pytest.fixture(scope="module")
+def finished(session, tmp_path_factory) -> Path:
+    """A finished run of ``session``: the reference the fault cases start from (copied, never changed)."""
+    out = tmp_path_factory.mktemp("ref") / "results"
+    proc = _run(session, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+# --- 1. stale results ---------------------------------------------------------------------------------
+def test_a_replaced_movie_reruns_motioncor_and_everything_after_it(tmp_path):
+    """Nextflow keys raw inputs on path, size and mtime: a movie replaced under the same name is noticed."""
+    import numpy as np
+    import tifffile
+
+    sess = _simulate(tmp_path / "micro")
+    out = tmp_path / "results"
+    assert _run(sess, out).returncode == 0
+    movie = sess / "TS_01_002_-20.0.tif"
+    old_image = _voxels(out / "motioncor" / "TS_01" / "frames" / "TS_01_002_-20_0.mrc")
+    frames = tifffile.imread(movie)
+    tifffile.imwrite(movie, np.random.default_rng(7).poisson(1.0, frames.shape).astype(frames.dtype),
+                     compression="lzw", photometric="minisblack")
+    proc = _run(sess, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "import: skipped (up to date)" in proc.stderr
+    assert "TS_01 motioncor: done" in proc.stderr and "TS_01_002_-20.0.tif" in proc.stderr
+    assert "TS_01 reconstruct: done" in proc.stderr and "export: done" in proc.stderr
+    assert _voxels(out / "motioncor" / "TS_01" / "frames" / "TS_01_002_-20_0.mrc") != old_image
+    again = _run(sess, out)
+    assert "TS_01 motioncor: skipped (up to date)" in again.stderr and " done in " not in again.stderr
+
+
+def test_a_replaced_gain_reruns_the_gain_and_what_uses_it(finished, session, tmp_path):
+    import mrcfile
+    import numpy as np
+
+    sess = _copy(session, tmp_path / "micro")
+    out = _copy(finished, tmp_path / "results")
+    with mrcfile.open(sess / "gain.mrc", mode="r+") as m:
+        m.data[:] = np.flipud(m.data).copy()
+    proc = _run(sess, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "gain: done" in proc.stderr and "TS_01 motioncor: done" in proc.stderr
+
+
+# --- 2. atomic step replacement --------------------------------------------------------------------------
+def _failing_reconstruct(root: Path):
+    """The reconstruct call of the finished run with a pixel size its own check refuses."""
+    from dataclasses import replace
+
+    from tiltflow.runner.params import RunParams
+    from tiltflow.runner.plan import series_call
+
+    params = RunParams(thickness=60, rec_pixel_size=16, device="cpu", keep_tilts="TS_01:0-6")
+    call = series_call("reconstruct", "TS_01", params, has_gain=True)
+    in_star, step, opts = call.args
+    return replace(call, args=(in_star, step, replace(opts, pixel_size=0.0)), options={"pixel_size": 0.0})
+
+
+def test_a_failed_rerun_keeps_the_previous_good_result(finished, tmp_path, monkeypatch):
+    from tiltflow.runner.execute import run_step
+
+    out = _copy(finished, tmp_path / "results")
+    folder = out / "reconstruct" / "TS_01"
+    kept = {p.name: _digest(p) for p in folder.iterdir() if p.name not in ("console.log", "error.log")}
+    monkeypatch.chdir(tmp_path)
+    outcome = run_step(out, _failing_reconstruct(out), forced=False)
+    assert outcome.status == "failed" and "--pixel-size" in (outcome.error or "")
+    assert {p.name: _digest(p) for p in folder.iterdir() if p.name not in ("console.log", "error.log")} == kept
+    assert "reconstruct TS_01 failed" in (folder / "error.log").read_text()  # the attempt is logged
+    assert not (out / ".tiltflow-staging").exists()
+    _relion_paths_exist(out)
+
+
+def test_a_step_killed_before_its_swap_leaves_the_old_folder_or_the_new_one(finished, tmp_path):
+    """kill -9 between the two renames of a swap: the next run puts the previous folder back."""
+    from tiltflow.runner import staging
+
+    out = _copy(finished, tmp_path / "results")
+    real = out / "align" / "TS_01"
+    before = _digest(real / "TS_01.star")
+    os.replace(real, real.with_name(f".TS_01{staging.OLD}"))  # the first rename happened, the second not
+    (out / staging.STAGING / "align__TS_01" / "align" / "TS_01").mkdir(parents=True)
+    assert staging.recover(out) == 2
+    assert _digest(real / "TS_01.star") == before and not (out / staging.STAGING).exists()
+
+
+# --- 3. options checked before any work ---------------------------------------------------------------------
+@pytest.mark.parametrize("option,value", [("--rec-pixel-size", "0"), ("--thickness", "-60"),
+                                          ("--dose-per-tilt", "-3"), ("--mc-bin", "0.5")])
+def test_a_bad_option_stops_the_run_before_any_step(session, tmp_path, option, value):
+    out = tmp_path / "results"
+    proc = _run(session, out, option, value)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"tiltflow: error: {option} {value}")
+    assert not (out / "gain").exists() and not (out / "import").exists()
+
+
+def test_a_bad_value_in_a_params_file_names_the_key_and_the_file(session, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("thickness: -60\n")
+    proc = _run(session, tmp_path / "results", "--params-file", str(params))
+    assert proc.returncode == 2 and f"'thickness' in {params}" in proc.stderr, proc.stderr
+
+
+# --- 4. Ctrl-C and SIGTERM ------------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum,to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_a_signal_stops_every_worker_and_says_where_the_run_stopped(session, tmp_path, signum, to_group):
+    """Sent once motioncor has finished (the run has steps left): every worker is gone when the run has
+    exited, the run says where it stopped, nothing half-written is left and the rerun resumes."""
+    out = tmp_path / "results"
+    proc = subprocess.Popen(_command(session, out), stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
+    lines = []
+    for line in proc.stderr:  # wait for the event "motioncor finished", then signal
+        lines.append(line)
+        if "TS_01 motioncor: done" in line:
+            break
+    workers = _children(proc.pid)
+    assert workers and proc.poll() is None
+    os.killpg(proc.pid, signum) if to_group else os.kill(proc.pid, signum)
+    rest = proc.stderr.read()
+    rc = proc.wait(timeout=120)  # a hang guard, not a timing assertion
+    assert rc == 128 + signum, rest
+    name = signal.Signals(signum).name
+    message = [ln for ln in rest.splitlines() if ln.startswith("tiltflow: stopped")]
+    assert len(message) == 1 and "resume" in message[0], rest
+    # the worker may not have announced its next step yet when the signal came
+    assert f"stopped by {name} during TS_01 " in message[0] or f"stopped by {name} after TS_01 motioncor" in message[0]
+    assert "Traceback" not in rest and "leaked" not in rest
+    assert not [p for p in workers if _alive(p)]
+    assert not list(out.rglob("*.part*")) and not (out / ".tiltflow-staging").exists()
+    for rec in out.rglob(RECORD):  # every folder with a record is complete
+        assert (rec.parent / f"{rec.parent.name}.star").is_file() or rec.parent.name in ("gain", "import")
+    rerun = _run(session, out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "TS_01 motioncor: skipped (up to date)" in rerun.stderr
+
+
+# --- 5. disk full -----------------------------------------------------------------------------------------
+def test_disk_full_names_the_file_the_space_left_and_that_a_rerun_resumes(tmp_path, monkeypatch):
+    from tiltflow import atomic
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    target = tmp_path / "ctf" / "TS_01" / "TS_01.star"
+    with pytest.raises(Exception) as info:
+        atomic.write_text(target, "x")
+    text = str(info.value)
+    assert type(info.value).__name__ == "TiltflowError" and "\n" not in text
+    assert text.startswith(f"{target}: could not be written: no space left on device (")
+    assert " free on that file system" in text and "run the same command again to resume" in text
+    assert not list(target.parent.glob(".*part*"))
+
+
+def test_a_log_on_a_full_disk_prints_no_traceback(tmp_path, capfd):
+    """console.log on /dev/full: every write fails with ENOSPC, as on a full file system."""
+    import logging
+
+    from tiltflow.steplog import step_logs
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    (tmp_path / "console.log").symlink_to("/dev/full")
+    with step_logs("ctf", tmp_path, "TS_01"):
+        logging.getLogger("tiltflow").info("x" * 10000)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def _tmpfs_works() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _tmpfs_works(), reason="no unprivileged mount namespace for a small tmpfs")
+def test_a_run_on_a_full_tmpfs_fails_in_one_line(session, tmp_path):
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    cmd = " ".join(f"'{c}'" for c in _command(session, mnt / "out"))
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=3m tmpfs '{mnt}' && {cmd}"],
+                          capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("tiltflow run: TS_01 failed"))
+    assert "could not be written: no space left on device (" in line and "free on that file system" in line
+    assert "run the same command again to resume" in line
