@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tiltflow import star
 from tiltflow.runner.resume import RECORD
@@ -282,3 +284,63 @@ def test_a_run_on_a_full_tmpfs_fails_in_one_line(session, tmp_path):
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("tiltflow run: TS_01 failed"))
     assert "could not be written: no space left on device (" in line and "free on that file system" in line
     assert "run the same command again to resume" in line
+
+
+# --- 6. paths of any spelling -----------------------------------------------------------------------------
+_NAMES = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0"),
+    min_size=1, max_size=24)
+
+
+@settings(max_examples=150, deadline=None)
+@given(folder=_NAMES, movie=_NAMES)
+def test_every_path_a_star_file_can_hold_round_trips(tmp_path_factory, folder, movie):
+    """Any printable or non-ASCII folder and file name, spaces and both quotes included: written and read
+    back unchanged, or refused before writing with a message naming the character."""
+    import pandas as pd
+
+    from tiltflow import startext
+    from tiltflow.errors import TiltflowError
+
+    path = f"/data/{folder}/{movie}.tif"
+    out = tmp_path_factory.mktemp("star") / "TS_01.star"
+    ts = star.TiltSeriesStar("TS_01", {star.TOMO_NAME: "TS_01", "tfMdoc": path},
+                             pd.DataFrame({star.MOVIE: [path, "plain.tif"], star.PRE_EXPOSURE: [0.0, 3.0]}))
+    why = startext.unrepresentable(path)
+    if why is None:
+        star.write_tilt_series(ts, out)
+        back = star.read_tilt_series(out)
+        assert back.globals["tfMdoc"] == path and list(back.tilts[star.MOVIE]) == [path, "plain.tif"]
+    else:
+        with pytest.raises(TiltflowError, match="cannot write"):
+            star.write_tilt_series(ts, out)
+        assert not out.exists()
+
+
+def test_relion_token_rules_from_its_reader():
+    """src/strings.cpp nextTokenInSTAR: a quote ends only before whitespace; '#' starts a comment."""
+    from tiltflow import startext
+
+    assert startext.tokens("\"a 'q' b\"\t'x \"y\"'\tit's\t# c") == ["a 'q' b", 'x "y"', "it's"]
+    assert startext.tokens("'a''\t\"\"") == ["a'", ""]
+
+
+@pytest.mark.parametrize("name", ["a 'q' b", "'q' b", "sess 'q' $x ;ü", 'sess "q" $x ;ü'])
+def test_import_from_a_quoted_session_folder_reads_back(session, tmp_path, name):
+    sess = _copy(session, tmp_path / name)
+    proc = subprocess.run([sys.executable, "-m", "tiltflow", "import", str(sess), "--outdir", "import"],
+                          capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = star.read_tomograms(tmp_path / "import" / "tomograms.star")
+    assert str(table["tfMdoc"][0]) == str(sess / "TS_01.mrc.mdoc")
+    ts = star.read_tilt_series(tmp_path / "import" / "TS_01" / "TS_01.star")
+    assert all(str(m).startswith(str(sess) + "/") for m in ts.tilts[star.MOVIE])
+
+
+def test_a_path_no_star_quote_can_hold_is_refused_up_front(session, tmp_path):
+    sess = _copy(session, tmp_path / "x 'q' \"d\" y")
+    out = tmp_path / "results"
+    proc = _run(sess, out)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"tiltflow: error: {sess}/TS_01.mrc.mdoc: cannot be written into a STAR file")
+    assert "both ' and \" followed by a space" in proc.stderr and not out.exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tiltflow import star
+from tiltflow import star, startext
 from tiltflow.atomic import clean_partials
 from tiltflow.errors import StopSignal, TiltflowError
 from tiltflow.runner import interrupt, plan, staging
@@ -139,6 +139,8 @@ def run_pipeline(session: str | Path, outdir: str | Path, params: RunParams, job
     console = console or Console(stderr=True)
     session = Path(session).resolve()
     mdocs = find_mdocs(session)
+    for path in [*mdocs, *([Path(params.frames).resolve()] if params.frames else [])]:
+        startext.check(str(path), path)  # STAR files will hold these paths: refuse one they cannot, now
     if params.gain is not None and not Path(params.gain).is_file():
         raise TiltflowError("gain reference not found", params.gain)
     if force is not None and force not in plan.ORDER:
