@@ -344,3 +344,44 @@ def test_a_path_no_star_quote_can_hold_is_refused_up_front(session, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"tiltflow: error: {sess}/TS_01.mrc.mdoc: cannot be written into a STAR file")
     assert "both ' and \" followed by a space" in proc.stderr and not out.exists()
+
+
+# --- 7. one tilt does not stop a series ----------------------------------------------------------------------
+def test_a_tilt_the_ctf_fit_fails_on_is_flagged_and_the_series_goes_on(finished, session, tmp_path):
+    """A blank micrograph (the CTF fitter refuses it) among 7: that tilt has no fit, with the reason, the
+    exclusion drops it and the series reaches the tomogram; a failure of every tilt still stops the series."""
+    import mrcfile
+    import numpy as np
+
+    out = _copy(finished, tmp_path / "results")
+    blank = out / "motioncor" / "TS_01" / "frames" / "TS_01_005_60_0.mrc"
+    with mrcfile.open(blank, mode="r+") as m:
+        m.data[:] = np.zeros_like(m.data)  # same size: motioncor's record still holds
+    keep = ["--keep-tilts", "TS_01:0-4,6"]
+    proc = subprocess.run([*_command(session, out), *keep, "--force", "ctf"], capture_output=True, text=True,
+                          timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ctf = star.read_tilt_series(out / "ctf" / "TS_01" / "TS_01.star")
+    problems = dict(zip(ctf.tilts["tfAcquisitionIndex"].astype(int), ctf.tilts["tfCtfProblem"].astype(str),
+                        strict=True))
+    assert "blank" in problems[5] and all(v in ("", "nan") for k, v in problems.items() if k != 5)
+    exc = star.read_tilt_series(out / "exclude" / "TS_01" / "TS_01.star")
+    flagged = exc.tilts[exc.tilts["tfAcquisitionIndex"].astype(int) == 5]
+    assert int(flagged["tfExcluded"].iloc[0]) == 1 and "CTF" in str(flagged["tfExcludeReason"].iloc[0])
+    assert (out / "reconstruct" / "TS_01" / "rec_TS_01.mrc").is_file()
+    _relion_paths_exist(out)
+
+
+def test_when_every_tilt_fails_the_series_stops_naming_the_first_problem():
+    from tiltflow.errors import TiltflowError
+    from tiltflow.steps.common import each_tilt
+
+    def fit(t):
+        if t == "b":
+            raise TiltflowError("fitting band 30-25.3 A is empty")
+        return t.upper()
+
+    assert each_tilt(["a", "b", "c"], fit, "TS_01", "CTF fit") == (["A", None, "C"],
+                                                                    {1: "fitting band 30-25.3 A is empty"})
+    with pytest.raises(TiltflowError, match="TS_01: no tilt could be processed .* fitting band"):
+        each_tilt(["b", "b"], fit, "TS_01", "CTF fit")
