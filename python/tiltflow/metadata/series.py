@@ -9,6 +9,7 @@ sections than the user expects.
 
 from __future__ import annotations
 
+import math
 import re
 
 from tiltflow.metadata import dose as dose_mod
@@ -101,6 +102,9 @@ def _tilt(section: MdocSection) -> Tilt:
         raise InvalidMdoc(f"section [ZValue = {section.index}] at line {section.line} is not a number") from exc
     angle = _num(k.get("TiltAngle"))
     if angle is None:
+        if k.get("TiltAngle", "").strip():  # say what the value is, not that there is none
+            raise InvalidMdoc(f"section [ZValue = {z}] has TiltAngle = {k['TiltAngle'].strip()}, which is not a "
+                              f"number of degrees")
         raise InvalidMdoc(f"section [ZValue = {z}] has no TiltAngle")
     frames = _num(k.get("NumSubFrames"), int)
     if frames is None:
@@ -141,9 +145,12 @@ def build_series(
         warnings.append(f"ZValues are not consecutive ({zvals[0]}..{zvals[-1]} for {len(zvals)} sections)")
 
     first = zs[0].keys
-    image_ps = _num(md.header.get("PixelSpacing")) or _num(first.get("PixelSpacing"))
-    if not image_ps or image_ps <= 0:
+    raw_ps = md.header.get("PixelSpacing") or first.get("PixelSpacing")
+    image_ps = _num(raw_ps)
+    if raw_ps is None or not raw_ps.strip():
         raise InvalidMdoc("no PixelSpacing")
+    if image_ps is None or not math.isfinite(image_ps) or image_ps <= 0:
+        raise InvalidMdoc(f"PixelSpacing = {raw_ps.strip()}: expected the pixel size in A, a number above 0")
     binning = _num(first.get("Binning")) or 1.0
     movie_ps = float(pixel_size) if pixel_size else image_ps / max(binning, 1.0)
     voltage = _num(md.header.get("Voltage")) or _num(first.get("Voltage"))

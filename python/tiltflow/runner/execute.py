@@ -37,6 +37,7 @@ class StepOutcome:
     reason: str = ""
     error: str | None = None
     user_error: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +111,12 @@ def _set_torch_threads() -> None:
         sys.modules["torch"].set_num_threads(max(1, int(os.environ.get("TILTFLOW_THREADS", "1"))))
 
 
+def expected_record(root: Path, call: StepCall) -> resume.Expected:
+    """What ``call``'s record must say for the step to be skipped: its inputs now, and its options."""
+    raw = call.raw_inputs(root)
+    return resume.Expected(resume.inputs_of(root, call.input_files, call.upstream, raw), call.options)
+
+
 def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
     """Skip ``call`` when its record says it is up to date, else run it beside the old folder, record it and
     put it in place of the old one."""
@@ -117,8 +124,7 @@ def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
     _emit("start", call.series, call.step)
     t0 = time.perf_counter()
     try:
-        raw = call.raw_inputs(root)
-        expected = resume.Expected(resume.inputs_of(root, call.input_files, call.upstream, raw), call.options)
+        expected = expected_record(root, call)
         ok, why = (False, "forced") if forced else resume.up_to_date(root, call.step, call.folder, expected)
         if ok:
             out = StepOutcome(call.step, call.series, "skipped", time.perf_counter() - t0, why)
@@ -144,6 +150,18 @@ def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
     return out
 
 
+class _Warnings(logging.Handler):
+    """The warnings a step logs while it runs, one line each, for its record."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(record, "file_only", False):
+            self.lines.append(" ".join(record.getMessage().split())[:300])
+
+
 def _real_path(root: Path, filename: str | None, folder: str) -> Path:
     """Where a file named in an OSError will be once the step's folder is in place (or the folder itself)."""
     if not filename:
@@ -158,14 +176,18 @@ def _real_path(root: Path, filename: str | None, folder: str) -> Path:
 def _run_staged(root: Path, call: StepCall, expected: resume.Expected) -> None:
     """Run ``call`` in a staging root and put its folder in place only when it finished (runner/staging.py)."""
     stage = staging.prepare(root, call.folder, call.reads(), call.reads_all)
+    warnings = _Warnings()
+    logging.getLogger("tiltflow").addHandler(warnings)
     try:
         os.chdir(stage)
         call()
-        resume.write_record(stage, call.folder, call.step, call.series, expected)
+        resume.write_record(stage, call.folder, call.step, call.series, expected, warnings.lines)
     except BaseException:
         os.chdir(root)
         staging.discard(stage)
         raise
+    finally:
+        logging.getLogger("tiltflow").removeHandler(warnings)
     os.chdir(root)
     staging.promote(root, stage, call.folder)
 

@@ -9,6 +9,7 @@ the run then ends non-zero. Problems with the input (no mdoc, missing gain) stop
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import multiprocessing as mp
 import os
@@ -24,7 +25,7 @@ from rich.console import Console
 from tiltflow import star, startext
 from tiltflow.atomic import clean_partials
 from tiltflow.errors import StopSignal, TiltflowError
-from tiltflow.runner import interrupt, plan, staging
+from tiltflow.runner import interrupt, plan, resume, staging
 from tiltflow.runner.execute import (
     WORKERS_LOCK,
     SeriesOutcome,
@@ -149,13 +150,48 @@ def run_pipeline(session: str | Path, outdir: str | Path, params: RunParams, job
     params = params.with_values({"input": str(session), "gain": _absolute(params.gain),
                                  "frames": _absolute(params.frames)})
     root = Path(outdir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / LOCK, "a")
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        return _read_only(root, mdocs, params, console)
+    lock.close()
     with _exclusive(root):
         wait_for_workers(root)
         n = staging.recover(root) + clean_partials(root)
         if n:
             console.print(f"removed {n} temporary file(s) left by an interrupted run")
         return _run(root, mdocs, params, jobs, plan.forced_from(force), console)
+
+
+def _read_only(root: Path, mdocs: list[Path], params: RunParams, console: Console) -> RunResult:
+    """A results folder that cannot be written (a read-only mount): report a finished run whose every step is
+    up to date, else say which step would have to run; nothing is written."""
+    from tiltflow.runner.execute import expected_record
+
+    calls = ([plan.gain_call(params)] if params.gain is not None else []) + [plan.import_call(params, mdocs)]
+    result = RunResult(root)
+    try:
+        names = sorted(str(n) for n in star.read_tomograms(root / "import" / "tomograms.star")[star.TOMO_NAME])
+    except TiltflowError:
+        names = []
+    calls += [plan.series_call(s, n, params, params.gain is not None) for n in names for s in plan.SERIES_STEPS]
+    calls += [plan.export_call(names)] if names else []
+    for call in calls:
+        ok, why = resume.up_to_date(root, call.step, call.folder, expected_record(root, call))
+        if not ok:
+            where = f"{call.series} {call.step}" if call.series else call.step
+            raise TiltflowError(f"the results folder is read-only and {where} is not up to date ({why}); "
+                                f"use a writable --outdir", root)
+    console.print(f"tiltflow run: {root} is read-only; every step is up to date")
+    result.series = [SeriesOutcome(n, [StepOutcome(s, n, "skipped", reason="up to date") for s in plan.SERIES_STEPS])
+                     for n in names]
+    result.summaries = [series_summary(root, n) for n in names]
+    if result.summaries:
+        print_table(console, result.summaries)
+    return result
 
 
 def _run(root: Path, mdocs: list[Path], params: RunParams, jobs: int, forced: set[str],
@@ -198,6 +234,9 @@ def _run(root: Path, mdocs: list[Path], params: RunParams, jobs: int, forced: se
     if result.summaries:
         write_tsv(root / "summary.tsv", result.summaries)
         print_table(console, result.summaries)
+    for o in result.session_steps:
+        for w in o.warnings:
+            console.print(f"warning: {o.step}: {w}", style="yellow", overflow="fold")
     return result
 
 

@@ -47,8 +47,9 @@ class Expected:
     options: dict[str, Any]
     version: str = __version__
 
-    def record(self, step: str, series: str | None, outputs: dict[str, int]) -> dict[str, Any]:
-        return {
+    def record(self, step: str, series: str | None, outputs: dict[str, int],
+               warnings: list[str] | None = None) -> dict[str, Any]:
+        rec = {
             "step": step,
             "series": series,
             "version": self.version,
@@ -56,6 +57,9 @@ class Expected:
             "options": normalise(self.options),
             "outputs": dict(sorted(outputs.items())),
         }
+        if warnings:  # kept with the result: a skipped step still shows them in the summary and the report
+            rec["warnings"] = list(warnings)
+        return rec
 
 
 def file_stamp(path: str | Path) -> str:
@@ -99,6 +103,13 @@ def list_outputs(root: Path, folder: str) -> dict[str, int]:
     return out
 
 
+def warnings_of(root: Path, folder: str) -> list[str]:
+    """The warnings the finished step in ``folder`` logged (a movie shorter than the mdoc says, bad gain
+    pixels replaced...): things that change the result, so the summary and the report show them."""
+    rec = load_record(root, folder)
+    return list(rec.get("warnings") or []) if rec else []
+
+
 def load_record(root: Path, folder: str) -> dict[str, Any] | None:
     p = root / folder / RECORD
     try:
@@ -140,8 +151,9 @@ def _names(keys: list[str]) -> str:
     return ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
 
 
-def write_record(root: Path, folder: str, step: str, series: str | None, expected: Expected) -> dict[str, Any]:
-    """Record the finished step (last, atomically): the outputs as they are now on disk."""
-    rec = expected.record(step, series, list_outputs(root, folder))
+def write_record(root: Path, folder: str, step: str, series: str | None, expected: Expected,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
+    """Record the finished step (last, atomically): the outputs as they are now on disk, and its warnings."""
+    rec = expected.record(step, series, list_outputs(root, folder), warnings)
     write_text(root / folder / RECORD, json.dumps(rec, indent=2) + "\n")
     return rec
