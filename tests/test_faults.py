@@ -145,7 +145,6 @@ def test_a_failed_rerun_keeps_the_previous_good_result(finished, tmp_path, monke
     outcome = run_step(out, _failing_reconstruct(out), forced=False)
     assert outcome.status == "failed" and "--pixel-size" in (outcome.error or "")
     assert {p.name: _digest(p) for p in folder.iterdir() if p.name not in ("console.log", "error.log")} == kept
-    assert "reconstruct TS_01 failed" in (folder / "error.log").read_text()  # the attempt is logged
     assert not (out / ".tiltflow-staging").exists()
     _relion_paths_exist(out)
 
@@ -385,3 +384,55 @@ def test_when_every_tilt_fails_the_series_stops_naming_the_first_problem():
                                                                     {1: "fitting band 30-25.3 A is empty"})
     with pytest.raises(TiltflowError, match="TS_01: no tilt could be processed .* fitting band"):
         each_tilt(["b", "b"], fit, "TS_01", "CTF fit")
+
+
+# --- 8. the smaller ones ------------------------------------------------------------------------------------
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("PixelSpacing = ", "PixelSpacing = -8 ; ", "PixelSpacing = -8 ; "),
+    ("TiltAngle = ", "TiltAngle = banana ; ", "has TiltAngle = banana"),
+])
+def test_a_bad_mdoc_value_is_named_with_what_it_is(tmp_path, old, new, message):
+    from tiltflow.metadata.session import load_session
+
+    text = (DATA / "mdocfile__TS_01.mrc.mdoc").read_text()
+    (tmp_path / "TS_01.mrc.mdoc").write_text(text.replace(old, new, 1))
+    skipped = load_session(tmp_path).skipped
+    assert len(skipped) == 1 and message.strip(" ;") in skipped[0].reason, skipped[0].reason
+    assert "no PixelSpacing" not in skipped[0].reason and "has no TiltAngle" not in skipped[0].reason
+
+
+def test_a_user_kept_tilt_stays_through_align_and_its_warning_reaches_the_summary(finished, session, tmp_path):
+    """A blank tilt kept with --keep-tilts: ctf flags it, exclude keeps it, align keeps it too (with a
+    warning that the run summary, summary.tsv and the report show)."""
+    import mrcfile
+    import numpy as np
+
+    out = _copy(finished, tmp_path / "results")
+    blank = out / "motioncor" / "TS_01" / "frames" / "TS_01_005_60_0.mrc"
+    with mrcfile.open(blank, mode="r+") as m:
+        m.data[:] = np.zeros_like(m.data)
+    proc = subprocess.run([*_command(session, out), "--force", "ctf"], capture_output=True, text=True,
+                          timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ali = star.read_tilt_series(out / "align" / "TS_01" / "TS_01.star")
+    assert 5 in set(ali.tilts["tfAcquisitionIndex"].astype(int)) and len(ali.tilts) == 7
+    assert "warning: TS_01 align: " in proc.stderr and "kept with --keep-tilts" in proc.stderr
+    assert "kept with --keep-tilts" in (out / "summary.tsv").read_text()
+    assert "kept with --keep-tilts" in (out / "report" / "report.html").read_text()
+
+
+@pytest.mark.skipif(not _tmpfs_works(), reason="no unprivileged mount namespace for a read-only bind mount")
+def test_a_read_only_results_folder_reports_a_finished_run_or_names_the_step_to_run(finished, session, tmp_path):
+    out = _copy(finished, tmp_path / "results")
+    ok = " ".join(f"'{c}'" for c in _command(session, out))
+    changed = " ".join(f"'{c}'" for c in _command(session, out, "--rec-pixel-size", "20"))
+    script = (f"mount --bind '{out}' '{out}' && mount -o remount,ro,bind '{out}' '{out}' && {ok}; echo rc=$?; "
+              f"{changed}; echo rc=$?")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+                          env=ENV)
+    assert "is read-only; every step is up to date" in proc.stderr and "rc=0" in proc.stdout, proc.stderr
+    assert "read-only and TS_01 reconstruct is not up to date (options changed (pixel_size))" in proc.stderr
+    assert "rc=2" in proc.stdout and "OSError" not in proc.stderr

@@ -149,10 +149,16 @@ def test_kill_9_then_rerun_finishes_with_the_same_result(first, session, tmp_pat
     proc = subprocess.Popen(_command(session, out, "--force", "align"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while record.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)  # --force: the old record goes first
-    while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)  # then that series' align finishes
+    old = record.stat().st_ino  # --force: the old folder stays until the new one is swapped in
+
+    def replaced() -> bool:
+        try:
+            return record.stat().st_ino != old
+        except FileNotFoundError:
+            return False
+
+    while not replaced() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # that series' align finishes
     time.sleep(rng.uniform(0.0, 0.5))
     killed_early = proc.poll() is None
     os.kill(proc.pid, signal.SIGKILL)
