@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 from tiltflow.metadata import dose as dose_mod
 from tiltflow.metadata import order as order_mod
@@ -77,6 +78,30 @@ def check_complete(md: MdocFile, expected_tilts: int | None = None) -> None:
         raise IncompleteMdoc("file ends without a final newline (SerialEM may still be writing it)")
 
 
+def complete_sections(md: MdocFile, expected_tilts: int | None = None) -> tuple[MdocFile, str | None]:
+    """An mdoc SerialEM is still writing (it appends one section per tilt, ``AdocAppendSection``): its
+    complete sections and a warning saying what was left out. Unchanged (and no warning) when the file is
+    complete, when ``expected_tilts`` asks for a definite count, or when the problem is not at its end; then
+    :func:`check_complete` reports it as before."""
+    try:
+        check_complete(md, expected_tilts)
+        return md, None
+    except IncompleteMdoc as exc:
+        problem = str(exc)
+    zs = [i for i, sec in enumerate(md.sections) if sec.kind == "ZValue" or not sec.complete]
+    if expected_tilts is not None or len(zs) < 2:
+        return md, None
+    last = md.sections[zs[-1]]
+    trimmed = replace(md, sections=md.sections[: zs[-1]], ends_with_newline=True)
+    try:
+        check_complete(trimmed)
+    except IncompleteMdoc:
+        return md, None
+    n = sum(1 for sec in trimmed.sections if sec.kind == "ZValue")
+    return trimmed, (f"the mdoc is still being written ({problem}): imported its {n} complete sections and left "
+                     f"out [{last.kind} = {last.index}]")
+
+
 def tilt_axis_from(md: MdocFile) -> tuple[float | None, str]:
     """Tilt-axis angle from the ``[T = ... Tilt axis angle = x ...]`` title, else RotationAngle - 90."""
     for title in md.titles:
@@ -133,9 +158,11 @@ def build_series(
     pixel_size: float | None = None,
     expected_tilts: int | None = None,
 ) -> TiltSeries:
-    """Read one tilt-series mdoc. Raises IncompleteMdoc / InvalidMdoc."""
+    """Read one tilt-series mdoc (its complete sections when the last one is still being written, with a
+    warning). Raises IncompleteMdoc / InvalidMdoc."""
+    md, partial = complete_sections(md, expected_tilts)
     check_complete(md, expected_tilts)
-    warnings: list[str] = []
+    warnings: list[str] = [partial] if partial else []
     zs = [s for s in md.sections if s.kind == "ZValue"]
     tilts = [_tilt(s) for s in zs]
     zvals = sorted(t.z_value for t in tilts)
