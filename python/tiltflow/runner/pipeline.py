@@ -225,8 +225,8 @@ def _run(root: Path, mdocs: list[Path], params: RunParams, jobs: int, forced: se
                 progress.close(events, wait=stop is None)  # a killed worker may hold the queue's lock
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    if stop is not None:  # the workers are gone: what they had half-written can go too
-        staging.recover(root)
+        staging.recover(root)  # the workers are gone: the staging area (and what a stop left there) can go
+    if stop is not None:
         clean_partials(root)
         raise interrupt.stopped(stop.signum, progress.running_steps(), progress.last_finished)
     status = {o.name: (f"failed at {o.failed.step}" if o.failed else "ok") for o in result.series}

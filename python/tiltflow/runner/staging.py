@@ -92,11 +92,7 @@ def promote(root: Path, stage: Path, folder: str) -> None:
 
 def discard(stage: Path) -> None:
     """Remove a staging root (a failed or interrupted attempt); the real folder is untouched."""
-    shutil.rmtree(stage, ignore_errors=True)
-    try:
-        stage.parent.rmdir()  # the staging area goes when its last step is done
-    except OSError:
-        pass  # another series' step still stages there
+    shutil.rmtree(stage, ignore_errors=True)  # the staging area itself goes at the end of the run (recover)
 
 
 def recover(root: Path) -> int:
