@@ -447,3 +447,29 @@ def test_an_mdoc_still_being_written_is_imported_up_to_its_last_complete_section
     assert proc.returncode == 0, proc.stderr
     assert "still being written" in proc.stderr and "left out [ZValue = 40]" in proc.stderr
     assert len(star.read_tilt_series(tmp_path / "import" / "TS_01" / "TS_01.star").tilts) == 40
+
+
+def test_align_messages_name_the_series_once(tmp_path, monkeypatch):
+    """The aligner's messages already say "tilt series <name>": the step passes the bare name."""
+    import mrcfile
+    import numpy as np
+
+    from tiltflow.align import pipeline
+    from tiltflow.steps import align
+
+    seen = {}
+    real = pipeline.align_stack
+
+    def aligner(stack, nominal, axis, px, options, name):
+        seen["name"] = name
+        return real(stack[:2], nominal[:2], axis, px, options, name=name)  # too few tilts
+
+    monkeypatch.setattr(pipeline, "align_stack", aligner)
+    stack = tmp_path / "TS_01.mrc"
+    with mrcfile.new(stack) as m:
+        m.set_data(np.random.default_rng(1).normal(size=(5, 32, 32)).astype(np.float32))
+    from tiltflow.errors import TiltflowError
+
+    with pytest.raises(TiltflowError) as info:
+        align._align_builtin("TS_01", stack, np.linspace(-40, 40, 5), 85.0, 8.0, align.AlignOptions(device="cpu"))
+    assert seen["name"] == "TS_01" and str(info.value).startswith("tilt series TS_01: only 2 tilts")

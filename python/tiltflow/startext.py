@@ -157,6 +157,8 @@ def _typed(col: pd.Series) -> pd.Series:
     values = col.where(~col.isin(_NA), np.nan)
     if values.isna().all():
         return values.astype(float)
+    if (values == "").any():  # an empty string is a value (a tilt without a reason), not a missing number
+        return values
     if set(values.dropna()) <= {"True", "False"}:
         return values == "True"
     try:
