@@ -473,3 +473,17 @@ def test_align_messages_name_the_series_once(tmp_path, monkeypatch):
     with pytest.raises(TiltflowError) as info:
         align._align_builtin("TS_01", stack, np.linspace(-40, 40, 5), 85.0, 8.0, align.AlignOptions(device="cpu"))
     assert seen["name"] == "TS_01" and str(info.value).startswith("tilt series TS_01: only 2 tilts")
+
+
+def test_the_default_ctf_limit_follows_the_sampling_so_a_simulated_session_runs_with_the_defaults():
+    """The tiny preset (8 A pixels, Nyquist 16 A) fits its rings to about 25 A: the default 20 A limit excluded
+    every tilt. The default now stays 5 pixels or coarser; a limit the user gives is used as given."""
+    from tiltflow.qc.exclusion import Thresholds
+    from tiltflow.steps.exclude import ctf_limit_for
+
+    def series(px: float) -> star.TiltSeriesStar:
+        return star.TiltSeriesStar("TS_01", {star.TS_PIXEL_SIZE: px})
+
+    assert ctf_limit_for(series(8.0), Thresholds()).min_ctf_resolution == 40.0
+    assert ctf_limit_for(series(1.35), Thresholds()).min_ctf_resolution == 20.0
+    assert ctf_limit_for(series(8.0), Thresholds(min_ctf_resolution=15.0)).min_ctf_resolution == 15.0
