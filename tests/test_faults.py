@@ -36,7 +36,7 @@ def _command(session: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _run(session: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(session, out, *extra), capture_output=True, text=True, timeout=600, env=ENV)
+    return subprocess.run(_command(session, out, *extra), capture_output=True, text=True, timeout=1800, env=ENV)
 
 
 def _simulate(out: Path) -> Path:
@@ -277,7 +277,7 @@ def test_a_run_on_a_full_tmpfs_fails_in_one_line(session, tmp_path):
     mnt.mkdir()
     cmd = " ".join(f"'{c}'" for c in _command(session, mnt / "out"))
     proc = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=3m tmpfs '{mnt}' && {cmd}"],
-                          capture_output=True, text=True, timeout=600, env=ENV)
+                          capture_output=True, text=True, timeout=1800, env=ENV)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("tiltflow run: TS_01 failed"))
@@ -358,7 +358,7 @@ def test_a_tilt_the_ctf_fit_fails_on_is_flagged_and_the_series_goes_on(finished,
         m.data[:] = np.zeros_like(m.data)  # same size: motioncor's record still holds
     keep = ["--keep-tilts", "TS_01:0-4,6"]
     proc = subprocess.run([*_command(session, out), *keep, "--force", "ctf"], capture_output=True, text=True,
-                          timeout=600, env=ENV)
+                          timeout=1800, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ctf = star.read_tilt_series(out / "ctf" / "TS_01" / "TS_01.star")
     problems = dict(zip(ctf.tilts["tfAcquisitionIndex"].astype(int), ctf.tilts["tfCtfProblem"].astype(str),
@@ -415,7 +415,7 @@ def test_a_user_kept_tilt_stays_through_align_and_its_warning_reaches_the_summar
     with mrcfile.open(blank, mode="r+") as m:
         m.data[:] = np.zeros_like(m.data)
     proc = subprocess.run([*_command(session, out), "--force", "ctf"], capture_output=True, text=True,
-                          timeout=600, env=ENV)
+                          timeout=1800, env=ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ali = star.read_tilt_series(out / "align" / "TS_01" / "TS_01.star")
     assert 5 in set(ali.tilts["tfAcquisitionIndex"].astype(int)) and len(ali.tilts) == 7
@@ -431,7 +431,7 @@ def test_a_read_only_results_folder_reports_a_finished_run_or_names_the_step_to_
     changed = " ".join(f"'{c}'" for c in _command(session, out, "--rec-pixel-size", "20"))
     script = (f"mount --bind '{out}' '{out}' && mount -o remount,ro,bind '{out}' '{out}' && {ok}; echo rc=$?; "
               f"{changed}; echo rc=$?")
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=600,
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=1800,
                           env=ENV)
     assert "is read-only; every step is up to date" in proc.stderr and "rc=0" in proc.stdout, proc.stderr
     assert "read-only and TS_01 reconstruct is not up to date (options changed (pixel_size))" in proc.stderr
