@@ -110,7 +110,8 @@ def align_stack(
     dr = dark.detect_dark(stack, tilts_all, o.dark_tol, o.blank_tol, log=log)
     for i in sorted(set(dr.excluded) & set(o.user_kept)):  # an explicit keep wins over the automatic check
         log.warning("%s: tilt %.1f looks %s but was kept with --keep-tilts; aligned anyway", name, tilts_all[i],
-                    dr.excluded.pop(i))
+                    dr.reasons[i])
+        dr.reasons[i] = None
     rep.dark_reasons = dr.excluded
     keep = np.array([i for i in range(n) if i not in dr.excluded])
     if len(keep) == 0:
