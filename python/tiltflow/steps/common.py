@@ -58,8 +58,7 @@ def execute_series_step(
     return out
 
 
-def each_tilt(tilts: Sequence[T], fn: Callable[[T], Any], series: str, what: str,
-              label: Callable[[T], str] = str) -> tuple[list[Any], dict[int, str]]:
+def each_tilt(tilts: Sequence[T], fn: Callable[[T], Any], series: str, what: str) -> tuple[list[Any], dict[int, str]]:
     """``fn(tilt)`` for every tilt; a :class:`TiltflowError` of one tilt (an empty fitting band, a blank
     micrograph) flags that tilt with its reason and the series goes on, as one bad exposure of 61 should not
     cost the other 60. Returns the results (None where flagged) and ``{position: reason}``; when no tilt
@@ -72,7 +71,7 @@ def each_tilt(tilts: Sequence[T], fn: Callable[[T], Any], series: str, what: str
         except TiltflowError as exc:
             results.append(None)
             problems[i] = str(exc)
-            log.warning("%s: %s: no %s: %s", series, label(t), what, exc)
+            log.warning("%s: no %s: %s", series, what, exc)  # the step's error names the tilt
     if tilts and len(problems) == len(tilts):
         raise TiltflowError(f"{series}: no tilt could be processed ({what}); the first: {problems[0]}")
     return results, problems

@@ -324,7 +324,7 @@ class _BuiltinFitter:
             _log_fit(series, t, fit, time.perf_counter() - t0)
             return fit
 
-        fits, problems = each_tilt(tilts, first_fit, series, "CTF fit", lambda t: t.label)
+        fits, problems = each_tilt(tilts, first_fit, series, "CTF fit")
         good = [i for i in range(len(tilts)) if i not in problems]
         if len(good) >= 3:  # the series pass sees the fitted tilts only
             refits = self.series_pass([tilts[i] for i in good], [fits[i] for i in good], series)
@@ -517,7 +517,7 @@ class _CtffindFitter:
             _log_fit(series, t, r, time.perf_counter() - t0)
             return r
 
-        results, problems = each_tilt(list(enumerate(tilts)), one, series, "CTF fit", lambda it: it[1].label)
+        results, problems = each_tilt(list(enumerate(tilts)), one, series, "CTF fit")
         return [_no_fit(t, problems[i]) if i in problems else results[i] for i, t in enumerate(tilts)]
 
     def fit(self, t: _Tilt, frames: Path, with_png: bool, series: str) -> _Result:
