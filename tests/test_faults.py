@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,6 +194,19 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _workers(pid: int) -> list[int]:
+    """The pool's worker processes (multiprocessing's resource tracker is no worker: it leaves after its parent)."""
+    out = []
+    for child in _children(pid):
+        try:
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd:
+            out.append(child)
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -225,6 +239,9 @@ def test_a_signal_stops_every_worker_and_says_where_the_run_stopped(session, tmp
     # the worker may not have announced its next step yet when the signal came
     assert f"stopped by {name} during TS_01 " in message[0] or f"stopped by {name} after TS_01 motioncor" in message[0]
     assert "Traceback" not in rest and "leaked" not in rest
+    deadline = time.monotonic() + 30  # a hang guard: a killed worker may still be on its way out
+    while [p for p in workers if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert not [p for p in workers if _alive(p)]
     assert not list(out.rglob("*.part*")) and not (out / ".tiltflow-staging").exists()
     for rec in out.rglob(RECORD):  # every folder with a record is complete
