@@ -137,7 +137,8 @@ def test_cli_inspect_lists_skipped(tmp_path, capsys):
 def _incomplete(tmp_path):
     text = (DATA / "mdocfile__TS_01.mrc.mdoc").read_bytes()
     path = tmp_path / "TS_01.mrc.mdoc"
-    path.write_bytes(text[: text.rindex(b"DateTime") + 12])  # cut inside the last line
+    # cut inside the first section: nothing complete to import (a cut last section is imported, with a warning)
+    path.write_bytes(text[: text.index(b"[ZValue = 0]") + 40])
     return path
 
 

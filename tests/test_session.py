@@ -143,13 +143,14 @@ def test_discovery_sets_aside_frames_montage_duplicates(tmp_path):
     assert s.series[0].mdoc.name == "TS_01.mdoc"  # sorted first; the other one names it
 
 
-def test_incomplete_mdoc_is_reported_not_imported(tmp_path):
+def test_an_mdoc_still_being_written_gives_its_complete_sections_with_a_warning(tmp_path):
     text = (DATA / "mdocfile__TS_01.mrc.mdoc").read_bytes()
     (tmp_path / "TS_01.mrc.mdoc").write_bytes(text[: text.rindex(b"SubFramePath")])
     s = load_session(tmp_path)
-    assert s.series == []
-    assert s.skipped[0].kind == "incomplete" and s.skipped[0].is_problem
-    assert "[ZValue = 40] is partial" in s.skipped[0].reason
+    assert s.skipped == [] and len(s.series[0].tilts) == 40  # ZValue 0-39 of the 41
+    assert "still being written" in s.series[0].warnings[0] and "[ZValue = 40] is partial" in s.series[0].warnings[0]
+    s = load_session(tmp_path, expected_tilts=41)  # a definite count: still refused as a whole
+    assert s.series == [] and s.skipped[0].kind == "incomplete" and s.skipped[0].is_problem
 
 
 def test_missing_path_is_an_error(tmp_path):
@@ -193,7 +194,7 @@ def test_skipped_lines_group_frame_mdocs_but_list_problems(tmp_path):
         shutil.copy(DATA / "mdocfile__frame_set_single.mdoc", tmp_path / f"m_{i}.tif.mdoc")
     text = (DATA / "mdocfile__TS_01.mrc.mdoc").read_bytes()
     (tmp_path / "TS_01.mrc.mdoc").write_bytes(text[:-40])
-    rows = skipped_lines(load_session(tmp_path))
+    rows = skipped_lines(load_session(tmp_path, expected_tilts=41))  # a definite count: still incomplete
     assert len(rows) == 2
     assert rows[0][:2] == (str(tmp_path / "TS_01.mrc.mdoc"), "incomplete")  # problems first
     assert rows[1][0] == f"7 files like {tmp_path / 'm_0.tif.mdoc'}" and rows[1][1] == "frames"

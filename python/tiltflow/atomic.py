@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tiltflow.errors import write_problem
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]:
@@ -24,16 +26,21 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     choosing a format from the extension (mrcfile, tifffile, matplotlib) still work.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sfx = target.suffix if suffix is None else suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{sfx}", dir=target.parent)
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sfx = target.suffix if suffix is None else suffix
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{sfx}", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise write_problem(exc, target) or exc from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         # mkstemp creates 0600 files; give outputs the usual permissions (0666 less the umask)
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
+    except OSError as exc:  # a full disk: name the file being written, not the temporary one
+        raise write_problem(exc, target) or exc from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from tiltflow import __version__, threads
-from tiltflow.errors import TiltflowError
+from tiltflow.errors import Interrupted, StopSignal, TiltflowError, write_problem
 
 #: exit code for "CUDA out of memory": Nextflow retries such tasks with more memory (conf/base.config)
 EXIT_GPU_OOM = 75
@@ -69,10 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     from tiltflow.steplog import configure_console
 
     configure_console()
+    _sigterm_as_interrupt()
     try:
         threads.configure(argv)  # before any command imports torch (OMP_WAIT_POLICY is read at load)
         # without standalone mode click returns typer.Exit(code)'s code instead of raising it
         rc = app(args=argv, prog_name="tiltflow", standalone_mode=False)
+    except Interrupted as exc:
+        typer.echo(f"tiltflow: {exc}", err=True)
+        return exc.exit_code
     except TiltflowError as exc:
         typer.echo(f"tiltflow: error: {exc}", err=True)
         return 2
@@ -81,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("tiltflow: aborted", err=True)
         return 130
-    except KeyboardInterrupt:
-        typer.echo("tiltflow: interrupted", err=True)
-        return 130
+    except (KeyboardInterrupt, StopSignal) as exc:
+        import signal
+
+        signum = exc.signum if isinstance(exc, StopSignal) else signal.SIGINT
+        name = signal.Signals(signum).name
+        typer.echo(f"tiltflow: stopped by {name}; nothing half-written was kept: run the command again", err=True)
+        return 128 + signum
     except Exception as exc:  # click usage errors and unexpected failures
         try:
             import click
@@ -97,9 +105,26 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, click.ClickException):
             exc.show()
             return exc.exit_code
+        problem = write_problem(exc)
+        if problem is not None:  # a full disk or a read-only folder: one line, not a traceback
+            typer.echo(f"tiltflow: error: {problem}", err=True)
+            return 2
         typer.echo(f"tiltflow: error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
         return 1
     return rc if isinstance(rc, int) else 0
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (a scheduler's time limit) unwinds like Ctrl-C, so temporary files are removed on the way out;
+    ``tiltflow run`` installs its own handlers for the run itself (runner/interrupt.py)."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: object) -> None:
+        raise StopSignal(signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

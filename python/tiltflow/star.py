@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from tiltflow import startext
 from tiltflow.atomic import atomic_path
 from tiltflow.errors import TiltflowError
 
@@ -107,13 +108,11 @@ class TiltSeriesStar:
 
 
 def _read_blocks(path: Path) -> dict[str, Any]:
-    import starfile
-
     if not path.is_file():
         raise TiltflowError("STAR file not found", path)
     try:
-        blocks = starfile.read(path, always_dict=True, parse_as_string=[TOMO_NAME, OPTICS_GROUP])
-    except Exception as exc:  # starfile raises several types for malformed files
+        blocks = startext.parse(path.read_text(encoding="utf-8"), as_string=(TOMO_NAME, OPTICS_GROUP))
+    except (ValueError, UnicodeDecodeError) as exc:
         raise TiltflowError(f"not a readable STAR file ({exc})", path) from exc
     if not blocks:
         raise TiltflowError("STAR file has no data blocks", path)
@@ -270,15 +269,9 @@ def _clean_tilts(tilts: pd.DataFrame, export: bool = False) -> pd.DataFrame:
 
 
 def _write_blocks(blocks: dict[str, pd.DataFrame], path: Path) -> None:
-    import starfile
-
+    text = startext.render(blocks, where=path)  # refuses a value RELION could not read back, before writing
     with atomic_path(path) as tmp:
-        starfile.write(blocks, tmp, float_format="%.6f", overwrite=True)
-        # starfile stamps the wall-clock time into its header; RELION 5 writes "# version 50001".
-        # A deterministic header keeps Nextflow's -resume and the local runner's resume checks stable.
-        lines = tmp.read_text().splitlines(keepends=True)
-        tmp.write_text("".join("# version 50001\n" if ln.startswith("# Created by the starfile") else ln
-                               for ln in lines))
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _py(v: Any) -> Any:

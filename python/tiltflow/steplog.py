@@ -48,10 +48,10 @@ def step_logs(step: str, outdir: str | Path, series: str | None = None) -> Itera
     root = logging.getLogger(LOGGER_NAME)
     root.setLevel(logging.DEBUG)
     fmt = logging.Formatter(_FMT)
-    out_h = logging.FileHandler(outdir / "console.log")
+    out_h = _LogFile(outdir / "console.log")
     out_h.setLevel(logging.INFO)
     out_h.setFormatter(fmt)
-    err_h = logging.FileHandler(outdir / "error.log")
+    err_h = _LogFile(outdir / "error.log")
     err_h.setLevel(logging.WARNING)
     err_h.setFormatter(fmt)
     root.addHandler(out_h)
@@ -67,7 +67,8 @@ def step_logs(step: str, outdir: str | Path, series: str | None = None) -> Itera
             root.debug("traceback", exc_info=True)
             import traceback
 
-            err_h.stream.write(traceback.format_exc())
+            with contextlib.suppress(OSError):  # a full disk: the error itself says so
+                err_h.stream.write(traceback.format_exc())
         raise
     else:
         root.info("done %s in %.1f s", label, time.perf_counter() - t0)
@@ -75,6 +76,22 @@ def step_logs(step: str, outdir: str | Path, series: str | None = None) -> Itera
         for h in (out_h, err_h):
             root.removeHandler(h)
             h.close()
+
+
+class _LogFile(logging.FileHandler):
+    """A step log that stays quiet when it cannot be written (a full disk): logging's default prints a
+    traceback per record over the terminal, while the step's own error already names the file and the space."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            super().flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

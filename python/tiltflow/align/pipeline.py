@@ -50,6 +50,7 @@ class BuiltinOptions:
     refine_offset: bool = False  # the stretch criterion assumes a thin slab: off unless asked for
     point_model: bool = True  # track features and fit a 3-D point model (shifts + axis) after the slab stages
     device: str = "auto"
+    user_kept: tuple[int, ...] = ()  # stack indices kept with --keep-tilts: never dropped as dark (a warning)
 
 
 @dataclass
@@ -107,6 +108,10 @@ def align_stack(
 
     t0 = time.perf_counter()
     dr = dark.detect_dark(stack, tilts_all, o.dark_tol, o.blank_tol, log=log)
+    for i in sorted(set(dr.excluded) & set(o.user_kept)):  # an explicit keep wins over the automatic check
+        log.warning("%s: tilt %.1f looks %s but was kept with --keep-tilts; aligned anyway", name, tilts_all[i],
+                    dr.reasons[i])
+        dr.reasons[i] = None
     rep.dark_reasons = dr.excluded
     keep = np.array([i for i in range(n) if i not in dr.excluded])
     if len(keep) == 0:

@@ -26,7 +26,7 @@ from pathlib import Path
 from tiltflow import star
 from tiltflow.errors import TiltflowError
 from tiltflow.runner import plan, resume
-from tiltflow.runner.execute import SeriesOutcome, StepOutcome, run_step
+from tiltflow.runner.execute import SeriesOutcome, StepOutcome, expected_record, run_step
 from tiltflow.runner.options import step_options
 from tiltflow.runner.params import RunParams
 
@@ -163,7 +163,7 @@ def adopt_motioncor(root: Path, name: str, params: RunParams, has_gain: bool) ->
     t0 = time.perf_counter()
     call = plan.series_call("motioncor", name, params, has_gain)
     try:
-        expected = resume.Expected(resume.inputs_of(root, call.input_files, call.upstream), call.options)
+        expected = expected_record(root, call)  # the same record `tiltflow run` expects (raw movies included)
         ok, why = resume.up_to_date(root, call.step, call.folder, expected)
         if ok:
             return StepOutcome(call.step, name, "skipped", time.perf_counter() - t0, why)

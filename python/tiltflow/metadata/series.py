@@ -9,7 +9,9 @@ sections than the user expects.
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import replace
 
 from tiltflow.metadata import dose as dose_mod
 from tiltflow.metadata import order as order_mod
@@ -76,6 +78,30 @@ def check_complete(md: MdocFile, expected_tilts: int | None = None) -> None:
         raise IncompleteMdoc("file ends without a final newline (SerialEM may still be writing it)")
 
 
+def complete_sections(md: MdocFile, expected_tilts: int | None = None) -> tuple[MdocFile, str | None]:
+    """An mdoc SerialEM is still writing (it appends one section per tilt, ``AdocAppendSection``): its
+    complete sections and a warning saying what was left out. Unchanged (and no warning) when the file is
+    complete, when ``expected_tilts`` asks for a definite count, or when the problem is not at its end; then
+    :func:`check_complete` reports it as before."""
+    try:
+        check_complete(md, expected_tilts)
+        return md, None
+    except IncompleteMdoc as exc:
+        problem = str(exc)
+    zs = [i for i, sec in enumerate(md.sections) if sec.kind == "ZValue" or not sec.complete]
+    if expected_tilts is not None or len(zs) < 2:
+        return md, None
+    last = md.sections[zs[-1]]
+    trimmed = replace(md, sections=md.sections[: zs[-1]], ends_with_newline=True)
+    try:
+        check_complete(trimmed)
+    except IncompleteMdoc:
+        return md, None
+    n = sum(1 for sec in trimmed.sections if sec.kind == "ZValue")
+    return trimmed, (f"the mdoc is still being written ({problem}): imported its {n} complete sections and left "
+                     f"out [{last.kind} = {last.index}]")
+
+
 def tilt_axis_from(md: MdocFile) -> tuple[float | None, str]:
     """Tilt-axis angle from the ``[T = ... Tilt axis angle = x ...]`` title, else RotationAngle - 90."""
     for title in md.titles:
@@ -101,6 +127,9 @@ def _tilt(section: MdocSection) -> Tilt:
         raise InvalidMdoc(f"section [ZValue = {section.index}] at line {section.line} is not a number") from exc
     angle = _num(k.get("TiltAngle"))
     if angle is None:
+        if k.get("TiltAngle", "").strip():  # say what the value is, not that there is none
+            raise InvalidMdoc(f"section [ZValue = {z}] has TiltAngle = {k['TiltAngle'].strip()}, which is not a "
+                              f"number of degrees")
         raise InvalidMdoc(f"section [ZValue = {z}] has no TiltAngle")
     frames = _num(k.get("NumSubFrames"), int)
     if frames is None:
@@ -129,9 +158,11 @@ def build_series(
     pixel_size: float | None = None,
     expected_tilts: int | None = None,
 ) -> TiltSeries:
-    """Read one tilt-series mdoc. Raises IncompleteMdoc / InvalidMdoc."""
+    """Read one tilt-series mdoc (its complete sections when the last one is still being written, with a
+    warning). Raises IncompleteMdoc / InvalidMdoc."""
+    md, partial = complete_sections(md, expected_tilts)
     check_complete(md, expected_tilts)
-    warnings: list[str] = []
+    warnings: list[str] = [partial] if partial else []
     zs = [s for s in md.sections if s.kind == "ZValue"]
     tilts = [_tilt(s) for s in zs]
     zvals = sorted(t.z_value for t in tilts)
@@ -141,9 +172,12 @@ def build_series(
         warnings.append(f"ZValues are not consecutive ({zvals[0]}..{zvals[-1]} for {len(zvals)} sections)")
 
     first = zs[0].keys
-    image_ps = _num(md.header.get("PixelSpacing")) or _num(first.get("PixelSpacing"))
-    if not image_ps or image_ps <= 0:
+    raw_ps = md.header.get("PixelSpacing") or first.get("PixelSpacing")
+    image_ps = _num(raw_ps)
+    if raw_ps is None or not raw_ps.strip():
         raise InvalidMdoc("no PixelSpacing")
+    if image_ps is None or not math.isfinite(image_ps) or image_ps <= 0:
+        raise InvalidMdoc(f"PixelSpacing = {raw_ps.strip()}: expected the pixel size in A, a number above 0")
     binning = _num(first.get("Binning")) or 1.0
     movie_ps = float(pixel_size) if pixel_size else image_ps / max(binning, 1.0)
     voltage = _num(md.header.get("Voltage")) or _num(first.get("Voltage"))

@@ -134,6 +134,10 @@ def dark_reference(measures: Sequence[TiltMeasures]) -> float | None:
     return ref if ref and ref > 0 else None
 
 
+#: the reason a user-kept tilt carries (tfExcludeReason); align reads it so that it keeps the tilt too
+USER_KEEP = "kept by user (--keep-tilts)"
+
+
 def decide(measures: Sequence[TiltMeasures], thresholds: Thresholds, exclude: Iterable[int] = (),
            keep: Iterable[int] = ()) -> list[Decision]:
     """Apply the automatic rules, then the user's lists (``keep`` wins over an automatic exclusion).
@@ -157,7 +161,7 @@ def decide(measures: Sequence[TiltMeasures], thresholds: Thresholds, exclude: It
         if m.index in exclude:
             d = Decision(m.index, m.tilt_angle, True, ["excluded by user (--exclude-tilts)"] + auto, "user-exclude")
         elif m.index in keep:
-            note = ["kept by user (--keep-tilts)"] + [f"overrides {r}" for r in auto]
+            note = [USER_KEEP] + [f"overrides {r}" for r in auto]
             d = Decision(m.index, m.tilt_angle, False, note, "user-keep")
         else:
             d = Decision(m.index, m.tilt_angle, bool(auto), auto, "auto")

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tiltflow.errors import TiltflowError
-from tiltflow.runner import resume
+from tiltflow.errors import TiltflowError, write_problem
+from tiltflow.runner import resume, staging
 from tiltflow.runner.params import RunParams
 from tiltflow.runner.plan import SERIES_STEPS, StepCall, series_call
 
@@ -37,6 +37,7 @@ class StepOutcome:
     reason: str = ""
     error: str | None = None
     user_error: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +55,9 @@ def init_worker(root: str, events: Any, threads: int, gpu_ids: Any) -> None:
     import fcntl
 
     _die_with_parent()
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     global _EVENTS, _HELD
     _EVENTS = events
     _HELD = open(Path(root) / WORKERS_LOCK, "a")
@@ -107,33 +111,85 @@ def _set_torch_threads() -> None:
         sys.modules["torch"].set_num_threads(max(1, int(os.environ.get("TILTFLOW_THREADS", "1"))))
 
 
+def expected_record(root: Path, call: StepCall) -> resume.Expected:
+    """What ``call``'s record must say for the step to be skipped: its inputs now, and its options."""
+    raw = call.raw_inputs(root)
+    return resume.Expected(resume.inputs_of(root, call.input_files, call.upstream, raw), call.options)
+
+
 def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
-    """Skip ``call`` when its record says it is up to date, else clear its folder, run it, record it."""
+    """Skip ``call`` when its record says it is up to date, else run it beside the old folder, record it and
+    put it in place of the old one."""
     os.chdir(root)
     _emit("start", call.series, call.step)
     t0 = time.perf_counter()
     try:
-        expected = resume.Expected(resume.inputs_of(root, call.input_files, call.upstream), call.options)
+        expected = expected_record(root, call)
         ok, why = (False, "forced") if forced else resume.up_to_date(root, call.step, call.folder, expected)
         if ok:
             out = StepOutcome(call.step, call.series, "skipped", time.perf_counter() - t0, why)
         else:
-            resume.forget(root, call.folder)
             _set_torch_threads()
-            call()
-            resume.write_record(root, call.folder, call.step, call.series, expected)
+            _run_staged(root, call, expected)
             out = StepOutcome(call.step, call.series, "ran", time.perf_counter() - t0, why)
     except TiltflowError as exc:
         out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0, error=str(exc),
                           user_error=True)
     except Exception as exc:  # a bug or a resource problem: one line here, the traceback is in error.log
-        msg = " ".join(str(exc).split())[:300]
-        if type(exc).__name__ == "OutOfMemoryError":
-            msg = f"GPU out of memory: {msg}"
-        out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0,
-                          error=f"{type(exc).__name__}: {msg}")
+        problem = write_problem(exc, _real_path(root, getattr(exc, "filename", None), call.folder))
+        if problem is not None:  # a full disk: which file, how much space is left, that a rerun resumes
+            out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0, error=str(problem),
+                              user_error=True)
+        else:
+            msg = " ".join(str(exc).split())[:300]
+            if type(exc).__name__ == "OutOfMemoryError":
+                msg = f"GPU out of memory: {msg}"
+            out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0,
+                              error=f"{type(exc).__name__}: {msg}")
     _emit("end", call.series, call.step, out.status, out.seconds, out.reason or out.error or "")
     return out
+
+
+class _Warnings(logging.Handler):
+    """The warnings a step logs while it runs, one line each, for its record."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not getattr(record, "file_only", False):
+            self.lines.append(" ".join(record.getMessage().split())[:300])
+
+
+def _real_path(root: Path, filename: str | None, folder: str) -> Path:
+    """Where a file named in an OSError will be once the step's folder is in place (or the folder itself)."""
+    if not filename:
+        return root / folder
+    p = Path(filename)
+    parts = p.parts
+    if staging.STAGING in parts:  # <root>/.tiltflow-staging/<id>/<folder>/...: name it as the user sees it
+        return root.joinpath(*parts[parts.index(staging.STAGING) + 2:])
+    return p if p.is_absolute() else root / p
+
+
+def _run_staged(root: Path, call: StepCall, expected: resume.Expected) -> None:
+    """Run ``call`` in a staging root and put its folder in place only when it finished (runner/staging.py)."""
+    stage = staging.prepare(root, call.folder, call.reads(), call.reads_all)
+    warnings = _Warnings()
+    logging.getLogger("tiltflow").addHandler(warnings)
+    try:
+        os.chdir(stage)
+        call()
+        resume.write_record(stage, call.folder, call.step, call.series, expected, warnings.lines)
+    except BaseException:
+        os.chdir(root)
+        staging.discard(stage)
+        raise
+    finally:
+        logging.getLogger("tiltflow").removeHandler(warnings)
+    os.chdir(root)
+    staging.promote(root, stage, call.folder)
 
 
 def run_session_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:

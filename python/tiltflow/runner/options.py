@@ -16,7 +16,7 @@ from tiltflow.errors import TiltflowError
 from tiltflow.runner.params import RunParams
 
 
-def _patches(text: str | None) -> tuple[int, int] | None:
+def parse_patches(text: str | None) -> tuple[int, int] | None:
     if not text:
         return None
     parts = str(text).replace(",", " ").split()
@@ -62,7 +62,7 @@ def _values(step: str, p: RunParams, has_gain: bool, series: str | None = None) 
         frames = frames_dir(p)
         return {"gain": Path("gain/gain.mrc") if has_gain else None, "frames": Path(frames) if frames else None,
                 "backend": p.motioncor_backend, "throw": p.mc_throw,
-                "trunc": p.mc_trunc, "bin": p.mc_bin, "patches": _patches(p.mc_patches), "even_odd": p.even_odd,
+                "trunc": p.mc_trunc, "bin": p.mc_bin, "patches": parse_patches(p.mc_patches), "even_odd": p.even_odd,
                 "device": p.device}
     if step == "ctf":
         return {"backend": p.ctf_backend, "res_min": p.ctf_res_min, "res_max": p.ctf_res_max,

@@ -10,6 +10,7 @@ caps) are accepted and ignored here. Precedence: defaults < params file < comman
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -89,6 +90,8 @@ class RunParams:
             if key not in known:
                 raise TiltflowError(f"unknown parameter '{key}' (not a Nextflow parameter of tiltflow)", origin)
         given = {k: _coerce(k, v, origin) for k, v in values.items() if v is not None}
+        for key, value in given.items():
+            _check_range(key, value, origin)
         return replace(self, **given)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,6 +125,44 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     if key in ("mc_patches", "exclude_tilts", "keep_tilts") and isinstance(value, (list, tuple)):
         return " ".join(map(str, value)) if key == "mc_patches" else ",".join(map(str, value))
     return str(value) if not isinstance(value, (int, float, bool)) else value
+
+
+#: key -> (lowest, highest, lowest allowed itself, what the value is): checked before any work starts, so a
+#: typo fails in a second with the option the user typed, not minutes later at the step that uses it
+_RANGES: dict[str, tuple[float, float, bool, str]] = {
+    "kv": (10, 1000, True, "an accelerating voltage in kV (e.g. 300)"),
+    "cs": (0, 100, True, "the spherical aberration in mm (e.g. 2.7)"),
+    "amp_contrast": (0, 1, True, "a fraction in [0, 1) (e.g. 0.1)"),
+    "dose_per_tilt": (0, math.inf, False, "a dose in e/A^2 above 0"),
+    "mc_throw": (0, math.inf, True, "a number of frames, 0 or more"),
+    "mc_trunc": (0, math.inf, True, "a number of frames, 0 or more"),
+    "mc_bin": (1, math.inf, True, "a binning factor, 1 or more"),
+    "ctf_res_min": (0, math.inf, False, "a resolution in A above 0"),
+    "ctf_res_max": (0, math.inf, False, "a resolution in A above 0"),
+    "ctf_defocus_range": (0, math.inf, False, "a defocus range in um above 0"),
+    "stack_bin": (1, math.inf, True, "a binning factor, 1 or more"),
+    "thickness": (0, math.inf, False, "a thickness in nm above 0"),
+    "dark_tol": (0, 1, True, "a fraction in [0, 1]"),
+    "rec_pixel_size": (0, math.inf, False, "a pixel size in A above 0"),
+    "max_gpus": (1, math.inf, True, "1 or more"),
+    "max_cpus": (1, math.inf, True, "1 or more"),
+}
+
+
+def option_name(key: str, origin: str) -> str:
+    """How the user wrote ``key``: ``--rec-pixel-size`` on the command line, ``rec_pixel_size`` in a file."""
+    return f"--{key.replace('_', '-')}" if origin == "command line" else f"'{key}' in {origin}"
+
+
+def _check_range(key: str, value: Any, origin: str) -> None:
+    if key not in _RANGES:
+        return
+    low, high, low_ok, what = _RANGES[key]
+    upper_ok = key != "amp_contrast"
+    fine = math.isfinite(value) and (value >= low if low_ok else value > low) and (
+        value <= high if upper_ok else value < high)
+    if not fine:
+        raise TiltflowError(f"{option_name(key, origin)} {value:g}: expected {what}")
 
 
 def read_params_file(path: str | Path) -> dict[str, Any]:
@@ -199,6 +240,15 @@ def check_params(p: RunParams) -> None:
         raise TiltflowError(f"rec_ctf_correction must be one of {', '.join(MODES)}, got {p.rec_ctf_correction!r}")
     if not (p.device in ("auto", "cpu", "cuda") or p.device.startswith("cuda:")):
         raise TiltflowError(f"device must be auto, cpu, cuda or cuda:N, got {p.device!r}")
+    if p.ctf_res_min <= p.ctf_res_max:
+        raise TiltflowError(f"ctf_res_min ({p.ctf_res_min:g} A) must be a lower resolution (a larger number) "
+                            f"than ctf_res_max ({p.ctf_res_max:g} A)")
+    from tiltflow.runner.options import parse_patches
+    from tiltflow.steps.reconstruct import METHODS
+
+    parse_patches(p.mc_patches)
+    if p.rec_method not in METHODS:
+        raise TiltflowError(f"--rec-method {p.rec_method!r}: choose one of {', '.join(METHODS)}")
 
 
 def _require_relion_even_odd() -> None:

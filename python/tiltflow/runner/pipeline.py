@@ -9,6 +9,7 @@ the run then ends non-zero. Problems with the input (no mdoc, missing gain) stop
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import multiprocessing as mp
 import os
@@ -21,11 +22,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tiltflow import star
+from tiltflow import star, startext
 from tiltflow import threads as cpu_threads
 from tiltflow.atomic import clean_partials
-from tiltflow.errors import TiltflowError
-from tiltflow.runner import plan
+from tiltflow.errors import StopSignal, TiltflowError
+from tiltflow.runner import interrupt, plan, resume, staging
 from tiltflow.runner.execute import (
     WORKERS_LOCK,
     SeriesOutcome,
@@ -149,6 +150,8 @@ def run_pipeline(session: str | Path, outdir: str | Path, params: RunParams, job
     console = console or Console(stderr=True)
     session = Path(session).resolve()
     mdocs = find_mdocs(session)
+    for path in [*mdocs, *([Path(params.frames).resolve()] if params.frames else [])]:
+        startext.check(str(path), path)  # STAR files will hold these paths: refuse one they cannot, now
     if params.gain is not None and not Path(params.gain).is_file():
         raise TiltflowError("gain reference not found", params.gain)
     if force is not None and force not in plan.ORDER:
@@ -157,13 +160,48 @@ def run_pipeline(session: str | Path, outdir: str | Path, params: RunParams, job
     params = params.with_values({"input": str(session), "gain": _absolute(params.gain),
                                  "frames": _absolute(params.frames)})
     root = Path(outdir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / LOCK, "a")
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        return _read_only(root, mdocs, params, console)
+    lock.close()
     with _exclusive(root):
         wait_for_workers(root)
-        n = clean_partials(root)
+        n = staging.recover(root) + clean_partials(root)
         if n:
             console.print(f"removed {n} temporary file(s) left by an interrupted run")
         return _run(root, mdocs, params, jobs, plan.forced_from(force), console)
+
+
+def _read_only(root: Path, mdocs: list[Path], params: RunParams, console: Console) -> RunResult:
+    """A results folder that cannot be written (a read-only mount): report a finished run whose every step is
+    up to date, else say which step would have to run; nothing is written."""
+    from tiltflow.runner.execute import expected_record
+
+    calls = ([plan.gain_call(params)] if params.gain is not None else []) + [plan.import_call(params, mdocs)]
+    result = RunResult(root)
+    try:
+        names = sorted(str(n) for n in star.read_tomograms(root / "import" / "tomograms.star")[star.TOMO_NAME])
+    except TiltflowError:
+        names = []
+    calls += [plan.series_call(s, n, params, params.gain is not None) for n in names for s in plan.SERIES_STEPS]
+    calls += [plan.export_call(names)] if names else []
+    for call in calls:
+        ok, why = resume.up_to_date(root, call.step, call.folder, expected_record(root, call))
+        if not ok:
+            where = f"{call.series} {call.step}" if call.series else call.step
+            raise TiltflowError(f"the results folder is read-only and {where} is not up to date ({why}); "
+                                f"use a writable --outdir", root)
+    console.print(f"tiltflow run: {root} is read-only; every step is up to date")
+    result.series = [SeriesOutcome(n, [StepOutcome(s, n, "skipped", reason="up to date") for s in plan.SERIES_STEPS])
+                     for n in names]
+    result.summaries = [series_summary(root, n) for n in names]
+    if result.summaries:
+        print_table(console, result.summaries)
+    return result
 
 
 def _run(root: Path, mdocs: list[Path], params: RunParams, jobs: int, forced: set[str],
@@ -183,30 +221,47 @@ def _run(root: Path, mdocs: list[Path], params: RunParams, jobs: int, forced: se
     console.print(f"tiltflow run: {len(mdocs)} mdoc(s) -> {root} ({where})")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
                                initargs=(str(root), events, threads, gpu_q))
+    stop: StopSignal | None = None
     try:
         with RunProgress(console, [], len(plan.SERIES_STEPS), session_steps) as progress:
             progress.listen(events)
             try:
-                names = _session_start(pool, root, params, mdocs, forced, result)
-                for name in names:
-                    progress.add_series(name)
-                _series(pool, root, names, params, has_gain, forced, result)
-                done = [o.name for o in result.series if not o.failed]
-                if done:
-                    _session_step(pool, root, plan.export_call(done), "export" in forced, result)
-                    report = plan.report_call(done)
-                    if report is not None:
-                        _session_step(pool, root, report, "report" in forced, result)
+                with interrupt.stop_on_signals():
+                    _steps(pool, root, params, mdocs, has_gain, forced, result, progress)
+            except StopSignal as exc:
+                stop = exc
+                interrupt.kill_workers(pool)
             finally:
-                progress.close(events)
+                progress.close(events, wait=stop is None)  # a killed worker may hold the queue's lock
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        staging.recover(root)  # the workers are gone: the staging area (and what a stop left there) can go
+    if stop is not None:
+        clean_partials(root)
+        raise interrupt.stopped(stop.signum, progress.running_steps(), progress.last_finished)
     status = {o.name: (f"failed at {o.failed.step}" if o.failed else "ok") for o in result.series}
     result.summaries = [series_summary(root, name, status[name]) for name in sorted(status)]
     if result.summaries:
         write_tsv(root / "summary.tsv", result.summaries)
         print_table(console, result.summaries)
+    for o in result.session_steps:
+        for w in o.warnings:
+            console.print(f"warning: {o.step}: {w}", style="yellow", overflow="fold")
     return result
+
+
+def _steps(pool: ProcessPoolExecutor, root: Path, params: RunParams, mdocs: list[Path], has_gain: bool,
+           forced: set[str], result: RunResult, progress: RunProgress) -> None:
+    names = _session_start(pool, root, params, mdocs, forced, result)
+    for name in names:
+        progress.add_series(name)
+    _series(pool, root, names, params, has_gain, forced, result)
+    done = [o.name for o in result.series if not o.failed]
+    if done:
+        _session_step(pool, root, plan.export_call(done), "export" in forced, result)
+        report = plan.report_call(done)
+        if report is not None:
+            _session_step(pool, root, report, "report" in forced, result)
 
 
 def _session_step(pool: ProcessPoolExecutor, root: Path, call: plan.StepCall, forced: bool,

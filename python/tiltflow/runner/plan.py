@@ -44,6 +44,33 @@ class StepCall:
     input_files: tuple[str, ...] = ()  # hashed into the record (relative to the root or absolute)
     upstream: tuple[str, ...] = ()  # folders whose records chain in
     options: dict[str, Any] = field(default_factory=dict)  # what the record keeps
+    raw: tuple[str, ...] = ()  # raw files and folders keyed by size+mtime (absolute)
+    movies_from: str | None = None  # a STAR file whose movies are raw inputs too (read when the step is due)
+    movies_dir: str | None = None  # where the step also looks for those movies (--frames)
+    reads_all: bool = False  # reads every step folder (the report), not only ``upstream``
+
+    def reads(self) -> list[str]:
+        """The result folders the step reads: its upstream folders and those of its relative input files."""
+        parents = [str(Path(f).parent) for f in self.input_files if not Path(f).is_absolute()]
+        return [f for f in (*self.upstream, *parents) if f not in (".", "")]
+
+    def raw_inputs(self, root: Path) -> list[str]:
+        """``raw`` plus every place the step may read a movie of ``movies_from`` from (as motioncor looks)."""
+        out = list(self.raw)
+        if self.movies_from is None:
+            return out
+        from tiltflow import star
+        from tiltflow.errors import TiltflowError
+
+        try:
+            names = star.read_tilt_series(root / self.movies_from).tilts[star.MOVIE].astype(str)
+        except (TiltflowError, KeyError):
+            return out  # the step itself reports an unreadable input
+        for name in names:
+            out.append(str(star.resolve(name, root)))
+            if self.movies_dir:
+                out.append(str(Path(self.movies_dir) / name.replace("\\", "/").rsplit("/", 1)[-1]))
+        return out
 
     def function(self):
         module, name = self.target.split(":")
@@ -78,13 +105,14 @@ def import_call(p: RunParams, mdocs: list[Path]) -> StepCall:
     kwargs = {"kv": p.kv, "cs": p.cs, "amp_contrast": p.amp_contrast, "hand": p.hand, "tilt_axis": p.tilt_axis,
               "dose_per_tilt": p.dose_per_tilt, "frames_dir": frames}
     paths = [str(m) for m in mdocs]
+    # the folder's own stamp changes when a movie appears or goes, which changes what import finds
     return StepCall("import", None, "import", "tiltflow.steps.importer:import_session", (paths, "import"), kwargs,
-                    input_files=tuple(paths), options=dict(kwargs))
+                    input_files=tuple(paths), options=dict(kwargs), raw=(frames,) if frames else ())
 
 
 def series_call(step: str, name: str, p: RunParams, has_gain: bool) -> StepCall:
     """The call ``tiltflow <step> <prev>/<name>/<name>.star --outdir <step>`` makes, with ``p``'s options."""
-    from tiltflow.runner.options import step_function, step_options
+    from tiltflow.runner.options import frames_dir, step_function, step_options
 
     prev, also = _READS[step]
     in_star = series_star(prev, name)
@@ -92,8 +120,9 @@ def series_call(step: str, name: str, p: RunParams, has_gain: bool) -> StepCall:
     upstream = tuple(f"{f}/{name}" for f in (prev, *also) if f != "import")
     if step == "motioncor" and has_gain:
         upstream = ("gain",)
+    movies = dict(movies_from=in_star, movies_dir=frames_dir(p)) if step == "motioncor" else {}
     return StepCall(step, name, f"{step}/{name}", step_function(step), (in_star, step, opts),
-                    input_files=(in_star,), upstream=upstream, options=_options_record(opts))
+                    input_files=(in_star,), upstream=upstream, options=_options_record(opts), **movies)
 
 
 def export_call(names: list[str]) -> StepCall:
@@ -111,7 +140,7 @@ def report_call(names: list[str]) -> StepCall | None:
         return None
     ups = [f"{s}/{n}" for n in sorted(names) for s in SERIES_STEPS] + ["relion"]
     return StepCall("report", None, "report", target, (".",), {"output": "report/report.html"},
-                    upstream=tuple(ups))
+                    upstream=tuple(ups), reads_all=True)
 
 
 def forced_from(force: str | None) -> set[str]:

@@ -30,6 +30,8 @@ class RunProgress:
         self._n = n_series_steps
         self._session_steps = session_steps
         self._thread: threading.Thread | None = None
+        self._running: dict[str, str] = {}  # series (or SESSION) -> the step running now
+        self.last_finished: str | None = None  # "TS_01 motioncor": where a stopped run got to
         self.add_session()
         for name in series:
             self.add_series(name)
@@ -53,10 +55,18 @@ class RunProgress:
         self._thread = threading.Thread(target=self._loop, args=(queue,), daemon=True)
         self._thread.start()
 
-    def close(self, queue: Any) -> None:
+    def close(self, queue: Any, wait: bool = True) -> None:
+        """Stop listening; ``wait=False`` after workers were killed: the listener is a daemon thread and
+        putting the sentinel could block on a lock that a killed worker held."""
+        if not wait:
+            return
         queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+    def running_steps(self) -> list[str]:
+        """``"TS_01 ctf"``-style labels of the steps that had started and not ended."""
+        return [f"{k} {v}" if k != SESSION else v for k, v in sorted(self._running.items())]
 
     def _loop(self, queue: Any) -> None:
         while True:
@@ -72,8 +82,11 @@ class RunProgress:
             self.add_series(key)
         task = self.tasks[key]
         if kind == "start":
+            self._running[key] = step
             self.progress.update(task, step=step)
             return
+        self._running.pop(key, None)
+        self.last_finished = f"{series} {step}" if series else step
         status, seconds, note = event[3], event[4], event[5]
         self.progress.advance(task)
         where = f"{series} {step}" if series else step

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +47,9 @@ class Expected:
     options: dict[str, Any]
     version: str = __version__
 
-    def record(self, step: str, series: str | None, outputs: dict[str, int]) -> dict[str, Any]:
-        return {
+    def record(self, step: str, series: str | None, outputs: dict[str, int],
+               warnings: list[str] | None = None) -> dict[str, Any]:
+        rec = {
             "step": step,
             "series": series,
             "version": self.version,
@@ -57,10 +57,25 @@ class Expected:
             "options": normalise(self.options),
             "outputs": dict(sorted(outputs.items())),
         }
+        if warnings:  # kept with the result: a skipped step still shows them in the summary and the report
+            rec["warnings"] = list(warnings)
+        return rec
 
 
-def inputs_of(root: Path, files: Iterable[str], records: Iterable[str]) -> dict[str, str]:
-    """Hashes of input ``files`` and of the records in the step ``records`` folders (relative to root).
+def file_stamp(path: str | Path) -> str:
+    """A raw input's key as Nextflow's default cache mode has it: size and modification time (ns), without
+    reading the content (movies are large). A file replaced by another one with the same name changes it."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return "missing"
+    return f"stat {st.st_size} {st.st_mtime_ns}"
+
+
+def inputs_of(root: Path, files: Iterable[str], records: Iterable[str], raw: Iterable[str] = ()) -> dict[str, str]:
+    """Hashes of input ``files``, of the records in the step ``records`` folders (relative to root) and the
+    size+mtime stamps of ``raw`` files (movies, absolute paths).
 
     A missing input hashes as ``"missing"``, so the step runs and reports the problem itself.
     """
@@ -71,6 +86,8 @@ def inputs_of(root: Path, files: Iterable[str], records: Iterable[str]) -> dict[
     for folder in records:
         p = root / folder / RECORD
         out[f"{folder}/{RECORD}"] = file_digest(p) if p.is_file() else "missing"
+    for path in raw:
+        out[str(path)] = file_stamp(path)
     return out
 
 
@@ -84,6 +101,13 @@ def list_outputs(root: Path, folder: str) -> dict[str, int]:
         if p.is_file() and p.name not in NOT_OUTPUTS and ".part" not in p.name:
             out[p.relative_to(root).as_posix()] = p.stat().st_size
     return out
+
+
+def warnings_of(root: Path, folder: str) -> list[str]:
+    """The warnings the finished step in ``folder`` logged (a movie shorter than the mdoc says, bad gain
+    pixels replaced...): things that change the result, so the summary and the report show them."""
+    rec = load_record(root, folder)
+    return list(rec.get("warnings") or []) if rec else []
 
 
 def load_record(root: Path, folder: str) -> dict[str, Any] | None:
@@ -107,8 +131,10 @@ def up_to_date(root: Path, step: str, folder: str, expected: Expected) -> tuple[
         old, new = rec.get("options") or {}, normalise(expected.options)
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         return False, f"options changed ({', '.join(changed)})"
-    if rec.get("inputs") != dict(sorted(expected.inputs.items())):
-        return False, "inputs changed"
+    old_inputs = rec.get("inputs") or {}
+    if old_inputs != dict(sorted(expected.inputs.items())):
+        changed = sorted(k for k in set(old_inputs) | set(expected.inputs) if old_inputs.get(k) != expected.inputs.get(k))
+        return False, f"inputs changed ({_names(changed)})"
     outputs = rec.get("outputs") or {}
     if not outputs:
         return False, "no outputs recorded"
@@ -119,26 +145,15 @@ def up_to_date(root: Path, step: str, folder: str, expected: Expected) -> tuple[
     return True, "up to date"
 
 
-def forget(root: Path, folder: str) -> None:
-    """Remove the record, then the outputs (logs kept): a re-run starts from an empty folder, as a
-    Nextflow task does, so no file of an earlier configuration survives into the new result."""
-    base = root / folder
-    rec = base / RECORD
-    if rec.exists():
-        rec.unlink()
-    if not base.is_dir():
-        return
-    for p in base.iterdir():
-        if p.name in ("console.log", "error.log"):
-            continue
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
+def _names(keys: list[str]) -> str:
+    """Changed inputs for the log: an upstream step by its folder, a file by its name."""
+    shown = [k[: -len(RECORD) - 1] if k.endswith(RECORD) else Path(k).name for k in keys]
+    return ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
 
 
-def write_record(root: Path, folder: str, step: str, series: str | None, expected: Expected) -> dict[str, Any]:
-    """Record the finished step (last, atomically): the outputs as they are now on disk."""
-    rec = expected.record(step, series, list_outputs(root, folder))
+def write_record(root: Path, folder: str, step: str, series: str | None, expected: Expected,
+                 warnings: list[str] | None = None) -> dict[str, Any]:
+    """Record the finished step (last, atomically): the outputs as they are now on disk, and its warnings."""
+    rec = expected.record(step, series, list_outputs(root, folder), warnings)
     write_text(root / folder / RECORD, json.dumps(rec, indent=2) + "\n")
     return rec

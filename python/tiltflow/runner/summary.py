@@ -7,7 +7,7 @@ for results written by Nextflow. Printed with rich and written to ``OUT/summary.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -32,6 +32,7 @@ class SeriesSummary:
     residual_px: float | None = None
     tilt_axis: float | None = None
     tomogram: str | None = None
+    warnings: list[str] = field(default_factory=list)  # "motioncor: ..." from the steps' records
 
 
 def _read(root: Path, step: str, name: str) -> star.TiltSeriesStar | None:
@@ -88,6 +89,10 @@ def series_summary(root: str | Path, name: str, status: str = "ok") -> SeriesSum
     rec = _read(root, "reconstruct", name)
     if rec is not None and rec.globals.get(star.TOMOGRAM):
         s.tomogram = str(rec.globals[star.TOMOGRAM])
+    from tiltflow.runner.plan import SERIES_STEPS
+    from tiltflow.runner.resume import warnings_of
+
+    s.warnings = [f"{step}: {w}" for step in SERIES_STEPS for w in warnings_of(root, f"{step}/{name}")]
     return s
 
 
@@ -101,11 +106,13 @@ def rows(summaries: list[SeriesSummary]) -> list[list[str]]:
         used = f"{s.tilts_used}/{s.tilts_total}" if s.tilts_used is not None and s.tilts_total else "-"
         defocus = (f"{s.defocus_min_um:.2f}-{s.defocus_max_um:.2f}" if s.defocus_min_um is not None else "-")
         out.append([s.name, used, "-" if s.excluded is None else str(s.excluded), defocus,
-                    _fmt(s.residual_px, ".2f"), _fmt(s.tilt_axis, ".2f"), s.tomogram or "-", s.status])
+                    _fmt(s.residual_px, ".2f"), _fmt(s.tilt_axis, ".2f"), s.tomogram or "-", str(len(s.warnings)),
+                    s.status])
     return out
 
 
-HEADER = ["series", "tilts used", "excluded", "defocus (um)", "residual (px)", "tilt axis", "tomogram", "status"]
+HEADER = ["series", "tilts used", "excluded", "defocus (um)", "residual (px)", "tilt axis", "tomogram", "warnings",
+          "status"]
 
 
 def write_tsv(path: str | Path, summaries: list[SeriesSummary]) -> Path:
@@ -113,7 +120,9 @@ def write_tsv(path: str | Path, summaries: list[SeriesSummary]) -> Path:
     keys = list(asdict(summaries[0]).keys()) if summaries else ["name"]
     lines = ["\t".join(keys)]
     for s in summaries:
-        lines.append("\t".join("" if v is None else str(v) for v in asdict(s).values()))
+        row = asdict(s)
+        row["warnings"] = " | ".join(s.warnings)
+        lines.append("\t".join("" if v is None else str(v) for v in row.values()))
     return write_text(path, "\n".join(lines) + "\n")
 
 
@@ -125,3 +134,6 @@ def print_table(console: Console, summaries: list[SeriesSummary], title: str = "
         style = None if r[-1] == "ok" else "red"
         table.add_row(*r, style=style)
     console.print(table)
+    for s in summaries:
+        for w in s.warnings:
+            console.print(f"warning: {s.name} {w}", style="yellow", overflow="fold")

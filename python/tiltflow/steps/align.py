@@ -102,7 +102,7 @@ def align_series(ts: star.TiltSeriesStar, out_dir: Path, opts: AlignOptions, roo
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if opts.backend == "builtin":
-        alignment, extras = _align_builtin(ts.name, stack_path, nominal, axis0, stack_px, opts)
+        alignment, extras = _align_builtin(ts.name, stack_path, nominal, axis0, stack_px, opts, _user_kept(ts))
     else:
         alignment, extras = _align_aretomo(ts, stack_path, out_dir, axis0, stack_px, opts)
     _check(ts.name, alignment, nz, stack_path)
@@ -153,7 +153,17 @@ def _start_axis(ts: star.TiltSeriesStar, opts: AlignOptions) -> float:
                         ts.globals.get(star.TS_STAR_FILE))
 
 
-def _align_builtin(name, stack_path, nominal, axis0, stack_px, opts):
+def _user_kept(ts: star.TiltSeriesStar) -> tuple[int, ...]:
+    """Rows (= stack sections) the user kept with --keep-tilts, from the exclusion's reasons."""
+    from tiltflow.qc.exclusion import USER_KEEP
+
+    reasons = ts.tilts.get("tfExcludeReason")
+    if reasons is None:
+        return ()
+    return tuple(i for i, r in enumerate(reasons.astype(str)) if r.startswith(USER_KEEP))
+
+
+def _align_builtin(name, stack_path, nominal, axis0, stack_px, opts, user_kept=()):
     from tiltflow.align.pipeline import BuiltinOptions, align_stack
     from tiltflow.io.mrc import read_mrc
 
@@ -161,8 +171,8 @@ def _align_builtin(name, stack_path, nominal, axis0, stack_px, opts):
     if opts.extra_args.strip():
         log.warning("tilt series %s: --extra-args is ignored by the builtin backend", name)
     bo = BuiltinOptions(thickness_px=opts.thickness_nm * 10.0 / stack_px, refine_axis=opts.refine_axis,
-                        dark_tol=opts.dark_tol, bin=opts.bin, device=opts.device)
-    alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=f"tilt series {name}")
+                        dark_tol=opts.dark_tol, bin=opts.bin, device=opts.device, user_kept=tuple(user_kept))
+    alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=name)
     return alignment, {"score": report.score, "report": report}
 
 

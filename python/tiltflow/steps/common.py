@@ -12,11 +12,17 @@ Paths written into STAR files are relative to ``root`` (the folder the step runs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from tiltflow import star
+from tiltflow.errors import TiltflowError
 from tiltflow.steplog import step_logs
+
+T = TypeVar("T")
+log = logging.getLogger("tiltflow")
 
 STEPS = ("import", "motioncor", "ctf", "exclude", "stack", "align", "reconstruct", "export")
 
@@ -50,3 +56,22 @@ def execute_series_step(
         new.globals[star.TS_STAR_FILE] = str(out)
         star.write_tilt_series(new, out)
     return out
+
+
+def each_tilt(tilts: Sequence[T], fn: Callable[[T], Any], series: str, what: str) -> tuple[list[Any], dict[int, str]]:
+    """``fn(tilt)`` for every tilt; a :class:`TiltflowError` of one tilt (an empty fitting band, a blank
+    micrograph) flags that tilt with its reason and the series goes on, as one bad exposure of 61 should not
+    cost the other 60. Returns the results (None where flagged) and ``{position: reason}``; when no tilt
+    succeeds the first problem stops the series (whether enough tilts remain is the exclusion's decision)."""
+    results: list[Any] = []
+    problems: dict[int, str] = {}
+    for i, t in enumerate(tilts):
+        try:
+            results.append(fn(t))
+        except TiltflowError as exc:
+            results.append(None)
+            problems[i] = str(exc)
+            log.warning("%s: no %s: %s", series, what, exc)  # the step's error names the tilt
+    if tilts and len(problems) == len(tilts):
+        raise TiltflowError(f"{series}: no tilt could be processed ({what}); the first: {problems[0]}")
+    return results, problems

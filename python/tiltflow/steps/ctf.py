@@ -43,13 +43,14 @@ import numpy as np
 
 from tiltflow import star
 from tiltflow.errors import TiltflowError
-from tiltflow.steps.common import execute_series_step
+from tiltflow.steps.common import each_tilt, execute_series_step
 
 log = logging.getLogger("tiltflow.ctf")
 
 BACKENDS = ("builtin", "ctffind4", "ctffind5")
 ASTIGMATISM_MODES = ("per-tilt", "series")
 TF_GRADIENT_SIGN = "tfCtfGradientSign"
+TF_CTF_PROBLEM = "tfCtfProblem"  # why a tilt has no CTF fit (empty when it has one)
 #: rlnCtfMaxResolution is capped here (RELION reports no worse value)
 MAX_RESOLUTION_CAP = 25.0
 #: search range (A) used when a tilt has no nominal defocus
@@ -127,6 +128,13 @@ class _Result:
     ctf_image: Path
     iciness: float | None = None
     gradient_sign: int = 0
+    problem: str = ""  # why this tilt has no fit ("" when it has one); the exclusion then drops it
+
+
+def _no_fit(t: _Tilt, problem: str) -> _Result:
+    """A tilt the fitter failed on: nominal defocus (so per-series statistics stay finite), no resolution."""
+    d = t.nominal_defocus if t.nominal_defocus is not None else math.nan
+    return _Result(d, d, 0.0, 0.0, 0.0, math.nan, Path(), problem=problem)
 
 
 def tilt_res_max(res_max: float, res_min: float, pre_exposure: float, factor: float) -> float:
@@ -175,15 +183,18 @@ def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Re
     if [t.row for t in tilts] != list(tbl.index):
         raise TiltflowError(f"{ts.name}: internal error: tilts out of step with the table")
     values = {
-        star.CTF_IMAGE: [f"{_rel(r.ctf_image, options.root)}:mrc" for r in results],
+        star.CTF_IMAGE: [f"{_rel(r.ctf_image, options.root)}:mrc" if not r.problem else "" for r in results],
         star.DEFOCUS_U: [round(r.defocus_u, 2) for r in results],
         star.DEFOCUS_V: [round(r.defocus_v, 2) for r in results],
         star.ASTIGMATISM: [round(abs(r.defocus_u - r.defocus_v), 2) for r in results],
         star.DEFOCUS_ANGLE: [round(r.defocus_angle, 3) for r in results],
         star.CTF_FOM: [round(r.score, 6) for r in results],
-        star.CTF_MAX_RES: [round(min(r.resolution, MAX_RESOLUTION_CAP), 4) if r.resolution > 0
-                           else MAX_RESOLUTION_CAP for r in results],
+        # a failed tilt has NaN: "present but missing", which the exclusion reads as no fit at all
+        star.CTF_MAX_RES: [math.nan if r.problem else round(min(r.resolution, MAX_RESOLUTION_CAP), 4)
+                           if r.resolution > 0 else MAX_RESOLUTION_CAP for r in results],
     }
+    if any(r.problem for r in results) or TF_CTF_PROBLEM in tbl:
+        values[TF_CTF_PROBLEM] = [r.problem for r in results]
     if all(r.iciness is not None for r in results):
         values[star.ICE_RING] = [round(float(r.iciness), 6) for r in results]
     if options.phase_shift:
@@ -305,15 +316,22 @@ class _BuiltinFitter:
 
     def run(self, tilts: list[_Tilt], frames: Path, png_rows: set[int], series: str) -> list[_Result]:
         o = self.options
-        fits = []
-        for t in tilts:
+
+        def first_fit(t: _Tilt):
             t0 = time.perf_counter()
             lo, hi = _search_range(t, o)
-            fits.append(self.fit_tilt(t, 0.5 * (lo + hi), 0.5 * (hi - lo)))
-            _log_fit(series, t, fits[-1], time.perf_counter() - t0)
-        if len(tilts) >= 3:
-            fits = self.series_pass(tilts, fits, series)
-        return [self.write(t, f, frames, i in png_rows, series) for i, (t, f) in enumerate(zip(tilts, fits, strict=True))]
+            fit = self.fit_tilt(t, 0.5 * (lo + hi), 0.5 * (hi - lo))
+            _log_fit(series, t, fit, time.perf_counter() - t0)
+            return fit
+
+        fits, problems = each_tilt(tilts, first_fit, series, "CTF fit")
+        good = [i for i in range(len(tilts)) if i not in problems]
+        if len(good) >= 3:  # the series pass sees the fitted tilts only
+            refits = self.series_pass([tilts[i] for i in good], [fits[i] for i in good], series)
+            for i, f in zip(good, refits, strict=True):
+                fits[i] = f
+        return [_no_fit(t, problems[i]) if i in problems else self.write(t, f, frames, i in png_rows, series)
+                for i, (t, f) in enumerate(zip(tilts, fits, strict=True))]
 
     def fit_tilt(self, t: _Tilt, centre: float, half_range: float, fixed_astigmatism=None, gradient_sign=None,
                  fixed_defocus=None):
@@ -492,15 +510,15 @@ class _CtffindFitter:
     def run(self, tilts: list[_Tilt], frames: Path, png_rows: set[int], series: str) -> list[_Result]:
         log.info("%s: CTFFIND fits every tilt on its own (--series-prior and --astigmatism series are "
                  "built-in backend options)", series)
-        results = []
-        for i, t in enumerate(tilts):
+        def one(item: tuple[int, _Tilt]) -> _Result:
+            i, t = item
             t0 = time.perf_counter()
             r = self.fit(t, frames, i in png_rows, series)
-            results.append(r)
-            log.info("%s: %s defocus %.0f/%.0f A at %.1f deg, fit to %s, CC %.3f (%.1f s)", series, t.label,
-                     r.defocus_u, r.defocus_v, r.defocus_angle, _res_text(r.resolution), r.score,
-                     time.perf_counter() - t0)
-        return results
+            _log_fit(series, t, r, time.perf_counter() - t0)
+            return r
+
+        results, problems = each_tilt(list(enumerate(tilts)), one, series, "CTF fit")
+        return [_no_fit(t, problems[i]) if i in problems else results[i] for i, t in enumerate(tilts)]
 
     def fit(self, t: _Tilt, frames: Path, with_png: bool, series: str) -> _Result:
         from tiltflow.backends.ctffind import CtffindParams, run_ctffind

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +149,7 @@ def exclude_series(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions,
         if others:
             log.info("%s: entries for %s are for other tilt series", option, ", ".join(others))
     measures = measure(ts, root)
-    decisions = decide(measures, opts.thresholds, exclude.get(ts.name, ()), keep.get(ts.name, ()))
+    decisions = decide(measures, ctf_limit_for(ts, opts.thresholds), exclude.get(ts.name, ()), keep.get(ts.name, ()))
     new = ts.copy()
     new.tilts[TF_EXCLUDED] = [int(d.excluded) for d in decisions]
     new.tilts[TF_EXCLUDE_REASON] = [d.reason for d in decisions]
@@ -164,6 +164,24 @@ def exclude_series(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions,
         slopes = {t.index: t.slope for t in hand.tilts}
         new.tilts[TF_DEFOCUS_SLOPE] = [slopes.get(i, np.nan) for i in idx]
     return new
+
+
+#: the default CTF-resolution rule in units of the series' pixel: Thon rings can only be followed to Nyquist
+#: (2 px), so the default limit finer than 5 px would exclude every tilt of coarsely sampled data (the
+#: simulated 8 A sessions); a limit the user gives is used as given
+CTF_LIMIT_PIXELS = 5.0
+
+
+def ctf_limit_for(ts: star.TiltSeriesStar, t: Thresholds) -> Thresholds:
+    """``t`` with the default CTF-resolution limit no finer than ``CTF_LIMIT_PIXELS`` pixels of this series."""
+    if t.min_ctf_resolution is None or t.min_ctf_resolution != Thresholds().min_ctf_resolution:
+        return t
+    floor = CTF_LIMIT_PIXELS * ts.pixel_size
+    if floor <= t.min_ctf_resolution:
+        return t
+    log.info("tilt series %s: CTF-resolution limit %.0f A (%.0f x the %.2f A pixel) instead of %.0f A, which no fit "
+             "can reach at this sampling", ts.name, floor, CTF_LIMIT_PIXELS, ts.pixel_size, t.min_ctf_resolution)
+    return replace(t, min_ctf_resolution=floor)
 
 
 def exclusions_tsv(decisions: list[Decision]) -> str:

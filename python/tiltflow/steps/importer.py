@@ -71,6 +71,16 @@ def _check_options(kv: float | None, cs: float, amp_contrast: float, hand: int) 
         raise TiltflowError(f"--hand {hand}: expected -1 or 1")
 
 
+def _check_spelling(paths: str | Path | Iterable[str | Path], frames_dir: str | Path | None) -> None:
+    """The mdoc and movie paths go into STAR files: one that no STAR quote can hold is refused before any work."""
+    from tiltflow import startext
+
+    given = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    for p in [*given, *([frames_dir] if frames_dir else [])]:
+        full = str(Path(p).resolve())
+        startext.check(full, p)
+
+
 def check_importable(ts: TiltSeries) -> None:
     """Raise a one-line error when ``ts`` cannot become a RELION tilt series."""
     if not ts.tilts:
@@ -178,6 +188,7 @@ def import_session(
     if not optics_group or any(c.isspace() for c in optics_group):
         raise TiltflowError(f"--optics-group {optics_group!r}: expected a name without spaces")
     cwd_path = Path(cwd) if cwd is not None else Path.cwd()
+    _check_spelling(paths, frames_dir)
     session = load_session(paths, frames_dir, tilt_axis, dose_per_tilt, pixel_size, expected_tilts)
     problems = [s for s in session.skipped if s.is_problem]
     if problems and not skip_incomplete:

@@ -126,6 +126,7 @@ def collect(root: str | Path) -> SessionData:
             f = d / f"{d.name}.star"
             sd = series.setdefault(d.name, SeriesData(d.name))
             _read_timing(d / "console.log", step, sd)
+            sd.problems += [f"{step} warning: {w}" for w in _warnings(d)]
             if not f.is_file():
                 if (d / "console.log").is_file():
                     sd.problems.append(f"{step}: no {f.name} (the step did not finish; see {d / 'error.log'})")
@@ -145,11 +146,22 @@ def collect(root: str | Path) -> SessionData:
         if any_series:
             found.append(step)
     relion = root / "relion" / "tomograms.star"
+    session_warnings = [f"{step} warning: {w}" for step in ("gain", "import") for w in _warnings(root / step)]
     data = SessionData(root, [series[k] for k in sorted(series) if series[k].stars or series[k].problems],
                        found, relion if relion.is_file() else None)
+    data.notes += session_warnings
     if not data.series:
         data.notes.append(f"no tilt-series results found under {root} (expected {root}/<step>/<name>/<name>.star)")
     return data
+
+
+def _warnings(folder: Path) -> list[str]:
+    """Warnings the step recorded (``tiltflow run``'s step record; absent for other runners)."""
+    try:
+        rec = json.loads((folder / ".tiltflow-step.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [str(w) for w in rec.get("warnings") or []]
 
 
 def _read_timing(path: Path, step: str, sd: SeriesData) -> None:
