@@ -29,3 +29,19 @@ def _restore_thread_env():
             os.environ.pop(n, None)
         else:
             os.environ[n] = v
+
+
+@pytest.fixture(autouse=True)
+def _restore_tiltflow_logger():
+    """``cli.main`` run in-process attaches a console handler to the then-current (captured) stderr; once pytest
+    closes that stream, a later test's log record would print a logging traceback. Undo it after each test."""
+    import logging
+
+    logger = logging.getLogger("tiltflow")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    for h in list(logger.handlers):
+        if h not in handlers:
+            logger.removeHandler(h)
+    logger.setLevel(level)
+    logger.propagate = propagate

@@ -283,14 +283,15 @@ def test_dose_dependent_maximum_resolution_is_answered(tmp_path, monkeypatch):
     (1.5, False, r"exit status 255.*Number outside of acceptable range.*answer is not recognized"),
     (0.1, True, "did not write")])
 def test_tool_failure_names_the_tilt_and_writes_no_star(tmp_path, monkeypatch, amp, silent, match):
-    """CTFFIND's own refusal (amplitude contrast above 1, ctffind.cpp's range) and a silent exit 0."""
+    """CTFFIND's own refusal (amplitude contrast above 1, ctffind.cpp's range) and a silent exit 0, on every
+    tilt: each tilt is flagged (steps.common.each_tilt) and the series fails, naming the first tilt's problem."""
     monkeypatch.chdir(tmp_path)
     exe = make_fake(tmp_path)
     if silent:
         monkeypatch.setenv("FAKE_CTFFIND_SILENT", "1")
     in_star = star.write_tilt_series(make_series(tmp_path, 2, amp=amp),
                                      tmp_path / "motioncor" / "TS_01" / "TS_01.star")
-    with pytest.raises(ToolError, match=match) as err:
+    with pytest.raises(TiltflowError, match="no tilt could be processed.*" + match) as err:
         run_from_star(in_star, "ctf", demo_options(exe))
     assert "tilt 1 (TS_01_000_0_0.mrc" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "ctf" / "TS_01" / "TS_01.star").exists()
