@@ -95,7 +95,7 @@ image: setup $(TOOLS)/containers.conf
 
 # The image runs simulate + run on the tiny preset and must give the host's results (tests/test_container.py;
 # without podman it is skipped, or fails under CI).
-imagetest: setup podman $(TOOLS)/containers.conf
+imagetest: setup podman nextflow $(TOOLS)/containers.conf
 	if command -v podman >/dev/null 2>&1; then $(MAKE) image; fi
 	TILTFLOW_TEST_IMAGE=$(IMAGE) $(PY) -m pytest -q tests/test_container.py
 
