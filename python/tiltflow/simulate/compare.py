@@ -32,6 +32,7 @@ import numpy as np
 from tiltflow import star
 from tiltflow.errors import TiltflowError
 from tiltflow.geometry import projection_rotations
+from tiltflow.shells import rfft_shells
 from tiltflow.simulate.truth import GroundTruth, SeriesTruth, load_truth
 
 TF_EXCLUDED = "tfExcluded"
@@ -162,18 +163,11 @@ class ShellCorrelation:
 def fourier_shell_correlation(a: np.ndarray, b: np.ndarray, pixel: float) -> tuple[np.ndarray, np.ndarray]:
     """FSC of two volumes in shells one voxel of the smallest axis wide, up to Nyquist: (1/A, FSC)."""
     fa, fb = np.fft.rfftn(a), np.fft.rfftn(b)
-    freqs = [np.fft.fftfreq(n) for n in a.shape[:-1]] + [np.fft.rfftfreq(a.shape[-1])]
-    k = np.sqrt(sum(np.meshgrid(*[q ** 2 for q in freqs], indexing="ij", sparse=True)))
-    width = 1.0 / min(a.shape)
-    shell = np.floor(k / width).astype(int).ravel()
-    count = int(0.5 / width)
-    keep = shell < count
-    sh = shell[keep]
-    fa, fb = fa.ravel()[keep], fb.ravel()[keep]
-    num = np.bincount(sh, (fa * np.conj(fb)).real, count)
-    den = np.sqrt(np.bincount(sh, np.abs(fa) ** 2, count) * np.bincount(sh, np.abs(fb) ** 2, count))
+    shells = rfft_shells(a.shape)
+    num = shells.sum((fa * np.conj(fb)).real)
+    den = np.sqrt(shells.sum(np.abs(fa) ** 2) * shells.sum(np.abs(fb) ** 2))
     fsc = np.where(den > 0, num / np.maximum(den, 1e-300), 0.0)
-    return (np.arange(count) + 0.5) * width / pixel, fsc
+    return shells.centres(pixel), fsc
 
 
 def resolution_at(frequency: np.ndarray, fsc: np.ndarray, threshold: float) -> float:

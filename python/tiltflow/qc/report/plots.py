@@ -14,6 +14,7 @@ import pandas as pd
 
 from tiltflow import star
 from tiltflow.atomic import atomic_path
+from tiltflow.shells import rfft_shells
 
 KEPT = "#1f5fa8"
 EXCLUDED = "#d62728"
@@ -298,16 +299,10 @@ def radial_power(data: np.ndarray, pixel: float, box: int = 128) -> tuple[np.nda
     a = np.asarray(data, dtype=np.float64)
     sl = tuple(slice(max(0, n // 2 - box // 2), max(0, n // 2 - box // 2) + min(n, box)) for n in a.shape)
     a = a[sl] - a[sl].mean()
-    power = np.abs(np.fft.rfftn(a)) ** 2
-    freqs = [np.fft.fftfreq(n) for n in a.shape[:-1]] + [np.fft.rfftfreq(a.shape[-1])]
-    k = np.sqrt(sum(np.meshgrid(*[q ** 2 for q in freqs], indexing="ij", sparse=True)))
-    width = 1.0 / min(a.shape)
-    shell = np.floor(k / width).astype(int).ravel()
-    count = int(0.5 / width)
-    keep = shell < count
-    total = np.bincount(shell[keep], power.ravel()[keep], count)
-    n = np.bincount(shell[keep], minlength=count)
-    return (np.arange(count) + 0.5) * width / pixel, total / np.maximum(n, 1)
+    shells = rfft_shells(a.shape)
+    total = shells.sum(np.abs(np.fft.rfftn(a)) ** 2)
+    n = np.bincount(shells.index, minlength=shells.count)
+    return shells.centres(pixel), total / np.maximum(n, 1)
 
 
 def tomogram_spectrum(volume_path: Path, path: Path, title: str,
