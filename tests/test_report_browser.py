@@ -7,7 +7,6 @@ skipped when it is absent; under CI (env CI set) a missing browser is a failure.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -15,6 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from programs import missing
 
 sys.path.insert(0, str(Path(__file__).parent))  # the session builder lives in test_report.py
 from test_report import build_session  # noqa: E402
@@ -28,9 +29,7 @@ ARTIFACTS = REPO / "test-artifacts"
 def _chromium() -> str:
     exe = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
     if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (CI is set: the report must be tested in a browser)")
-        pytest.skip("chromium is not installed (make test installs it)")
+        missing("chromium is not installed (make test installs it)")
     return exe
 
 
