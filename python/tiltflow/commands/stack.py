@@ -6,21 +6,22 @@ from pathlib import Path
 
 import typer
 
+from tiltflow.commands.options import build, option, project_root, shown
+from tiltflow.steps.common import run_star_step
+from tiltflow.steps.stack import Options
+
 
 def main(
     in_star: Path = typer.Argument(..., help="Per-tilt-series STAR file from motioncor/ctf/exclude."),
     outdir: Path = typer.Option(Path("stack"), "--outdir", help="Step folder; writes <outdir>/<name>/."),
-    backend: str = typer.Option("builtin", "--backend", help="builtin or imod (IMOD's newstack)."),
-    executable: str = typer.Option(None, "--executable", help="newstack program for --backend imod."),
-    binning: int = typer.Option(1, "--bin", min=1, help="Average-bin N x N pixels, as newstack -bin."),
-    min_tilts: int = typer.Option(5, "--min-tilts", min=1, help="Refuse series with fewer usable tilts."),
+    backend: str = option(Options, "backend"),
+    executable: str | None = option(Options, "executable"),
+    bin: int = option(Options, "bin"),
+    min_tilts: int = option(Options, "min_tilts"),
 ) -> None:
     """Stack the motion-corrected tilts in tilt-angle order (excluded tilts left out).
 
     Writes <name>.mrc (+ _EVN/_ODD), .rawtlt, .tlt, .mdoc, IMOD's .filelist and <name>.star.
     """
-    from tiltflow.steps.stack import StackOptions, run
-
-    out = run(in_star, outdir, StackOptions(backend=backend, executable=executable, binning=binning,
-                                            min_tilts=min_tilts))
-    typer.echo(str(out))
+    root = project_root()
+    typer.echo(shown(run_star_step("stack", in_star, outdir, build(Options, locals()), root), root))

@@ -30,7 +30,7 @@ from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
-from tiltflow.steps.common import execute_series_step
+from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.align")
 
@@ -47,41 +47,35 @@ TF_TILT_AXIS = "tfAlignTiltAxis"
 TF_BACKEND = "tfAlignBackend"
 
 
-@dataclass
-class AlignOptions:
-    """The align step's options (CLI: ``tiltflow align``)."""
+@dataclass(frozen=True)
+class Options:
+    """The align step's options (``tiltflow align``)."""
 
-    backend: str = "builtin"
-    executable: str | None = None
-    thickness_nm: float = 300.0
-    tilt_axis: float | None = None  # override of rlnTomoNominalTiltAxisAngle
-    refine_axis: bool = True
-    dark_tol: float = 0.7
-    bin: float | None = None  # builtin: fine-level binning of the stack; AreTomo: -OutBin/-AtBin
-    patches: tuple[int, int] | None = None
-    gpu: str = "0"
-    device: str = "auto"
-    extra_args: str = ""
+    backend: str = option("builtin", "builtin, aretomo2 or aretomo3.")
+    executable: str | None = option(None, "AreTomo2/3 executable (default: on PATH).")
+    thickness: float = option(300.0, "Specimen thickness in nm (AlignZ).", "nm", min=1.0)
+    tilt_axis: float | None = option(None, "Starting tilt-axis angle (deg); default: the mdoc's.", "deg")
+    refine_axis: bool = option(True, "Refine the tilt-axis angle.")
+    dark_tol: float = option(0.7, "AreTomo's DarkTol (<=0 or >=1: keep dark tilts).")
+    bin: float | None = option(None, "Binning of the stack for the final refinement (AreTomo: -OutBin).")
+    patches: tuple[int, int] | None = option(None, "Local alignment patches X Y (AreTomo).")
+    gpu: str = option("0", "GPU ids for AreTomo, e.g. '0 1'.")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N (builtin).")
+    extra_args: str = option("", "Passed verbatim to AreTomo.")
 
-
-def run(in_star: str | Path, outdir: str | Path, options: AlignOptions | None = None) -> Path:
-    """Align the series in ``in_star``; returns ``<outdir>/<name>/<name>.star``."""
-    opts = options or AlignOptions()
-    if opts.backend not in BACKENDS:
-        raise TiltflowError(f"unknown align backend '{opts.backend}' (choose {', '.join(BACKENDS)})")
-    if opts.thickness_nm <= 0:
-        raise TiltflowError("--thickness must be positive")
-    if opts.bin is not None and opts.bin < 1:
-        raise TiltflowError("--bin must be at least 1")
-    return execute_series_step("align", in_star, outdir, lambda ts, out: align_series(ts, out, opts))
-
-
-def run_from_star(in_star: str | Path, outdir: str | Path, options: AlignOptions | None = None) -> Path:
-    """Alias of :func:`run` for the local runner."""
-    return run(in_star, outdir, options)
+    def validate(self) -> None:
+        """Reject an unknown backend and impossible sizes before the stack is read."""
+        if self.backend not in BACKENDS:
+            raise TiltflowError(f"--backend: unknown align backend '{self.backend}' (choose {', '.join(BACKENDS)})")
+        if self.thickness <= 0:
+            raise TiltflowError("--thickness must be positive")
+        if self.bin is not None and self.bin < 1:
+            raise TiltflowError("--bin must be at least 1")
+        if self.patches is not None and min(self.patches) < 1:
+            raise TiltflowError(f"--patches must be at least 1 in x and y, got {self.patches}")
 
 
-def align_series(ts: star.TiltSeriesStar, out_dir: Path, opts: AlignOptions, root: str | Path = ".") -> star.TiltSeriesStar:
+def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str | Path) -> star.TiltSeriesStar:
     """Align ``ts``, write ``.aln``/``.xf``/``.tlt`` (and a reduced stack if tilts were dropped) into ``out_dir``."""
     root = Path(root)
     where = ts.globals.get(star.TS_STAR_FILE)
@@ -144,7 +138,7 @@ def _stack_shape(name: str, path: Path) -> tuple[int, int, int, float]:
     return h.nz, h.ny, h.nx, h.pixel_size
 
 
-def _start_axis(ts: star.TiltSeriesStar, opts: AlignOptions) -> float:
+def _start_axis(ts: star.TiltSeriesStar, opts: Options) -> float:
     if opts.tilt_axis is not None:
         return float(opts.tilt_axis)
     if star.NOMINAL_AXIS in ts.tilts and ts.tilts[star.NOMINAL_AXIS].notna().any():
@@ -170,7 +164,7 @@ def _align_builtin(name, stack_path, nominal, axis0, stack_px, opts, user_kept=(
     stack, _ = read_mrc(stack_path)
     if opts.extra_args.strip():
         log.warning("tilt series %s: --extra-args is ignored by the builtin backend", name)
-    bo = BuiltinOptions(thickness_px=opts.thickness_nm * 10.0 / stack_px, refine_axis=opts.refine_axis,
+    bo = BuiltinOptions(thickness_px=opts.thickness * 10.0 / stack_px, refine_axis=opts.refine_axis,
                         dark_tol=opts.dark_tol, bin=opts.bin, device=opts.device, user_kept=tuple(user_kept))
     alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=name)
     return alignment, {"score": report.score, "report": report}
@@ -179,7 +173,7 @@ def _align_builtin(name, stack_path, nominal, axis0, stack_px, opts, user_kept=(
 def _align_aretomo(ts, stack_path, out_dir, axis0, stack_px, opts):
     from tiltflow.backends.aretomo import AreTomoOptions, align_with_aretomo
 
-    ao = AreTomoOptions(flavour=opts.backend, executable=opts.executable, thickness_nm=opts.thickness_nm,
+    ao = AreTomoOptions(flavour=opts.backend, executable=opts.executable, thickness_nm=opts.thickness,
                         tilt_axis=axis0, refine_axis=opts.refine_axis, dark_tol=opts.dark_tol,
                         out_bin=int(opts.bin or 1), patches=opts.patches, gpu=opts.gpu,
                         extra_args=" ".join(shlex.split(opts.extra_args)))

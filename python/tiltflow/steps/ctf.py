@@ -36,14 +36,14 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tiltflow import star
 from tiltflow.errors import TiltflowError
-from tiltflow.steps.common import each_tilt, execute_series_step
+from tiltflow.steps.common import each_tilt, option
 
 log = logging.getLogger("tiltflow.ctf")
 
@@ -58,33 +58,41 @@ FALLBACK_DEFOCUS = (5000.0, 80000.0)
 
 
 @dataclass(frozen=True)
-class CtfOptions:
-    """The step's options (the CLI's, with the same defaults)."""
+class Options:
+    """The ctf step's options: field names, defaults and help are those of ``tiltflow ctf``."""
 
-    backend: str = "builtin"
-    executable: str | None = None
-    box: int = 512
-    res_min: float = 30.0  # A
-    res_max: float = 5.0  # A, before the dose-dependent relaxation
-    defocus_range: float = 2.0  # um, half-width of the search around the nominal defocus
-    defocus_step: float = 100.0  # A
-    astigmatism_restraint: float | None = None  # A (CTFFIND's tolerance); None = unrestrained
+    backend: str = option("builtin", "builtin (torch, CPU or GPU), ctffind4 or ctffind5.")
+    executable: str | None = option(
+        None, "CTFFIND program (default: $TILTFLOW_CTFFIND, $RELION_CTFFIND_EXECUTABLE, PATH).")
+    box: int = option(512, "Spectrum box in pixels (at the fitting pixel).", "px")
+    res_min: float = option(30.0, "Lowest resolution fitted (A).", "A")
+    res_max: float = option(5.0, "Highest resolution fitted (A) at zero dose.", "A")
+    defocus_range: float = option(2.0, "Search half-width around each tilt's nominal defocus (um).", "um")
+    defocus_step: float = option(100.0, "Defocus search step (A).", "A")
+    astigmatism_restraint: float | None = option(
+        None, "Expected astigmatism (A): larger values are penalised.", "A")  # CTFFIND's tolerance; None = off
     max_astigmatism: float = 3000.0  # A, largest |U - V| the built-in search considers
-    phase_shift: bool = False
+    phase_shift: bool = option(False, "Also fit a phase shift (phase-plate data).")
     phase_min: float = 0.0  # degrees (CTFFIND's search; the built-in one scans 0-180)
     phase_max: float = 180.0
     phase_step: float = 10.0
-    slow_search: bool = False  # CTFFIND's "slower, more exhaustive search"
-    dose_res_factor: float = 100.0  # e/A^2; 0 = no dose dependence
-    series_prior: float = 0.05  # um, s.d. of an exposure's defocus about the smooth trend (focus error); 0 = off
-    astigmatism: str = "series"  # one astigmatism for the whole series (built-in), or "per-tilt" (CTFFIND's)
-    device: str = "auto"
-    extra_args: str = ""
-    png: str = "all"  # "all", "none" or tilt numbers "1,5,9" (1-based, acquisition order)
+    slow_search: bool = option(False, "CTFFIND's slower, exhaustive 2-D initial search.",
+                               flag="--slow-search/--fast-search")
+    dose_res_factor: float = option(
+        100.0, "Highest resolution fitted = res-max * exp(pre-exposure / this) (e/A^2); 0 = off.", "e/A^2")
+    series_prior: float = option(
+        0.05, "Spread (s.d., um) of each exposure's defocus about a smooth trend through the acquisition: "
+              "tilts without clear rings follow the trend (built-in backend); 0 = every tilt on its own, as "
+              "RELION's CtfFind.", "um")
+    astigmatism: str = option(
+        "series", "series: one astigmatism (from the best tilts) for all tilts, as it is a property of the "
+                  "microscope; per-tilt: fitted on every tilt, as CTFFIND does (built-in backend).")
+    png: str = option("all", "Diagnostic PNGs: all, none, or tilt numbers like 1,5,9.")  # 1-based, acquisition order
+    device: str = option("auto", "auto, cpu, cuda or cuda:N (built-in backend).")
+    extra_args: str = option("", "Passed verbatim to CTFFIND's command line.")
     timeout: float | None = 3600.0  # s per tilt for CTFFIND
-    root: Path = field(default_factory=lambda: Path("."))  # project root: STAR paths are relative to it
 
-    def check(self) -> None:
+    def validate(self) -> None:
         """Reject impossible settings before any image is read."""
         if self.backend not in BACKENDS:
             raise TiltflowError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
@@ -144,18 +152,12 @@ def tilt_res_max(res_max: float, res_min: float, pre_exposure: float, factor: fl
     return min(res_max * math.exp(max(pre_exposure, 0.0) / factor), 0.9 * res_min)
 
 
-def run_from_star(in_star: str | Path, step_dir: str | Path, options: CtfOptions) -> Path:
-    """Estimate the CTF of one tilt series: read ``in_star``, write ``<step_dir>/<name>/<name>.star``."""
-    options.check()
-    return execute_series_step("ctf", in_star, step_dir, lambda ts, out: run(ts, out, options))
-
-
-def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: CtfOptions) -> star.TiltSeriesStar:
+def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, root: str | Path) -> star.TiltSeriesStar:
     """Fit every tilt of ``ts``; diagnostics into ``out_dir/frames``; return the series with CTF columns."""
-    options.check()
+    options.validate()
     out_dir = Path(out_dir)
     frames = out_dir / "frames"
-    tilts = _resolve_tilts(ts, options)
+    tilts = _resolve_tilts(ts, root)
     pixel_size = ts.pixel_size
     g = ts.globals
     voltage = float(g.get(star.VOLTAGE) or 300.0)
@@ -169,7 +171,7 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: CtfOptions) -> st
     log.info("%s: CTF of %d tilts with %s (pixel %.3f A, %g kV, Cs %g mm, Q0 %g)", ts.name, len(tilts),
              fitter.describe(), pixel_size, voltage, cs, amp)
     results = fitter.run(tilts, frames, png_rows, ts.name)
-    return _with_columns(ts, tilts, results, options)
+    return _with_columns(ts, tilts, results, options, Path(root))
 
 
 def _res_text(res: float) -> str:
@@ -177,13 +179,13 @@ def _res_text(res: float) -> str:
 
 
 def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Result],
-                  options: CtfOptions) -> star.TiltSeriesStar:
+                  options: Options, root: Path) -> star.TiltSeriesStar:
     new = ts.copy()
     tbl = new.tilts
     if [t.row for t in tilts] != list(tbl.index):
         raise TiltflowError(f"{ts.name}: internal error: tilts out of step with the table")
     values = {
-        star.CTF_IMAGE: [f"{_rel(r.ctf_image, options.root)}:mrc" if not r.problem else "" for r in results],
+        star.CTF_IMAGE: [f"{_rel(r.ctf_image, root)}:mrc" if not r.problem else "" for r in results],
         star.DEFOCUS_U: [round(r.defocus_u, 2) for r in results],
         star.DEFOCUS_V: [round(r.defocus_v, 2) for r in results],
         star.ASTIGMATISM: [round(abs(r.defocus_u - r.defocus_v), 2) for r in results],
@@ -212,7 +214,7 @@ def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Re
 # --- tilts -------------------------------------------------------------------------------------------
 
 
-def _resolve_tilts(ts: star.TiltSeriesStar, options: CtfOptions) -> list[_Tilt]:
+def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[_Tilt]:
     tbl = ts.tilts
     if star.MICROGRAPH not in tbl:
         raise TiltflowError(f"{ts.name}: no {star.MICROGRAPH} column; run motioncor before ctf")
@@ -225,7 +227,7 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: CtfOptions) -> list[_Tilt]:
                     *FALLBACK_DEFOCUS)
     for i, (idx, row) in enumerate(tbl.iterrows()):
         name = str(row[star.MICROGRAPH])
-        path = star.resolve(name, options.root)
+        path = star.resolve(name, root)
         angle = _float(row.get(star.NOMINAL_TILT), 0.0)
         label = f"tilt {i + 1} ({Path(name).name}, {angle:+.1f} deg)"
         if not name or name == "nan" or not path.is_file():
@@ -269,7 +271,7 @@ def _png_selection(text: str, n: int) -> set[int]:
     return {x - 1 for x in nums if x <= n}
 
 
-def _search_range(t: _Tilt, options: CtfOptions) -> tuple[float, float]:
+def _search_range(t: _Tilt, options: Options) -> tuple[float, float]:
     """(min, max) defocus searched (A)."""
     if t.nominal_defocus is None:
         return FALLBACK_DEFOCUS
@@ -296,7 +298,7 @@ def _title(series: str, t: _Tilt, u: float, v: float, angle: float, res: float, 
 class _BuiltinFitter:
     """The built-in estimator: every tilt on its own, then (optionally) the series-level pass."""
 
-    def __init__(self, options: CtfOptions, pixel_size: float, voltage: float, cs: float, amp: float):
+    def __init__(self, options: Options, pixel_size: float, voltage: float, cs: float, amp: float):
         from tiltflow.ctffit.model import Optics
         from tiltflow.ctffit.spectrum import fitting_pixel_size
         from tiltflow.device import device_name, get_device
@@ -489,7 +491,7 @@ def _paths(frames: Path, root: str) -> dict[str, Path]:
 
 
 class _CtffindFitter:
-    def __init__(self, options: CtfOptions, pixel_size: float, voltage: float, cs: float, amp: float):
+    def __init__(self, options: Options, pixel_size: float, voltage: float, cs: float, amp: float):
         from tiltflow.backends import ctffind
 
         self.options = options

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from tiltflow.atomic import write_json, write_text
 from tiltflow.errors import TiltflowError
 from tiltflow.qc.exclusion import Decision, Thresholds, TiltMeasures, check_indices, decide, parse_tilt_list
 from tiltflow.qc.handedness import HandOptions, HandResult
-from tiltflow.steps.common import execute_series_step
+from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.exclude")
 
@@ -53,31 +53,62 @@ TF_HAND_SOURCE = "tfHandSource"
 HAND_MODES = ("auto", "keep", "1", "-1")
 
 
-@dataclass
-class ExcludeOptions:
-    """Rules, user overrides (strings as given on the command line) and the handedness mode.
+_INDEX_HELP = ("Tilt indices are the 0-based ACQUISITION index (tfAcquisitionIndex: the order SerialEM took "
+               "the images, as `tiltflow inspect` lists them; for a stack mdoc the ZValue). Syntax "
+               "'TS_01:3,4;TS_02:7-9'; entries for other series are ignored by this step.")
+
+
+def _off(v: float) -> float | None:
+    """The CLI's 0 (or less) switches a limit off: :class:`Thresholds` says it with None."""
+    return v if v > 0 else None
+
+
+@dataclass(frozen=True)
+class Options:
+    """The exclude step's options (``tiltflow exclude``): rules, user overrides (strings as given on the command
+    line) and the handedness mode.
 
     ``hand``: ``auto`` measures and sets rlnTomoHand (keeps the imported value when the measurement is
     inconclusive), ``keep`` leaves it, ``1``/``-1`` force it.
     """
 
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    exclude_tilts: str | None = None
-    keep_tilts: str | None = None
-    hand: str = "auto"
-    hand_options: HandOptions = field(default_factory=HandOptions)
-    device: str = "cpu"
+    exclude_tilts: str | None = option(None, "Tilts to exclude. " + _INDEX_HELP)
+    keep_tilts: str | None = option(None, "Tilts to keep even if a rule excludes them. Same syntax.")
+    max_motion: float = option(60.0, "Exclude tilts whose total motion exceeds this (A, rlnAccumMotionTotal); "
+                                     "0 switches the rule off.", "A")
+    max_early_motion: float = option(30.0, "Limit on rlnAccumMotionEarly (A); 0 = off.", "A")
+    min_ctf_resolution: float = option(20.0, "Worst acceptable CTF fit resolution (A, rlnCtfMaxResolution); "
+                                             "0 = off.", "A")
+    min_ctf_score: float = option(0.0, "Exclude CTF fits scoring below this (rlnCtfFigureOfMerit); negative = off.")
+    dark_tol: float = option(0.7, "AreTomo's DarkTol: dark when |mean|/std <= dark-tol x that of the lowest tilt "
+                                  "(0 or 1 = off).")
+    blank_tol: float = option(0.3, "Blank when specimen contrast < blank-tol x the series median (0 = off).")
+    min_intensity: float = option(0.2, "WarpTools' rule: dark when the mean is below this x cos(tilt) x the lowest "
+                                       "tilt's mean (0 = off).")
+    hand: str = option("auto", "Defocus handedness (rlnTomoHand): auto (measure from the defocus gradient), keep "
+                               "(as imported), 1 or -1.")
+    hand_tilts: int = option(12, "Highest tilts measured for the handedness.", min=2)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
 
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(max_motion=_off(self.max_motion), max_early_motion=_off(self.max_early_motion),
+                          min_ctf_resolution=_off(self.min_ctf_resolution),
+                          min_ctf_score=self.min_ctf_score if self.min_ctf_score >= 0 else None,
+                          dark_tol=self.dark_tol, blank_tol=self.blank_tol, min_intensity=self.min_intensity)
 
-def run(in_star: str | Path, outdir: str | Path, options: ExcludeOptions | None = None) -> Path:
-    """Run the exclude step for the series in ``in_star``; returns ``<outdir>/<name>/<name>.star``."""
-    opts = options or ExcludeOptions()
-    if str(opts.hand) not in HAND_MODES:
-        raise TiltflowError(f"--hand must be one of {', '.join(HAND_MODES)}, got {opts.hand!r}")
-    excl = parse_tilt_list(opts.exclude_tilts, "--exclude-tilts")
-    keep = parse_tilt_list(opts.keep_tilts, "--keep-tilts")
-    return execute_series_step("exclude", in_star, outdir,
-                               lambda ts, out: exclude_series(ts, out, opts, excl, keep))
+    @property
+    def hand_options(self) -> HandOptions:
+        return HandOptions(max_tilts=self.hand_tilts)
+
+    def validate(self) -> None:
+        """Reject an unknown hand mode and malformed tilt lists before any image is read."""
+        if str(self.hand) not in HAND_MODES:
+            raise TiltflowError(f"--hand must be one of {', '.join(HAND_MODES)}, got {self.hand!r}")
+        if self.hand_tilts < 2:
+            raise TiltflowError(f"--hand-tilts must be at least 2, got {self.hand_tilts}")
+        parse_tilt_list(self.exclude_tilts, "--exclude-tilts")
+        parse_tilt_list(self.keep_tilts, "--keep-tilts")
 
 
 def acquisition_indices(ts: star.TiltSeriesStar) -> list[int]:
@@ -134,20 +165,18 @@ def _ctf_res(tilts: pd.DataFrame, i: int) -> float | None:
     return math.inf if pd.isna(v) else float(v)
 
 
-def exclude_series(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions,
-                   exclude: dict[str, set[int]] | None = None, keep: dict[str, set[int]] | None = None,
-                   root: str | Path = ".") -> star.TiltSeriesStar:
+def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str | Path) -> star.TiltSeriesStar:
     """Decide, measure the hand, and write the side files; return the annotated series."""
     root = Path(root)
-    exclude = exclude if exclude is not None else parse_tilt_list(opts.exclude_tilts, "--exclude-tilts")
-    keep = keep if keep is not None else parse_tilt_list(opts.keep_tilts, "--keep-tilts")
+    exclude = parse_tilt_list(opts.exclude_tilts, "--exclude-tilts")
+    keep = parse_tilt_list(opts.keep_tilts, "--keep-tilts")
     idx = acquisition_indices(ts)
-    for option, lists in (("--exclude-tilts", exclude), ("--keep-tilts", keep)):
+    for flag, lists in (("--exclude-tilts", exclude), ("--keep-tilts", keep)):
         if ts.name in lists:
-            check_indices(ts.name, lists[ts.name], idx, option)
+            check_indices(ts.name, lists[ts.name], idx, flag)
         others = sorted(set(lists) - {ts.name})
         if others:
-            log.info("%s: entries for %s are for other tilt series", option, ", ".join(others))
+            log.info("%s: entries for %s are for other tilt series", flag, ", ".join(others))
     measures = measure(ts, root)
     decisions = decide(measures, ctf_limit_for(ts, opts.thresholds), exclude.get(ts.name, ()), keep.get(ts.name, ()))
     new = ts.copy()
@@ -204,7 +233,7 @@ def _log_decisions(name: str, decisions: list[Decision]) -> None:
         log.warning("tilt series %s keeps only %d tilts; stacking needs at least 5 (see --keep-tilts)", name, kept)
 
 
-def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions, decisions: list[Decision],
+def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, decisions: list[Decision],
                 root: Path) -> HandResult | None:
     mode = str(opts.hand)
     if mode in ("1", "-1"):
@@ -247,7 +276,7 @@ def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions, de
     return result
 
 
-def measure_hand(ts: star.TiltSeriesStar, usable: list[bool], opts: ExcludeOptions, root: Path) -> HandResult | None:
+def measure_hand(ts: star.TiltSeriesStar, usable: list[bool], opts: Options, root: Path) -> HandResult | None:
     """Measure the defocus gradient on the chosen tilts of ``ts``; None when there is nothing to measure."""
     from tiltflow.ctffit.model import Optics
     from tiltflow.device import get_device

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.mrc import read_mrc, write_mrc
 from tiltflow.motion.metadata import MovieInfo, write_motion_star
 from tiltflow.motion.trajectory import Trajectory
-from tiltflow.steps.common import execute_series_step
+from tiltflow.steps.common import at_root, option
 
 log = logging.getLogger("tiltflow.motioncor")
 
@@ -46,30 +47,31 @@ DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 @dataclass(frozen=True)
-class MotionCorOptions:
-    """The step's options (the CLI's, with the same defaults)."""
+class Options:
+    """The motioncor step's options: field names, defaults and help are those of ``tiltflow motioncor``."""
 
-    gain: Path | None = None
-    frames_dir: Path | None = None
-    backend: str = "builtin"
-    executable: str | None = None
-    throw: int = 0
-    trunc: int = 0
-    bin_factor: float = 1.0
-    patches: tuple[int, int] = (1, 1)
-    dose_weighting: bool = False
-    even_odd: bool = True
-    dtype: str = "float32"
-    eer_grouping: int | None = None
-    eer_sampling: int = 1
-    gpu: str = "0"
-    device: str = "auto"
-    threads: int = 1  # RELION --j
-    extra_args: tuple[str, ...] = ()
+    gain: Path | None = option(None, "Prepared gain (gain/gain.mrc: multiplicative, movie orientation).")
+    frames: Path | None = option(None, "Folder to look for movies (by file name) not found at the STAR path.")
+    backend: str = option("builtin", "builtin (torch, CPU or GPU), motioncor2, motioncor3 or relion "
+                                     "(relion_run_motioncorr --use_own).")
+    executable: str | None = option(
+        None, "MotionCor2/3 or relion_run_motioncorr program (default: environment variable, then PATH).")
+    throw: int = option(0, "Frames to leave out at the start (their dose still counts).", "frames")
+    trunc: int = option(0, "Frames to leave out at the end.", "frames")
+    bin: float = option(1.0, "Fourier binning of the output (tilt-series pixel = movie pixel x bin).")
+    patches: tuple[int, int] = option((1, 1), "Patches in X Y for local motion (1 1 = global only).")
+    dose_weighting: bool = option(False, "Exposure-filter the frames (off: RELION 5 weights by pre-exposure itself).")
+    even_odd: bool = option(True, "Also write even/odd frame sums (_EVN/_ODD).")
+    dtype: str = option("float32", "Output images: float32 or float16.")
+    eer_grouping: int | None = option(None, "EER fractions per frame (default 32, as RELION).")
+    eer_sampling: int = option(1, "EER rendering: 1 = 4k, 2 = 8k.")
+    gpu: str = option("0", "GPU id(s) for MotionCor (-Gpu), e.g. '0 1'; the built-in backend uses the first.")
+    device: str = option("auto", "Built-in backend: auto, cpu, cuda or cuda:N.")
+    threads: int = option(1, "RELION backend: threads per movie (--j).")
+    extra_args: str = option("", "Passed verbatim to MotionCor2/3 or RELION (e.g. '-Iter 10 -Bft 500 150').")
     timeout: float | None = 3600.0  # s per movie for an external tool
-    root: Path = field(default_factory=lambda: Path("."))  # project root: STAR paths are relative to it
 
-    def check(self) -> None:
+    def validate(self) -> None:
         """Reject impossible combinations before any movie is read."""
         if self.backend not in BACKENDS:
             raise TiltflowError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
@@ -77,8 +79,8 @@ class MotionCorOptions:
             raise TiltflowError(f"--dtype must be float32 or float16, got {self.dtype!r}")
         if self.throw < 0 or self.trunc < 0:
             raise TiltflowError("--throw and --trunc must be >= 0")
-        if self.bin_factor < 1:
-            raise TiltflowError(f"--bin must be >= 1 (Fourier binning), got {self.bin_factor:g}")
+        if self.bin < 1:
+            raise TiltflowError(f"--bin must be >= 1 (Fourier binning), got {self.bin:g}")
         if min(self.patches) < 1:
             raise TiltflowError(f"--patches must be >= 1 in x and y, got {self.patches}")
         if self.eer_sampling not in (1, 2):
@@ -102,21 +104,15 @@ class _Tilt:
     pre_exposure: float
 
 
-def run_from_star(in_star: str | Path, step_dir: str | Path, options: MotionCorOptions) -> Path:
-    """Correct one tilt series' movies: read ``in_star``, write ``<step_dir>/<name>/<name>.star``."""
-    options.check()
-    return execute_series_step("motioncor", in_star, step_dir, lambda ts, out: run(ts, out, options))
-
-
-def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions) -> star.TiltSeriesStar:
+def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, root: str | Path) -> star.TiltSeriesStar:
     """Motion-correct every tilt of ``ts`` into ``out_dir/frames``; return the series with the new columns."""
-    options.check()
+    options.validate()
     out_dir = Path(out_dir)
     frames_dir = out_dir / "frames"
-    tilts = _resolve_tilts(ts, options)
+    tilts = _resolve_tilts(ts, options, Path(root))
     movie_px = _movie_pixel_size(ts)
     kv = float(ts.globals.get(star.VOLTAGE) or 300.0)
-    gain, gain_path, defects_path = _load_gain(options.gain)
+    gain, gain_path, defects_path = _load_gain(at_root(options.gain, root) if options.gain else None)
     defects = read_mrc(defects_path)[0] if defects_path is not None and options.backend == "builtin" else None
     if options.dose_weighting:
         missing = [t.label for t in tilts if not t.dose]
@@ -157,7 +153,7 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
         for col, key in ((star.MICROGRAPH, "image"), (star.POWER_SPECTRUM, "ps"), (star.MICROGRAPH_METADATA, "star"),
                          (star.MICROGRAPH_EVEN, "even"), (star.MICROGRAPH_ODD, "odd")):
             if options.even_odd or key not in ("even", "odd"):
-                tbl.at[t.row, col] = _rel(out[key], options.root)
+                tbl.at[t.row, col] = _rel(out[key], Path(root))
         total, early, late = out["motion"]
         tbl.at[t.row, star.MOTION_TOTAL] = total
         tbl.at[t.row, star.MOTION_EARLY] = early
@@ -165,14 +161,14 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
         log.info("%s: %s total motion %.2f A (early %.2f, late %.2f)", ts.name, t.label, total, early, late)
     if not options.even_odd:
         new.tilts = tbl.drop(columns=[star.MICROGRAPH_EVEN, star.MICROGRAPH_ODD])
-    new.globals[star.TS_PIXEL_SIZE] = round(movie_px * options.bin_factor, 6)
+    new.globals[star.TS_PIXEL_SIZE] = round(movie_px * options.bin, 6)
     return new
 
 
 # --- tilts, movies, dose ---------------------------------------------------------------------------
 
 
-def _resolve_tilts(ts: star.TiltSeriesStar, options: MotionCorOptions) -> list[_Tilt]:
+def _resolve_tilts(ts: star.TiltSeriesStar, options: Options, root: Path) -> list[_Tilt]:
     tbl = ts.tilts
     if star.MOVIE not in tbl.columns:
         raise TiltflowError(f"{ts.name}: no {star.MOVIE} column: motion correction needs the movies (import them "
@@ -187,24 +183,24 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: MotionCorOptions) -> list[_
         name = str(tbl.at[row, star.MOVIE])
         base = name.replace("\\", "/").rsplit("/", 1)[-1]
         label = f"tilt {row + 1} ({base})"
-        path = _find_movie(name, base, options)
+        path = _find_movie(name, base, options, root)
         if path is None:
             missing.append(label)
             continue
-        root = movie_root(base)
-        if root in seen:
-            raise TiltflowError(f"{ts.name}: {label} and {seen[root]} both map to output {root}.mrc")
-        seen[root] = label
+        mroot = movie_root(base)
+        if mroot in seen:
+            raise TiltflowError(f"{ts.name}: {label} and {seen[mroot]} both map to output {mroot}.mrc")
+        seen[mroot] = label
         count = tbl.at[row, star.FRAME_COUNT] if star.FRAME_COUNT in tbl.columns else None
         dose = tbl.at[row, TF_DOSE] if TF_DOSE in tbl.columns else None
         dose = float(dose) if dose is not None and np.isfinite(float(dose)) and float(dose) > 0 else fallback_dose
-        tilts.append(_Tilt(row, label, path, root, int(count) if count and int(count) > 0 else None, dose,
+        tilts.append(_Tilt(row, label, path, mroot, int(count) if count and int(count) > 0 else None, dose,
                            float(tbl.at[row, star.PRE_EXPOSURE])))
     if missing:
-        where = f" or in {options.frames_dir}" if options.frames_dir else " (give --frames DIR)"
+        where = f" or in {options.frames}" if options.frames else " (give --frames DIR)"
         raise TiltflowError(f"{ts.name}: movie not found for {', '.join(missing[:3])}"
                             f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}: looked relative to "
-                            f"{options.root}{where}")
+                            f"{root}{where}")
     return tilts
 
 
@@ -215,12 +211,12 @@ def movie_root(movie_name: str) -> str:
     return stem.replace(".", "_")
 
 
-def _find_movie(name: str, base: str, options: MotionCorOptions) -> Path | None:
-    p = star.resolve(name, options.root)
+def _find_movie(name: str, base: str, options: Options, root: Path) -> Path | None:
+    p = star.resolve(name, root)
     if p.is_file():
         return p
-    if options.frames_dir is not None:
-        q = Path(options.frames_dir) / base
+    if options.frames is not None:
+        q = at_root(options.frames, root) / base
         if q.is_file():
             return q
     return None
@@ -260,13 +256,13 @@ def _load_gain(path: Path | None) -> tuple[np.ndarray | None, Path | None, Path 
     return gain, path, defects if defects.is_file() else None
 
 
-def _open(t: _Tilt, options: MotionCorOptions):
+def _open(t: _Tilt, options: Options):
     from tiltflow.io.movies import open_movie
 
     return open_movie(t.movie, eer_grouping=options.eer_grouping, eer_sampling=options.eer_sampling)
 
 
-def _builtin_device(options: MotionCorOptions) -> str:
+def _builtin_device(options: Options) -> str:
     if options.device == "auto" and options.gpu.strip():
         import torch
 
@@ -278,12 +274,12 @@ def _builtin_device(options: MotionCorOptions) -> str:
 # --- the backends ------------------------------------------------------------------------------
 
 
-def _builtin_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px: float, kv: float,
+def _builtin_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: float, kv: float,
                   gain, gain_path, defects, device) -> dict:
     from tiltflow.atomic import write_text
     from tiltflow.motion.correct import Exposure, MotionSettings, correct_movie
 
-    settings = MotionSettings(throw=options.throw, trunc=options.trunc, bin_factor=options.bin_factor,
+    settings = MotionSettings(throw=options.throw, trunc=options.trunc, bin_factor=options.bin,
                               patches=tuple(options.patches), even_odd=options.even_odd)
     with _open(t, options) as movie:
         raw_per_frame = int(getattr(movie, "group_size", 1))
@@ -294,7 +290,7 @@ def _builtin_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_p
         res = correct_movie(movie, pixel_size=movie_px, gain=gain, settings=settings, exposure=exposure,
                             defects=defects, device=device, label=t.label)
         info = MovieInfo(str(t.movie), movie.shape[1], movie.shape[0], movie.n_frames, movie_px,
-                         options.bin_factor, str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
+                         options.bin, str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
     paths = _paths(frames_dir, t.root)
     dt = DTYPES[options.dtype]
     write_mrc(paths["image"], res.sums.image, res.pixel_size, dtype=dt)
@@ -328,7 +324,7 @@ def _check_movie(t: _Tilt, movie, movie_px: float) -> None:
                     t.label, movie.pixel_size, movie_px)
 
 
-def _find_tool(options: MotionCorOptions) -> Path:
+def _find_tool(options: Options) -> Path:
     from tiltflow.backends import relion, toolrun
     from tiltflow.backends.motioncor import EXECUTABLES
 
@@ -336,7 +332,7 @@ def _find_tool(options: MotionCorOptions) -> Path:
     return toolrun.find_executable(options.executable, names=names, env_vars=env_vars, tool=_tool_name(options))
 
 
-def _tool_version(options: MotionCorOptions, exe: Path) -> str | None:
+def _tool_version(options: Options, exe: Path) -> str | None:
     """The tool's version, recorded in the step's log (and each tilt's log by the wrappers)."""
     from tiltflow.backends import relion, toolrun
     from tiltflow.backends.motioncor import VERSION_PATTERN
@@ -346,11 +342,11 @@ def _tool_version(options: MotionCorOptions, exe: Path) -> str | None:
     return toolrun.detect_version(exe, pattern=VERSION_PATTERN)
 
 
-def _tool_name(options: MotionCorOptions) -> str:
+def _tool_name(options: Options) -> str:
     return {"motioncor2": "MotionCor2", "motioncor3": "MotionCor3", "relion": "RELION"}[options.backend]
 
 
-def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px: float, kv: float,
+def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: float, kv: float,
                     gain_path: Path | None, defects_path: Path | None, exe: Path) -> dict:
     from tiltflow.backends.motioncor import MotionCorCall, run_motioncor, write_fmint_file
 
@@ -379,16 +375,16 @@ def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie
             executable=exe, movie=t.movie.resolve(), movie_format=fmt, out_mrc=Path(f"{t.root}.mrc"),
             pixel_size=movie_px, kv=kv, gain=gain_path.resolve() if gain_path else None,
             defect_map=defects_path.resolve() if defects_path else None, throw=options.throw,
-            trunc=options.trunc, bin_factor=options.bin_factor, patches=tuple(options.patches),
+            trunc=options.trunc, bin_factor=options.bin, patches=tuple(options.patches),
             split_sum=options.even_odd, dose_per_frame=fdose if options.dose_weighting else None,
             init_dose=init_dose, fmint_file=fmint, eer_sampling=options.eer_sampling, gpu=options.gpu,
-            log_dir=Path("logs"), extra_args=tuple(options.extra_args), workdir=tmp,
+            log_dir=Path("logs"), extra_args=tuple(shlex.split(options.extra_args)), workdir=tmp,
         )
         (tmp / "logs").mkdir()
         expected = None if fmt == "eer" else n_frames - options.throw - options.trunc
         out = run_motioncor(call, tool=tool, log_path=paths["log"], label=f"{t.label} of {t.movie}",
                             timeout=options.timeout, expected_frames=expected)
-        out_px = movie_px * options.bin_factor
+        out_px = movie_px * options.bin
         main = out.dose_weighted if options.dose_weighting else out.sum
         images = {"image": _read_output(main, tool, t), "ps_source": _read_output(out.sum, tool, t)}
         if options.even_odd:
@@ -396,7 +392,7 @@ def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie
             images["odd"] = _read_output(out.odd, tool, t)
         n_total = n_frames if fmt != "eer" else (n_raw // raw_per_frame)
         traj = Trajectory.from_used(out.shifts, n_total, options.throw)
-        info = MovieInfo(str(t.movie), shape[1], shape[0], n_total, movie_px, options.bin_factor,
+        info = MovieInfo(str(t.movie), shape[1], shape[0], n_total, movie_px, options.bin,
                          str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
         _save_tool_outputs(paths, images, traj, info, out_px, options)
         for extra in sorted((tmp / "logs").glob("*")):  # MotionCor's own -LogDir files, kept with the log
@@ -409,7 +405,7 @@ def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie
     return {**paths, "motion": motion}
 
 
-def _relion_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px: float, kv: float,
+def _relion_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: float, kv: float,
                  gain_path: Path | None, exe: Path) -> dict:
     """RELION's own motion correction on one movie (the prepared gain passed as it is: codes 0 0)."""
     from tiltflow.backends.relion import RelionMotionCall, run_relion_motioncorr
@@ -430,9 +426,9 @@ def _relion_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px
         call = RelionMotionCall(
             executable=exe, movie=t.movie, pixel_size=movie_px, kv=kv, gain=gain_path, patches=tuple(options.patches),
             first_frame=options.throw + 1, last_frame=n_frames - options.trunc if options.trunc else 0,
-            bin_factor=options.bin_factor, eer_grouping=raw_per_frame if fmt == "eer" else 1,
+            bin_factor=options.bin, eer_grouping=raw_per_frame if fmt == "eer" else 1,
             eer_upsampling=options.eer_sampling, threads=options.threads, even_odd=options.even_odd,
-            extra_args=tuple(options.extra_args))
+            extra_args=tuple(shlex.split(options.extra_args)))
         out = run_relion_motioncorr(call, workdir=tmp, log_path=paths["log"], label=f"{t.label} of {t.movie}",
                                     n_frames=n_frames, timeout=options.timeout)
         images = {"image": _read_output(out.sum, "RELION", t)}
@@ -440,9 +436,9 @@ def _relion_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px
         if options.even_odd:
             images["even"] = _read_output(out.even, "RELION", t)
             images["odd"] = _read_output(out.odd, "RELION", t)
-        info = MovieInfo(str(t.movie), shape[1], shape[0], n_frames, movie_px, options.bin_factor,
+        info = MovieInfo(str(t.movie), shape[1], shape[0], n_frames, movie_px, options.bin,
                          str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
-        _save_tool_outputs(paths, images, out.trajectory, info, movie_px * options.bin_factor, options)
+        _save_tool_outputs(paths, images, out.trajectory, info, movie_px * options.bin, options)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     motion = out.trajectory.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure)
@@ -450,7 +446,7 @@ def _relion_tilt(t: _Tilt, frames_dir: Path, options: MotionCorOptions, movie_px
 
 
 def _save_tool_outputs(paths: dict[str, Path], images: dict[str, np.ndarray], traj: Trajectory, info: MovieInfo,
-                       out_px: float, options: MotionCorOptions) -> None:
+                       out_px: float, options: Options) -> None:
     """Write an external tool's sums, spectrum and trajectory under tiltflow's names (atomically)."""
     from tiltflow.motion.spectrum import amplitude_spectrum
 

@@ -43,7 +43,7 @@ from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
-from tiltflow.steps.common import execute_series_step
+from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.reconstruct")
 
@@ -61,22 +61,46 @@ TF_UNCORRECTED_XY = "tfTomogramUncorrectedXY"
 TF_UNCORRECTED_XZ = "tfTomogramUncorrectedXZ"
 
 
-@dataclass
-class ReconstructOptions:
-    """What to reconstruct; defaults as RELION's GUI (10 A, 300 nm) and IMOD (Hann-apodised ramp)."""
+@dataclass(frozen=True)
+class Options:
+    """What to reconstruct (``tiltflow reconstruct``); defaults as RELION's GUI (10 A, 300 nm) and IMOD
+    (Hann-apodised ramp)."""
 
-    pixel_size: float = 10.0  # A, target tomogram pixel
-    thickness_nm: float = 300.0
-    method: str = "wbp"  # wbp | sirtlike (WBP with the SIRT-like filter) | sirt
-    iterations: int = 10  # for sirt and sirtlike
-    halves: bool = True  # even/odd half tomograms when the stacks exist
-    slab: int = 64  # z-planes per slab
-    device: str = "auto"
-    ctf_correction: str = "phaseflip"  # none | phaseflip | wiener | 3d (IMOD/AreTomo3's common choice)
-    dose_weighting: bool = True  # RELION's critical-exposure weighting from rlnMicrographPreExposure
-    defocus_step: float = 0.0  # A between corrected defocus values (strips, depth slabs); 0 = automatic
-    wiener_snr: float = 100.0
-    wiener_falloff: float = 100.0  # A
+    pixel_size: float = option(10.0, "Tomogram pixel size in A (RELION's binned_angpix).", "A", min=0.01)
+    thickness: float = option(300.0, "Tomogram thickness in nm.", "nm", min=1.0)
+    method: str = option("wbp", "wbp, sirtlike (WBP with the SIRT-like filter) or sirt.")
+    iterations: int = option(10, "Iterations for sirt and sirtlike.", min=1)
+    halves: bool = option(True, "Half tomograms from the even/odd stacks.")
+    slab: int = option(64, "z-planes reconstructed at a time (bounds memory).", min=1)
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    ctf_correction: str = option(
+        "phaseflip", "none, phaseflip (strips along the tilt axis, as IMOD ctfphaseflip), wiener (Wiener-like "
+                     "filter) or 3d (each z-slab at its own defocus, as novaCTF/Warp).")
+    dose_weighting: bool = option(
+        True, "Weight each tilt by RELION's critical-exposure curve at its rlnMicrographPreExposure.")
+    defocus_step: float = option(
+        0.0, "Largest defocus change (A) between corrected strips/slabs; 0 = automatic (pi/4 at Nyquist).", "A",
+        min=0.0)
+    wiener_snr: float = option(100.0, "wiener: SNR at low resolution.", min=1e-6)
+    wiener_falloff: float = option(100.0, "wiener: SNR(k) = snr * exp(-falloff * k), falloff in A.", "A", min=0.0)
+
+    def validate(self) -> None:
+        """Reject impossible settings before the stack is read."""
+        if self.method not in METHODS:
+            raise TiltflowError(f"--method: unknown method '{self.method}' (choose {', '.join(METHODS)})")
+        if self.pixel_size <= 0 or self.thickness <= 0:
+            raise TiltflowError("--pixel-size and --thickness must be positive")
+        if self.slab < 1 or self.iterations < 1:
+            raise TiltflowError("--slab and --iterations must be at least 1")
+        from tiltflow.tomo.ctfcorrect import MODES
+
+        if self.ctf_correction not in MODES:
+            raise TiltflowError(f"--ctf-correction: unknown CTF correction '{self.ctf_correction}' "
+                                f"(choose {', '.join(MODES)})")
+        if self.ctf_correction == "3d" and self.method == "sirt":
+            raise TiltflowError("--ctf-correction 3d needs --method wbp or sirtlike (SIRT has no depth slabs)")
+        if self.defocus_step < 0 or self.wiener_snr <= 0 or self.wiener_falloff < 0:
+            raise TiltflowError("--defocus-step and --wiener-falloff must be >= 0 and --wiener-snr positive")
 
     def correction(self):
         from tiltflow.tomo.ctfcorrect import CtfCorrection
@@ -118,29 +142,7 @@ def make_grid(image_size_bin1: tuple[int, int], ts_pixel_size: float, target: fl
     return TomogramGrid((nx, ny, size_z), (d, h, w), b, ts_pixel_size)
 
 
-def run(in_star: str | Path, outdir: str | Path, options: ReconstructOptions | None = None) -> Path:
-    """Reconstruct the series in ``in_star``; returns ``<outdir>/<name>/<name>.star``."""
-    opts = options or ReconstructOptions()
-    if opts.method not in METHODS:
-        raise TiltflowError(f"unknown method '{opts.method}' (choose {', '.join(METHODS)})")
-    if opts.pixel_size <= 0 or opts.thickness_nm <= 0:
-        raise TiltflowError("--pixel-size and --thickness must be positive")
-    if opts.slab < 1 or opts.iterations < 1:
-        raise TiltflowError("--slab and --iterations must be at least 1")
-    from tiltflow.tomo.ctfcorrect import MODES
-
-    if opts.ctf_correction not in MODES:
-        raise TiltflowError(f"unknown CTF correction '{opts.ctf_correction}' (choose {', '.join(MODES)})")
-    if opts.ctf_correction == "3d" and opts.method == "sirt":
-        raise TiltflowError("--ctf-correction 3d needs --method wbp or sirtlike (SIRT has no depth slabs)")
-    if opts.defocus_step < 0 or opts.wiener_snr <= 0 or opts.wiener_falloff < 0:
-        raise TiltflowError("--defocus-step and --wiener-falloff must be >= 0 and --wiener-snr positive")
-    return execute_series_step("reconstruct", in_star, outdir, lambda ts, out: reconstruct_series(ts, out, opts))
-
-
-def reconstruct_series(
-    ts: star.TiltSeriesStar, out_dir: Path, opts: ReconstructOptions, root: str | Path = "."
-) -> star.TiltSeriesStar:
+def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str | Path) -> star.TiltSeriesStar:
     """Write the tomogram(s) of ``ts`` into ``out_dir``; return the series with RELION's columns."""
     from tiltflow.device import device_name, get_device
 
@@ -159,7 +161,7 @@ def reconstruct_series(
         raise TiltflowError(
             f"tilt series {ts.name}: target pixel {opts.pixel_size:g} A is finer than the stack's "
             f"{stack_px:g} A (re-run stack with a smaller --bin)", stack_path)
-    grid = make_grid(n1, ts_px, opts.pixel_size, opts.thickness_nm)
+    grid = make_grid(n1, ts_px, opts.pixel_size, opts.thickness)
     device = get_device(opts.device)
     optics = _optics(ts, opts)
     aln = TiltSeriesAlignment.from_star(ts.tilts, ts_px).rebinned(grid.pixel_size)
@@ -213,7 +215,7 @@ def reconstruct_series(
 
 
 # --- CTF and exposure correction -----------------------------------------------------------------------
-def _optics(ts: star.TiltSeriesStar, opts: ReconstructOptions):
+def _optics(ts: star.TiltSeriesStar, opts: Options):
     """The per-tilt CTF and exposure the correction needs, or None when nothing is corrected."""
     from tiltflow.tomo.ctfcorrect import TiltOptics
 
@@ -241,7 +243,7 @@ def _optics(ts: star.TiltSeriesStar, opts: ReconstructOptions):
                       amplitude_contrast=float(g.get(star.AMP_CONTRAST) or 0.1), hand=1.0 if hand >= 0 else -1.0)
 
 
-def _corrector(images, setup, optics, grid: TomogramGrid, opts: ReconstructOptions):
+def _corrector(images, setup, optics, grid: TomogramGrid, opts: Options):
     from tiltflow.tomo.ctfcorrect import TiltCorrector
 
     if optics is None:
@@ -249,7 +251,7 @@ def _corrector(images, setup, optics, grid: TomogramGrid, opts: ReconstructOptio
     return TiltCorrector(images.shape, setup, optics, opts.correction(), grid.pixel_size, images.device)
 
 
-def _record_correction(ts: star.TiltSeriesStar, opts: ReconstructOptions) -> None:
+def _record_correction(ts: star.TiltSeriesStar, opts: Options) -> None:
     from tiltflow.tomo.ctfcorrect import half_weight_resolution
 
     ts.globals[TF_CTF_CORRECTION] = opts.ctf_correction
@@ -271,7 +273,7 @@ def central_planes(depth: int, height: int) -> tuple[tuple[int, int], tuple[int,
         (max(0, height // 2 - dy), min(height, height // 2 + dy + 1))
 
 
-def _write_uncorrected_slices(images, setup, grid: TomogramGrid, opts: ReconstructOptions, out_dir: Path,
+def _write_uncorrected_slices(images, setup, grid: TomogramGrid, opts: Options, out_dir: Path,
                               name: str, g: dict, root: Path) -> None:
     """The report's central XY and XZ slabs without CTF/exposure correction (same filter, few planes)."""
     from dataclasses import replace
@@ -371,7 +373,7 @@ def _load(ts, src: Path, aln: TiltSeriesAlignment, grid: TomogramGrid, b: int, n
 
 
 # --- output --------------------------------------------------------------------------------------
-def _write_tomogram(images, setup, grid: TomogramGrid, opts: ReconstructOptions, target: Path,
+def _write_tomogram(images, setup, grid: TomogramGrid, opts: Options, target: Path,
                     corrector=None) -> None:
     """Reconstruct slab by slab into a memory-mapped temporary MRC, renamed when complete."""
     import mrcfile
@@ -393,7 +395,7 @@ def _write_tomogram(images, setup, grid: TomogramGrid, opts: ReconstructOptions,
                           f"ctf {opts.ctf_correction}, dose weighting {'on' if opts.dose_weighting else 'off'}")
 
 
-def _slabs(images, setup, opts: ReconstructOptions, settings_cls, corrector=None):
+def _slabs(images, setup, opts: Options, settings_cls, corrector=None):
     from tiltflow.tomo.wbp import wbp_depth_corrected_slabs, wbp_slabs
 
     settings = settings_cls(sirt_iterations=opts.iterations if opts.method == "sirtlike" else 0)

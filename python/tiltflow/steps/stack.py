@@ -29,7 +29,7 @@ from tiltflow import star
 from tiltflow.atomic import atomic_fresh_path, atomic_path
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
-from tiltflow.steps.common import execute_series_step
+from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.stack")
 
@@ -45,14 +45,23 @@ TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
 BACKENDS = ("builtin", "imod")
 
 
-@dataclass
-class StackOptions:
-    """How to build the stack; ``min_tilts`` guards against aligning a handful of images."""
+@dataclass(frozen=True)
+class Options:
+    """How to build the stack (``tiltflow stack``); ``min_tilts`` guards against aligning a handful of images."""
 
-    backend: str = "builtin"
-    executable: str | None = None
-    binning: int = 1
-    min_tilts: int = 5
+    backend: str = option("builtin", "builtin or imod (IMOD's newstack).")
+    executable: str | None = option(None, "newstack program for --backend imod.")
+    bin: int = option(1, "Average-bin N x N pixels, as newstack -bin.", min=1)
+    min_tilts: int = option(5, "Refuse series with fewer usable tilts.", min=1)
+
+    def validate(self) -> None:
+        """Reject an unknown backend and impossible binning before any image is read."""
+        if self.backend not in BACKENDS:
+            raise TiltflowError(f"--backend: unknown stack backend '{self.backend}' (choose {', '.join(BACKENDS)})")
+        if self.bin < 1:
+            raise TiltflowError(f"--bin must be a positive integer, got {self.bin}")
+        if self.min_tilts < 1:
+            raise TiltflowError(f"--min-tilts must be at least 1, got {self.min_tilts}")
 
 
 @dataclass
@@ -62,24 +71,14 @@ class _Image:
     dtype: np.dtype
 
 
-def run(in_star: str | Path, outdir: str | Path, options: StackOptions | None = None) -> Path:
-    """Build the stack for the series in ``in_star``; returns ``<outdir>/<name>/<name>.star``."""
-    opts = options or StackOptions()
-    if opts.backend not in BACKENDS:
-        raise TiltflowError(f"unknown stack backend '{opts.backend}' (choose {', '.join(BACKENDS)})")
-    if opts.binning < 1:
-        raise TiltflowError(f"--bin must be a positive integer, got {opts.binning}")
-    return execute_series_step("stack", in_star, outdir, lambda ts, out: make_stack(ts, out, opts))
-
-
-def make_stack(ts: star.TiltSeriesStar, out_dir: Path, opts: StackOptions, root: str | Path = ".") -> star.TiltSeriesStar:
+def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str | Path) -> star.TiltSeriesStar:
     """Write the stack files of ``ts`` into ``out_dir``; return the series with sorted, kept rows."""
     root = Path(root)
     tilts = _kept_sorted(ts, opts.min_tilts)
     images = _inspect_images(ts.name, tilts, star.MICROGRAPH, root)
     halves = _halves(ts.name, tilts, root)
     ps = ts.pixel_size
-    b = int(opts.binning)
+    b = int(opts.bin)
     name = ts.name
     out_dir.mkdir(parents=True, exist_ok=True)
 

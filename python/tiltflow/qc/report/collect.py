@@ -17,10 +17,12 @@ import pandas as pd
 
 from tiltflow import star
 from tiltflow.errors import TiltflowError
+from tiltflow.steps import registry
 
 log = logging.getLogger("tiltflow.report")
 
-STEPS = ("import", "motioncor", "ctf", "exclude", "stack", "align", "reconstruct")
+#: the steps with a STAR per series (steps/registry.py)
+STEPS = ("import", *registry.SERIES_STEPS)
 #: steps whose per-tilt table still has every tilt in acquisition order (latest first)
 ALL_ROW_STEPS = ("exclude", "ctf", "motioncor", "import")
 _DONE = re.compile(r"done (\S+) (\S+) in ([0-9.]+) s")
