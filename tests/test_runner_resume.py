@@ -59,5 +59,5 @@ def test_force_reruns_the_step_and_everything_after_it():
 
 
 def test_stepcall_calls_the_named_function(tmp_path):
-    call = StepCall("x", None, "x", "os.path:join", ("a", "b"))
-    assert call() == "a/b"
+    call = StepCall("x", None, "x", "tiltflow.steps.common:at_root", ("a",))
+    assert call(tmp_path) == tmp_path / "a"

@@ -1,7 +1,8 @@
 """The ``tiltflow`` command line: one subcommand per step (see ``tiltflow --help``).
 
-Each subcommand lives in ``tiltflow.commands.<name>`` as a function ``main``; heavy imports
-(torch) happen inside the commands so that ``--help`` and Nextflow's version probes stay fast.
+Each subcommand lives in ``tiltflow.commands.<name>`` as a function ``main``; the step commands take their
+options from the step's ``Options`` (the step modules load numpy and pandas, never torch at import); torch
+is imported inside the work, so that ``--help`` and Nextflow's version probes stay free of it.
 """
 
 from __future__ import annotations
@@ -13,24 +14,16 @@ import typer
 
 from tiltflow import __version__, threads
 from tiltflow.errors import Interrupted, StopSignal, TiltflowError, write_problem
+from tiltflow.steps import registry
 
 #: exit code for "CUDA out of memory": Nextflow retries such tasks with more memory (conf/base.config)
 EXIT_GPU_OOM = 75
 
-#: subcommand name -> module in tiltflow.commands
+#: subcommand name -> module in tiltflow.commands: the steps from the registry, then the other commands
 COMMANDS: dict[str, str] = {
     "inspect": "inspect_",
-    "import": "import_",
     "simulate": "simulate",
-    "gain": "gain",
-    "motioncor": "motioncor",
-    "ctf": "ctf",
-    "exclude": "exclude",
-    "stack": "stack",
-    "align": "align",
-    "reconstruct": "reconstruct",
-    "export": "export",
-    "report": "report",
+    **{step.name: step.command for step in registry.STEPS},
     "run": "run",
     "watch": "watch",
     "version": "version",

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tiltflow.commands.options import project_root, shown
+
 
 def main(
     stars: list[Path] = typer.Argument(..., help="Per-tilt-series STAR files (e.g. reconstruct/*/*.star)."),
@@ -15,7 +17,7 @@ def main(
 
     Run it from the project root so that the paths in the STAR files stay valid for RELION.
     """
-    from tiltflow.steps.export import export
+    from tiltflow.steps.export import Options, run_session
 
-    out = export(stars, outdir)
-    typer.echo(str(out))
+    root = project_root()
+    typer.echo(shown(run_session(stars, outdir, Options(), root), root))

@@ -17,4 +17,4 @@ def main(
     """
     from tiltflow.qc.report import write_report
 
-    typer.echo(str(write_report(out, output)))
+    typer.echo(str(write_report(out, output.resolve() if output else None)))

@@ -95,10 +95,11 @@ def process_tilt(root: str, ts: star.TiltSeriesStar, params: RunParams, has_gain
     t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         with step_logs("live", live_dir(name), name):
-            mc = motioncor.run(ts, Path("motioncor") / name, step_options("motioncor", params, has_gain, name))
+            mc = motioncor.run_series(ts, Path("motioncor") / name, step_options("motioncor", params, has_gain, name),
+                                      root)
             star.write_tilt_series(mc, tilt_star(name, mroot, "mc"))
-            preview = ctf.run(star.read_tilt_series(tilt_star(name, mroot, "mc")), live_dir(name) / "ctf",
-                              step_options("ctf", params, has_gain, name))
+            preview = ctf.run_series(star.read_tilt_series(tilt_star(name, mroot, "mc")), live_dir(name) / "ctf",
+                                     step_options("ctf", params, has_gain, name), root)
             star.write_tilt_series(preview, tilt_star(name, mroot, "ctf"))
             # CPU seconds (all threads) beside the wall time: on a shared machine they say what the work costs
             log.info("%s: %s motion + CTF preview: cpu %.1f s", name, mroot, time.process_time() - cpu0)
@@ -168,9 +169,9 @@ def adopt_motioncor(root: Path, name: str, params: RunParams, has_gain: bool) ->
         if ok:
             return StepOutcome(call.step, name, "skipped", time.perf_counter() - t0, why)
         (root / call.folder / resume.RECORD).unlink(missing_ok=True)
-        options = call.args[2]
-        execute_series_step("motioncor", call.args[0], "motioncor",
-                            lambda ts, out: _assemble(ts, Path(out), options))
+        _, in_star, step_dir, options = call.args
+        execute_series_step("motioncor", in_star, step_dir, lambda ts, out: _assemble(ts, Path(out), options, root),
+                            root)
         resume.write_record(root, call.folder, call.step, name, expected)
     except TiltflowError as exc:
         return StepOutcome(call.step, name, "failed", time.perf_counter() - t0, error=str(exc), user_error=True)
@@ -180,7 +181,7 @@ def adopt_motioncor(root: Path, name: str, params: RunParams, has_gain: bool) ->
     return StepOutcome(call.step, name, "ran", time.perf_counter() - t0, why)
 
 
-def _assemble(ts: star.TiltSeriesStar, out_dir: Path, options) -> star.TiltSeriesStar:
+def _assemble(ts: star.TiltSeriesStar, out_dir: Path, options, root: Path) -> star.TiltSeriesStar:
     """``ts`` (the import table) with the motioncor columns of every tilt's one-row result."""
     from tiltflow.steps import motioncor
 
@@ -193,7 +194,7 @@ def _assemble(ts: star.TiltSeriesStar, out_dir: Path, options) -> star.TiltSerie
         done = star.read_tilt_series(path) if path.is_file() else None
         if done is None or not same_motion_inputs(done, one):
             log.info("%s: %s corrected again (no per-tilt result for this import row)", ts.name, mroot)
-            star.write_tilt_series(motioncor.run(one, out_dir, options), path)
+            star.write_tilt_series(motioncor.run_series(one, out_dir, options, root), path)
             done = star.read_tilt_series(path)
         rows.append(done)
     _drop_other_tilts(out_dir / "frames", roots, ts.name)
@@ -224,8 +225,4 @@ def _drop_other_tilts(frames: Path, keep: set[str], name: str) -> None:
 def session_files(root: str, names: list[str]) -> list[StepOutcome]:
     """``relion/tomograms.star`` of the finished series, then the report, as ``tiltflow run`` ends."""
     rootp = Path(root)
-    out = [run_step(rootp, plan.export_call(names), False)]
-    report = plan.report_call(names)
-    if report is not None:
-        out.append(run_step(rootp, report, False))
-    return out
+    return [run_step(rootp, plan.export_call(names), False), run_step(rootp, plan.report_call(names), False)]

@@ -120,7 +120,6 @@ def expected_record(root: Path, call: StepCall) -> resume.Expected:
 def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
     """Skip ``call`` when its record says it is up to date, else run it beside the old folder, record it and
     put it in place of the old one."""
-    os.chdir(root)
     _emit("start", call.series, call.step)
     t0 = time.perf_counter()
     try:
@@ -179,16 +178,13 @@ def _run_staged(root: Path, call: StepCall, expected: resume.Expected) -> None:
     warnings = _Warnings()
     logging.getLogger("tiltflow").addHandler(warnings)
     try:
-        os.chdir(stage)
-        call()
+        call(stage)
         resume.write_record(stage, call.folder, call.step, call.series, expected, warnings.lines)
     except BaseException:
-        os.chdir(root)
         staging.discard(stage)
         raise
     finally:
         logging.getLogger("tiltflow").removeHandler(warnings)
-    os.chdir(root)
     staging.promote(root, stage, call.folder)
 
 

@@ -259,9 +259,7 @@ def _steps(pool: ProcessPoolExecutor, root: Path, params: RunParams, mdocs: list
     done = [o.name for o in result.series if not o.failed]
     if done:
         _session_step(pool, root, plan.export_call(done), "export" in forced, result)
-        report = plan.report_call(done)
-        if report is not None:
-            _session_step(pool, root, report, "report" in forced, result)
+        _session_step(pool, root, plan.report_call(done), "report" in forced, result)
 
 
 def _session_step(pool: ProcessPoolExecutor, root: Path, call: plan.StepCall, forced: bool,

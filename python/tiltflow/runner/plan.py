@@ -15,20 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from tiltflow.runner.params import RunParams
+from tiltflow.steps import registry
 
-#: every step in pipeline order; ``--force STEP`` re-runs that step and all after it
-ORDER = ("gain", "import", "motioncor", "ctf", "exclude", "stack", "align", "reconstruct", "export", "report")
-SERIES_STEPS = ("motioncor", "ctf", "exclude", "stack", "align", "reconstruct")
-
-#: per-series step -> (folder of its input STAR, further folders whose outputs it reads)
-_READS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "motioncor": ("import", ()),
-    "ctf": ("motioncor", ()),
-    "exclude": ("ctf", ("motioncor",)),
-    "stack": ("exclude", ("motioncor",)),
-    "align": ("stack", ()),
-    "reconstruct": ("align", ("stack",)),
-}
+#: every step in pipeline order and the per-series ones (steps/registry.py)
+ORDER = registry.ORDER
+SERIES_STEPS = registry.SERIES_STEPS
 
 
 @dataclass
@@ -76,8 +67,9 @@ class StepCall:
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
 
-    def __call__(self) -> Any:
-        return self.function()(*self.args, **self.kwargs)
+    def __call__(self, root: Path) -> Any:
+        """Run the step with ``root`` as its project root (the runner's staging folder)."""
+        return self.function()(*self.args, **self.kwargs, root=root)
 
 
 def series_star(step: str, name: str) -> str:
@@ -90,56 +82,57 @@ def _options_record(opts: Any) -> dict[str, Any]:
 
 
 def gain_call(p: RunParams) -> StepCall:
+    from tiltflow.steps.gain import Options
+
     gain = str(Path(p.gain).resolve())  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {"rotate": p.gain_rotate, "flip": p.gain_flip}
     if p.gain_serialem_rf is not None:  # as modules/local/gain: r/f replaces --rotate/--flip
         kwargs = {"serialem_rf": p.gain_serialem_rf}
-    return StepCall("gain", None, "gain", "tiltflow.steps.gain:prepare_gain", (gain, "gain"), kwargs,
+    return StepCall("gain", None, "gain", "tiltflow.steps.gain:run_session", (gain, "gain", Options(**kwargs)),
                     input_files=(gain,), options=dict(kwargs))
 
 
 def import_call(p: RunParams, mdocs: list[Path]) -> StepCall:
     from tiltflow.runner.options import frames_dir
+    from tiltflow.steps.importer import Options
 
     frames = frames_dir(p)
     kwargs = {"kv": p.kv, "cs": p.cs, "amp_contrast": p.amp_contrast, "hand": p.hand, "tilt_axis": p.tilt_axis,
-              "dose_per_tilt": p.dose_per_tilt, "frames_dir": frames}
+              "dose_per_tilt": p.dose_per_tilt, "frames": frames}
     paths = [str(m) for m in mdocs]
     # the folder's own stamp changes when a movie appears or goes, which changes what import finds
-    return StepCall("import", None, "import", "tiltflow.steps.importer:import_session", (paths, "import"), kwargs,
+    return StepCall("import", None, "import", "tiltflow.steps.importer:run_session", (paths, "import", Options(**kwargs)),
                     input_files=tuple(paths), options=dict(kwargs), raw=(frames,) if frames else ())
 
 
 def series_call(step: str, name: str, p: RunParams, has_gain: bool) -> StepCall:
     """The call ``tiltflow <step> <prev>/<name>/<name>.star --outdir <step>`` makes, with ``p``'s options."""
-    from tiltflow.runner.options import frames_dir, step_function, step_options
+    from tiltflow.runner.options import frames_dir, step_options
 
-    prev, also = _READS[step]
-    in_star = series_star(prev, name)
+    entry = registry.get(step)
+    in_star = series_star(entry.reads, name)
     opts = step_options(step, p, has_gain, name)
-    upstream = tuple(f"{f}/{name}" for f in (prev, *also) if f != "import")
+    upstream = tuple(f"{f}/{name}" for f in (entry.reads, *entry.also_reads) if f != "import")
     if step == "motioncor" and has_gain:
         upstream = ("gain",)
     movies = dict(movies_from=in_star, movies_dir=frames_dir(p)) if step == "motioncor" else {}
-    return StepCall(step, name, f"{step}/{name}", step_function(step), (in_star, step, opts),
+    return StepCall(step, name, f"{entry.writes}/{name}", "tiltflow.steps.common:run_star_step",
+                    (step, in_star, entry.writes, opts),
                     input_files=(in_star,), upstream=upstream, options=_options_record(opts), **movies)
 
 
 def export_call(names: list[str]) -> StepCall:
+    from tiltflow.steps.export import Options
+
     stars = [series_star("reconstruct", n) for n in sorted(names)]
-    return StepCall("export", None, "relion", "tiltflow.steps.export:export", (stars, "relion"),
+    return StepCall("export", None, "relion", "tiltflow.steps.export:run_session", (stars, "relion", Options()),
                     input_files=tuple(stars), upstream=tuple(f"reconstruct/{n}" for n in sorted(names)))
 
 
-def report_call(names: list[str]) -> StepCall | None:
-    """``tiltflow report . --output report/report.html``, or None while the report step does not exist."""
-    from tiltflow.runner.options import report_target
-
-    target = report_target()
-    if target is None:
-        return None
+def report_call(names: list[str]) -> StepCall:
+    """``tiltflow report . --output report/report.html``."""
     ups = [f"{s}/{n}" for n in sorted(names) for s in SERIES_STEPS] + ["relion"]
-    return StepCall("report", None, "report", target, (".",), {"output": "report/report.html"},
+    return StepCall("report", None, "report", "tiltflow.qc.report:write_report", (), {"output": "report/report.html"},
                     upstream=tuple(ups), reads_all=True)
 
 

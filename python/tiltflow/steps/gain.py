@@ -23,6 +23,7 @@ from tiltflow.errors import TiltflowError
 from tiltflow.io import gain as G
 from tiltflow.io.mrc import write_mrc
 from tiltflow.steplog import step_logs
+from tiltflow.steps.common import at_root, option
 
 log = logging.getLogger("tiltflow.gain")
 
@@ -34,7 +35,7 @@ CHECK_FRAMES = 40
 
 @dataclass
 class GainResult:
-    """What ``prepare_gain`` did (also written to ``gain.json``)."""
+    """What the gain step did (also written to ``gain.json``)."""
 
     input: str
     input_format: str
@@ -83,29 +84,47 @@ class GainResult:
         return ", ".join(parts)
 
 
-def prepare_gain(
-    gain_path: str | Path,
-    outdir: str | Path = "gain",
-    *,
-    rotate: int = 0,
-    flip: int = 0,
-    serialem_rf: int | None = None,
-    movie: str | Path | None = None,
-    counting: bool | None = None,
-    invert: bool = False,
-    superres_shapes: tuple[tuple[int, int], ...] = G.K3_SUPERRES_SHAPES,
-) -> GainResult:
-    """Run the gain step with logs in ``outdir``; return what was done. See the module docstring.
+@dataclass(frozen=True)
+class Options:
+    """The gain step's options (``tiltflow gain``): MotionCor's gain codes, or SerialEM's r/f value."""
+
+    rotate: int = option(0, "Rotate counter-clockwise by N*90 deg (MotionCor -RotGain).", min=0, max=3)
+    flip: int = option(0, "Then flip: 1 upside down, 2 left-right (MotionCor -FlipGain).", min=0, max=2)
+    serialem_rf: int | None = option(
+        None, "SerialEM r/f value (frame title 'r/f N', mdoc RotationAndFlip) instead of --rotate/--flip.",
+        min=0, max=7)
+    movie: Path | None = option(None, "One movie of the session: checks the shape, decides --counting, checks "
+                                      "orientation.")
+    counting: bool | None = option(None, "Bin a super-resolution (K3) gain 2x2 to counting size. Default: decide "
+                                         "from --movie.", flag="--counting/--no-counting")
+    invert: bool = option(False, "Use mean/gain (divide-type references; MotionCor -InvGain).")
+    #: super-resolution shapes recognised without a movie (K3; tests pass a small analogue)
+    superres_shapes: tuple[tuple[int, int], ...] = G.K3_SUPERRES_SHAPES
+
+    def validate(self) -> None:
+        """Reject gain codes MotionCor does not have before the gain is read."""
+        if self.rotate not in (0, 1, 2, 3):
+            raise TiltflowError(f"--rotate must be 0-3, got {self.rotate}")
+        if self.flip not in (0, 1, 2):
+            raise TiltflowError(f"--flip must be 0-2, got {self.flip}")
+        if self.serialem_rf is not None and not 0 <= self.serialem_rf <= 7:
+            raise TiltflowError(f"--serialem-rf must be 0-7, got {self.serialem_rf}")
+
+
+def run_session(gain_path: str | Path, outdir: str | Path, options: Options, root: str | Path) -> GainResult:
+    """Run the gain step with logs in ``outdir`` (relative paths relative to ``root``); return what was done.
 
     ``counting``: True bins 2x2, False never, None decides: bin when ``movie`` frames are half the
     oriented gain in both axes; without a movie, keep the size and warn for a known super-resolution
-    shape (``superres_shapes``, K3 by default; tests pass a small analogue).
+    shape (``superres_shapes``).
     """
-    outdir = Path(outdir)
+    options.validate()
+    outdir = at_root(outdir, root)
+    o = options
+    movie = at_root(o.movie, root) if o.movie is not None else None
     with step_logs("gain", outdir):
-        res = _prepare(
-            Path(gain_path), outdir, rotate, flip, serialem_rf, movie, counting, invert, superres_shapes
-        )
+        res = _prepare(at_root(gain_path, root), outdir, o.rotate, o.flip, o.serialem_rf, movie, o.counting,
+                       o.invert, o.superres_shapes)
         log.info("%s", res.summary())
     return res
 

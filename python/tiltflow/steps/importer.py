@@ -31,7 +31,7 @@ from tiltflow.metadata.movies import star_path
 from tiltflow.metadata.session import load_session
 from tiltflow.metadata.summary import skipped_lines
 from tiltflow.steplog import step_logs
-from tiltflow.steps.common import series_dir, series_star
+from tiltflow.steps.common import at_root, option, series_dir, series_star
 
 log = logging.getLogger("tiltflow.import")
 
@@ -53,7 +53,7 @@ MOVIE_LIST = "movies.txt"
 
 @dataclass
 class ImportResult:
-    """What ``import_session`` wrote."""
+    """What the import step wrote."""
 
     tomograms: Path
     series_stars: list[Path] = field(default_factory=list)
@@ -162,41 +162,54 @@ def series_to_star(
     return star.TiltSeriesStar(name=ts.name, globals=globals_, tilts=pd.DataFrame(rows)), notes
 
 
-def import_session(
-    paths: str | Path | Iterable[str | Path],
-    outdir: str | Path = "import",
-    kv: float | None = None,
-    cs: float = DEFAULT_CS,
-    amp_contrast: float = DEFAULT_AMP_CONTRAST,
-    tilt_axis: float | None = None,
-    dose_per_tilt: float | None = None,
-    hand: int = DEFAULT_HAND,
-    frames_dir: str | Path | None = None,
-    optics_group: str = DEFAULT_OPTICS_GROUP,
-    pixel_size: float | None = None,
-    expected_tilts: int | None = None,
-    skip_incomplete: bool = False,
-    cwd: str | Path | None = None,
-) -> ImportResult:
-    """Import every tilt series under ``paths`` into ``outdir`` (see the module docstring).
+@dataclass(frozen=True)
+class Options:
+    """The import step's options (``tiltflow import``): what the mdoc may lack or the user overrides."""
+
+    kv: float | None = option(None, "Voltage in kV (default: mdoc Voltage, else 300).", "kV")
+    cs: float = option(DEFAULT_CS, "Spherical aberration in mm.", "mm")
+    amp_contrast: float = option(DEFAULT_AMP_CONTRAST, "Amplitude contrast (fraction).")
+    tilt_axis: float | None = option(None, "Tilt-axis angle in degrees (overrides the mdoc).", "deg")
+    dose_per_tilt: float | None = option(None, "Dose per tilt in e/A^2 (overrides the mdoc).", "e/A^2")
+    hand: int = option(DEFAULT_HAND, "rlnTomoHand: -1 (RELION's GUI default, EMPIAR-10164) or 1.")
+    frames: Path | None = option(None, "Folder holding the movies (default: next to the mdoc).")
+    optics_group: str = option(DEFAULT_OPTICS_GROUP, "rlnOpticsGroupName for every series.")
+    pixel_size: float | None = option(None, "Movie pixel size in A (default: mdoc PixelSpacing / Binning).", "A")
+    expected_tilts: int | None = option(None, "Tilts per series; fewer sections means the mdoc is incomplete.")
+    skip_incomplete: bool = option(False, "Skip incomplete or unusable mdocs instead of failing.",
+                                   flag="--skip-incomplete")
+
+    def validate(self) -> None:
+        """Reject impossible optics, hand and optics-group names before any mdoc is read."""
+        _check_options(self.kv, self.cs, self.amp_contrast, self.hand)
+        if not self.optics_group or any(c.isspace() for c in self.optics_group):
+            raise TiltflowError(f"--optics-group {self.optics_group!r}: expected a name without spaces")
+
+
+def run_session(paths: str | Path | Iterable[str | Path], outdir: str | Path, options: Options,
+                root: str | Path) -> ImportResult:
+    """Import every tilt series under ``paths`` into ``outdir`` (see the module docstring); relative paths
+    are relative to the project ``root``, and the STAR files name the movies relative to it.
 
     Raises :class:`TiltflowError` (one line naming the file) before writing anything when a file is
     incomplete or unusable (unless ``skip_incomplete``), when no tilt series is found, or when a
     series has no dose (give ``dose_per_tilt``) or no tilt axis (give ``tilt_axis``).
     """
-    _check_options(kv, cs, amp_contrast, hand)
-    if not optics_group or any(c.isspace() for c in optics_group):
-        raise TiltflowError(f"--optics-group {optics_group!r}: expected a name without spaces")
-    cwd_path = Path(cwd) if cwd is not None else Path.cwd()
+    options.validate()
+    o = options
+    root = Path(root).absolute()
+    given = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    paths = [at_root(p, root) for p in given]
+    frames_dir = at_root(o.frames, root) if o.frames is not None else None
     _check_spelling(paths, frames_dir)
-    session = load_session(paths, frames_dir, tilt_axis, dose_per_tilt, pixel_size, expected_tilts)
+    session = load_session(paths, frames_dir, o.tilt_axis, o.dose_per_tilt, o.pixel_size, o.expected_tilts)
     problems = [s for s in session.skipped if s.is_problem]
-    if problems and not skip_incomplete:
+    if problems and not o.skip_incomplete:
         p = problems[0]
         more = f" (and {len(problems) - 1} more; --skip-incomplete imports the rest)" if len(problems) > 1 else ""
         raise TiltflowError(f"{p.reason}{more}", p.path)
     if not session.series:
-        where = paths if isinstance(paths, (str, Path)) else ", ".join(map(str, paths))
+        where = ", ".join(map(str, given))
         kinds: dict[str, int] = {}
         for s in session.skipped:
             kinds[s.kind] = kinds.get(s.kind, 0) + 1
@@ -205,9 +218,10 @@ def import_session(
     prepared = []
     for ts in session.series:
         check_importable(ts)
-        prepared.append((ts, *series_to_star(ts, kv, cs, amp_contrast, hand, optics_group, cwd_path)))
+        prepared.append((ts, *series_to_star(ts, o.kv, o.cs, o.amp_contrast, o.hand, o.optics_group, root)))
 
-    outdir = Path(outdir)
+    rel_out = Path(outdir)  # as given: rlnTomoTiltSeriesStarFile names it so
+    outdir = at_root(outdir, root)
     result = ImportResult(tomograms=outdir / "tomograms.star", session=session)
     written: list[star.TiltSeriesStar] = []
     for ts, tss, notes in prepared:
@@ -216,7 +230,7 @@ def import_session(
             _report(logger, ts)
             for w in ts.warnings + notes:
                 logger.warning("%s: %s", ts.name, w)
-            tss.globals[star.TS_STAR_FILE] = str(out)
+            tss.globals[star.TS_STAR_FILE] = str(series_star(rel_out, ts.name))
             # the movies this series needs, one absolute path a line: Nextflow stages exactly these into
             # the series' MOTIONCOR task (main.nf), instead of the whole session folder
             write_text(series_dir(outdir, ts.name) / MOVIE_LIST,

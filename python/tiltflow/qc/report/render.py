@@ -29,10 +29,10 @@ _HERE = Path(__file__).parent
 
 
 def write_report(root: str | Path, output: str | Path | None = None) -> Path:
-    """Build the report for the results folder ``root``; returns the HTML path."""
+    """Build the report for the results folder ``root``; returns the HTML path (``output`` relative to ``root``)."""
     root = Path(root)
     data = collect(root)
-    out = Path(output) if output else root / "report" / "report.html"
+    out = root / output if output else root / "report" / "report.html"
     fig_dir = out.parent
     sections = [_session_section(data)]
     for sd in data.series:
