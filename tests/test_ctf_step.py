@@ -15,7 +15,8 @@ from tiltflow.cli import main as cli_main
 from tiltflow.ctffit.ctffind_files import read_avrot, read_summary
 from tiltflow.ctffit.synthetic import synthetic_micrograph
 from tiltflow.errors import TiltflowError
-from tiltflow.steps.ctf import CtfOptions, run, run_from_star, tilt_res_max
+from tiltflow.steps.common import run_star_step
+from tiltflow.steps.ctf import Options, run_series, tilt_res_max
 
 PX = 3.0
 
@@ -45,14 +46,13 @@ def write_series(root: Path, defoci: list[float], tilts: list[float], *, astig: 
                                   root / "motioncor" / "TS_01" / "TS_01.star")
 
 
-def test_cli_builtin_writes_relion_columns_and_files(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_cli_builtin_writes_relion_columns_and_files(tmp_path):
     defoci = [30000.0, 31000.0, 29500.0]
     in_star = write_series(tmp_path, defoci, [0.0, 20.0, -20.0])
-    rc = cli_main(["ctf", str(in_star.relative_to(tmp_path)), "--outdir", "ctf", "--res-max", "7",
+    rc = cli_main(["ctf", "--root", str(tmp_path), str(in_star.relative_to(tmp_path)), "--outdir", "ctf", "--res-max", "7",
                    "--png", "1,3", "--astigmatism", "series", "--defocus-range", "1"])
     assert rc == 0
-    out = star.read_tilt_series("ctf/TS_01/TS_01.star")
+    out = star.read_tilt_series(tmp_path / "ctf/TS_01/TS_01.star")
     t = out.tilts
     for col in (star.CTF_IMAGE, star.DEFOCUS_U, star.DEFOCUS_V, star.ASTIGMATISM, star.DEFOCUS_ANGLE, star.CTF_FOM,
                 star.CTF_MAX_RES):
@@ -69,7 +69,7 @@ def test_cli_builtin_writes_relion_columns_and_files(tmp_path, monkeypatch):
     assert set(t["tfCtfGradientSign"]) <= {-1, 0, 1}  # too small an image here to tell the sign
     for i, img in enumerate(t[star.CTF_IMAGE]):
         assert img.endswith("_PS.ctf:mrc") and img.startswith("ctf/TS_01/frames/")
-        path = Path(img[:-4])
+        path = tmp_path / img[:-4]
         with mrcfile.open(path) as m:
             assert m.data.ndim == 2 and m.data.shape[0] == m.data.shape[1]
             assert 0.0 <= float(m.data.min()) and float(m.data.max()) <= 1.0
@@ -87,36 +87,33 @@ def test_cli_builtin_writes_relion_columns_and_files(tmp_path, monkeypatch):
     assert "built-in estimator" in log and "series astigmatism" in log
 
 
-def test_series_prior_rescues_a_tilt_without_rings(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_series_prior_rescues_a_tilt_without_rings(tmp_path):
     defoci = [30000.0, 30300.0, 30600.0, 30900.0]
     in_star = write_series(tmp_path, defoci, [0.0, 3.0, -3.0, 6.0], noise_only=2, snr=0.3)
     ts = star.read_tilt_series(in_star)
-    new = run(ts, tmp_path / "ctf" / "TS_01", CtfOptions(res_max=8, png="none"))
+    new = run_series(ts, tmp_path / "ctf" / "TS_01", Options(res_max=8, png="none"), tmp_path)
     mean = ((new.tilts[star.DEFOCUS_U] + new.tilts[star.DEFOCUS_V]) / 2).to_numpy()
     assert np.allclose(mean[[0, 1, 3]], np.array(defoci)[[0, 1, 3]], atol=250)
     assert abs(mean[2] - 30450) < 600  # no rings: between its neighbours, not at a noise peak
     assert new.tilts[star.CTF_MAX_RES][2] == 25.0  # and flagged: no fit
 
 
-def test_missing_micrograph_names_the_tilt_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_missing_micrograph_names_the_tilt_and_writes_nothing(tmp_path):
     in_star = write_series(tmp_path, [30000.0, 30000.0], [0.0, 3.0], missing=1)
     with pytest.raises(TiltflowError, match=r"micrograph of tilt 2 \(TS_01_001_3_0.mrc, \+3.0 deg\) not found"):
-        run_from_star(in_star, "ctf", CtfOptions())
+        run_star_step("ctf", in_star, "ctf", Options(), tmp_path)
     assert not (tmp_path / "ctf" / "TS_01" / "TS_01.star").exists()
     assert not list((tmp_path / "ctf").rglob("*_PS.ctf"))
-    assert cli_main(["ctf", str(in_star), "--outdir", "ctf"]) == 2  # one-line user error from the CLI
+    assert cli_main(["ctf", "--root", str(tmp_path), str(in_star), "--outdir", "ctf"]) == 2  # one-line user error from the CLI
 
 
-def test_blank_micrograph_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_blank_micrograph_is_an_error(tmp_path):
     in_star = write_series(tmp_path, [30000.0], [0.0])
     ts = star.read_tilt_series(in_star)
     with mrcfile.open(tmp_path / ts.tilts[star.MICROGRAPH][0], "r+") as m:
         m.data[:] = 7.0
     with pytest.raises(TiltflowError, match="tilt 1 .*blank"):
-        run(ts, tmp_path / "ctf" / "TS_01", CtfOptions())
+        run_series(ts, tmp_path / "ctf" / "TS_01", Options(), tmp_path)
 
 
 def test_dose_dependent_maximum_resolution():
@@ -132,10 +129,10 @@ def test_dose_dependent_maximum_resolution():
 ])
 def test_options_are_checked(kw, match):
     with pytest.raises(TiltflowError, match=match):
-        CtfOptions(**kw).check()
+        Options(**kw).validate()
 
 
 def test_no_micrograph_column(tmp_path):
     ts = star.TiltSeriesStar("TS_01", {star.TS_PIXEL_SIZE: 2.0}, pd.DataFrame({star.NOMINAL_TILT: [0.0]}))
     with pytest.raises(TiltflowError, match="run motioncor before ctf"):
-        run(ts, tmp_path, CtfOptions())
+        run_series(ts, tmp_path, Options(), tmp_path)

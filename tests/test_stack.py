@@ -14,7 +14,8 @@ from fakes import install
 from tiltflow import star
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.imodfiles import read_file_of_inputs, read_tilt_angles
-from tiltflow.steps.stack import StackOptions, bin_image, run
+from tiltflow.steps.common import run_star_step
+from tiltflow.steps.stack import Options, bin_image
 
 NAME = "TS_01"
 ANGLES = [0.0, 3.0, -3.0, -6.0, 6.0, 9.0, -9.0]  # dose-symmetric acquisition order
@@ -62,9 +63,13 @@ def make_series(root: Path, halves: bool = True, excluded: dict[int, str] | None
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def project(tmp_path):
     return tmp_path
+
+
+def run(in_star: Path, outdir: str, options: Options | None = None) -> Path:
+    """The stack step on ``in_star`` with the project root explicit (the STAR's folder's grandparent)."""
+    return run_star_step("stack", in_star, outdir, options or Options(), in_star.parents[2])
 
 
 def _stack(path: Path) -> tuple[np.ndarray, float]:
@@ -73,9 +78,9 @@ def _stack(path: Path) -> tuple[np.ndarray, float]:
 
 
 def test_builtin_orders_by_angle_drops_excluded_and_writes_all_outputs(project):
-    in_star = make_series(Path("."), excluded={4: "dark image"})
+    in_star = make_series(project, excluded={4: "dark image"})
     out = run(in_star, "stack")
-    assert out == Path("stack") / NAME / f"{NAME}.star"
+    assert out == project / "stack" / NAME / f"{NAME}.star"
     ts = star.read_tilt_series(out)
     kept = [a for i, a in enumerate(ANGLES) if i != 4]
     assert ts.tilts[star.NOMINAL_TILT].tolist() == sorted(kept)
@@ -87,20 +92,20 @@ def test_builtin_orders_by_angle_drops_excluded_and_writes_all_outputs(project):
     assert ts.globals["tfStackPixelSize"] == pytest.approx(PS)
     assert ts.globals[star.TS_PIXEL_SIZE] == pytest.approx(PS)
 
-    data, ps = _stack(Path(ts.globals["tfStack"]))
+    data, ps = _stack(project / ts.globals["tfStack"])
     assert data.shape == (6, *SHAPE) and ps == pytest.approx(PS)
     order = [i for i in np.argsort(ANGLES, kind="stable") if i != 4]
     for k, i in enumerate(order):
         np.testing.assert_array_equal(data[k], _image(i))
-    even, _ = _stack(Path(ts.globals["tfStackEven"]))
+    even, _ = _stack(project / ts.globals["tfStackEven"])
     np.testing.assert_allclose(even[0], _image(order[0]) + 0.5)
 
-    d = Path("stack") / NAME
+    d = project / "stack" / NAME
     np.testing.assert_allclose(read_tilt_angles(d / f"{NAME}.rawtlt"), sorted(kept))
     np.testing.assert_allclose(read_tilt_angles(d / f"{NAME}.tlt"), sorted(kept))
     entries = read_file_of_inputs(d / f"{NAME}.filelist")
     assert [Path(d, e.path).resolve() for e in entries] == [
-        Path(p).resolve() for p in ts.tilts[star.MICROGRAPH]]
+        (project / p).resolve() for p in ts.tilts[star.MICROGRAPH]]
     assert {e.sections for e in entries} == {"0"}
     log = (d / "console.log").read_text()
     assert "dark image" in log and "left out" in log
@@ -110,8 +115,8 @@ def test_builtin_orders_by_angle_drops_excluded_and_writes_all_outputs(project):
 def test_mdoc_describes_each_section(project):
     from tiltflow.metadata.mdoc import read_mdoc
 
-    run(make_series(Path(".")), "stack")
-    md = read_mdoc(Path("stack") / NAME / f"{NAME}.mdoc")
+    run(make_series(project), "stack")
+    md = read_mdoc(project / "stack" / NAME / f"{NAME}.mdoc")
     zs = [s for s in md.sections if s.kind == "ZValue"]
     assert [s.index for s in zs] == [str(i) for i in range(len(ANGLES))]
     assert [float(s.keys["TiltAngle"]) for s in zs] == sorted(ANGLES)
@@ -125,9 +130,9 @@ def test_mdoc_describes_each_section(project):
 
 
 def test_binning_halves_shape_and_doubles_pixel_size(project):
-    out = run(make_series(Path("."), halves=False), "stack", StackOptions(binning=2))
+    out = run(make_series(project, halves=False), "stack", Options(bin=2))
     ts = star.read_tilt_series(out)
-    data, ps = _stack(Path(ts.globals["tfStack"]))
+    data, ps = _stack(project / ts.globals["tfStack"])
     assert data.shape == (len(ANGLES), SHAPE[0] // 2, SHAPE[1] // 2)
     assert ps == pytest.approx(2 * PS)
     assert ts.globals["tfStackPixelSize"] == pytest.approx(2 * PS)
@@ -148,18 +153,18 @@ def test_bin_image_uses_the_central_region():
 
 
 def test_too_few_tilts_after_exclusion(project):
-    in_star = make_series(Path("."), excluded={0: "x", 1: "x", 2: "x"})
+    in_star = make_series(project, excluded={0: "x", 1: "x", 2: "x"})
     with pytest.raises(TiltflowError, match=r"TS_01 has 4 usable tilts of 7"):
         run(in_star, "stack")
-    assert not (Path("stack") / NAME / f"{NAME}.star").exists()
-    assert not (Path("stack") / NAME / f"{NAME}.mrc").exists()
+    assert not (project / "stack" / NAME / f"{NAME}.star").exists()
+    assert not (project / "stack" / NAME / f"{NAME}.mrc").exists()
 
 
 def test_missing_micrograph_and_shape_mismatch(project):
-    in_star = make_series(Path("."), shapes={3: (24, 32)})
+    in_star = make_series(project, shapes={3: (24, 32)})
     with pytest.raises(TiltflowError, match=r"TS_01: image is 32x24"):
         run(in_star, "stack")
-    os.remove(f"motioncor/{NAME}/{NAME}_003_-6.0.mrc")
+    os.remove(project / f"motioncor/{NAME}/{NAME}_003_-6.0.mrc")
     with pytest.raises(TiltflowError, match="micrograph not found") as err:
         run(in_star, "stack")
     assert "_003_-6.0.mrc" in str(err.value)
@@ -171,17 +176,17 @@ def fake_newstack(tmp_path):
 
 
 def test_imod_backend_gives_the_same_outputs(project, fake_newstack):
-    in_star = make_series(Path("."), excluded={2: "bad CTF"})
-    builtin = star.read_tilt_series(run(in_star, "stack_builtin", StackOptions(binning=2)))
-    imod = star.read_tilt_series(run(in_star, "stack", StackOptions(backend="imod", executable=str(fake_newstack),
-                                                                  binning=2)))
+    in_star = make_series(project, excluded={2: "bad CTF"})
+    builtin = star.read_tilt_series(run(in_star, "stack_builtin", Options(bin=2)))
+    imod = star.read_tilt_series(run(in_star, "stack", Options(backend="imod", executable=str(fake_newstack),
+                                                                  bin=2)))
     pd.testing.assert_frame_equal(builtin.tilts, imod.tilts)
     for key in ("tfStack", "tfStackEven", "tfStackOdd"):
-        a, pa = _stack(Path(builtin.globals[key]))
-        b, pb = _stack(Path(imod.globals[key]))
+        a, pa = _stack(project / builtin.globals[key])
+        b, pb = _stack(project / imod.globals[key])
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
         assert pa == pytest.approx(pb) == pytest.approx(2 * PS)
-    d = Path("stack") / NAME
+    d = project / "stack" / NAME
     log = (d / f"{NAME}_newstack.log").read_text()
     assert "-fileinlist" in log and "-bin 2" in log
     assert (d / f"{NAME}_EVN.filelist").is_file()
@@ -190,9 +195,9 @@ def test_imod_backend_gives_the_same_outputs(project, fake_newstack):
 def test_imod_backend_leaves_no_backup_files(project, fake_newstack):
     """newstack renames an existing output to name~ (as IMOD 4.8's did with tiltflow's pre-created
     temporary file): the step must give it a path that does not exist, also when re-run over a stack."""
-    in_star = make_series(Path("."))
-    opts = StackOptions(backend="imod", executable=str(fake_newstack))
-    d = Path("stack") / NAME
+    in_star = make_series(project)
+    opts = Options(backend="imod", executable=str(fake_newstack))
+    d = project / "stack" / NAME
     first = run(in_star, "stack", opts)
     again = run(in_star, "stack", opts)
     assert first == again and (d / f"{NAME}.mrc").is_file()
@@ -226,13 +231,13 @@ def test_clean_partials_removes_temporary_folders(tmp_path):
 
 
 def test_imod_backend_failures_leave_nothing_half_written(project, fake_newstack, monkeypatch):
-    in_star = make_series(Path("."), halves=False)
-    opts = StackOptions(backend="imod", executable=str(fake_newstack))
+    in_star = make_series(project, halves=False)
+    opts = Options(backend="imod", executable=str(fake_newstack))
     monkeypatch.setenv("FAKE_NEWSTACK_FAIL", "1")
     with pytest.raises(ToolError, match=r"newstack failed on tilt series TS_01 \(exit status 1\); .*ERROR: "
                                         r"NEWSTACK - Opening"):
         run(in_star, "stack", opts)
-    d = Path("stack") / NAME
+    d = project / "stack" / NAME
     assert not (d / f"{NAME}.mrc").exists() and not (d / f"{NAME}.star").exists()
     assert not list(d.glob(".*.part*"))
     monkeypatch.delenv("FAKE_NEWSTACK_FAIL")
@@ -240,28 +245,28 @@ def test_imod_backend_failures_leave_nothing_half_written(project, fake_newstack
     with pytest.raises(ToolError, match="exited normally on tilt series TS_01 but did not write"):
         run(in_star, "stack", opts)
     with pytest.raises(ToolError, match="does not exist"):
-        run(in_star, "stack", StackOptions(backend="imod", executable=str(Path("nowhere") / "newstack")))
+        run(in_star, "stack", Options(backend="imod", executable=str(Path("nowhere") / "newstack")))
 
 
 def test_cli_stack(project):
     from tiltflow.cli import main
 
-    in_star = make_series(Path("."), halves=False)
-    assert main(["stack", str(in_star), "--outdir", "stk", "--bin", "2"]) == 0
-    ts = star.read_tilt_series(Path("stk") / NAME / f"{NAME}.star")
+    in_star = make_series(project, halves=False)
+    assert main(["stack", str(in_star), "--root", str(project), "--outdir", "stk", "--bin", "2"]) == 0
+    ts = star.read_tilt_series(project / "stk" / NAME / f"{NAME}.star")
     assert ts.globals["tfStackBinning"] == 2
-    assert main(["stack", str(in_star), "--backend", "nonsense"]) == 2
+    assert main(["stack", str(in_star), "--root", str(project), "--backend", "nonsense"]) == 2
 
 
 def test_header_statistics_written_section_by_section_match_the_whole_stack(project):
     """dmin/dmax/dmean/rms (MRC 2014: rms = standard deviation) from numpy over the whole stack, for the
     stack and for EVN/ODD; the voxels are the input micrographs in tilt order (the stack is streamed)."""
-    out = run(make_series(Path(".")), "stack")
+    out = run(make_series(project), "stack")
     ts = star.read_tilt_series(out)
     order = np.argsort(ANGLES, kind="stable")
     for key, offset in (("tfStack", 0.0), ("tfStackEven", 0.5), ("tfStackOdd", -0.5)):
         expected = np.stack([_image(i) + np.float32(offset) for i in order])
-        with mrcfile.open(ts.globals[key], permissive=True) as m:
+        with mrcfile.open(project / ts.globals[key], permissive=True) as m:
             np.testing.assert_array_equal(m.data, expected)
             h = m.header
             assert float(h.dmin) == pytest.approx(float(expected.min()))

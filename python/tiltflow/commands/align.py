@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tiltflow.commands.options import build, option, project_root, shown
+from tiltflow.commands.options import build, option, project_root, root_option, shown
 from tiltflow.steps.align import Options
 from tiltflow.steps.common import run_star_step
 
@@ -14,6 +14,7 @@ from tiltflow.steps.common import run_star_step
 def main(
     in_star: Path = typer.Argument(..., help="Per-tilt-series STAR file from the stack step."),
     outdir: Path = typer.Option(Path("align"), "--outdir", help="Step folder; writes <outdir>/<name>/."),
+    root: Path | None = root_option(),
     backend: str = option(Options, "backend"),
     executable: str | None = option(Options, "executable"),
     thickness: float = option(Options, "thickness"),
@@ -31,5 +32,5 @@ def main(
     Writes <name>.aln (AreTomo), <name>.xf/.tlt (IMOD) and <name>.star with rlnTomoXTilt, rlnTomoYTilt,
     rlnTomoZRot, rlnTomoXShiftAngst and rlnTomoYShiftAngst; dark tilts are dropped.
     """
-    root = project_root()
+    root = project_root(root)
     typer.echo(shown(run_star_step("align", in_star, outdir, build(Options, locals()), root), root))

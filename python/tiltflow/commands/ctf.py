@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tiltflow.commands.options import build, option, project_root, shown
+from tiltflow.commands.options import build, option, project_root, root_option, shown
 from tiltflow.steps.common import run_star_step
 from tiltflow.steps.ctf import Options
 
@@ -14,6 +14,7 @@ from tiltflow.steps.ctf import Options
 def main(
     in_star: Path = typer.Argument(..., help="The tilt series' STAR file (from motioncor)."),
     outdir: Path = typer.Option(Path("ctf"), "--outdir", help="Step folder: writes OUTDIR/<name>/<name>.star."),
+    root: Path | None = root_option(),
     backend: str = option(Options, "backend"),
     executable: str | None = option(Options, "executable"),
     box: int = option(Options, "box"),
@@ -37,5 +38,5 @@ def main(
     rlnCtfFigureOfMerit, rlnCtfMaxResolution, rlnCtfImage; per tilt <root>_PS.ctf (diagnostic MRC),
     <root>_ctf.png, and CTFFIND's <root>_PS.txt and _avrot.txt in <outdir>/<name>/frames/.
     """
-    root = project_root()
+    root = project_root(root)
     typer.echo(shown(run_star_step("ctf", in_star, outdir, build(Options, locals()), root), root))

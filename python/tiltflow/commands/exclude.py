@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tiltflow.commands.options import build, option, project_root, shown
+from tiltflow.commands.options import build, option, project_root, root_option, shown
 from tiltflow.steps.common import run_star_step
 from tiltflow.steps.exclude import Options
 
@@ -14,6 +14,7 @@ from tiltflow.steps.exclude import Options
 def main(
     in_star: Path = typer.Argument(..., help="Per-tilt-series STAR file from the ctf step."),
     outdir: Path = typer.Option(Path("exclude"), "--outdir", help="Step folder; writes <outdir>/<name>/."),
+    root: Path | None = root_option(),
     exclude_tilts: str | None = option(Options, "exclude_tilts"),
     keep_tilts: str | None = option(Options, "keep_tilts"),
     max_motion: float = option(Options, "max_motion"),
@@ -32,5 +33,5 @@ def main(
     Writes <name>.star with tfExcluded/tfExcludeReason per tilt (stack drops excluded rows, as RELION's
     ExcludeTiltImages does) and rlnTomoHand, exclusions.tsv and <name>_hand.json.
     """
-    root = project_root()
+    root = project_root(root)
     typer.echo(shown(run_star_step("exclude", in_star, outdir, build(Options, locals()), root), root))

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from tiltflow.commands.options import build, option, project_root
+from tiltflow.commands.options import build, option, project_root, root_option
 from tiltflow.steps.gain import Options, run_session
 
 
 def main(
     gain: Path = typer.Argument(..., help="Gain reference: MRC, TIFF, EER .gain or DM4 (K2/K3)."),
     outdir: Path = typer.Option(Path("gain"), "--outdir", help="Output folder; writes OUTDIR/gain.mrc."),
+    root: Path | None = root_option(),
     rotate: int = option(Options, "rotate"),
     flip: int = option(Options, "flip"),
     serialem_rf: int | None = option(Options, "serialem_rf"),
@@ -25,5 +26,5 @@ def main(
     Writes OUTDIR/gain.mrc (float32, multiplicative: corrected = raw * gain, like MotionCor's -Gain),
     gain.json, defects.mrc when there were bad pixels, and console.log/error.log.
     """
-    root = project_root()
+    root = project_root(root)
     typer.echo(run_session(gain, outdir, build(Options, locals()), root).output)

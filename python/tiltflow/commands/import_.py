@@ -6,13 +6,14 @@ from pathlib import Path
 
 import typer
 
-from tiltflow.commands.options import build, option, project_root, shown
+from tiltflow.commands.options import build, option, project_root, root_option, shown
 from tiltflow.steps.importer import Options, run_session
 
 
 def main(
     paths: list[Path] = typer.Argument(..., help="Session folder(s) and/or tilt-series mdoc files."),
     outdir: Path = typer.Option(Path("import"), "--outdir", help="Output folder."),
+    root: Path | None = root_option(),
     kv: float | None = option(Options, "kv"),
     cs: float = option(Options, "cs"),
     amp_contrast: float = option(Options, "amp_contrast"),
@@ -31,6 +32,6 @@ def main(
     newest image. Nothing is written when an mdoc is incomplete, has no dose (give --dose-per-tilt)
     or no tilt axis (give --tilt-axis).
     """
-    root = project_root()
+    root = project_root(root)
     result = run_session(paths, outdir, build(Options, locals()), root)
     typer.echo(f"{len(result.series_stars)} tilt series -> {shown(result.tomograms, root)}")

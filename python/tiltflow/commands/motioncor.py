@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tiltflow.commands.options import build, option, project_root, shown
+from tiltflow.commands.options import build, option, project_root, root_option, shown
 from tiltflow.steps.common import run_star_step
 from tiltflow.steps.motioncor import Options
 
@@ -14,6 +14,7 @@ from tiltflow.steps.motioncor import Options
 def main(
     in_star: Path = typer.Argument(..., help="The tilt series' STAR file (from import)."),
     outdir: Path = typer.Option(Path("motioncor"), "--outdir", help="Step folder: writes OUTDIR/<name>/<name>.star."),
+    root: Path | None = root_option(),
     gain: Path | None = option(Options, "gain"),
     frames: Path | None = option(Options, "frames"),
     backend: str = option(Options, "backend"),
@@ -39,5 +40,5 @@ def main(
     Movies are found at rlnMicrographMovieName (relative to the current folder) or by name in --frames.
     """
     backend = backend.lower()
-    root = project_root()
+    root = project_root(root)
     typer.echo(shown(run_star_step("motioncor", in_star, outdir, build(Options, locals()), root), root))

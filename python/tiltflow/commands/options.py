@@ -22,10 +22,16 @@ def option(options_cls: type, name: str) -> Any:
     return typer.Option(default, flag, help=meta["help"], **meta["limits"])
 
 
-def project_root() -> Path:
-    """The project root of a step command: the folder it was started in, taken once here (STAR paths are
-    relative to it; the library never looks at the working directory)."""
-    return Path.cwd()
+def root_option() -> Any:
+    """``--root``: the project root of a step command."""
+    return typer.Option(None, "--root", help="Project root: paths in STAR files and relative paths given here are "
+                                             "relative to it (default: the current folder).")
+
+
+def project_root(root: Path | None) -> Path:
+    """The project root of a step command: ``--root``, else the folder it was started in, taken once here
+    (the library never looks at the working directory)."""
+    return (root if root is not None else Path.cwd()).absolute()
 
 
 def shown(path: Path, root: Path) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tiltflow.commands.options import build, option, project_root, shown
+from tiltflow.commands.options import build, option, project_root, root_option, shown
 from tiltflow.steps.common import run_star_step
 from tiltflow.steps.reconstruct import Options
 
@@ -14,6 +14,7 @@ from tiltflow.steps.reconstruct import Options
 def main(
     in_star: Path = typer.Argument(..., help="Per-tilt-series STAR file from the align step."),
     outdir: Path = typer.Option(Path("reconstruct"), "--outdir", help="Step folder; writes <outdir>/<name>/."),
+    root: Path | None = root_option(),
     pixel_size: float = option(Options, "pixel_size"),
     thickness: float = option(Options, "thickness"),
     method: str = option(Options, "method"),
@@ -33,5 +34,5 @@ def main(
     rlnTomoReconstructedTomogram, rlnTomoSizeX/Y/Z, rlnTomoTomogramBinning and rlnCtfScalefactor.
     The images are CTF-corrected (default: phase flipping) and exposure-weighted first.
     """
-    root = project_root()
+    root = project_root(root)
     typer.echo(shown(run_star_step("reconstruct", in_star, outdir, build(Options, locals()), root), root))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tiltflow.commands.options import build, option, project_root, shown
+from tiltflow.commands.options import build, option, project_root, root_option, shown
 from tiltflow.steps.common import run_star_step
 from tiltflow.steps.stack import Options
 
@@ -14,6 +14,7 @@ from tiltflow.steps.stack import Options
 def main(
     in_star: Path = typer.Argument(..., help="Per-tilt-series STAR file from motioncor/ctf/exclude."),
     outdir: Path = typer.Option(Path("stack"), "--outdir", help="Step folder; writes <outdir>/<name>/."),
+    root: Path | None = root_option(),
     backend: str = option(Options, "backend"),
     executable: str | None = option(Options, "executable"),
     bin: int = option(Options, "bin"),
@@ -23,5 +24,5 @@ def main(
 
     Writes <name>.mrc (+ _EVN/_ODD), .rawtlt, .tlt, .mdoc, IMOD's .filelist and <name>.star.
     """
-    root = project_root()
+    root = project_root(root)
     typer.echo(shown(run_star_step("stack", in_star, outdir, build(Options, locals()), root), root))
