@@ -290,7 +290,7 @@ def _builtin_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: float,
         res = correct_movie(movie, pixel_size=movie_px, gain=gain, settings=settings, exposure=exposure,
                             defects=defects, device=device, label=t.label)
         info = MovieInfo(str(t.movie), movie.shape[1], movie.shape[0], movie.n_frames, movie_px,
-                         options.bin, str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
+                         options.bin, str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
     paths = _paths(frames_dir, t.root)
     dt = DTYPES[options.dtype]
     write_mrc(paths["image"], res.sums.image, res.pixel_size, dtype=dt)
@@ -393,7 +393,7 @@ def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: floa
         n_total = n_frames if fmt != "eer" else (n_raw // raw_per_frame)
         traj = Trajectory.from_used(out.shifts, n_total, options.throw)
         info = MovieInfo(str(t.movie), shape[1], shape[0], n_total, movie_px, options.bin,
-                         str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
+                         str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
         _save_tool_outputs(paths, images, traj, info, out_px, options)
         for extra in sorted((tmp / "logs").glob("*")):  # MotionCor's own -LogDir files, kept with the log
             if extra.is_file():
@@ -437,7 +437,7 @@ def _relion_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: float, 
             images["even"] = _read_output(out.even, "RELION", t)
             images["odd"] = _read_output(out.odd, "RELION", t)
         info = MovieInfo(str(t.movie), shape[1], shape[0], n_frames, movie_px, options.bin,
-                         str(gain_path) if gain_path else None, fdose, t.pre_exposure, kv)
+                         str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
         _save_tool_outputs(paths, images, out.trajectory, info, movie_px * options.bin, options)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
