@@ -61,8 +61,7 @@ def make_ctf_star(root: Path, dark=(), blank=(), motion=None, ctf_res=None, fom=
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def project(tmp_path):
     return tmp_path
 
 
@@ -137,13 +136,14 @@ def test_residual_rule_for_the_align_step():
 # --- the step ----------------------------------------------------------------------------------------
 def test_exclude_step_marks_rows_writes_reasons_and_stack_drops_them(project):
     from tiltflow.cli import main
-    from tiltflow.steps.stack import run as stack_run
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.stack import Options as StackOptions
 
-    in_star = make_ctf_star(Path("."), dark=(8,), blank=(5,), motion={3: 120.0}, ctf_res={7: 24.0})
-    rc = main(["exclude", str(in_star), "--outdir", "exclude", "--min-ctf-resolution", "15", "--hand", "keep",
+    in_star = make_ctf_star(project, dark=(8,), blank=(5,), motion={3: 120.0}, ctf_res={7: 24.0})
+    rc = main(["exclude", "--root", str(project), str(in_star), "--outdir", "exclude", "--min-ctf-resolution", "15", "--hand", "keep",
                "--exclude-tilts", "TS_01:1;TS_02:4", "--keep-tilts", "TS_01:3"])
     assert rc == 0
-    out = Path("exclude") / NAME / f"{NAME}.star"
+    out = project / "exclude" / NAME / f"{NAME}.star"
     ts = star.read_tilt_series(out)
     assert len(ts.tilts) == len(ANGLES)  # rows stay; the flag marks them
     assert list(ts.tilts["tfAcquisitionIndex"]) == list(range(len(ANGLES)))
@@ -156,35 +156,35 @@ def test_exclude_step_marks_rows_writes_reasons_and_stack_drops_them(project):
     assert "excluded by user" in reasons[1]
     assert "kept by user" in reasons[3] and "total motion 120.0 A" in reasons[3]
     assert int(ts.globals[star.HAND]) == -1  # --hand keep
-    tsv = (Path("exclude") / NAME / "exclusions.tsv").read_text().splitlines()
+    tsv = (project / "exclude" / NAME / "exclusions.tsv").read_text().splitlines()
     assert tsv[0].startswith("acquisition_index\ttilt_angle\texcluded") and len(tsv) == len(ANGLES) + 1
     assert "8\t40.00\t1\tauto\texcluded: dark image" in tsv[9]
-    log = (Path("exclude") / NAME / "console.log").read_text()
+    log = (project / "exclude" / NAME / "console.log").read_text()
     assert "4 of 9 tilts excluded" in log and "CTF fit resolution 24.0 A" in log
 
-    stacked = star.read_tilt_series(stack_run(out, "stack"))
+    stacked = star.read_tilt_series(run_star_step("stack", out, "stack", StackOptions(), project))
     assert sorted(stacked.tilts["tfAcquisitionIndex"]) == [0, 2, 3, 4, 6]  # excluded rows dropped, as RELION
     assert list(stacked.tilts[star.NOMINAL_TILT]) == sorted(stacked.tilts[star.NOMINAL_TILT])
-    with mrcfile.open(Path("stack") / NAME / f"{NAME}.mrc") as m:
+    with mrcfile.open(project / "stack" / NAME / f"{NAME}.mrc") as m:
         assert m.data.shape[0] == 5
 
 
 def test_unknown_index_and_forced_hand(project, capsys):
     from tiltflow.cli import main
 
-    in_star = make_ctf_star(Path("."))
-    assert main(["exclude", str(in_star), "--exclude-tilts", "TS_01:3,42", "--hand", "keep"]) == 2
+    in_star = make_ctf_star(project)
+    assert main(["exclude", "--root", str(project), str(in_star), "--exclude-tilts", "TS_01:3,42", "--hand", "keep"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("tiltflow: error")]
     assert len(err) == 1 and "no tilt with acquisition index 42 (valid: 0-8)" in err[0]
-    assert main(["exclude", str(in_star), "--hand", "1"]) == 0
-    ts = star.read_tilt_series(Path("exclude") / NAME / f"{NAME}.star")
+    assert main(["exclude", "--root", str(project), str(in_star), "--hand", "1"]) == 0
+    ts = star.read_tilt_series(project / "exclude" / NAME / f"{NAME}.star")
     assert int(ts.globals[star.HAND]) == 1 and not ts.tilts["tfExcluded"].any()
 
 
 def test_missing_micrograph_is_a_one_line_error(project, capsys):
     from tiltflow.cli import main
 
-    in_star = make_ctf_star(Path("."))
-    (Path("motioncor") / NAME / f"{NAME}_004_20.0.mrc").unlink()
-    assert main(["exclude", str(in_star), "--hand", "keep"]) == 2
+    in_star = make_ctf_star(project)
+    (project / "motioncor" / NAME / f"{NAME}_004_20.0.mrc").unlink()
+    assert main(["exclude", "--root", str(project), str(in_star), "--hand", "keep"]) == 2
     assert "micrograph not found" in capsys.readouterr().err

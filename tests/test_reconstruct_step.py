@@ -95,10 +95,9 @@ def corr(a, b) -> float:
 
 def _run(root, monkeypatch, *args):
     """The CLI; these series carry no CTF, so no CTF correction unless a test asks for one."""
-    monkeypatch.chdir(root)
     monkeypatch.setenv("TILTFLOW_THREADS", "1")
     extra = [] if "--ctf-correction" in args else ["--ctf-correction", "none"]
-    return cli(["reconstruct", *[str(a) for a in args], *extra, "--device", "cpu"])
+    return cli(["reconstruct", "--root", str(root), *[str(a) for a in args], *extra, "--device", "cpu"])
 
 
 def test_reconstruct_writes_tomogram_star_and_halves(tmp_path, monkeypatch):
