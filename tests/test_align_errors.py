@@ -11,7 +11,8 @@ from tiltflow.align import synthetic
 from tiltflow.align.pipeline import align_stack
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import write_mrc
-from tiltflow.steps.align import AlignOptions, run
+from tiltflow.steps.align import Options
+from tiltflow.steps.common import run_star_step
 
 
 def make_project(root, s):
@@ -19,8 +20,7 @@ def make_project(root, s):
 
 
 @pytest.fixture()
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def project(tmp_path):
     return tmp_path
 
 
@@ -35,7 +35,7 @@ def test_too_few_tilts(project):
     s.nominal_tilts = s.nominal_tilts[:4]
     in_star = make_project(project, s)
     with pytest.raises(TiltflowError, match="TS_01.*only 4 tilts"):
-        run(in_star.relative_to(project), "align", AlignOptions(device="cpu"))
+        run_star_step("align", in_star.relative_to(project), "align", root=project, options=Options(device="cpu"))
     assert _no_outputs(project)
 
 
@@ -59,7 +59,7 @@ def test_stack_does_not_match_table(project):
     in_star = make_project(project, s)
     write_mrc(project / "stack" / "TS_01" / "TS_01.mrc", s.images[:-2], 10.0)
     with pytest.raises(TiltflowError, match="TS_01: the stack has 11 sections but the STAR table has 13"):
-        run(in_star.relative_to(project), "align", AlignOptions(device="cpu"))
+        run_star_step("align", in_star.relative_to(project), "align", root=project, options=Options(device="cpu"))
     assert _no_outputs(project)
 
 
@@ -68,9 +68,9 @@ def test_missing_stack_and_bad_backend(project):
     in_star = make_project(project, s)
     (project / "stack" / "TS_01" / "TS_01.mrc").unlink()
     with pytest.raises(TiltflowError, match="TS_01: stack not found"):
-        run(in_star.relative_to(project), "align", AlignOptions(device="cpu"))
+        run_star_step("align", in_star.relative_to(project), "align", root=project, options=Options(device="cpu"))
     with pytest.raises(TiltflowError, match="unknown align backend"):
-        run(in_star.relative_to(project), "align", AlignOptions(backend="imod"))
+        run_star_step("align", in_star.relative_to(project), "align", root=project, options=Options(backend="imod"))
     assert _no_outputs(project)
 
 
@@ -81,7 +81,7 @@ def test_aretomo_exiting_non_zero(project):
     exe.write_text("#!/bin/sh\necho 'AreTomo2 version 1.1.2'\necho 'CUDA error: out of memory' >&2\nexit 3\n")
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     with pytest.raises(TiltflowError, match="TS_01"):
-        run(in_star.relative_to(project), "align",
-            AlignOptions(backend="aretomo2", executable=str(exe), device="cpu"))
+        run_star_step("align", in_star.relative_to(project), "align", root=project,
+            options=Options(backend="aretomo2", executable=str(exe), device="cpu"))
     assert _no_outputs(project)
     assert not any(p.name.endswith(".part") for p in (project / "align").rglob("*"))

@@ -24,20 +24,14 @@ def make_project(root, s: synthetic.SyntheticSeries, name: str = "TS_01", axis_i
 
 @pytest.fixture(scope="module")
 def aligned(tmp_path_factory):
-    import os
-
-    from tiltflow.steps.align import AlignOptions, run
+    from tiltflow.steps.align import Options
+    from tiltflow.steps.common import run_star_step
 
     root = tmp_path_factory.mktemp("proj")
     s = synthetic.make_series(size=64, tilt_step=4, n_dark=2, seed=3, tilt_axis=AXIS, thickness=12, n_blobs=150)
     in_star = make_project(root, s)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        out = run(in_star.relative_to(root), "align", AlignOptions(thickness_nm=16 * PX / 10, device="cpu"))
-    finally:
-        os.chdir(cwd)
-    return root, s, root / out
+    out = run_star_step("align", in_star.relative_to(root), "align", Options(thickness=16 * PX / 10, device="cpu"), root)
+    return root, s, out
 
 
 def test_outputs_and_dark_rows_dropped(aligned):

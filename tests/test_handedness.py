@@ -50,21 +50,20 @@ def simulated_ctf_star(root: Path, hand: int, dark_tilts: int = 0, imported_hand
 
 @pytest.mark.parametrize("hand", [1, -1])
 def test_exclude_step_finds_the_simulated_hand(tmp_path, monkeypatch, hand):
-    from tiltflow.qc.exclusion import Thresholds
-    from tiltflow.steps.exclude import ExcludeOptions, run
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.exclude import Options
 
-    monkeypatch.chdir(tmp_path)
-    in_star = simulated_ctf_star(Path("."), hand, dark_tilts=1 if hand == -1 else 0)
+    in_star = simulated_ctf_star(tmp_path, hand, dark_tilts=1 if hand == -1 else 0)
     # dark_tol 0.5: at 40 e/A^2 and 3x contrast the std is specimen-dominated and grows with the path length
     # at 60 deg (real tilts at ~3 e/A^2 are shot-noise dominated, where AreTomo's 0.7 is right)
-    out = run(in_star.relative_to(Path(".")), "exclude", ExcludeOptions(Thresholds(dark_tol=0.5), device="cpu"))
+    out = run_star_step("exclude", in_star, "exclude", Options(dark_tol=0.5, device="cpu"), tmp_path)
     ts = star.read_tilt_series(out)
     assert int(ts.globals[star.HAND]) == hand and ts.globals["tfHandSource"] == "measured"
     assert int(ts.globals["tfHandMeasured"]) == hand
     assert float(ts.globals["tfHandZ"]) >= 6.0  # confident (qc/handedness.py's limits)
     assert 0.6 < abs(float(ts.globals["tfHandScale"])) < 1.5  # the gradient has the size geometry predicts
     assert float(ts.globals["tfHandAgreement"]) == 1.0
-    side = json.loads((Path("exclude") / ts.name / f"{ts.name}_hand.json").read_text())
+    side = json.loads((tmp_path / "exclude" / ts.name / f"{ts.name}_hand.json").read_text())
     assert side["hand"] == side["measured"] == side["rlnTomoHand"] == hand and len(side["tilts"]) >= 3
     assert side["confident"] and side["source"] == "measured" and side["imported"] == 1
     for t in side["tilts"]:  # slope follows -hand * tan(tilt) tilt by tilt
@@ -77,7 +76,7 @@ def test_exclude_step_finds_the_simulated_hand(tmp_path, monkeypatch, hand):
     else:
         assert excluded.empty
     if hand == -1:
-        log = (Path("exclude") / ts.name / "error.log").read_text()
+        log = (tmp_path / "exclude" / ts.name / "error.log").read_text()
         assert "replaces the imported rlnTomoHand 1" in log
 
 
@@ -86,22 +85,21 @@ def test_weak_evidence_keeps_the_imported_hand_and_warns(tmp_path, monkeypatch):
 
     With this seed the measurement even points the wrong way (h -3.6, z 3.7, 87% of tilts agree): the
     former limits (z 3, 70%) wrote -1. Now the imported value stays, with a warning and the numbers."""
-    from tiltflow.qc.exclusion import Thresholds
     from tiltflow.qc.report.render import hand_text
-    from tiltflow.steps.exclude import ExcludeOptions, run
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.exclude import Options
 
-    monkeypatch.chdir(tmp_path)
-    in_star = simulated_ctf_star(Path("."), 1, imported_hand=1, seed=3, dose_per_tilt=0.5, contrast=0.3)
+    in_star = simulated_ctf_star(tmp_path, 1, imported_hand=1, seed=3, dose_per_tilt=0.5, contrast=0.3)
     # only the handedness is under test: no tilt is excluded
-    out = run(in_star, "exclude", ExcludeOptions(Thresholds(dark_tol=0.0, min_ctf_resolution=None), device="cpu"))
+    out = run_star_step("exclude", in_star, "exclude", Options(dark_tol=0.0, min_ctf_resolution=0, device="cpu"), tmp_path)
     ts = star.read_tilt_series(out)
     g = ts.globals
     assert int(g[star.HAND]) == 1 and g["tfHandSource"] == "imported" and int(g["tfHandMeasured"]) == 0
-    side = json.loads((Path("exclude") / ts.name / f"{ts.name}_hand.json").read_text())
+    side = json.loads((tmp_path / "exclude" / ts.name / f"{ts.name}_hand.json").read_text())
     assert not side["confident"] and side["rlnTomoHand"] == 1 and side["source"] == "imported"
     assert side["z"] < side["limits"]["min_z"] or side["agreement"] < side["limits"]["min_agreement"]
     assert side["measured"] == int(np.sign(side["scale"])) != 0
-    log = (Path("exclude") / ts.name / "error.log").read_text()
+    log = (tmp_path / "exclude" / ts.name / "error.log").read_text()
     assert f"measured hand {side['measured']:+d}, not confident" in log and "rlnTomoHand stays 1 (imported" in log
     text = hand_text(g)
     assert text.startswith(f"+1 (imported; measured {side['measured']:+d}, not confident: z {side['z']:.1f}")
