@@ -14,14 +14,14 @@ import pytest
 from tiltflow import star
 from tiltflow.cli import main as cli_main
 from tiltflow.errors import TiltflowError
-from tiltflow.steps.importer import import_session
+from tiltflow.steps.importer import Options, run_session
 
 DATA = Path(__file__).parent / "data"
 RELION_TS01 = DATA / "cets-relion__Import_job001_tilt_series_TS_01.star"
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
+def project(tmp_path):
     """A project root holding session/TS_01.mrc.mdoc and its (empty) movies in session/frames."""
     session = tmp_path / "session"
     (session / "frames").mkdir(parents=True)
@@ -29,14 +29,13 @@ def project(tmp_path, monkeypatch):
     _, relion = star.read_relion_tilt_table(RELION_TS01)
     for movie in relion[star.MOVIE]:
         (session / "frames" / Path(movie).name).write_bytes(b"")
-    monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def test_import_matches_relion_import_job(project):
-    result = import_session("session", "import", dose_per_tilt=3.0)
-    assert result.series_stars == [Path("import/TS_01/TS_01.star")]
-    ts = star.read_tilt_series("import/TS_01/TS_01.star")
+    result = run_session("session", "import", Options(dose_per_tilt=3.0), project)
+    assert result.series_stars == [(project / "import/TS_01/TS_01.star")]
+    ts = star.read_tilt_series(project / "import/TS_01/TS_01.star")
     _, relion = star.read_relion_tilt_table(RELION_TS01)
     ours = ts.tilts
     assert len(ours) == len(relion) == 41
@@ -58,36 +57,36 @@ def test_import_matches_relion_import_job(project):
     assert g[star.HAND] == -1 and g[star.OPTICS_GROUP] == "optics1"
     assert g[star.ORIGINAL_PIXEL_SIZE] == pytest.approx(1.35) and g["tfMdoc"] == "session/TS_01.mrc.mdoc"
     # the global table points at the per-series files
-    tomo = star.read_tomograms("import/tomograms.star")
+    tomo = star.read_tomograms(project / "import/tomograms.star")
     assert tomo[star.TOMO_NAME].tolist() == ["TS_01"]
     assert tomo[star.TS_STAR_FILE].tolist() == ["import/TS_01/TS_01.star"]
-    assert star.read_tomogram_set("import/tomograms.star")[0].tilts[star.PRE_EXPOSURE].iloc[-1] == 120.0
-    log = Path("import/TS_01/console.log").read_text()
+    assert star.read_tomogram_set(project / "import/tomograms.star", project)[0].tilts[star.PRE_EXPOSURE].iloc[-1] == 120.0
+    log = (project / "import/TS_01/console.log").read_text()
     assert "41 tilts" in log and "dose-symmetric" in log and "41/41 movies found" in log
-    assert "PixelSpacing / Binning" in Path("import/TS_01/error.log").read_text()
+    assert "PixelSpacing / Binning" in (project / "import/TS_01/error.log").read_text()
 
 
 def test_import_options_and_missing_movies(project):
     (project / "session" / "frames" / "TS_01_040_60.0.mrc").unlink()
-    import_session(["session/TS_01.mrc.mdoc"], "imp2", kv=200, cs=0.01, amp_contrast=0.07, tilt_axis=-95.0,
-                   dose_per_tilt=2.5, hand=1, optics_group="krios2", pixel_size=0.675)
-    ts = star.read_tilt_series("imp2/TS_01/TS_01.star")
+    run_session(["session/TS_01.mrc.mdoc"], "imp2", Options(kv=200, cs=0.01, amp_contrast=0.07, tilt_axis=-95.0,
+                dose_per_tilt=2.5, hand=1, optics_group="krios2", pixel_size=0.675), project)
+    ts = star.read_tilt_series(project / "imp2/TS_01/TS_01.star")
     assert ts.globals[star.VOLTAGE] == 200 and ts.globals[star.CS] == 0.01
     assert ts.globals[star.AMP_CONTRAST] == 0.07 and ts.globals[star.HAND] == 1
     assert ts.globals[star.OPTICS_GROUP] == "krios2" and ts.globals[star.ORIGINAL_PIXEL_SIZE] == 0.675
     assert set(ts.tilts[star.NOMINAL_AXIS]) == {-95.0}
     assert ts.tilts[star.PRE_EXPOSURE].iloc[3] == 7.5
     assert ts.tilts[star.MOVIE].iloc[-1] == "TS_01_040_60.0.mrc"  # missing: basename kept
-    assert "1 of 41 movies not found: TS_01_040_60.0.mrc" in Path("imp2/TS_01/error.log").read_text()
+    assert "1 of 41 movies not found: TS_01_040_60.0.mrc" in (project / "imp2/TS_01/error.log").read_text()
 
 
 def test_import_library_errors_write_nothing(project):
     with pytest.raises(TiltflowError, match="no dose for any tilt.*--dose-per-tilt") as err:
-        import_session("session", "out")
+        run_session("session", "out", Options(), project)
     assert "session/TS_01.mrc.mdoc" in str(err.value)
     with pytest.raises(TiltflowError, match="--hand 0"):
-        import_session("session", "out", dose_per_tilt=3, hand=0)
-    assert not Path("out").exists()
+        run_session("session", "out", Options(dose_per_tilt=3, hand=0), project)
+    assert not (project / "out").exists()
 
 
 def _cli(args, capsys):
@@ -103,7 +102,8 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_cli_import_and_inspect(project, capsys):
+def test_cli_import_and_inspect(project, capsys, monkeypatch):
+    monkeypatch.chdir(project)  # inspect names the files relative to the folder it runs in
     code, out, err = _cli(["import", "session", "--outdir", "import", "--dose-per-tilt", "3"], capsys)
     assert code == 0, err
     assert "1 tilt series -> import/tomograms.star" in out
@@ -184,13 +184,12 @@ def test_cli_inspect_incomplete_exits_nonzero(tmp_path, capsys):
     assert json.loads(out)["skipped"][0]["kind"] == "incomplete"
 
 
-def test_skip_incomplete_imports_the_rest(tmp_path, monkeypatch):
+def test_skip_incomplete_imports_the_rest(tmp_path):
     _incomplete(tmp_path)
     shutil.copy(DATA / "python-murfey__test_1_4digit-year-edit.mdoc", tmp_path / "ts_010.mrc.mdoc")
-    monkeypatch.chdir(tmp_path)
     with pytest.raises(TiltflowError, match="incomplete"):
-        import_session(".", "out")
-    result = import_session(".", "out", skip_incomplete=True)
+        run_session(".", "out", Options(), tmp_path)
+    result = run_session(".", "out", Options(skip_incomplete=True), tmp_path)
     assert [p.name for p in result.series_stars] == ["ts_010.star"]
     ts = star.read_tilt_series(result.series_stars[0])
     assert ts.tilts[star.PRE_EXPOSURE].iloc[1] == pytest.approx(5.45454 * 1.49179 / 1.94**2, rel=1e-4)

@@ -177,8 +177,9 @@ def read_tomograms(path: str | Path) -> pd.DataFrame:
     return _as_frame(blocks[GLOBAL_BLOCK]).reset_index(drop=True)
 
 
-def read_tomogram_set(path: str | Path) -> list[TiltSeriesStar]:
-    """Read ``tomograms.star`` and every per-tilt-series file it points to (relative to its root).
+def read_tomogram_set(path: str | Path, root: str | Path | None = None) -> list[TiltSeriesStar]:
+    """Read ``tomograms.star`` and every per-tilt-series file it points to (relative to the project ``root``,
+    by default the current folder).
 
     RELION writes the per-series paths relative to the project directory; tiltflow writes them
     relative to the directory of ``tomograms.star``'s parent project. Both are tried.
@@ -198,7 +199,8 @@ def read_tomogram_set(path: str | Path) -> list[TiltSeriesStar]:
         return out
     for _, row in glob.iterrows():
         ref = Path(str(row[TS_STAR_FILE]))
-        candidates = [ref, path.parent / ref, path.parent / ref.name, path.parent / "tilt_series" / ref.name]
+        candidates = [Path(root or ".") / ref, path.parent / ref, path.parent / ref.name,
+                      path.parent / "tilt_series" / ref.name]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise TiltflowError(f"per-tilt-series STAR file {ref} not found", path)
