@@ -26,7 +26,8 @@ from tiltflow import star
 from tiltflow.backends import ctffind
 from tiltflow.ctffit.ctffind_files import read_avrot, read_summary
 from tiltflow.errors import TiltflowError, ToolError
-from tiltflow.steps.ctf import CtfOptions, run, run_from_star
+from tiltflow.steps.common import run_star_step
+from tiltflow.steps.ctf import Options, run_series
 
 DATA = Path(__file__).parent / "data"
 REAL = fake.read_transcript()
@@ -62,10 +63,10 @@ def make_series(root: Path, n: int = 1, missing: int | None = None, amp: float =
     return star.TiltSeriesStar("TS_01", g, pd.DataFrame(rows))
 
 
-def demo_options(exe: Path, backend: str = "ctffind5", **kw) -> CtfOptions:
+def demo_options(exe: Path, backend: str = "ctffind5", **kw) -> Options:
     """The real run's settings (box 512, 30-5 A, +-2 um around -4 um, step 100)."""
-    return CtfOptions(backend=backend, executable=str(exe), box=512, res_min=30, res_max=5, defocus_range=2.0,
-                      defocus_step=100, **kw)
+    return Options(backend=backend, executable=str(exe), box=512, res_min=30, res_max=5, defocus_range=2.0,
+                   defocus_step=100, **kw)
 
 
 def tool_output(log: Path) -> str:
@@ -176,13 +177,12 @@ def test_fake_prints_exactly_the_real_transcript(tmp_path):
 
 
 def test_wrapper_sends_the_real_runs_answers_and_reads_its_results(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
     exe = make_fake(tmp_path)
     record = tmp_path / "answers.jsonl"
     monkeypatch.setenv("FAKE_CTFFIND_RECORD", str(record))
     ts = make_series(tmp_path)
     in_star = star.write_tilt_series(ts, tmp_path / "motioncor" / "TS_01" / "TS_01.star")
-    out_star = run_from_star(in_star, "ctf", demo_options(exe, png="1"))
+    out_star = run_star_step("ctf", in_star, "ctf", demo_options(exe, png="1"), tmp_path)
     (sent,) = [json.loads(line) for line in record.read_text().splitlines()]
     assert list(sent) == [p.question for p in REAL.prompts]  # every prompt answered, none left over
     differ = {q for q in sent if sent[q] != REAL.answer(q)}
@@ -257,11 +257,10 @@ def test_version_detection_from_banner(tmp_path):
                                              ("5.0.2", "ctffind4")])
 def test_step_answers_the_installed_programs_prompts(tmp_path, monkeypatch, version, backend):
     """--backend ctffind4 with a 5.0 program: the thickness question must still be answered."""
-    monkeypatch.chdir(tmp_path)
     exe = make_fake(tmp_path, version)
     record = tmp_path / "answers.jsonl"
     monkeypatch.setenv("FAKE_CTFFIND_RECORD", str(record))
-    new = run(make_series(tmp_path), tmp_path / "ctf" / "TS_01", demo_options(exe, backend, png="none"))
+    new = run_series(make_series(tmp_path), tmp_path / "ctf" / "TS_01", demo_options(exe, backend, png="none"), tmp_path)
     assert new.tilts[star.DEFOCUS_U][0] == pytest.approx(43061.894531)
     (sent,) = [json.loads(line) for line in record.read_text().splitlines()]
     assert list(sent) == fake.questions(version)
@@ -270,10 +269,9 @@ def test_step_answers_the_installed_programs_prompts(tmp_path, monkeypatch, vers
 def test_dose_dependent_maximum_resolution_is_answered(tmp_path, monkeypatch):
     """Second tilt (3 e/A^2 before it): max resolution 5 * exp(3/100) A. The fake replays the run on tilt 0,
     so its results are that tilt's; what is checked here is the answer sent."""
-    monkeypatch.chdir(tmp_path)
     record = tmp_path / "answers.jsonl"
     monkeypatch.setenv("FAKE_CTFFIND_RECORD", str(record))
-    run(make_series(tmp_path, 2), tmp_path / "ctf" / "TS_01", demo_options(make_fake(tmp_path), png="none"))
+    run_series(make_series(tmp_path, 2), tmp_path / "ctf" / "TS_01", demo_options(make_fake(tmp_path), png="none"), tmp_path)
     runs = [json.loads(line) for line in record.read_text().splitlines()]
     assert float(runs[0]["Maximum resolution"]) == 5.0
     assert float(runs[1]["Maximum resolution"]) == pytest.approx(5 * math.exp(3 / 100), abs=1e-5)
@@ -285,14 +283,13 @@ def test_dose_dependent_maximum_resolution_is_answered(tmp_path, monkeypatch):
 def test_tool_failure_names_the_tilt_and_writes_no_star(tmp_path, monkeypatch, amp, silent, match):
     """CTFFIND's own refusal (amplitude contrast above 1, ctffind.cpp's range) and a silent exit 0, on every
     tilt: each tilt is flagged (steps.common.each_tilt) and the series fails, naming the first tilt's problem."""
-    monkeypatch.chdir(tmp_path)
     exe = make_fake(tmp_path)
     if silent:
         monkeypatch.setenv("FAKE_CTFFIND_SILENT", "1")
     in_star = star.write_tilt_series(make_series(tmp_path, 2, amp=amp),
                                      tmp_path / "motioncor" / "TS_01" / "TS_01.star")
     with pytest.raises(TiltflowError, match="no tilt could be processed.*" + match) as err:
-        run_from_star(in_star, "ctf", demo_options(exe))
+        run_star_step("ctf", in_star, "ctf", demo_options(exe), tmp_path)
     assert "tilt 1 (TS_01_000_0_0.mrc" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "ctf" / "TS_01" / "TS_01.star").exists()
     frames = tmp_path / "ctf" / "TS_01" / "frames"
@@ -324,19 +321,17 @@ def test_fake_refuses_what_the_real_run_does_not_show(tmp_path):
 
 
 def test_missing_micrograph_and_missing_program(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
     ts = make_series(tmp_path, 3, missing=1)
     with pytest.raises(TiltflowError, match=r"micrograph of tilt 2 \(TS_01_001_3_0.mrc"):
-        run(ts, tmp_path / "ctf" / "TS_01", demo_options(make_fake(tmp_path), "ctffind4"))
+        run_series(ts, tmp_path / "ctf" / "TS_01", demo_options(make_fake(tmp_path), "ctffind4"), tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
     for var in ctffind.ENV_VARS:
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ToolError, match="CTFFIND not found"):
-        run(make_series(tmp_path, 1), tmp_path / "ctf" / "TS_01", CtfOptions(backend="ctffind5"))
+        run_series(make_series(tmp_path, 1), tmp_path / "ctf" / "TS_01", Options(backend="ctffind5"), tmp_path)
 
 
 def test_executable_from_relion_environment_variable(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
     exe = make_fake(tmp_path, "4.1.14", "ctffind_somewhere")
     monkeypatch.delenv("TILTFLOW_CTFFIND", raising=False)
     monkeypatch.setenv("RELION_CTFFIND_EXECUTABLE", str(exe))
