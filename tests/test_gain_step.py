@@ -21,7 +21,7 @@ from tiltflow.io.gain import (
     unorient_gain,
 )
 from tiltflow.io.mrc import read_mrc, write_mrc
-from tiltflow.steps.gain import prepare_gain
+from tiltflow.steps.gain import Options, run_session
 
 H, W = 48, 64
 
@@ -72,7 +72,7 @@ def test_eer_style_tiff_gain(tmp_path):
     g = true_gain(3)
     gfile = tmp_path / "20240101_gain.gain"  # Falcon/EER gains are float32 TIFFs named .gain
     tifffile.imwrite(gfile, unorient_gain(g, 3, 0)[::-1])  # MotionCor3 reverses TIFF gain rows on read
-    res = prepare_gain(gfile, tmp_path / "gain", rotate=3)
+    res = run_session(gfile, tmp_path / "gain", Options(rotate=3), tmp_path)
     assert res.input_format == "tiff"
     np.testing.assert_allclose(read_mrc(tmp_path / "gain" / "gain.mrc")[0], g, rtol=1e-6)
 
@@ -98,11 +98,11 @@ def test_k3_superres_binned_to_counting_size(tmp_path):
     gfile = write_mrc(tmp_path / "SuperRef.mrc", sr.astype(np.float32), 0.5)
     movie = write_movie(tmp_path / "m.tif", g)
     # decided from the movie
-    res = prepare_gain(gfile, tmp_path / "a", movie=movie)
+    res = run_session(gfile, tmp_path / "a", Options(movie=movie), tmp_path)
     assert res.counting_shrink and res.output_shape == (H // 2, W // 2)
     np.testing.assert_allclose(read_mrc(tmp_path / "a" / "gain.mrc")[0], g, rtol=1e-5)
     # without a movie a known super-resolution size (here a small analogue of 11520x8184) is kept, with a warning
-    res = prepare_gain(gfile, tmp_path / "b", superres_shapes=((H, W),))
+    res = run_session(gfile, tmp_path / "b", Options(superres_shapes=((H, W),)), tmp_path)
     assert not res.counting_shrink and res.output_shape == (H, W)
     assert any("--counting" in w for w in res.warnings)
     assert "--counting" in (tmp_path / "b" / "error.log").read_text()
@@ -121,7 +121,7 @@ def test_bad_pixels_counted_and_replaced(tmp_path):
     g[20, 30] = np.nan
     g[40, 1] = np.inf
     gfile = write_mrc(tmp_path / "ref.mrc", unorient_gain(g, 2, 1), 1.0)
-    res = prepare_gain(gfile, tmp_path / "gain", rotate=2, flip=1)
+    res = run_session(gfile, tmp_path / "gain", Options(rotate=2, flip=1), tmp_path)
     assert (res.n_zero, res.n_negative, res.n_nonfinite) == (1, 1, 2)
     out = read_mrc(tmp_path / "gain" / "gain.mrc")[0]
     assert np.isfinite(out).all() and (out > 0).all()
@@ -151,14 +151,14 @@ def test_shape_mismatch_names_the_rotation(tmp_path, capsys):
     flat = tmp_path / "flat.tif"
     tifffile.imwrite(flat, np.full((2, H, W), 7, np.uint16), photometric="minisblack")
     with pytest.raises(TiltflowError, match="--rotate 1 or --rotate 3"):
-        prepare_gain(gfile, tmp_path / "g2", movie=flat)
+        run_session(gfile, tmp_path / "g2", Options(movie=flat), tmp_path)
 
 
 def test_wrong_orientation_with_matching_shape_warns(tmp_path):
     g = true_gain(13)
     gfile = write_mrc(tmp_path / "ref.mrc", unorient_gain(g, 2, 0), 1.0)
     movie = write_movie(tmp_path / "m.tif", g)
-    res = prepare_gain(gfile, tmp_path / "gain", movie=movie)  # user forgot --rotate 2
+    res = run_session(gfile, tmp_path / "gain", Options(movie=movie), tmp_path)  # user forgot --rotate 2
     assert any("--rotate 2 --flip 0" in w for w in res.warnings)
     assert "--rotate 2 --flip 0" in (tmp_path / "gain" / "error.log").read_text()
 
@@ -166,20 +166,20 @@ def test_wrong_orientation_with_matching_shape_warns(tmp_path):
 def test_option_errors(tmp_path):
     gfile = write_mrc(tmp_path / "ref.mrc", true_gain(), 1.0)
     with pytest.raises(TiltflowError, match="not both"):
-        prepare_gain(gfile, tmp_path / "b", serialem_rf=1, rotate=1, movie=gfile)
+        run_session(gfile, tmp_path / "b", Options(serialem_rf=1, rotate=1, movie=gfile), tmp_path)
     assert run_cli(gfile, "--outdir", tmp_path / "c", "--rotate", 4) == 2  # click range check
     assert run_cli(tmp_path / "missing.mrc", "--outdir", tmp_path / "d") == 2
     stack = write_mrc(tmp_path / "stack.mrc", np.ones((3, 8, 8), np.float32), 1.0)
     with pytest.raises(TiltflowError, match="one 2-D image"):
-        prepare_gain(stack, tmp_path / "e")
+        run_session(stack, tmp_path / "e", Options(), tmp_path)
 
 
 def test_flat_field_warning_and_invert(tmp_path):
     flat_counts = (50.0 / true_gain(15)).astype(np.float32)  # a summed flat field, not a gain
     gfile = write_mrc(tmp_path / "flat.mrc", flat_counts, 1.0)
-    res = prepare_gain(gfile, tmp_path / "a")
+    res = run_session(gfile, tmp_path / "a", Options(), tmp_path)
     assert any("--invert" in w for w in res.warnings)
-    res = prepare_gain(gfile, tmp_path / "b", invert=True)
+    res = run_session(gfile, tmp_path / "b", Options(invert=True), tmp_path)
     out = read_mrc(tmp_path / "b" / "gain.mrc")[0]
     np.testing.assert_allclose(out * flat_counts, float(flat_counts.mean()), rtol=1e-5)
     assert res.inverted and res.warnings == []
@@ -222,7 +222,7 @@ def test_eer_movie_and_gain(tmp_path):
     movie = write_eer(tmp_path / "m.eer", fractions, pixel_size=0.75)
     gfile = tmp_path / "ref.gain"
     tifffile.imwrite(gfile, unorient_gain(g, 1, 0)[::-1])  # EER frames in file order, TIFF gain rows reversed
-    res = prepare_gain(gfile, tmp_path / "gain", rotate=1, movie=movie)
+    res = run_session(gfile, tmp_path / "gain", Options(rotate=1, movie=movie), tmp_path)
     np.testing.assert_allclose(read_mrc(tmp_path / "gain" / "gain.mrc")[0], g, rtol=1e-6)
     assert res.warnings == [] and res.pixel_size == pytest.approx(0.75)
     r, f, z = res.orientation_scores[0]

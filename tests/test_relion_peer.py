@@ -25,7 +25,7 @@ from tiltflow.io.gain import orient_gain, relion_gain_codes, unorient_gain
 from tiltflow.io.movies import open_movie
 from tiltflow.io.mrc import read_mrc
 from tiltflow.motion.correct import MotionSettings, correct_movie
-from tiltflow.steps.gain import prepare_gain
+from tiltflow.steps.gain import Options, run_session
 
 EXE = shutil.which("relion_run_motioncorr")
 if EXE is None:
@@ -103,7 +103,7 @@ def movies(tmp_path_factory):
     gain_file = tmp / "raw_gain.mrc"
     with mrcfile.new(gain_file) as m:  # stored in the camera's orientation: needs MotionCor's (1, 2)
         m.set_data(unorient_gain(1.0 / sens, ROTATE, FLIP))
-    prepared = prepare_gain(gain_file, tmp / "gain", rotate=ROTATE, flip=FLIP, movie=tmp / "m.tif")
+    prepared = run_session(gain_file, tmp / "gain", Options(rotate=ROTATE, flip=FLIP, movie=tmp / "m.tif"), tmp)
     assert (prepared.rotate, prepared.flip) == (ROTATE, FLIP) and prepared.warnings == []
     return tmp, drift, sens, read_mrc(tmp / "gain" / "gain.mrc")[0]
 
@@ -138,32 +138,32 @@ def test_the_same_gain_codes_flatten_the_detector_in_both(movies, name):
     assert _pattern_left(_relion(tmp, tmp / name, raw_gain, ROTATE, 1, n_frames=4)[0], sens) > 0.3
 
 
-def test_relion_backend_step_matches_builtin_on_tiff(movies, tmp_path, monkeypatch):
+def test_relion_backend_step_matches_builtin_on_tiff(movies, tmp_path):
     """``tiltflow motioncor --backend relion`` through the step: same images and trajectory as builtin."""
     import pandas as pd
 
     from tiltflow import star
     from tiltflow.motion.metadata import read_motion_star
-    from tiltflow.steps.motioncor import MotionCorOptions, run_from_star
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.motioncor import Options
 
     tmp, drift, _, _ = movies
-    monkeypatch.chdir(tmp_path)
     shutil.copy(tmp / "m.tif", tmp_path / "TS_01_000_0.0.tif")
     rows = [{star.MOVIE: "TS_01_000_0.0.tif", star.FRAME_COUNT: 8, star.NOMINAL_TILT: 0.0, star.NOMINAL_AXIS: 85.0,
              star.PRE_EXPOSURE: 0.0, "tfDose": 3.0}]
     glob = {star.VOLTAGE: 300.0, star.CS: 2.7, star.AMP_CONTRAST: 0.1, star.ORIGINAL_PIXEL_SIZE: 1.0}
-    in_star = star.write_tilt_series(star.TiltSeriesStar("TS_01", glob, pd.DataFrame(rows)), Path("in/TS_01.star"))
+    in_star = star.write_tilt_series(star.TiltSeriesStar("TS_01", glob, pd.DataFrame(rows)), tmp_path / "in/TS_01.star")
     got = {}
     for backend in ("builtin", "relion"):
-        opts = MotionCorOptions(gain=tmp / "gain" / "gain.mrc", backend=backend, even_odd=False, device="cpu")
-        ts = star.read_tilt_series(run_from_star(in_star, f"mc_{backend}", opts))
+        opts = Options(gain=tmp / "gain" / "gain.mrc", backend=backend, even_odd=False, device="cpu")
+        ts = star.read_tilt_series(run_star_step("motioncor", in_star, f"mc_{backend}", opts, tmp_path))
         row = ts.tilts.iloc[0]
-        got[backend] = (read_mrc(row[star.MICROGRAPH])[0].astype(np.float64),
-                        read_motion_star(row[star.MICROGRAPH_METADATA])[0])
+        got[backend] = (read_mrc(tmp_path / row[star.MICROGRAPH])[0].astype(np.float64),
+                        read_motion_star(tmp_path / row[star.MICROGRAPH_METADATA])[0])
     assert _corr(got["builtin"][0], got["relion"][0]) > 0.8
     assert rms_error(got["relion"][1].drift(), got["builtin"][1].drift()) < 0.25
     assert rms_error(got["relion"][1].drift(), drift) < 0.35
-    log = Path("mc_relion/TS_01/frames/TS_01_000_0_0.log").read_text()
+    log = (tmp_path / "mc_relion/TS_01/frames/TS_01_000_0_0.log").read_text()
     assert "--use_own" in log and "--eer_grouping" in log and "# tiltflow: RELION version " in log
 
 
@@ -233,7 +233,7 @@ def test_eer_movie_and_epu_gain(tmp_path):
     gain_file = tmp_path / "epu.gain"
     # stored so that MotionCor3 (TIFF rows reversed) needs -FlipGain 1: the file rows are 1/sens as they are
     tifffile.imwrite(gain_file, (1.0 / sens).astype(np.float32))
-    res = prepare_gain(gain_file, tmp_path / "gain", rotate=0, flip=1, movie=movie)
+    res = run_session(gain_file, tmp_path / "gain", Options(rotate=0, flip=1, movie=movie), tmp_path)
     assert res.warnings == [] and res.orientation_scores[0][:2] == (0, 1)
     gain = read_mrc(tmp_path / "gain" / "gain.mrc")[0]
     np.testing.assert_allclose(gain, 1.0 / sens, rtol=1e-6)

@@ -166,7 +166,7 @@ def test_windows_and_unc_basenames():
     assert windows_basename("TS_run1_1.tiff") == "TS_run1_1.tiff"
 
 
-def test_movies_resolved_by_basename(tmp_path, monkeypatch):
+def test_movies_resolved_by_basename(tmp_path):
     session = tmp_path / "session"
     (session / "frames").mkdir(parents=True)
     other = tmp_path / "elsewhere"
@@ -181,9 +181,8 @@ def test_movies_resolved_by_basename(tmp_path, monkeypatch):
     assert any("2 of 3 movies not found: TS_1_001_3.0.tif, TS_1_002_-3.0.tif" in w for w in ts.warnings)
     ts = load_session(session, frames_dir=other).series[0]
     assert ts.tilts[1].movie == other / "TS_1_001_3.0.tif"
-    monkeypatch.chdir(session)
-    assert star_path(ts.tilts[0].movie) == "frames/TS_1_000_0.0.tif"
-    assert star_path(ts.tilts[1].movie) == str(other / "TS_1_001_3.0.tif")
+    assert star_path(ts.tilts[0].movie, session) == "frames/TS_1_000_0.0.tif"
+    assert star_path(ts.tilts[1].movie, session) == str(other / "TS_1_001_3.0.tif")
     assert MovieIndex().find(None, session) is None
 
 

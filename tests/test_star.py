@@ -121,25 +121,25 @@ def test_tilt_series_round_trip(tmp_path, name):
     assert block == name and len(table) == 3
 
 
-def test_write_tomograms_and_read_set(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_write_tomograms_and_read_set(tmp_path):
     series = []
     for name in ("TS_01", "TS_03"):
         ts = _example(name)
         out = Path("import") / name / f"{name}.star"
         ts.globals[star.TS_STAR_FILE] = str(out)
-        star.write_tilt_series(ts, out)
+        star.write_tilt_series(ts, tmp_path / out)
         series.append(ts)
-    path = star.write_tomograms(series, Path("import/tomograms.star"))
+    path = star.write_tomograms(series, tmp_path / "import/tomograms.star")
     g = star.read_tomograms(path)
     assert g[star.TOMO_NAME].tolist() == ["TS_01", "TS_03"]
     assert g[star.TS_STAR_FILE].tolist() == ["import/TS_01/TS_01.star", "import/TS_03/TS_03.star"]
     assert g["tfMdoc"].tolist() == ["session/001.mrc.mdoc"] * 2
-    back = star.read_tomogram_set(path)
+    back = star.read_tomogram_set(path, tmp_path)
     assert [b.name for b in back] == ["TS_01", "TS_03"] and len(back[1].tilts) == 3
     # export layout drops tf columns
-    out = star.write_tomogram_set(back, "relion")
-    _, table = star.read_relion_tilt_table(Path("relion/tilt_series/TS_01.star"))
+    out = star.write_tomogram_set(back, tmp_path / "relion", "relion/tilt_series")
+    assert star.read_tomograms(out)[star.TS_STAR_FILE].tolist()[0] == "relion/tilt_series/TS_01.star"
+    _, table = star.read_relion_tilt_table(tmp_path / "relion/tilt_series/TS_01.star")
     assert not [c for c in table.columns if c.startswith("tf")]
     assert "tfMdoc" not in star.read_tomograms(out)
     with pytest.raises(TiltflowError, match="no tilt series"):
