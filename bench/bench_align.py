@@ -62,7 +62,8 @@ def bench_synthetic(size: int, seed: int, device: str) -> dict:
     from tiltflow.alignment import TiltSeriesAlignment
     from tiltflow.device import device_name, get_device
     from tiltflow.io.mrc import read_mrc
-    from tiltflow.steps.align import AlignOptions, run
+    from tiltflow.steps.align import Options
+    from tiltflow.steps.common import run_star_step
 
     px = 10.0
     thick = size / 5
@@ -73,8 +74,8 @@ def bench_synthetic(size: int, seed: int, device: str) -> dict:
         os.chdir(tmp)
         try:
             t0 = time.perf_counter()
-            out = run(Path(in_star).relative_to(tmp), "align",
-                      AlignOptions(thickness_nm=thick * 1.25 * px / 10, device=device))
+            out = run_star_step("align", Path(in_star).relative_to(tmp), "align",
+                                Options(thickness=thick * 1.25 * px / 10, device=device), Path(tmp))
             wall = time.perf_counter() - t0
             ts = star.read_tilt_series(out)
             images, _ = read_mrc(ts.globals["tfStack"])
@@ -112,7 +113,8 @@ def bench_project(project: Path, truth_path: Path, device: str) -> list[dict]:
     from tiltflow.device import device_name, get_device
     from tiltflow.simulate.compare import compare_series
     from tiltflow.simulate.truth import load_truth
-    from tiltflow.steps.align import AlignOptions, run
+    from tiltflow.steps.align import Options
+    from tiltflow.steps.common import run_star_step
 
     truth = load_truth(truth_path)
     rows = []
@@ -121,7 +123,7 @@ def bench_project(project: Path, truth_path: Path, device: str) -> list[dict]:
         ts_in = star.read_tilt_series(in_star)
         st = truth.series_named(ts_in.name)
         t0 = time.perf_counter()
-        out = run(in_star, "align", AlignOptions(thickness_nm=st.thickness_nm, device=device))
+        out = run_star_step("align", in_star, "align", Options(thickness=st.thickness_nm, device=device), Path(project))
         wall = time.perf_counter() - t0
         ts = star.read_tilt_series(out)
         cmp = compare_series(Path("."), truth, st, with_tomogram=False)

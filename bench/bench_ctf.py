@@ -118,11 +118,11 @@ def simulated_series(root: Path, preset: str, seed: int, session: Path | None = 
 def evaluate(root: Path, in_star: Path, truth: list[dict], options) -> dict:
     from tiltflow import star
     from tiltflow.ctffit.model import angle_difference
-    from tiltflow.steps.ctf import run_from_star
+    from tiltflow.steps.common import run_star_step
 
     n = len(star.read_tilt_series(in_star).tilts)
     t0 = time.perf_counter()
-    out = run_from_star(in_star, root / f"ctf_{id(options)}", options)
+    out = run_star_step("ctf", in_star, root / f"ctf_{id(options)}", options, root)
     seconds = time.perf_counter() - t0
     ts = star.read_tilt_series(out)
     by_movie = {Path(t["movie"]).name: t for t in truth}
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tiltflow.device import device_name, get_device
     from tiltflow.steplog import configure_console
-    from tiltflow.steps.ctf import CtfOptions
+    from tiltflow.steps.ctf import Options as CtfOptions
 
     configure_console(quiet=True)
     device = get_device(args.device)

@@ -36,15 +36,15 @@ CONFIGS = {
 
 def measure(hand: int, seed: int, overrides: dict) -> dict:
     from test_handedness import simulated_ctf_star
-    from tiltflow.qc.exclusion import Thresholds
-    from tiltflow.steps.exclude import ExcludeOptions, run
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.exclude import Options
 
     here = os.getcwd()
     with tempfile.TemporaryDirectory() as d:
         os.chdir(d)
         try:
             in_star = simulated_ctf_star(Path("."), hand, seed=seed, **overrides)
-            run(in_star, "exclude", ExcludeOptions(Thresholds(dark_tol=0.0, min_ctf_resolution=None), device="cpu"))
+            run_star_step("exclude", in_star, "exclude", Options(dark_tol=0.0, min_ctf_resolution=0, device="cpu"), Path(d))
             return json.loads(next(Path("exclude").rglob("*_hand.json")).read_text())
         finally:
             os.chdir(here)

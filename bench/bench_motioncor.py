@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from tiltflow.simulate import load_truth, make_config
     from tiltflow.simulate.compare import motion_rms_px
     from tiltflow.steplog import configure_console
-    from tiltflow.steps.motioncor import MotionCorOptions, run_from_star
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.motioncor import Options as MotionCorOptions
 
     configure_console(quiet=True)
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"bench_motioncor_{preset}_"))
@@ -73,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for backend in ("builtin", *((args.peer,) if args.peer else ())):
         opts = MotionCorOptions(gain=Path("gain/gain.mrc"), backend=backend, patches=tuple(args.patches),
-                                bin_factor=args.bin, dose_weighting=args.dose_weighting, device=args.device,
+                                bin=args.bin, dose_weighting=args.dose_weighting, device=args.device,
                                 even_odd=backend == "builtin", threads=os.cpu_count() or 1)
-        rows += _score(backend, opts, truth, run_from_star, motion_rms_px)
+        rows += _score(backend, opts, truth, run_star_step, motion_rms_px)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     w, h = cfg.size
     print(f"\nbench_motioncor: preset {preset} ({w}x{h}, {cfg.frames} frames, {cfg.dose_per_tilt:g} e/A^2 per tilt, "
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _score(backend: str, opts, truth, run_from_star, motion_rms_px) -> list[dict]:
+def _score(backend: str, opts, truth, run_star_step, motion_rms_px) -> list[dict]:
     """Run the step on every imported series with ``opts``; accuracy against the truth and time per tilt."""
     from tiltflow import star
     from tiltflow.motion.metadata import read_motion_star
@@ -104,7 +105,7 @@ def _score(backend: str, opts, truth, run_from_star, motion_rms_px) -> list[dict
     for star_path in sorted(Path("import").glob("*/*.star")):
         ts_in = star.read_tilt_series(star_path)
         t1, c1 = time.perf_counter(), _cpu_seconds()
-        out = run_from_star(star_path, f"motioncor_{backend}", opts)
+        out = run_star_step("motioncor", star_path, f"motioncor_{backend}", opts, Path.cwd())
         seconds, cpu = time.perf_counter() - t1, _cpu_seconds() - c1
         ts = star.read_tilt_series(out)
         series = truth.series_named(ts.name)

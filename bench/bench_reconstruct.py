@@ -210,7 +210,8 @@ def demo(session: str, results: str, modes: list[str]) -> None:
     from tiltflow.io.mrc import read_mrc
     from tiltflow.simulate.compare import tomogram_shells
     from tiltflow.simulate.truth import load_truth
-    from tiltflow.steps.reconstruct import ReconstructOptions, run
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.reconstruct import Options as ReconstructOptions
 
     truth = load_truth(session)
     results = Path(results).resolve()
@@ -232,10 +233,10 @@ def demo(session: str, results: str, modes: list[str]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for mode in modes:
                 ctf, dose = (mode.split("+") + [""])[:2]
-                opts = ReconstructOptions(pixel_size=px, thickness_nm=thickness, halves=False, ctf_correction=ctf,
+                opts = ReconstructOptions(pixel_size=px, thickness=thickness, halves=False, ctf_correction=ctf,
                                           dose_weighting=dose == "dose")
                 t0 = time.perf_counter()
-                out = star.read_tilt_series(run(Path("align") / name / f"{name}.star", Path(tmp) / mode, opts))
+                out = star.read_tilt_series(run_star_step("reconstruct", Path("align") / name / f"{name}.star", Path(tmp) / mode, opts, results))
                 dt = time.perf_counter() - t0
                 vol, vpx = read_mrc(star.resolve(out.globals[star.TOMOGRAM], results))
                 g = out.globals

@@ -132,17 +132,16 @@ def _failing_reconstruct(root: Path):
 
     params = RunParams(thickness=60, rec_pixel_size=16, device="cpu", keep_tilts="TS_01:0-6")
     call = series_call("reconstruct", "TS_01", params, has_gain=True)
-    in_star, step, opts = call.args
-    return replace(call, args=(in_star, step, replace(opts, pixel_size=0.0)), options={"pixel_size": 0.0})
+    step, in_star, step_dir, opts = call.args
+    return replace(call, args=(step, in_star, step_dir, replace(opts, pixel_size=0.0)), options={"pixel_size": 0.0})
 
 
-def test_a_failed_rerun_keeps_the_previous_good_result(finished, tmp_path, monkeypatch):
+def test_a_failed_rerun_keeps_the_previous_good_result(finished, tmp_path):
     from tiltflow.runner.execute import run_step
 
     out = _copy(finished, tmp_path / "results")
     folder = out / "reconstruct" / "TS_01"
     kept = {p.name: _digest(p) for p in folder.iterdir() if p.name not in ("console.log", "error.log")}
-    monkeypatch.chdir(tmp_path)
     outcome = run_step(out, _failing_reconstruct(out), forced=False)
     assert outcome.status == "failed" and "--pixel-size" in (outcome.error or "")
     assert {p.name: _digest(p) for p in folder.iterdir() if p.name not in ("console.log", "error.log")} == kept
@@ -488,7 +487,7 @@ def test_align_messages_name_the_series_once(tmp_path, monkeypatch):
     from tiltflow.errors import TiltflowError
 
     with pytest.raises(TiltflowError) as info:
-        align._align_builtin("TS_01", stack, np.linspace(-40, 40, 5), 85.0, 8.0, align.AlignOptions(device="cpu"))
+        align._align_builtin("TS_01", stack, np.linspace(-40, 40, 5), 85.0, 8.0, align.Options(device="cpu"))
     assert seen["name"] == "TS_01" and str(info.value).startswith("tilt series TS_01: only 2 tilts")
 
 

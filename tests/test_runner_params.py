@@ -55,7 +55,7 @@ def test_params_file_gives_the_same_settings_as_options(tmp_path):
     for step in ("stack", "reconstruct"):
         assert step_options(step, from_yaml, False) == step_options(step, load_params(None, values), False)
     rec = step_options("reconstruct", from_yaml, False)
-    assert (rec.pixel_size, rec.thickness_nm, rec.halves, rec.device) == (12.0, 90.0, False, "cpu")
+    assert (rec.pixel_size, rec.thickness, rec.halves, rec.device) == (12.0, 90.0, False, "cpu")
     assert (rec.ctf_correction, rec.dose_weighting) == ("wiener", False)
     assert step_options("reconstruct", load_params(None, {}), False).ctf_correction == "phaseflip"
 
