@@ -52,6 +52,10 @@ def tilts_for(text: str | None, series: str | None) -> str | None:
 #: RunParams key -> the (step, Options field) pairs it sets; the one table of which key feeds which option
 #: (``tests/test_option_defaults.py`` checks each key's default against the field's)
 PARAM_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "gain_rotate": (("gain", "rotate"),), "gain_flip": (("gain", "flip"),), "gain_serialem_rf": (("gain", "serialem_rf"),),
+    "kv": (("import", "kv"),), "cs": (("import", "cs"),), "amp_contrast": (("import", "amp_contrast"),),
+    "hand": (("import", "hand"),), "tilt_axis": (("import", "tilt_axis"), ("align", "tilt_axis")),
+    "dose_per_tilt": (("import", "dose_per_tilt"),),
     "motioncor_backend": (("motioncor", "backend"),), "mc_throw": (("motioncor", "throw"),),
     "mc_trunc": (("motioncor", "trunc"),), "mc_bin": (("motioncor", "bin"),), "mc_patches": (("motioncor", "patches"),),
     "even_odd": (("motioncor", "even_odd"), ("reconstruct", "halves")),
@@ -61,7 +65,7 @@ PARAM_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "min_ctf_resolution": (("exclude", "min_ctf_resolution"),),
     "stack_backend": (("stack", "backend"),), "stack_bin": (("stack", "bin"),),
     "align_backend": (("align", "backend"),), "thickness": (("align", "thickness"), ("reconstruct", "thickness")),
-    "dark_tol": (("align", "dark_tol"),), "tilt_axis": (("align", "tilt_axis"),),
+    "dark_tol": (("align", "dark_tol"),),
     "rec_pixel_size": (("reconstruct", "pixel_size"),), "rec_method": (("reconstruct", "method"),),
     "rec_ctf_correction": (("reconstruct", "ctf_correction"),),
     "rec_dose_weighting": (("reconstruct", "dose_weighting"),),
@@ -69,9 +73,13 @@ PARAM_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def _values(step: str, p: RunParams, has_gain: bool, series: str | None = None) -> dict[str, Any]:
+def param_values(step: str, p: RunParams, has_gain: bool = False, series: str | None = None) -> dict[str, Any]:
     """Option values of one step, named as its ``Options`` fields (= the CLI options of ``tiltflow <step>``)."""
     out = {f: getattr(p, key) for key, targets in PARAM_OPTIONS.items() for s, f in targets if s == step}
+    if step == "gain" and p.gain_serialem_rf is not None:  # as modules/local/gain: r/f replaces --rotate/--flip
+        out = {"serialem_rf": p.gain_serialem_rf}
+    if step == "import":
+        out["frames"] = frames_dir(p)
     if step == "motioncor":
         frames = frames_dir(p)
         out.update(gain=Path("gain/gain.mrc") if has_gain else None, frames=Path(frames) if frames else None,
@@ -86,7 +94,7 @@ def step_options(step: str, p: RunParams, has_gain: bool, series: str | None = N
     cls = registry.options_class(step)
     names = {f.name for f in fields(cls)}
     kwargs: dict[str, Any] = {}
-    for key, value in _values(step, p, has_gain, series).items():
+    for key, value in param_values(step, p, has_gain, series).items():
         if value is None:
             continue  # not set: the step's default, as the Nextflow module then leaves the option out
         if key not in names:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import typing
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ class RunParams:
     gain_flip: int = 0
     gain_serialem_rf: int | None = None
     # instrument and acquisition
-    kv: float = 300
+    kv: float | None = None  # the mdoc's Voltage, else 300 (the import step decides)
     cs: float = 2.7
     amp_contrast: float = 0.1
     tilt_axis: float | None = None
@@ -98,27 +99,31 @@ class RunParams:
         return asdict(self)
 
 
-#: keys whose value must be a number (YAML may deliver strings, JSON floats for ints)
-_INT_KEYS = {"gain_rotate", "gain_flip", "gain_serialem_rf", "hand", "mc_throw", "mc_trunc", "stack_bin",
-             "max_gpus", "max_cpus"}
-_FLOAT_KEYS = {"min_ctf_resolution", "kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
-               "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size"}
-_BOOL_KEYS = {"even_odd", "rec_dose_weighting"}
+def _kind(key: str) -> type | None:
+    """The type a key's value must have (bool, int or float; None for text): from RunParams' own field types,
+    as YAML may deliver strings and JSON floats for ints."""
+    hint = _HINTS[key]
+    allowed = typing.get_args(hint) or (hint,)
+    return next((t for t in (bool, int, float) if t in allowed), None)
+
+
+_HINTS = typing.get_type_hints(RunParams)
 
 
 def _coerce(key: str, value: Any, origin: str) -> Any:
+    kind = _kind(key)
     try:
-        if key in _BOOL_KEYS:
+        if kind is bool:
             if isinstance(value, str):
                 if value.lower() not in ("true", "false"):
                     raise ValueError(value)
                 return value.lower() == "true"
             return bool(value)
-        if key in _INT_KEYS:
+        if kind is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
-        if key in _FLOAT_KEYS:
+        if kind is float:
             return float(value)
     except (TypeError, ValueError):
         raise TiltflowError(f"parameter '{key}': {value!r} is not a valid value", origin) from None

@@ -82,27 +82,23 @@ def _options_record(opts: Any) -> dict[str, Any]:
 
 
 def gain_call(p: RunParams) -> StepCall:
-    from tiltflow.steps.gain import Options
+    from tiltflow.runner.options import param_values, step_options
 
     gain = str(Path(p.gain).resolve())  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {"rotate": p.gain_rotate, "flip": p.gain_flip}
-    if p.gain_serialem_rf is not None:  # as modules/local/gain: r/f replaces --rotate/--flip
-        kwargs = {"serialem_rf": p.gain_serialem_rf}
-    return StepCall("gain", None, "gain", "tiltflow.steps.gain:run_session", (gain, "gain", Options(**kwargs)),
-                    input_files=(gain,), options=dict(kwargs))
+    return StepCall("gain", None, "gain", "tiltflow.steps.gain:run_session", (gain, "gain", step_options("gain", p, True)),
+                    input_files=(gain,), options=param_values("gain", p))
 
 
 def import_call(p: RunParams, mdocs: list[Path]) -> StepCall:
-    from tiltflow.runner.options import frames_dir
-    from tiltflow.steps.importer import Options
+    from tiltflow.runner.options import param_values, step_options
 
-    frames = frames_dir(p)
-    kwargs = {"kv": p.kv, "cs": p.cs, "amp_contrast": p.amp_contrast, "hand": p.hand, "tilt_axis": p.tilt_axis,
-              "dose_per_tilt": p.dose_per_tilt, "frames": frames}
+    values = param_values("import", p)
+    frames = values["frames"]
     paths = [str(m) for m in mdocs]
     # the folder's own stamp changes when a movie appears or goes, which changes what import finds
-    return StepCall("import", None, "import", "tiltflow.steps.importer:run_session", (paths, "import", Options(**kwargs)),
-                    input_files=tuple(paths), options=dict(kwargs), raw=(frames,) if frames else ())
+    return StepCall("import", None, "import", "tiltflow.steps.importer:run_session",
+                    (paths, "import", step_options("import", p, False)),
+                    input_files=tuple(paths), options=values, raw=(frames,) if frames else ())
 
 
 def series_call(step: str, name: str, p: RunParams, has_gain: bool) -> StepCall:
