@@ -33,14 +33,10 @@ T = TypeVar("T")
 log = logging.getLogger("tiltflow")
 
 
-def option(default: Any, help: str, unit: str = "", *, flag: str | None = None, factory: Callable[[], Any] | None = None,
-           **limits: float) -> Any:
+def option(default: Any, help: str, unit: str = "", *, flag: str | None = None, **limits: float) -> Any:
     """An Options field: its default and what the CLI shows (``help``, ``unit``; ``flag`` replaces the
     derived ``--name`` or ``--name/--no-name``; ``limits`` are typer's ``min``/``max``)."""
-    meta = {"help": help, "unit": unit, "flag": flag, "limits": limits}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata={"help": help, "unit": unit, "flag": flag, "limits": limits})
 
 
 def cli_flag(name: str) -> str:
@@ -76,8 +72,9 @@ def run_star_step(step: str, in_star: str | Path, step_dir: str | Path, options:
 
     options.validate()
     module = registry.module(step)
-    return execute_series_step(step, in_star, step_dir,
-                               lambda ts, out: module.run_series(ts, out, options, Path(root)), root)
+    root = Path(root).absolute()
+    return execute_series_step(step, in_star, step_dir, lambda ts, out: module.run_series(ts, out, options, root),
+                               root)
 
 
 def series_dir(step_dir: str | Path, name: str) -> Path:
