@@ -27,7 +27,7 @@ def main(
     ctf_backend: str = typer.Option(None, "--ctf-backend", help="builtin, ctffind4 or ctffind5."),
     align_backend: str = typer.Option(None, "--align-backend", help="builtin, aretomo2 or aretomo3."),
     stack_backend: str = typer.Option(None, "--stack-backend", help="builtin or imod."),
-    kv: float = typer.Option(None, "--kv", help="Voltage in kV (default 300)."),
+    kv: float = typer.Option(None, "--kv", help="Voltage in kV (default: the mdoc's Voltage, else 300)."),
     cs: float = typer.Option(None, "--cs", help="Spherical aberration in mm (default 2.7)."),
     amp_contrast: float = typer.Option(None, "--amp-contrast", help="Amplitude contrast (default 0.1)."),
     tilt_axis: float = typer.Option(None, "--tilt-axis", help="Tilt-axis angle in degrees (overrides the mdoc)."),
