@@ -19,8 +19,10 @@ root)``, which :func:`run_star_step` wraps. :mod:`tiltflow.steps.registry` lists
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import MISSING, Field, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,6 +79,35 @@ def run_star_step(step: str, in_star: str | Path, step_dir: str | Path, options:
                                root)
 
 
+class _RootRelative(logging.Filter):
+    """Paths under the project root logged as the STAR files name them: the runner's root is a staging
+    folder that is gone once the step's folder is in place."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.prefix = f"{root}{os.sep}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.prefix in message:
+            record.msg, record.args = message.replace(self.prefix, ""), ()
+        return True
+
+
+@contextlib.contextmanager
+def root_relative_logs(root: str | Path) -> Iterator[None]:
+    """While a step runs, its log lines name files relative to ``root`` (see :class:`_RootRelative`)."""
+    handlers = logging.getLogger("tiltflow").handlers
+    relative = _RootRelative(Path(root).absolute())
+    for h in handlers:
+        h.addFilter(relative)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(relative)
+
+
 def series_dir(step_dir: str | Path, name: str) -> Path:
     """The folder holding one series' outputs of one step."""
     return Path(step_dir) / name
@@ -102,7 +133,7 @@ def execute_series_step(
     """
     ts = star.read_tilt_series(at_root(in_star, root))
     out_dir = at_root(series_dir(step_dir, ts.name), root)
-    with step_logs(step, out_dir, ts.name):
+    with step_logs(step, out_dir, ts.name), root_relative_logs(root):
         new = fn(ts.copy(), out_dir)
         out = series_star(step_dir, ts.name)
         new.globals[star.TS_STAR_FILE] = str(out)

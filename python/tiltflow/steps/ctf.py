@@ -123,6 +123,7 @@ class _Tilt:
     tilt_angle: float
     tilt_axis: float
     nominal_defocus: float | None  # A, underfocus positive
+    name: str = ""  # rlnMicrographName as the STAR file has it (relative to the project root)
 
 
 @dataclass
@@ -239,7 +240,7 @@ def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[_Tilt]:
         nominal_a = abs(nominal) * 1e4 if math.isfinite(nominal) and abs(nominal) > 0.05 else None
         out.append(_Tilt(row=idx, label=label, micrograph=path, root=Path(name).stem, tilt_angle=angle,
                          pre_exposure=_float(row.get(star.PRE_EXPOSURE), 0.0),
-                         tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a))
+                         tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a, name=name))
     if missing:
         label, path = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -429,12 +430,12 @@ class _BuiltinFitter:
                              fit=prof.fit.cpu().numpy(), cc=prof.cc.cpu().numpy(), cc_2sigma=prof.cc_sigma.cpu().numpy())
         program = "tiltflow built-in CTF fit (CTFFIND-compatible files)"
         res_col = f.resolution if math.isfinite(f.resolution) else 0.0
-        write_summary(paths["txt"], program=program, input_file=str(t.micrograph), pixel_size=f.pixel_size,
+        write_summary(paths["txt"], program=program, input_file=t.name, pixel_size=f.pixel_size,
                       voltage=self.optics.voltage, cs=self.optics.cs, amplitude_contrast=self.optics.amplitude_contrast,
                       box=int(f.spectrum.shape[-1]), res_min=o.res_min, res_max=f.res_max, defocus_min=lo,
                       defocus_max=hi, rows=[CtffindRow(1, f.defocus_u, f.defocus_v, f.defocus_angle, ps_rad, f.score,
                                                        res_col)])
-        write_avrot(paths["avrot"], program=program, input_file=str(t.micrograph), profiles=[avrot])
+        write_avrot(paths["avrot"], program=program, input_file=t.name, profiles=[avrot])
         if with_png:
             write_png(paths["png"], DiagnosticPlot(
                 image=diag, k=k, average=avrot.average, fit=avrot.fit, cc=avrot.cc, resolution=f.resolution,

@@ -15,7 +15,7 @@ from pathlib import Path
 from tiltflow import star
 from tiltflow.errors import TiltflowError
 from tiltflow.steplog import step_logs
-from tiltflow.steps.common import at_root
+from tiltflow.steps.common import at_root, root_relative_logs
 
 #: per-tilt columns RELION 5 needs to read a tomogram set
 REQUIRED_TILT_COLUMNS = (star.PRE_EXPOSURE, star.NOMINAL_TILT)
@@ -37,7 +37,7 @@ def run_session(stars: Sequence[str | Path], outdir: str | Path, options: Option
     outdir = at_root(outdir, root)
     if not stars:
         raise TiltflowError("no per-tilt-series STAR files given to export")
-    with step_logs("export", outdir):
+    with step_logs("export", outdir), root_relative_logs(root):
         series = [star.read_tilt_series(at_root(p, root)) for p in stars]
         names = [ts.name for ts in series]
         dupes = {n for n in names if names.count(n) > 1}

@@ -23,7 +23,7 @@ from tiltflow.errors import TiltflowError
 from tiltflow.io import gain as G
 from tiltflow.io.mrc import write_mrc
 from tiltflow.steplog import step_logs
-from tiltflow.steps.common import at_root, option
+from tiltflow.steps.common import at_root, option, root_relative_logs
 
 log = logging.getLogger("tiltflow.gain")
 
@@ -119,19 +119,20 @@ def run_session(gain_path: str | Path, outdir: str | Path, options: Options, roo
     shape (``superres_shapes``).
     """
     options.validate()
-    outdir = at_root(outdir, root)
     o = options
     movie = at_root(o.movie, root) if o.movie is not None else None
-    with step_logs("gain", outdir):
-        res = _prepare(at_root(gain_path, root), outdir, o.rotate, o.flip, o.serialem_rf, movie, o.counting,
-                       o.invert, o.superres_shapes)
+    with step_logs("gain", at_root(outdir, root)), root_relative_logs(root):
+        res = _prepare(at_root(gain_path, root), Path(outdir), Path(root), o.rotate, o.flip, o.serialem_rf, movie,
+                       o.counting, o.invert, o.superres_shapes)
         log.info("%s", res.summary())
     return res
 
 
 def _prepare(
-    gain_path, outdir, rotate, flip, serialem_rf, movie, counting, invert, superres_shapes
+    gain_path, named_outdir, root, rotate, flip, serialem_rf, movie, counting, invert, superres_shapes
 ) -> GainResult:
+    """``named_outdir`` as given (relative to ``root`` or absolute): gain.json names the output with it."""
+    outdir = at_root(named_outdir, root)
     warnings: list[str] = []
     movie_path = Path(movie) if movie is not None else None
     movie_shape = None
@@ -230,7 +231,7 @@ def _prepare(
         serialem_rf=serialem_rf,
         inverted=invert,
         counting_shrink=shrink,
-        output=str(out),
+        output=str(named_outdir / "gain.mrc"),
         output_shape=tuple(data.shape),
         n_zero=int((zero & ~nonfinite).sum()),
         n_negative=int(negative.sum()),

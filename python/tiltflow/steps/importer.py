@@ -31,7 +31,7 @@ from tiltflow.metadata.movies import star_path
 from tiltflow.metadata.session import load_session
 from tiltflow.metadata.summary import skipped_lines
 from tiltflow.steplog import step_logs
-from tiltflow.steps.common import at_root, option, series_dir, series_star
+from tiltflow.steps.common import at_root, option, root_relative_logs, series_dir, series_star
 
 log = logging.getLogger("tiltflow.import")
 
@@ -226,7 +226,7 @@ def run_session(paths: str | Path | Iterable[str | Path], outdir: str | Path, op
     written: list[star.TiltSeriesStar] = []
     for ts, tss, notes in prepared:
         out = series_star(outdir, ts.name)
-        with step_logs("import", series_dir(outdir, ts.name), ts.name) as logger:
+        with step_logs("import", series_dir(outdir, ts.name), ts.name) as logger, root_relative_logs(root):
             _report(logger, ts)
             for w in ts.warnings + notes:
                 logger.warning("%s: %s", ts.name, w)

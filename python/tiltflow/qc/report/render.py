@@ -187,7 +187,7 @@ def _session_section(data: SessionData) -> str:
             parts.append("<tr>" + "".join(f"<td>{_e(r.get(c, '-'))}</td>" for c in cols) + "</tr>")
         parts.append("</table>")
     if data.relion:
-        parts.append(f"<p>RELION 5 input: <code>{_e(data.relion)}</code></p>")
+        parts.append(f"<p>RELION 5 input: <code>{_e(data.relion.relative_to(data.root))}</code></p>")  # as RELION opens it
     return "\n".join(parts)
 
 
