@@ -253,7 +253,7 @@ def test_relion_reads_the_xf_back_as_the_star_alignment(tmp_path, monkeypatch):
 
 def test_export_points_tomograms_star_at_the_edf(tmp_path, monkeypatch):
     _reconstruct(tmp_path, monkeypatch, 1, 10)
-    assert cli(["export", "reconstruct/TS_01/TS_01.star", "--outdir", "relion"]) == 0
+    assert cli(["export", "--root", str(tmp_path), "reconstruct/TS_01/TS_01.star", "--outdir", "relion"]) == 0
     glob = star.read_tomograms(tmp_path / "relion/tomograms.star")
     assert glob[star.ETOMO_DIRECTIVE].tolist() == ["reconstruct/TS_01/TS_01.edf"]
     cols = list(glob.columns)  # RELION 5 (Tomograms job006): after the pixel size, before the binning
