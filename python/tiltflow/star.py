@@ -24,61 +24,31 @@ import pandas as pd
 
 from tiltflow import startext
 from tiltflow.atomic import atomic_path
+
+# Every label lives in columns.py (unit, owning step, meaning); star re-exports them: star.DEFOCUS_U.
+from tiltflow.columns import *  # noqa: F403
+from tiltflow.columns import (
+    AMP_CONTRAST,
+    CS,
+    ETOMO_DIRECTIVE,
+    HAND,
+    OPTICS_GROUP,
+    ORIGINAL_PIXEL_SIZE,
+    PRE_EXPOSURE,
+    RELION4_MATRICES,
+    TOMO_BINNING,
+    TOMO_NAME,
+    TOMO_SIZE_X,
+    TOMO_SIZE_Y,
+    TOMO_SIZE_Z,
+    TOMOGRAM,
+    TOMOGRAM_HALF1,
+    TOMOGRAM_HALF2,
+    TS_PIXEL_SIZE,
+    TS_STAR_FILE,
+    VOLTAGE,
+)
 from tiltflow.errors import TiltflowError
-
-# --- global table (one row per tilt series), RELION 5 names --------------------------------
-TOMO_NAME = "rlnTomoName"
-TS_STAR_FILE = "rlnTomoTiltSeriesStarFile"
-VOLTAGE = "rlnVoltage"  # kV
-CS = "rlnSphericalAberration"  # mm
-AMP_CONTRAST = "rlnAmplitudeContrast"  # fraction
-ORIGINAL_PIXEL_SIZE = "rlnMicrographOriginalPixelSize"  # A, movie pixel
-TS_PIXEL_SIZE = "rlnTomoTiltSeriesPixelSize"  # A, motion-corrected images
-HAND = "rlnTomoHand"  # +1 / -1
-OPTICS_GROUP = "rlnOpticsGroupName"
-TOMO_BINNING = "rlnTomoTomogramBinning"
-TOMO_SIZE_X = "rlnTomoSizeX"  # unbinned pixels
-TOMO_SIZE_Y = "rlnTomoSizeY"
-TOMO_SIZE_Z = "rlnTomoSizeZ"
-TOMOGRAM = "rlnTomoReconstructedTomogram"
-TOMOGRAM_HALF1 = "rlnTomoReconstructedTomogramHalf1"
-TOMOGRAM_HALF2 = "rlnTomoReconstructedTomogramHalf2"
-ARETOMO_AXIS_SCORE = "rlnAreTomoTiltAxisScore"
-ETOMO_DIRECTIVE = "rlnEtomoDirectiveFile"
-
-# --- per-tilt table ----------------------------------------------------------------------
-MOVIE = "rlnMicrographMovieName"
-FRAME_COUNT = "rlnTomoTiltMovieFrameCount"
-NOMINAL_TILT = "rlnTomoNominalStageTiltAngle"  # deg
-NOMINAL_AXIS = "rlnTomoNominalTiltAxisAngle"  # deg
-PRE_EXPOSURE = "rlnMicrographPreExposure"  # e/A^2 before this tilt
-NOMINAL_DEFOCUS = "rlnTomoNominalDefocus"  # um, negative = underfocus (SerialEM TargetDefocus)
-MICROGRAPH = "rlnMicrographName"
-MICROGRAPH_EVEN = "rlnMicrographNameEven"
-MICROGRAPH_ODD = "rlnMicrographNameOdd"
-MICROGRAPH_METADATA = "rlnMicrographMetadata"
-POWER_SPECTRUM = "rlnCtfPowerSpectrum"
-MOTION_TOTAL = "rlnAccumMotionTotal"  # A
-MOTION_EARLY = "rlnAccumMotionEarly"
-MOTION_LATE = "rlnAccumMotionLate"
-CTF_IMAGE = "rlnCtfImage"
-DEFOCUS_U = "rlnDefocusU"  # A
-DEFOCUS_V = "rlnDefocusV"  # A
-DEFOCUS_ANGLE = "rlnDefocusAngle"  # deg
-ASTIGMATISM = "rlnCtfAstigmatism"  # A, |U - V|
-CTF_FOM = "rlnCtfFigureOfMerit"
-CTF_MAX_RES = "rlnCtfMaxResolution"  # A
-ICE_RING = "rlnCtfIceRingDensity"
-PHASE_SHIFT = "rlnPhaseShift"  # deg
-X_TILT = "rlnTomoXTilt"  # deg
-Y_TILT = "rlnTomoYTilt"  # deg
-Z_ROT = "rlnTomoZRot"  # deg
-X_SHIFT = "rlnTomoXShiftAngst"  # A
-Y_SHIFT = "rlnTomoYShiftAngst"  # A
-CTF_SCALE = "rlnCtfScalefactor"
-
-#: RELION 4 projection matrices: never written (RELION 5 deactivates them on write).
-RELION4_MATRICES = ("rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW")
 
 GLOBAL_BLOCK = "global"
 

@@ -15,9 +15,8 @@ from rich.table import Table
 
 from tiltflow import star
 from tiltflow.atomic import write_text
+from tiltflow.columns import TF_EXCLUDED
 from tiltflow.errors import TiltflowError
-
-TF_EXCLUDED = "tfExcluded"
 
 
 @dataclass

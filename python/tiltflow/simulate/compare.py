@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from tiltflow import star
+from tiltflow.columns import TF_EXCLUDED
 from tiltflow.errors import TiltflowError
 from tiltflow.geometry import projection_rotations
 from tiltflow.shells import rfft_shells
 from tiltflow.simulate.truth import GroundTruth, SeriesTruth, load_truth
-
-TF_EXCLUDED = "tfExcluded"
 
 
 # --- the metrics on arrays (what benchmarks call directly) -------------------------------------------------

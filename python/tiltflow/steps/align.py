@@ -28,6 +28,18 @@ import numpy as np
 
 from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
+from tiltflow.columns import (
+    TF_ALIGN_BACKEND,
+    TF_ALIGN_RESIDUAL,
+    TF_ALIGN_SCORE,
+    TF_ALIGN_TILT_AXIS,
+    TF_ALIGN_TILT_OFFSET,
+    TF_STACK,
+    TF_STACK_BINNING,
+    TF_STACK_EVEN,
+    TF_STACK_ODD,
+    TF_STACK_PIXEL_SIZE,
+)
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import execute_series_step
@@ -35,16 +47,6 @@ from tiltflow.steps.common import execute_series_step
 log = logging.getLogger("tiltflow.align")
 
 BACKENDS = ("builtin", "aretomo2", "aretomo3")
-TF_STACK = "tfStack"
-TF_STACK_EVEN = "tfStackEven"
-TF_STACK_ODD = "tfStackOdd"
-TF_STACK_BINNING = "tfStackBinning"
-TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
-TF_RESIDUAL = "tfAlignResidualPx"
-TF_SCORE = "tfAlignScore"
-TF_TILT_OFFSET = "tfAlignTiltOffset"
-TF_TILT_AXIS = "tfAlignTiltAxis"
-TF_BACKEND = "tfAlignBackend"
 
 
 @dataclass
@@ -122,14 +124,14 @@ def align_series(ts: star.TiltSeriesStar, out_dir: Path, opts: AlignOptions, roo
     bin1 = _to_bin1(alignment, ts, root, (nx, ny), b, ts_px)
     tilts = bin1.to_star_columns(ts.tilts.iloc[kept].reset_index(drop=True))
     if alignment.residual_px is not None:
-        tilts[TF_RESIDUAL] = np.asarray(alignment.residual_px, float)
+        tilts[TF_ALIGN_RESIDUAL] = np.asarray(alignment.residual_px, float)
     if extras.get("score") is not None:
-        tilts[TF_SCORE] = np.asarray(extras["score"], float)
+        tilts[TF_ALIGN_SCORE] = np.asarray(extras["score"], float)
     new = ts.copy()
     new.tilts = tilts
-    new.globals[TF_TILT_OFFSET] = float(alignment.tilt_offset)
-    new.globals[TF_TILT_AXIS] = float(np.median(alignment.z_rot))
-    new.globals[TF_BACKEND] = opts.backend
+    new.globals[TF_ALIGN_TILT_OFFSET] = float(alignment.tilt_offset)
+    new.globals[TF_ALIGN_TILT_AXIS] = float(np.median(alignment.z_rot))
+    new.globals[TF_ALIGN_BACKEND] = opts.backend
     if alignment.axis_score is not None:
         new.globals[star.ARETOMO_AXIS_SCORE] = float(alignment.axis_score)
     if alignment.excluded:
@@ -157,7 +159,7 @@ def _user_kept(ts: star.TiltSeriesStar) -> tuple[int, ...]:
     """Rows (= stack sections) the user kept with --keep-tilts, from the exclusion's reasons."""
     from tiltflow.qc.exclusion import USER_KEEP
 
-    reasons = ts.tilts.get("tfExcludeReason")
+    reasons = ts.tilts.get(star.TF_EXCLUDE_REASON)
     if reasons is None:
         return ()
     return tuple(i for i, r in enumerate(reasons.astype(str)) if r.startswith(USER_KEEP))

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from tiltflow import star
+from tiltflow.columns import TF_CTF_GRADIENT_SIGN, TF_CTF_PROBLEM
 from tiltflow.errors import TiltflowError
 from tiltflow.steps.common import each_tilt, execute_series_step
 
@@ -49,8 +50,6 @@ log = logging.getLogger("tiltflow.ctf")
 
 BACKENDS = ("builtin", "ctffind4", "ctffind5")
 ASTIGMATISM_MODES = ("per-tilt", "series")
-TF_GRADIENT_SIGN = "tfCtfGradientSign"
-TF_CTF_PROBLEM = "tfCtfProblem"  # why a tilt has no CTF fit (empty when it has one)
 #: rlnCtfMaxResolution is capped here (RELION reports no worse value)
 MAX_RESOLUTION_CAP = 25.0
 #: search range (A) used when a tilt has no nominal defocus
@@ -200,8 +199,8 @@ def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Re
     if options.phase_shift:
         values[star.PHASE_SHIFT] = [round(r.phase_shift, 3) for r in results]
     if options.backend == "builtin":
-        values[TF_GRADIENT_SIGN] = [int(r.gradient_sign) for r in results]
-    stale = [c for c in (star.ICE_RING, star.PHASE_SHIFT, TF_GRADIENT_SIGN) if c in tbl and c not in values]
+        values[TF_CTF_GRADIENT_SIGN] = [int(r.gradient_sign) for r in results]
+    stale = [c for c in (star.ICE_RING, star.PHASE_SHIFT, TF_CTF_GRADIENT_SIGN) if c in tbl and c not in values]
     tbl = tbl.drop(columns=stale)  # from an earlier CTF estimation of the same series
     for col, vals in values.items():
         tbl[col] = vals  # one tilt per row, in the table's order

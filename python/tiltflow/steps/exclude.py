@@ -31,6 +31,19 @@ import pandas as pd
 
 from tiltflow import star
 from tiltflow.atomic import write_json, write_text
+from tiltflow.columns import (
+    TF_ACQ_INDEX,
+    TF_CONTRAST,
+    TF_DARK_RATIO,
+    TF_DEFOCUS_SLOPE,
+    TF_EXCLUDE_REASON,
+    TF_EXCLUDED,
+    TF_HAND_AGREEMENT,
+    TF_HAND_MEASURED,
+    TF_HAND_SCALE,
+    TF_HAND_SOURCE,
+    TF_HAND_Z,
+)
 from tiltflow.errors import TiltflowError
 from tiltflow.qc.exclusion import Decision, Thresholds, TiltMeasures, check_indices, decide, parse_tilt_list
 from tiltflow.qc.handedness import HandOptions, HandResult
@@ -38,17 +51,6 @@ from tiltflow.steps.common import execute_series_step
 
 log = logging.getLogger("tiltflow.exclude")
 
-ACQ_INDEX = "tfAcquisitionIndex"
-TF_EXCLUDED = "tfExcluded"
-TF_EXCLUDE_REASON = "tfExcludeReason"
-TF_DARK_RATIO = "tfDarkRatio"
-TF_CONTRAST = "tfContrast"
-TF_DEFOCUS_SLOPE = "tfDefocusSlope"
-TF_HAND_SCALE = "tfHandScale"
-TF_HAND_Z = "tfHandZ"
-TF_HAND_AGREEMENT = "tfHandAgreement"
-TF_HAND_MEASURED = "tfHandMeasured"
-TF_HAND_SOURCE = "tfHandSource"
 
 HAND_MODES = ("auto", "keep", "1", "-1")
 
@@ -82,8 +84,8 @@ def run(in_star: str | Path, outdir: str | Path, options: ExcludeOptions | None 
 
 def acquisition_indices(ts: star.TiltSeriesStar) -> list[int]:
     """The 0-based acquisition index of every row (``tfAcquisitionIndex``, else the row order)."""
-    if ACQ_INDEX in ts.tilts:
-        vals = pd.to_numeric(ts.tilts[ACQ_INDEX], errors="coerce")
+    if TF_ACQ_INDEX in ts.tilts:
+        vals = pd.to_numeric(ts.tilts[TF_ACQ_INDEX], errors="coerce")
         if vals.notna().all():
             return [int(v) for v in vals]
     return list(range(len(ts.tilts)))
@@ -240,7 +242,7 @@ def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions, de
         "hand": result.hand, "measured": result.measured, "confident": result.determined, "scale": result.scale,
         "z": result.z, "agreement": result.agreement, "note": result.note,
         "limits": {"min_z": o.min_z, "min_agreement": o.min_agreement, "min_tilts": o.min_tilts},
-        "imported": old, "rlnTomoHand": ts.globals.get(star.HAND), "source": ts.globals[TF_HAND_SOURCE],
+        "imported": old, star.HAND: ts.globals.get(star.HAND), "source": ts.globals[TF_HAND_SOURCE],
         "tilts": [{"acquisition_index": t.index, "tilt_angle": t.tilt_angle, "slope": t.slope,
                    "positions_A": t.positions, "defoci_A": t.defoci, "scores": t.scores} for t in result.tilts],
     })

@@ -25,6 +25,7 @@ import pandas as pd
 
 from tiltflow import star
 from tiltflow.atomic import write_text
+from tiltflow.columns import TF_ACQ_INDEX, TF_DATE_TIME, TF_DOSE, TF_EXPOSURE_TIME, TF_MDOC, TF_Z_VALUE
 from tiltflow.errors import TiltflowError
 from tiltflow.metadata.models import Session, TiltSeries
 from tiltflow.metadata.movies import star_path
@@ -40,13 +41,6 @@ DEFAULT_AMP_CONTRAST = 0.1
 DEFAULT_HAND = -1
 DEFAULT_OPTICS_GROUP = "optics1"
 
-# tiltflow's own per-tilt / global columns (dropped by export)
-TF_Z_VALUE = "tfZValue"
-TF_ACQ_INDEX = "tfAcquisitionIndex"
-TF_DOSE = "tfDose"
-TF_EXPOSURE_TIME = "tfExposureTime"
-TF_DATE_TIME = "tfDateTime"
-TF_MDOC = "tfMdoc"
 #: per series: the movie files it needs, one absolute path a line (what Nextflow stages for MOTIONCOR)
 MOVIE_LIST = "movies.txt"
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tiltflow import star
+from tiltflow.columns import TF_DOSE
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.mrc import read_mrc, write_mrc
 from tiltflow.motion.metadata import MovieInfo, write_motion_star
@@ -40,7 +41,6 @@ from tiltflow.steps.common import execute_series_step
 
 log = logging.getLogger("tiltflow.motioncor")
 
-TF_DOSE = "tfDose"  # e/A^2 for the whole tilt (import's column)
 BACKENDS = ("builtin", "motioncor2", "motioncor3", "relion")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 

@@ -41,24 +41,26 @@ import numpy as np
 
 from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
+from tiltflow.columns import (
+    TF_CTF_CORRECTION,
+    TF_DOSE_HALF_WEIGHT,
+    TF_DOSE_WEIGHTING,
+    TF_STACK,
+    TF_STACK_BINNING,
+    TF_STACK_EVEN,
+    TF_STACK_ODD,
+    TF_STACK_PIXEL_SIZE,
+    TF_UNCORRECTED_XY,
+    TF_UNCORRECTED_XZ,
+)
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import execute_series_step
 
 log = logging.getLogger("tiltflow.reconstruct")
 
-TF_STACK = "tfStack"
-TF_STACK_EVEN = "tfStackEven"
-TF_STACK_ODD = "tfStackOdd"
-TF_STACK_BINNING = "tfStackBinning"
-TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
 
 METHODS = ("wbp", "sirtlike", "sirt")
-TF_CTF_CORRECTION = "tfCtfCorrection"
-TF_DOSE_WEIGHTING = "tfDoseWeighting"
-TF_DOSE_HALF_WEIGHT = "tfDoseHalfWeightAngst"
-TF_UNCORRECTED_XY = "tfTomogramUncorrectedXY"
-TF_UNCORRECTED_XZ = "tfTomogramUncorrectedXZ"
 
 
 @dataclass

@@ -27,20 +27,21 @@ import pandas as pd
 
 from tiltflow import star
 from tiltflow.atomic import atomic_fresh_path, atomic_path
+from tiltflow.columns import (
+    TF_DOSE,
+    TF_EXCLUDE_REASON,
+    TF_EXCLUDED,
+    TF_STACK,
+    TF_STACK_BINNING,
+    TF_STACK_EVEN,
+    TF_STACK_ODD,
+    TF_STACK_PIXEL_SIZE,
+)
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import execute_series_step
 
 log = logging.getLogger("tiltflow.stack")
-
-TF_DOSE = "tfDose"
-TF_EXCLUDED = "tfExcluded"
-TF_EXCLUDE_REASON = "tfExcludeReason"
-TF_STACK = "tfStack"
-TF_STACK_EVEN = "tfStackEven"
-TF_STACK_ODD = "tfStackOdd"
-TF_STACK_BINNING = "tfStackBinning"
-TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
 
 BACKENDS = ("builtin", "imod")
 

@@ -58,14 +58,14 @@ class SeriesData:
         if base is None:
             return pd.DataFrame()
         t = base.tilts.copy()
-        if "tfExcluded" not in t:
-            t["tfExcluded"] = 0
-        t["tfExcluded"] = pd.to_numeric(t["tfExcluded"], errors="coerce").fillna(0).astype(int)
-        if "tfExcludeReason" not in t:
-            t["tfExcludeReason"] = ""
-        t["tfExcludeReason"] = t["tfExcludeReason"].fillna("").astype(str)
-        if "tfAcquisitionIndex" not in t:
-            t["tfAcquisitionIndex"] = np.arange(len(t))
+        if star.TF_EXCLUDED not in t:
+            t[star.TF_EXCLUDED] = 0
+        t[star.TF_EXCLUDED] = pd.to_numeric(t[star.TF_EXCLUDED], errors="coerce").fillna(0).astype(int)
+        if star.TF_EXCLUDE_REASON not in t:
+            t[star.TF_EXCLUDE_REASON] = ""
+        t[star.TF_EXCLUDE_REASON] = t[star.TF_EXCLUDE_REASON].fillna("").astype(str)
+        if star.TF_ACQ_INDEX not in t:
+            t[star.TF_ACQ_INDEX] = np.arange(len(t))
         al = self.stars.get("align")
         if al is not None and star.MICROGRAPH in al.tilts and star.MICROGRAPH in t:
             extra = [c for c in al.tilts.columns if c not in t.columns or c in (star.Y_TILT, star.Z_ROT)]
@@ -74,9 +74,9 @@ class SeriesData:
                 al.tilts[[star.MICROGRAPH] + extra], on=star.MICROGRAPH, how="left")
             # a tilt the aligner dropped (dark) is excluded even if the exclude step kept it
             aligned = t[star.MICROGRAPH].isin(set(al.tilts[star.MICROGRAPH]))
-            dropped = (~aligned) & (merged["tfExcluded"] == 0)
-            merged.loc[dropped, "tfExcluded"] = 1
-            merged.loc[dropped, "tfExcludeReason"] = "excluded: dropped by the alignment (dark or unalignable)"
+            dropped = (~aligned) & (merged[star.TF_EXCLUDED] == 0)
+            merged.loc[dropped, star.TF_EXCLUDED] = 1
+            merged.loc[dropped, star.TF_EXCLUDE_REASON] = "excluded: dropped by the alignment (dark or unalignable)"
             t = merged
         return t
 
