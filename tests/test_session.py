@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tiltflow import star
 from tiltflow.errors import TiltflowError
 from tiltflow.metadata import dose as dose_mod
 from tiltflow.metadata.discover import series_name
 from tiltflow.metadata.mdoc import write_mdoc
 from tiltflow.metadata.models import Tilt
-from tiltflow.metadata.movies import MovieIndex, star_path, windows_basename
+from tiltflow.metadata.movies import MovieIndex, windows_basename
 from tiltflow.metadata.order import detect_scheme, dose_symmetric_group_size, parse_datetime
 from tiltflow.metadata.session import load_session
 
@@ -182,8 +183,8 @@ def test_movies_resolved_by_basename(tmp_path, monkeypatch):
     ts = load_session(session, frames_dir=other).series[0]
     assert ts.tilts[1].movie == other / "TS_1_001_3.0.tif"
     monkeypatch.chdir(session)
-    assert star_path(ts.tilts[0].movie) == "frames/TS_1_000_0.0.tif"
-    assert star_path(ts.tilts[1].movie) == str(other / "TS_1_001_3.0.tif")
+    assert star.relative_to_root(ts.tilts[0].movie) == "frames/TS_1_000_0.0.tif"
+    assert star.relative_to_root(ts.tilts[1].movie) == str(other / "TS_1_001_3.0.tif")
     assert MovieIndex().find(None, session) is None
 
 

@@ -144,3 +144,33 @@ def test_write_tomograms_and_read_set(tmp_path, monkeypatch):
     assert "tfMdoc" not in star.read_tomograms(out)
     with pytest.raises(TiltflowError, match="no tilt series"):
         star.write_tomograms([], tmp_path / "empty.star")
+
+
+def test_relative_to_root_is_the_inverse_of_resolve(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    (root / "ctf" / "TS_01").mkdir(parents=True)
+    inside = root / "ctf" / "TS_01" / "a b.mrc"
+    outside = tmp_path / "raw" / "movie.tif"
+    assert star.relative_to_root(inside, root) == "ctf/TS_01/a b.mrc"
+    assert star.relative_to_root(outside, root) == str(outside)  # raw data elsewhere stays absolute
+    for p in (inside, outside):
+        assert star.resolve(star.relative_to_root(p, root), root) == p
+    monkeypatch.chdir(root)  # a relative path is taken from the working directory, as a step is given it
+    assert star.relative_to_root(Path("ctf/TS_01/x.mrc")) == "ctf/TS_01/x.mrc"
+    monkeypatch.chdir(tmp_path)
+    assert star.relative_to_root(Path("project/ctf/TS_01/x.mrc"), "project") == "ctf/TS_01/x.mrc"
+    link = tmp_path / "link"
+    link.symlink_to(root)
+    assert star.relative_to_root(inside, link) == "ctf/TS_01/a b.mrc"  # links resolved only when needed
+    assert star.relative_to_root(link / "ctf" / "x.mrc", root) == "ctf/x.mrc"
+
+
+def test_image_refs_with_relions_mrc_suffix(tmp_path):
+    # RELION's CtfFind writes rlnCtfImage as <name>.ctf:mrc (src/ctffind_runner.cpp)
+    ref = star.image_ref(tmp_path / "ctf" / "t_PS.ctf", tmp_path)
+    assert ref == "ctf/t_PS.ctf:mrc"
+    assert star.resolve_image_ref(ref, tmp_path) == tmp_path / "ctf" / "t_PS.ctf"
+    assert star.resolve_image_ref("motioncor/a:b.mrc", tmp_path) == tmp_path / "motioncor" / "a:b.mrc"
+    assert star.resolve_image_ref("/abs/x.mrc", tmp_path) == Path("/abs/x.mrc")
+    for empty in (None, "", "  ", float("nan")):
+        assert star.resolve_image_ref(empty, tmp_path) is None

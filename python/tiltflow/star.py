@@ -15,6 +15,7 @@ RELION; raw movies and the gain may be absolute.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,40 @@ def resolve(path: str | Path, root: str | Path = ".") -> Path:
     """A path from a STAR file, resolved against the project root unless absolute."""
     p = Path(str(path))
     return p if p.is_absolute() else Path(root) / p
+
+
+def relative_to_root(path: str | Path, root: str | Path = ".") -> str:
+    """How ``path`` is written into a STAR file: the inverse of :func:`resolve`.
+
+    Relative to the project root when it lies inside it (as RELION writes its job outputs), else
+    absolute (raw movies elsewhere). A relative ``path`` is taken from the working directory, like
+    any path a step is given. Symbolic links are kept (RELION projects link their movies in); only
+    when the plain path is outside the root are both compared with links resolved (``/tmp`` ->
+    ``/private/tmp``).
+    """
+    absolute, base = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    if absolute.is_relative_to(base):
+        return str(absolute.relative_to(base))
+    real, real_base = absolute.resolve(), base.resolve()
+    return str(real.relative_to(real_base)) if real.is_relative_to(real_base) else str(absolute)
+
+
+#: RELION's type suffix on image names: ``<name>.ctf:mrc`` is read as MRC whatever the extension
+#: (RELION src/ctffind_runner.cpp writes ``fn_root + ".ctf:mrc"`` into rlnCtfImage).
+MRC_SUFFIX = ":mrc"
+
+
+def image_ref(path: str | Path, root: str | Path = ".") -> str:
+    """An MRC image with a non-MRC extension (CTF diagnostic ``.ctf``) as RELION names it in STAR."""
+    return relative_to_root(path, root) + MRC_SUFFIX
+
+
+def resolve_image_ref(ref: Any, root: str | Path = ".") -> Path | None:
+    """The file an image cell names (``:mrc`` suffix understood); None for an empty or missing cell."""
+    if ref is None or (isinstance(ref, float) and ref != ref) or not str(ref).strip():
+        return None
+    text = str(ref)
+    return resolve(text[: -len(MRC_SUFFIX)] if text.endswith(MRC_SUFFIX) else text, root)
 
 
 # --- generic blocks (files other than the step contract, e.g. RELION's per-movie motion STAR) ------------

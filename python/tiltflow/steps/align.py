@@ -249,11 +249,5 @@ def _write_reduced_stacks(ts, new, out_dir: Path, kept: np.ndarray, root: Path) 
             px = float(mrc.voxel_size.x)
         target = out_dir / f"{ts.name}{suffix}.mrc"
         write_mrc(target, data, px)
-        new.globals[key] = _rel(target, root)
+        new.globals[key] = star.relative_to_root(target, root)
 
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +181,7 @@ def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Re
     if [t.row for t in tilts] != list(tbl.index):
         raise TiltflowError(f"{ts.name}: internal error: tilts out of step with the table")
     values = {
-        star.CTF_IMAGE: [f"{_rel(r.ctf_image, options.root)}:mrc" if not r.problem else "" for r in results],
+        star.CTF_IMAGE: [star.image_ref(r.ctf_image, options.root) if not r.problem else "" for r in results],
         star.DEFOCUS_U: [round(r.defocus_u, 2) for r in results],
         star.DEFOCUS_V: [round(r.defocus_v, 2) for r in results],
         star.ASTIGMATISM: [round(abs(r.defocus_u - r.defocus_v), 2) for r in results],
@@ -276,12 +275,6 @@ def _search_range(t: _Tilt, options: CtfOptions) -> tuple[float, float]:
     return max(1000.0, t.nominal_defocus - half), t.nominal_defocus + half
 
 
-def _rel(path: Path, root: Path) -> str:
-    p = Path(path)
-    if not p.is_absolute():
-        return str(p)
-    base = Path(root).resolve()
-    return os.path.relpath(p, base) if p.is_relative_to(base) else str(p)
 
 
 def _title(series: str, t: _Tilt, u: float, v: float, angle: float, res: float, score: float) -> str:

@@ -28,7 +28,6 @@ from tiltflow.atomic import write_text
 from tiltflow.columns import TF_ACQ_INDEX, TF_DATE_TIME, TF_DOSE, TF_EXPOSURE_TIME, TF_MDOC, TF_Z_VALUE
 from tiltflow.errors import TiltflowError
 from tiltflow.metadata.models import Session, TiltSeries
-from tiltflow.metadata.movies import star_path
 from tiltflow.metadata.session import load_session
 from tiltflow.metadata.summary import skipped_lines
 from tiltflow.steplog import step_logs
@@ -120,7 +119,7 @@ def series_to_star(
         notes.append(f"frame count unknown for {len(no_frames)} tilts (written as 0; motioncor reads the movie)")
     rows = []
     for t in ts.tilts:
-        movie = star_path(t.movie, cwd) if t.movie is not None else (t.movie_name or "")
+        movie = star.relative_to_root(t.movie, cwd or ".") if t.movie is not None else (t.movie_name or "")
         row = {
             star.MOVIE: movie,
             star.FRAME_COUNT: int(t.frame_count or 0),
@@ -151,7 +150,7 @@ def series_to_star(
         star.ORIGINAL_PIXEL_SIZE: float(ts.pixel_size),
         star.HAND: int(hand),
         star.OPTICS_GROUP: optics_group,
-        TF_MDOC: star_path(ts.mdoc, cwd),
+        TF_MDOC: star.relative_to_root(ts.mdoc, cwd or "."),
     }
     return star.TiltSeriesStar(name=ts.name, globals=globals_, tilts=pd.DataFrame(rows)), notes
 

@@ -23,7 +23,6 @@ no STAR file and no partial image. The input STAR file is only read.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -157,7 +156,7 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
         for col, key in ((star.MICROGRAPH, "image"), (star.POWER_SPECTRUM, "ps"), (star.MICROGRAPH_METADATA, "star"),
                          (star.MICROGRAPH_EVEN, "even"), (star.MICROGRAPH_ODD, "odd")):
             if options.even_odd or key not in ("even", "odd"):
-                tbl.at[t.row, col] = _rel(out[key], options.root)
+                tbl.at[t.row, col] = star.relative_to_root(out[key], options.root)
         total, early, late = out["motion"]
         tbl.at[t.row, star.MOTION_TOTAL] = total
         tbl.at[t.row, star.MOTION_EARLY] = early
@@ -488,11 +487,3 @@ def _paths(frames_dir: Path, root: str) -> dict[str, Path]:
         "log": frames_dir / f"{root}.log",
     }
 
-
-def _rel(path: Path, root: Path) -> str:
-    """``path`` as written into STAR files: relative to the project root when it lies inside it."""
-    p = Path(path)
-    if not p.is_absolute():
-        return str(p)
-    base = Path(root).resolve()
-    return os.path.relpath(p, base) if p.is_relative_to(base) else str(p)

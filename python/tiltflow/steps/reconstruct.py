@@ -191,7 +191,7 @@ def reconstruct_series(
                 _write_uncorrected_slices(images / scale, setup, grid, opts, out_dir, ts.name, new.globals, root)
         images /= scale
         _write_tomogram(images, setup, grid, opts, target, corrector)
-        new.globals[col] = _rel(target, root)
+        new.globals[col] = star.relative_to_root(target, root)
         log.info("wrote %s in %.1f s", target, time.perf_counter() - t0)
 
     g = new.globals
@@ -209,7 +209,7 @@ def reconstruct_series(
     edf = write_dataset(new, out_dir, geom, root)
     g.pop(star.ETOMO_DIRECTIVE, None)
     if edf is not None:
-        g[star.ETOMO_DIRECTIVE] = _rel(edf, root)
+        g[star.ETOMO_DIRECTIVE] = star.relative_to_root(edf, root)
     _record_correction(new, opts)
     return new
 
@@ -292,7 +292,7 @@ def _write_uncorrected_slices(images, setup, grid: TomogramGrid, opts: Reconstru
     for key, img, suffix in ((TF_UNCORRECTED_XY, xy, "xy"), (TF_UNCORRECTED_XZ, xz, "xz")):
         target = out_dir / f"rec_{name}_uncorrected_{suffix}.mrc"
         write_mrc(target, img.cpu().numpy().astype(np.float32), grid.pixel_size)  # atomic
-        g[key] = _rel(target, root)
+        g[key] = star.relative_to_root(target, root)
 
 
 # --- input ---------------------------------------------------------------------------------------
@@ -436,11 +436,3 @@ class _Stats:
         mean = self.s / max(self.n, 1)
         return self.lo, self.hi, mean, math.sqrt(max(self.s2 / max(self.n, 1) - mean * mean, 0.0))
 
-
-def _rel(path: Path, root: Path) -> str:
-    import os
-
-    try:
-        return os.path.relpath(path, root)
-    except ValueError:
-        return str(path)

@@ -115,10 +115,10 @@ def make_stack(ts: star.TiltSeriesStar, out_dir: Path, opts: StackOptions, root:
     new = star.TiltSeriesStar(name, dict(ts.globals), tilts)
     for key in (TF_STACK_EVEN, TF_STACK_ODD):
         new.globals.pop(key, None)
-    new.globals[TF_STACK] = _rel(stack_paths[""], root)
+    new.globals[TF_STACK] = star.relative_to_root(stack_paths[""], root)
     if halves:
-        new.globals[TF_STACK_EVEN] = _rel(stack_paths["_EVN"], root)
-        new.globals[TF_STACK_ODD] = _rel(stack_paths["_ODD"], root)
+        new.globals[TF_STACK_EVEN] = star.relative_to_root(stack_paths["_EVN"], root)
+        new.globals[TF_STACK_ODD] = star.relative_to_root(stack_paths["_ODD"], root)
     new.globals[TF_STACK_BINNING] = b
     new.globals[TF_STACK_PIXEL_SIZE] = ps * b
     return new
@@ -170,11 +170,6 @@ def _nominal_axis(tilts: pd.DataFrame) -> float | None:
     return None
 
 
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return os.path.relpath(path, root)
-    except ValueError:  # other drive on Windows
-        return str(path)
 
 
 # --- images --------------------------------------------------------------------------------------
@@ -345,14 +340,9 @@ def _stack_with_newstack(executable: str | None, filelist: Path, target: Path, i
 def _write_filelist(path: Path, images: list[Path], out_dir: Path) -> None:
     from tiltflow.io.imodfiles import write_file_of_inputs
 
-    write_file_of_inputs(path, [_rel_to(p, out_dir) for p in images])
+    write_file_of_inputs(path, [os.path.relpath(p.resolve(), out_dir.resolve()) for p in images])  # IMOD: beside the list
 
 
-def _rel_to(p: Path, base: Path) -> str:
-    try:
-        return os.path.relpath(p.resolve(), base.resolve())
-    except ValueError:
-        return str(p.resolve())
 
 
 # --- mdoc ----------------------------------------------------------------------------------------

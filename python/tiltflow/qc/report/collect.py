@@ -101,12 +101,10 @@ class SessionData:
 
     def resolve(self, ref: str | None) -> Path | None:
         """A path from a STAR file: relative to the results folder (where steps run), else to the cwd."""
-        if ref is None or (isinstance(ref, float) and np.isnan(ref)) or not str(ref).strip():
-            return None
-        p = Path(str(ref).split(":")[0] if str(ref).endswith(":mrc") else str(ref))
-        for c in ([p] if p.is_absolute() else [self.root / p, Path.cwd() / p, self.root.parent / p]):
-            if c.is_file():
-                return c
+        for base in (self.root, Path.cwd(), self.root.parent):
+            c = star.resolve_image_ref(ref, base)
+            if c is None or c.is_file():
+                return c  # None: an empty cell
         return None
 
 
