@@ -12,9 +12,7 @@ Input: the stack step's STAR file (rows = sections of ``tfStack``, tilt-angle or
   frames (reasons in the log); ``tfStack`` then points to ``<name>.mrc`` here, the stack without those
   sections, so that rows stay the stack's sections for the reconstruct step.
 
-Stack to bin-1 shifts: stack pixel j of a stack binned by b covers bin-1 pixels from o + j*b
-(o = (N % b) // 2), so a shift s in stack pixels about the stack centre ``n // 2`` is
-``s*b + (o + (n//2)*b + (b-1)/2 - N//2)`` bin-1 pixels about RELION's centre ``N // 2``.
+Stack to bin-1 shifts: stackgeom.py (one rule for stack, align, reconstruct and the etomo dataset).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tiltflow import star
+from tiltflow import stackgeom, star
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.columns import (
     TF_ALIGN_BACKEND,
@@ -36,8 +34,6 @@ from tiltflow.columns import (
     TF_ALIGN_TILT_OFFSET,
     TF_STACK,
     TF_STACK_BINNING,
-    TF_STACK_EVEN,
-    TF_STACK_ODD,
     TF_STACK_PIXEL_SIZE,
 )
 from tiltflow.errors import TiltflowError
@@ -202,33 +198,12 @@ def _check(name: str, a: TiltSeriesAlignment, nz: int, where) -> None:
         raise TiltflowError(f"tilt series {name}: only {n_kept} usable tilts; at least 5 are needed", where)
 
 
-def _bin1_size(ts: star.TiltSeriesStar, root: Path, ns: tuple[int, int], b: int) -> tuple[int, int]:
-    """Bin-1 micrograph size (x, y): a micrograph's header when it matches, else stack size x binning."""
-    if b > 1 and star.MICROGRAPH in ts.tilts and len(ts.tilts):
-        p = star.resolve(str(ts.tilts[star.MICROGRAPH].iloc[0]), root)
-        if p.is_file():
-            import mrcfile
-
-            try:
-                with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
-                    ny, nx = mrc.data.shape[-2:]
-                if nx // b == ns[0] and ny // b == ns[1]:
-                    return int(nx), int(ny)
-            except Exception:  # fall back to the stack's size
-                pass
-    return ns[0] * b, ns[1] * b
-
-
-def stack_to_bin1_offset(n1: tuple[int, int], ns: tuple[int, int], b: int) -> np.ndarray:
-    """(x, y) bin-1 pixels to add to ``shift * b`` (stack pixels about ``ns // 2``): see the module docstring."""
-    return np.array([(n1[k] % b) // 2 + (ns[k] // 2) * b + (b - 1) / 2 - n1[k] // 2 for k in (0, 1)], float)
-
 
 def _to_bin1(a: TiltSeriesAlignment, ts, root: Path, ns: tuple[int, int], b: int, ts_px: float) -> TiltSeriesAlignment:
     """The alignment with shifts in bin-1 pixels about RELION's centre (see the module docstring)."""
-    corr = stack_to_bin1_offset(_bin1_size(ts, root, ns, b), ns, b)
+    shifts = stackgeom.shifts_to_bin1(a.shifts_px, stackgeom.bin1_image_size(ts, root, ns, b), ns, b)
     return TiltSeriesAlignment(
-        y_tilt=a.y_tilt, z_rot=a.z_rot, shifts_px=a.shifts_px * b + corr[None, :], pixel_size=ts_px,
+        y_tilt=a.y_tilt, z_rot=a.z_rot, shifts_px=shifts, pixel_size=ts_px,
         x_tilt=a.x_tilt, residual_px=a.residual_px, excluded=dict(a.excluded), tilt_offset=a.tilt_offset,
         axis_score=a.axis_score,
     )
@@ -240,7 +215,7 @@ def _write_reduced_stacks(ts, new, out_dir: Path, kept: np.ndarray, root: Path) 
 
     from tiltflow.io.mrc import write_mrc
 
-    for key, suffix in ((TF_STACK, ""), (TF_STACK_EVEN, "_EVN"), (TF_STACK_ODD, "_ODD")):
+    for key, suffix in stackgeom.STACK_FILES:
         src = ts.globals.get(key)
         if not src:
             continue

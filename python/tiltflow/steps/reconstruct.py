@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tiltflow import star
+from tiltflow import stackgeom, star
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.columns import (
     TF_CTF_CORRECTION,
@@ -156,7 +156,7 @@ def reconstruct_series(
     ts_px = ts.pixel_size
     stack_path = star.resolve(ts.globals[TF_STACK], root)
     stack_px, stack_bin, (ns_x, ns_y) = _stack_header(ts, stack_path, ts_px)
-    n1 = _bin1_image_size(ts, root, ns_x, ns_y, stack_bin)
+    n1 = stackgeom.bin1_image_size(ts, root, (ns_x, ns_y), stack_bin)
     if opts.pixel_size < stack_px * 0.999:
         raise TiltflowError(
             f"tilt series {ts.name}: target pixel {opts.pixel_size:g} A is finer than the stack's "
@@ -321,24 +321,6 @@ def _stack_header(ts: star.TiltSeriesStar, path: Path, ts_px: float, expect=None
     return stack_px, b, (nx, ny)
 
 
-def _bin1_image_size(ts: star.TiltSeriesStar, root: Path, ns_x: int, ns_y: int, b: int) -> tuple[int, int]:
-    """Bin-1 micrograph size: read from a micrograph header when present, else stack size x binning."""
-    if b == 1:
-        return ns_x, ns_y
-    if star.MICROGRAPH in ts.tilts and len(ts.tilts):
-        p = star.resolve(str(ts.tilts[star.MICROGRAPH].iloc[0]), root)
-        if p.is_file():
-            import mrcfile
-
-            try:
-                with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
-                    ny, nx = mrc.data.shape[-2:]
-                if nx // b == ns_x and ny // b == ns_y:
-                    return int(nx), int(ny)
-            except Exception:  # fall back to the stack's size
-                pass
-    return ns_x * b, ns_y * b
-
 
 def _load(ts, src: Path, aln: TiltSeriesAlignment, grid: TomogramGrid, b: int, ns: tuple[int, int],
           n1: tuple[int, int], device):
@@ -363,7 +345,7 @@ def _load(ts, src: Path, aln: TiltSeriesAlignment, grid: TomogramGrid, b: int, n
             imgs[i] = fourier_crop(img[None], (m_y, m_x))[0]
     imgs -= imgs.mean(dim=(1, 2), keepdim=True)
     # image index k <-> bin-1 position o + (b-1)/2 + k * (ns * b / m)
-    o = np.array([(n1[0] % b) // 2, (n1[1] % b) // 2], float) + (b - 1) / 2.0
+    o = np.array([stackgeom.crop_origin(n1[0], b), stackgeom.crop_origin(n1[1], b)], float) + (b - 1) / 2.0
     step = np.array([ns_x * b / m_x, ns_y * b / m_y])
     scale = grid.binning / step
     c_img = (np.array([n1[0] // 2, n1[1] // 2], float) - o) / grid.binning

@@ -25,17 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tiltflow import star
+from tiltflow import stackgeom, star
 from tiltflow.atomic import atomic_fresh_path, atomic_path
 from tiltflow.columns import (
     TF_DOSE,
     TF_EXCLUDE_REASON,
     TF_EXCLUDED,
-    TF_STACK,
-    TF_STACK_BINNING,
-    TF_STACK_EVEN,
-    TF_STACK_ODD,
-    TF_STACK_PIXEL_SIZE,
 )
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
@@ -84,10 +79,7 @@ def make_stack(ts: star.TiltSeriesStar, out_dir: Path, opts: StackOptions, root:
     name = ts.name
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    stack_paths = {"": out_dir / f"{name}.mrc"}
-    if halves:
-        stack_paths["_EVN"] = out_dir / f"{name}_EVN.mrc"
-        stack_paths["_ODD"] = out_dir / f"{name}_ODD.mrc"
+    stack_paths = {suffix: out_dir / f"{name}{suffix}.mrc" for _, suffix in stackgeom.STACK_FILES if halves or not suffix}
     column = {"": star.MICROGRAPH, "_EVN": star.MICROGRAPH_EVEN, "_ODD": star.MICROGRAPH_ODD}
     axis = _nominal_axis(tilts)
 
@@ -113,14 +105,7 @@ def make_stack(ts: star.TiltSeriesStar, out_dir: Path, opts: StackOptions, root:
     _write_stack_mdoc(out_dir / f"{name}.mdoc", name, tilts, images[0].shape, b, ps, axis)
 
     new = star.TiltSeriesStar(name, dict(ts.globals), tilts)
-    for key in (TF_STACK_EVEN, TF_STACK_ODD):
-        new.globals.pop(key, None)
-    new.globals[TF_STACK] = star.relative_to_root(stack_paths[""], root)
-    if halves:
-        new.globals[TF_STACK_EVEN] = star.relative_to_root(stack_paths["_EVN"], root)
-        new.globals[TF_STACK_ODD] = star.relative_to_root(stack_paths["_ODD"], root)
-    new.globals[TF_STACK_BINNING] = b
-    new.globals[TF_STACK_PIXEL_SIZE] = ps * b
+    stackgeom.record_stacks(new.globals, stack_paths, b, ps * b, root)
     return new
 
 
@@ -214,7 +199,7 @@ def bin_image(img: np.ndarray, b: int) -> np.ndarray:
     if b == 1:
         return img
     ny, nx = img.shape
-    oy, ox = (ny % b) // 2, (nx % b) // 2
+    oy, ox = stackgeom.crop_origin(ny, b), stackgeom.crop_origin(nx, b)
     my, mx = ny // b, nx // b
     crop = img[oy:oy + my * b, ox:ox + mx * b]
     return crop.reshape(my, b, mx, b).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
