@@ -15,12 +15,14 @@ RELION; raw movies and the gain may be absolute.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tiltflow import startext
@@ -31,6 +33,8 @@ from tiltflow.columns import *  # noqa: F403
 from tiltflow.columns import (
     AMP_CONTRAST,
     CS,
+    DEFOCUS_U,
+    DEFOCUS_V,
     ETOMO_DIRECTIVE,
     HAND,
     OPTICS_GROUP,
@@ -54,6 +58,36 @@ from tiltflow.errors import TiltflowError
 GLOBAL_BLOCK = "global"
 
 
+@dataclass(frozen=True)
+class Optics:
+    """The microscope constants of a series: RELION's optics columns of the global table."""
+
+    voltage: float = 300.0  # kV
+    cs: float = 2.7  # mm
+    amplitude_contrast: float = 0.1  # fraction
+    pixel_size: float | None = None  # A, the tilt-series pixel (None when the table has none)
+
+    @property
+    def wavelength(self) -> float:
+        """Relativistic electron wavelength (A)."""
+        from tiltflow.ctfmodel import electron_wavelength
+
+        return electron_wavelength(self.voltage)
+
+    @property
+    def amplitude_phase(self) -> float:
+        """Phase (rad) added by amplitude contrast, as in ``ctfmodel``."""
+        ac = self.amplitude_contrast
+        return math.atan2(ac, math.sqrt(max(1e-12, 1 - ac * ac)))
+
+
+#: The defaults of RELION 5's ImportTomo job (src/pipeline_jobs.cpp: 300 kV, Cs 2.7 mm, Q0 0.1; RELION's
+#: own test project's tilt_series.star has Q0 0.1, docs reference.md), what import writes when the user
+#: gives none, and what a reader assumes for a column that is missing. 0.07 is CTFFIND's prompt default
+#: for a lone micrograph; tiltflow always passes the series' own Q0 to CTFFIND.
+DEFAULT_OPTICS = Optics()
+
+
 @dataclass
 class TiltSeriesStar:
     """One tilt series as passed between steps: its global row and its per-tilt table.
@@ -68,6 +102,11 @@ class TiltSeriesStar:
 
     def copy(self) -> TiltSeriesStar:
         return TiltSeriesStar(self.name, copy.deepcopy(self.globals), self.tilts.copy())
+
+    @property
+    def optics(self) -> Optics:
+        """Voltage, Cs, amplitude contrast and pixel size from the global row: :func:`optics_of`."""
+        return optics_of(self.globals)
 
     @property
     def pixel_size(self) -> float:
@@ -243,6 +282,70 @@ def _write_blocks(blocks: dict[str, pd.DataFrame], path: Path) -> None:
     text = startext.render(blocks, where=path)  # refuses a value RELION could not read back, before writing
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def optics_of(g: dict[str, Any]) -> Optics:
+    """The optics of a global row; a missing column (not a 0) takes its value from DEFAULT_OPTICS."""
+    d = DEFAULT_OPTICS
+    px = g.get(TS_PIXEL_SIZE) or g.get(ORIGINAL_PIXEL_SIZE)  # a pixel size of 0 is no pixel size
+    return Optics(voltage=_number(g, VOLTAGE, d.voltage), cs=_number(g, CS, d.cs),
+                  amplitude_contrast=_number(g, AMP_CONTRAST, d.amplitude_contrast),
+                  pixel_size=float(px) if px else None)
+
+
+# --- units ----------------------------------------------------------------------------------
+#: Defocus is in A in RELION's CTF columns and in um in rlnTomoNominalDefocus (SerialEM's TargetDefocus).
+ANGSTROM_PER_UM = 1e4
+#: |rlnTomoNominalDefocus| at or below this (um) means the mdoc recorded none (import writes 0 then):
+#: no tomography target sits within 50 nm of focus.
+NO_NOMINAL_DEFOCUS_UM = 0.05
+
+
+def um_to_angstrom(um: Any) -> Any:
+    """Micrometres (a float or an array) to Angstrom."""
+    return um * ANGSTROM_PER_UM
+
+
+def angstrom_to_um(angstrom: Any) -> Any:
+    """Angstrom (a float or an array) to micrometres."""
+    return angstrom / ANGSTROM_PER_UM
+
+
+def mean_defocus_angstrom(tilts: pd.DataFrame) -> np.ndarray:
+    """(U + V) / 2 per tilt in A, NaN where a tilt has no fit (or the table no CTF columns)."""
+    if DEFOCUS_U not in tilts or DEFOCUS_V not in tilts:
+        return np.full(len(tilts), np.nan)
+    u = pd.to_numeric(tilts[DEFOCUS_U], errors="coerce").to_numpy(float)
+    v = pd.to_numeric(tilts[DEFOCUS_V], errors="coerce").to_numpy(float)
+    return 0.5 * (u + v)
+
+
+def mean_defocus_um(tilts: pd.DataFrame) -> np.ndarray:
+    """:func:`mean_defocus_angstrom` in um, as summaries show it."""
+    return angstrom_to_um(mean_defocus_angstrom(tilts))
+
+
+def nominal_defocus_angstrom(value: Any) -> float | None:
+    """Underfocus (A, positive) from an rlnTomoNominalDefocus cell (um); None when none was recorded.
+
+    SerialEM's sign (negative = underfocus) is dropped: a positive target is taken as the same underfocus
+    (the ctf step warns about it).
+    """
+    try:
+        um = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(um) or abs(um) <= NO_NOMINAL_DEFOCUS_UM:
+        return None
+    return um_to_angstrom(abs(um))
+
+
+def _number(g: dict[str, Any], label: str, default: float) -> float:
+    """``g[label]`` as a float; ``default`` only when the column is missing or empty (a real 0 stays 0)."""
+    v = g.get(label)
+    if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v)):
+        return default
+    return float(v)
 
 
 def _py(v: Any) -> Any:

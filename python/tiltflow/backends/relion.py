@@ -93,7 +93,7 @@ def write_movies_star(path: Path, movie_name: str, pixel_size: float, kv: float)
 
     optics = {star.OPTICS_GROUP: ["opticsGroup1"], star.OPTICS_GROUP_NUMBER: [1],
               star.ORIGINAL_PIXEL_SIZE: [float(pixel_size)], star.VOLTAGE: [float(kv)],
-              star.CS: [2.7], star.AMP_CONTRAST: [0.1]}
+              star.CS: [star.DEFAULT_OPTICS.cs], star.AMP_CONTRAST: [star.DEFAULT_OPTICS.amplitude_contrast]}
     movies = {star.MOVIE: [movie_name], star.OPTICS_GROUP_NUMBER: [1]}
     import pandas as pd
 

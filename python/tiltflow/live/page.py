@@ -181,7 +181,7 @@ def _tilt_rows(t: pd.DataFrame) -> str:
     for _, r in t.iterrows():
         cells = []
         for c, _, f in cols:
-            v = r[c] / 1e4 if c == star.DEFOCUS_U else r[c]
+            v = star.angstrom_to_um(r[c]) if c == star.DEFOCUS_U else r[c]
             cells.append(f"<td>{_e(_fmt(v, 'g' if f == 'd' else f) if f != 'd' else str(int(v)))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<h3>Tilts processed ({len(t)}, acquisition order)</h3><table class='tilts'><tr>{head}</tr>{''.join(body)}</table>"

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -75,7 +76,8 @@ def series_summary(root: str | Path, name: str, status: str = "ok") -> SeriesSum
         t = ctf.tilts
         if exc is not None and TF_EXCLUDED in exc.tilts and len(exc.tilts) == len(t):
             t = t[exc.tilts[TF_EXCLUDED].astype(int).to_numpy() == 0]
-        mean = (t[star.DEFOCUS_U].astype(float) + t[star.DEFOCUS_V].astype(float)) / 2e4
+        mean = star.mean_defocus_um(t)
+        mean = mean[np.isfinite(mean)]
         if len(mean):
             s.defocus_min_um, s.defocus_max_um = float(mean.min()), float(mean.max())
     ali = _read(root, "align", name)

@@ -259,12 +259,12 @@ def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
     ctf = _read(root, "ctf", name)
     if ctf is not None and star.DEFOCUS_U in ctf.tilts:
         tr = _truth_rows(ctf, series)
-        est = (ctf.tilts[star.DEFOCUS_U].astype(float) + ctf.tilts[star.DEFOCUS_V].astype(float)).to_numpy() / 2
+        est = star.mean_defocus_angstrom(ctf.tilts)
         true = np.array([(t.defocus_u + t.defocus_v) / 2 for t in tr])
         exc = _read(root, "exclude", name)
         keep = _kept(exc) if exc is not None and len(exc.tilts) == len(ctf.tilts) else np.ones(len(tr), bool)
         keep &= ~np.array([t.dark for t in tr])
-        out.defocus_rms_um = rms((est - true)[keep] / 1e4)
+        out.defocus_rms_um = rms(star.angstrom_to_um(est - true)[keep])
     ali = _read(root, "align", name)
     if ali is not None and star.X_SHIFT in ali.tilts:
         tr = _truth_rows(ali, series)

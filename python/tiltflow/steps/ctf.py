@@ -155,10 +155,8 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: CtfOptions) -> st
     frames = out_dir / "frames"
     tilts = _resolve_tilts(ts, options)
     pixel_size = ts.pixel_size
-    g = ts.globals
-    voltage = float(g.get(star.VOLTAGE) or 300.0)
-    cs = float(g.get(star.CS) if g.get(star.CS) is not None else 2.7)
-    amp = float(g.get(star.AMP_CONTRAST) if g.get(star.AMP_CONTRAST) is not None else 0.1)
+    optics = ts.optics
+    voltage, cs, amp = optics.voltage, optics.cs, optics.amplitude_contrast
     png_rows = _png_selection(options.png, len(tilts))
     if options.backend == "builtin":
         fitter = _BuiltinFitter(options, pixel_size, voltage, cs, amp)
@@ -229,10 +227,10 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: CtfOptions) -> list[_Tilt]:
         if not name or name == "nan" or not path.is_file():
             missing.append((label, path))
         nominal = _float(row.get(star.NOMINAL_DEFOCUS), float("nan")) if has_nominal else float("nan")
-        if math.isfinite(nominal) and nominal > 0.05:
+        if math.isfinite(nominal) and nominal > star.NO_NOMINAL_DEFOCUS_UM:
             log.warning("%s: %s nominal defocus %+g um is positive (overfocus in SerialEM's sign); "
                         "searching around %g um underfocus", ts.name, label, nominal, nominal)
-        nominal_a = abs(nominal) * 1e4 if math.isfinite(nominal) and abs(nominal) > 0.05 else None
+        nominal_a = star.nominal_defocus_angstrom(nominal)
         out.append(_Tilt(row=idx, label=label, micrograph=path, root=Path(name).stem, tilt_angle=angle,
                          pre_exposure=_float(row.get(star.PRE_EXPOSURE), 0.0),
                          tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a))
@@ -271,14 +269,14 @@ def _search_range(t: _Tilt, options: CtfOptions) -> tuple[float, float]:
     """(min, max) defocus searched (A)."""
     if t.nominal_defocus is None:
         return FALLBACK_DEFOCUS
-    half = options.defocus_range * 1e4
+    half = star.um_to_angstrom(options.defocus_range)
     return max(1000.0, t.nominal_defocus - half), t.nominal_defocus + half
 
 
 
 
 def _title(series: str, t: _Tilt, u: float, v: float, angle: float, res: float, score: float) -> str:
-    return (f"{series} {t.label}: U {u / 1e4:.3f} V {v / 1e4:.3f} um, {angle:.0f} deg, "
+    return (f"{series} {t.label}: U {star.angstrom_to_um(u):.3f} V {star.angstrom_to_um(v):.3f} um, {angle:.0f} deg, "
             f"fit to {_res_text(res)}, CC {score:.3f}")
 
 
@@ -374,7 +372,7 @@ class _BuiltinFitter:
                      "convention rlnTomoHand = %+d)", series, sign, evidence, -sign)
         curves = [f.curves.get(sign, f.curve) for f in fits]
         if o.series_prior > 0:
-            path = smooth_path(curves, nominal, o.series_prior * 1e4)
+            path = smooth_path(curves, nominal, star.um_to_angstrom(o.series_prior))
         else:
             path = np.array([float(c[0][int(np.argmax(c[1]))]) for c in curves])
         astig = series_astigmatism(fits) if o.astigmatism == "series" else None

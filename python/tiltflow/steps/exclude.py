@@ -251,7 +251,6 @@ def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: ExcludeOptions, de
 
 def measure_hand(ts: star.TiltSeriesStar, usable: list[bool], opts: ExcludeOptions, root: Path) -> HandResult | None:
     """Measure the defocus gradient on the chosen tilts of ``ts``; None when there is nothing to measure."""
-    from tiltflow.ctffit.model import Optics
     from tiltflow.device import get_device
     from tiltflow.io.mrc import MrcReader
     from tiltflow.qc.handedness import choose_tilts, combine, tilt_gradient
@@ -267,9 +266,7 @@ def measure_hand(ts: star.TiltSeriesStar, usable: list[bool], opts: ExcludeOptio
         axis = float(ts.globals.get(star.Z_ROT, 0.0) or 0.0)
         log.warning("tilt series %s: no %s; handedness measured with a tilt axis of %.1f deg",
                     ts.name, star.NOMINAL_AXIS, axis)
-    g = ts.globals
-    optics = Optics(float(g.get(star.VOLTAGE, 300.0) or 300.0), float(g.get(star.CS, 2.7) or 2.7),
-                    float(g.get(star.AMP_CONTRAST, 0.1) or 0.1))
+    optics = ts.optics
     idx = acquisition_indices(ts)
     device = get_device(opts.device)
     grads = []
@@ -301,7 +298,5 @@ def _defocus(tilts: pd.DataFrame, r: int) -> float | None:
         if pd.notna(u) and pd.notna(v) and u > 0:
             return 0.5 * float(u + v)
     if star.NOMINAL_DEFOCUS in tilts:
-        n = pd.to_numeric(tilts[star.NOMINAL_DEFOCUS], errors="coerce").iloc[r]
-        if pd.notna(n) and n != 0:
-            return abs(float(n)) * 1e4
+        return star.nominal_defocus_angstrom(tilts[star.NOMINAL_DEFOCUS].iloc[r])
     return None

@@ -35,8 +35,8 @@ from tiltflow.steps.common import series_dir, series_star
 
 log = logging.getLogger("tiltflow.import")
 
-DEFAULT_CS = 2.7
-DEFAULT_AMP_CONTRAST = 0.1
+DEFAULT_CS = star.DEFAULT_OPTICS.cs
+DEFAULT_AMP_CONTRAST = star.DEFAULT_OPTICS.amplitude_contrast
 DEFAULT_HAND = -1
 DEFAULT_OPTICS_GROUP = "optics1"
 

@@ -114,7 +114,7 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
     frames_dir = out_dir / "frames"
     tilts = _resolve_tilts(ts, options)
     movie_px = _movie_pixel_size(ts)
-    kv = float(ts.globals.get(star.VOLTAGE) or 300.0)
+    kv = ts.optics.voltage
     gain, gain_path, defects_path = _load_gain(options.gain)
     defects = read_mrc(defects_path)[0] if defects_path is not None and options.backend == "builtin" else None
     if options.dose_weighting:

@@ -239,8 +239,9 @@ def _optics(ts: star.TiltSeriesStar, opts: ReconstructOptions):
     if not all(np.isfinite(v).all() for v in values):
         raise TiltflowError(f"tilt series {ts.name}: non-numeric defocus or pre-exposure values", where)
     hand = float(g.get(star.HAND) or 1.0)
-    return TiltOptics(*values, voltage=float(g.get(star.VOLTAGE) or 300.0), cs=float(g.get(star.CS) or 2.7),
-                      amplitude_contrast=float(g.get(star.AMP_CONTRAST) or 0.1), hand=1.0 if hand >= 0 else -1.0)
+    o = ts.optics
+    return TiltOptics(*values, voltage=o.voltage, cs=o.cs, amplitude_contrast=o.amplitude_contrast,
+                      hand=1.0 if hand >= 0 else -1.0)
 
 
 def _corrector(images, setup, optics, grid: TomogramGrid, opts: ReconstructOptions):

@@ -52,7 +52,7 @@ def ctf_vs_tilt(t: pd.DataFrame, path: Path) -> Path | None:
     ex = t[star.TF_EXCLUDED].to_numpy(bool)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    df = 0.5 * (u + v) / 1e4
+    df = star.mean_defocus_um(t)
     axes[0].plot(ang[~ex], df[~ex], "o", color=KEPT, label="kept")
     axes[0].plot(ang[ex], df[ex], "x", color=EXCLUDED, ms=9, mew=2, label="excluded")
     axes[0].set(xlabel="tilt angle (deg)", ylabel="defocus (um, underfocus)", title="Defocus")

@@ -97,9 +97,9 @@ def series_summary(data: SessionData, sd: SeriesData) -> dict[str, str]:
         row["dose (e/A^2)"] = _fmt(np.nanmax(pre) + per, ".0f")
     else:
         row["dose (e/A^2)"] = "-"
-    u, v = _num(t, star.DEFOCUS_U), _num(t, star.DEFOCUS_V)
+    u = _num(t, star.DEFOCUS_U)
     if u.size and np.isfinite(u[kept]).any():
-        df = 0.5 * (u + v)[kept] / 1e4
+        df = star.mean_defocus_um(t)[kept]
         row["defocus (um)"] = f"{np.nanmin(df):.2f} - {np.nanmax(df):.2f}"
     else:
         row["defocus (um)"] = "-"
@@ -287,8 +287,8 @@ def _ctf_figures(data: SessionData, sd: SeriesData, t: pd.DataFrame, fig_dir: Pa
     if star.DEFOCUS_U not in t:
         return ""
     g = sd.globals
-    optics = (float(g.get(star.VOLTAGE, 300) or 300), float(g.get(star.CS, 2.7) or 2.7),
-              float(g.get(star.AMP_CONTRAST, 0.1) or 0.1))
+    o = star.optics_of(g)
+    optics = (o.voltage, o.cs, o.amplitude_contrast)
     try:
         px = float(g.get(star.TS_PIXEL_SIZE) or g.get(star.ORIGINAL_PIXEL_SIZE))
     except (TypeError, ValueError):
@@ -319,7 +319,7 @@ def _ctf_figures(data: SessionData, sd: SeriesData, t: pd.DataFrame, fig_dir: Pa
             continue
         defu, defv = float(r[star.DEFOCUS_U]), float(r.get(star.DEFOCUS_V, r[star.DEFOCUS_U]))
         ang = float(r.get(star.DEFOCUS_ANGLE, 0.0) or 0.0) if star.DEFOCUS_ANGLE in t else 0.0
-        label = f"{title}: {0.5 * (defu + defv) / 1e4:.2f} um, res {_fmt(r.get(star.CTF_MAX_RES))} A"
+        label = f"{title}: {star.angstrom_to_um(0.5 * (defu + defv)):.2f} um, res {_fmt(r.get(star.CTF_MAX_RES))} A"
         p = plots.spectrum_vs_ctf(spec, spx, defu, defv, ang, optics, label,
                                   fig_dir / f"ctf_{int(r[star.TF_ACQ_INDEX]):03d}.png")
         figs.append(_img(p, f"{title}: spectrum (left) and fitted CTF^2 (right)", "spectrum and ctf"))
