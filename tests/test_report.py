@@ -76,7 +76,7 @@ def build_session(out: Path, names=("TS_01", "TS_02"), through: str = "reconstru
             al.tilts[star.Z_ROT] = 84.2
             al.tilts[star.X_SHIFT] = np.linspace(-20, 20, n)
             al.tilts[star.Y_SHIFT] = np.linspace(5, -5, n)
-            al.tilts["tfAlignResidual"] = np.linspace(1.0, 3.0, n)
+            al.tilts[star.TF_ALIGN_RESIDUAL] = np.linspace(1.0, 3.0, n)
             al.globals["tfHandMeasured"] = 1 if k == 0 else -1
             al.globals["tfHandZ"] = 5.0
             al.globals[star.TS_STAR_FILE] = f"align/{name}/{name}.star"

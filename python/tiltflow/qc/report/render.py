@@ -82,49 +82,18 @@ def _num(t: pd.DataFrame, col: str) -> np.ndarray:
 
 # --- session -------------------------------------------------------------------------------------
 def series_summary(data: SessionData, sd: SeriesData) -> dict[str, str]:
-    """The summary-table row of one series (strings, already formatted)."""
-    t = sd.tilts()
-    g = sd.globals
-    ex = t[star.TF_EXCLUDED].to_numpy(bool) if len(t) else np.array([], bool)
-    kept = ~ex
-    row: dict[str, str] = {"series": sd.name, "tilts used": f"{int(kept.sum())} / {len(t)}",
-                           "excluded": str(int(ex.sum()))}
-    pre = _num(t, star.PRE_EXPOSURE)
-    dose = _num(t, star.TF_DOSE)
-    if pre.size:
-        per = float(np.nanmedian(dose)) if dose.size and np.isfinite(dose).any() else (
-            float(np.nanmedian(np.diff(np.sort(pre)))) if pre.size > 1 else 0.0)
-        row["dose (e/A^2)"] = _fmt(np.nanmax(pre) + per, ".0f")
-    else:
-        row["dose (e/A^2)"] = "-"
-    u = _num(t, star.DEFOCUS_U)
-    if u.size and np.isfinite(u[kept]).any():
-        df = star.mean_defocus_um(t)[kept]
-        row["defocus (um)"] = f"{np.nanmin(df):.2f} - {np.nanmax(df):.2f}"
-    else:
-        row["defocus (um)"] = "-"
-    res = _num(t, star.CTF_MAX_RES)
-    row["CTF res. (A, median)"] = _fmt(np.nanmedian(np.where(np.isfinite(res), res, np.nan)[kept])) \
-        if res.size and np.isfinite(res[kept]).any() else "-"
-    rcols = plots.residual_columns(t)
-    resid = [c for c in g if "residual" in c.lower()]
-    if resid:
-        row["align residual"] = _fmt(g[resid[0]], ".2f")
-    elif rcols:
-        row["align residual"] = _fmt(np.nanmean(_num(t, rcols[0])), ".2f")
-    else:
-        row["align residual"] = "-"
-    zrot = _num(t, star.Z_ROT)
-    nominal = _num(t, star.NOMINAL_AXIS)
-    if zrot.size and np.isfinite(zrot).any():
-        row["tilt axis (deg)"] = _fmt(np.nanmedian(zrot), ".1f") + " (aligned)"
-    elif nominal.size and np.isfinite(nominal).any():
-        row["tilt axis (deg)"] = _fmt(np.nanmedian(nominal), ".1f") + " (nominal)"
-    else:
-        row["tilt axis (deg)"] = "-"
-    row["hand"] = hand_text(g)
-    tomo = g.get(star.TOMOGRAM)
-    row["tomogram"] = str(tomo) if tomo else "-"
+    """The summary-table row of one series (strings, already formatted) from :meth:`SeriesData.results`."""
+    r = sd.results()
+    excluded = r.excluded or 0  # before exclude ran every tilt counts as used
+    row: dict[str, str] = {"series": sd.name, "tilts used": f"{r.tilts_total - excluded} / {r.tilts_total}",
+                           "excluded": str(excluded), "dose (e/A^2)": _fmt(r.dose, ".0f")}
+    row["defocus (um)"] = (f"{r.defocus_min_um:.2f} - {r.defocus_max_um:.2f}" if r.defocus_min_um is not None
+                           else "-")
+    row["CTF res. (A, median)"] = _fmt(r.ctf_resolution)
+    row["align residual"] = _fmt(r.residual_px, ".2f")
+    row["tilt axis (deg)"] = f"{_fmt(r.tilt_axis)} ({r.tilt_axis_source})" if r.tilt_axis is not None else "-"
+    row["hand"] = hand_text(sd.globals)
+    row["tomogram"] = r.tomogram or "-"
     row["time (s)"] = _fmt(sd.total_time, ".0f") if sd.timings else "-"
     return row
 
