@@ -106,6 +106,27 @@ def session(tmp_path_factory):
     return build_session(tmp_path_factory.mktemp("report") / "OUT")
 
 
+def test_the_report_table_and_the_run_summary_agree(session):
+    """One reading of a series' results (qc/report/collect.SeriesResults) behind both tables."""
+    from tiltflow.qc.report.collect import collect
+    from tiltflow.qc.report.render import series_summary as report_row
+    from tiltflow.runner.summary import HEADER, rows, series_summary
+
+    data = collect(session)
+    assert [sd.name for sd in data.series] == ["TS_01", "TS_02"]
+    for sd in data.series:
+        report = report_row(data, sd)
+        run = dict(zip(HEADER, rows([series_summary(session, sd.name)])[0], strict=True))
+        # built independently: 9 tilts; tilt 2 by the user, 3 (motion 90 A), 5 (CTF 24 A) and 8 (dark)
+        # excluded; kept tilts 0, 1, 4, 6, 7 have mean defocus 2.95 + 0.03 i um; residuals 1..3 px
+        assert report["tilts used"] == "5 / 9" and run["tilts used"] == "5/9"
+        assert report["excluded"] == run["excluded"] == "4"
+        assert report["defocus (um)"] == "2.95 - 3.16" and run["defocus (um)"] == "2.95-3.16"
+        assert report["align residual"] == run["residual (px)"] == "2.00"
+        assert report["tilt axis (deg)"] == "84.2 (aligned)" and run["tilt axis"] == "84.20"
+        assert report["tomogram"] == run["tomogram"] == f"reconstruct/{sd.name}/rec_{sd.name}.mrc"
+
+
 def test_report_shows_the_whole_session(session, monkeypatch, tmp_path):
     from tiltflow.cli import main
 
