@@ -133,9 +133,9 @@ def test_scheme_detection():
 def test_discovery_sets_aside_frames_montage_duplicates(tmp_path):
     shutil.copy(DATA / "mdocfile__TS_01.mrc.mdoc", tmp_path / "TS_01.mrc.mdoc")
     shutil.copy(DATA / "mdocfile__tilt_series.mdoc", tmp_path / "TS_01.mdoc")  # same name TS_01
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    shutil.copy(DATA / "mdocfile__frame_set_single.mdoc", frames / "TS_01_000_0.0.mrc.mdoc")
+    shutil.copy(DATA / "mdocfile__frame_set_single.mdoc", tmp_path / "TS_01_000_0.0.mrc.mdoc")  # frames beside
+    (tmp_path / "frames").mkdir()  # sub-folders are not the session (metadata/discover.py MDOC_GLOB)
+    shutil.copy(DATA / "mdocfile__frame_set_single.mdoc", tmp_path / "frames" / "TS_01_001_3.0.mrc.mdoc")
     shutil.copy(DATA / "pyserialem__gm.mrc.mdoc", tmp_path / "gm.mrc.mdoc")
     s = load_session(tmp_path)
     assert [ts.name for ts in s.series] == ["TS_01"]
