@@ -282,4 +282,4 @@ def test_tiltflow_run_finds_the_series_nextflows_input_finds(tmp_path):
     with pytest.raises(TiltflowError, match="no .mdoc file matches"):
         find_mdocs(tmp_path / "XX_*.mdoc")
     groovy = (REPO / "subworkflows" / "local" / "utils_tiltflow_pipeline" / "main.nf").read_text()
-    assert 'files("${path}/*.mdoc")' in groovy and "input =~ /[*?\\[{]/" in groovy
+    assert 'files("${path}/*.[mM][dD][oO][cC]")' in groovy and "input =~ /[*?\\[{]/" in groovy  # test_discovery.py

@@ -69,7 +69,7 @@ def build_session(out: Path, names=("TS_01", "TS_02"), through: str = "reconstru
         al.tilts[star.Z_ROT] = 84.2
         al.tilts[star.X_SHIFT] = np.linspace(-20, 20, n)
         al.tilts[star.Y_SHIFT] = np.linspace(5, -5, n)
-        al.tilts["tfAlignResidual"] = np.linspace(1.0, 3.0, n)
+        al.tilts[star.TF_ALIGN_RESIDUAL] = np.linspace(1.0, 3.0, n)
         al.globals["tfHandMeasured"] = 1 if k == 0 else -1
         al.globals["tfHandZ"] = 5.0
         al.globals[star.TS_STAR_FILE] = f"align/{name}/{name}.star"
@@ -95,6 +95,27 @@ def build_session(out: Path, names=("TS_01", "TS_02"), through: str = "reconstru
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     return build_session(tmp_path_factory.mktemp("report") / "OUT")
+
+
+def test_the_report_table_and_the_run_summary_agree(session):
+    """One reading of a series' results (qc/report/collect.SeriesResults) behind both tables."""
+    from tiltflow.qc.report.collect import collect
+    from tiltflow.qc.report.render import series_summary as report_row
+    from tiltflow.runner.summary import HEADER, rows, series_summary
+
+    data = collect(session)
+    assert [sd.name for sd in data.series] == ["TS_01", "TS_02"]
+    for sd in data.series:
+        report = report_row(data, sd)
+        run = dict(zip(HEADER, rows([series_summary(session, sd.name)])[0], strict=True))
+        # built independently: 9 tilts; tilt 2 by the user, 3 (motion 90 A), 5 (CTF 24 A) and 8 (dark)
+        # excluded; kept tilts 0, 1, 4, 6, 7 have mean defocus 2.95 + 0.03 i um; residuals 1..3 px
+        assert report["tilts used"] == "5 / 9" and run["tilts used"] == "5/9"
+        assert report["excluded"] == run["excluded"] == "4"
+        assert report["defocus (um)"] == "2.95 - 3.16" and run["defocus (um)"] == "2.95-3.16"
+        assert report["align residual"] == run["residual (px)"] == "2.00"
+        assert report["tilt axis (deg)"] == "84.2 (aligned)" and run["tilt axis"] == "84.20"
+        assert report["tomogram"] == run["tomogram"] == f"reconstruct/{sd.name}/rec_{sd.name}.mrc"
 
 
 def test_report_shows_the_whole_session(session, monkeypatch, tmp_path):

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tiltflow import star
 from tiltflow.errors import TiltflowError
 from tiltflow.metadata import dose as dose_mod
 from tiltflow.metadata.discover import series_name
 from tiltflow.metadata.mdoc import write_mdoc
 from tiltflow.metadata.models import Tilt
-from tiltflow.metadata.movies import MovieIndex, star_path, windows_basename
+from tiltflow.metadata.movies import MovieIndex, windows_basename
 from tiltflow.metadata.order import detect_scheme, dose_symmetric_group_size, parse_datetime
 from tiltflow.metadata.session import load_session
 
@@ -132,9 +133,9 @@ def test_scheme_detection():
 def test_discovery_sets_aside_frames_montage_duplicates(tmp_path):
     shutil.copy(DATA / "mdocfile__TS_01.mrc.mdoc", tmp_path / "TS_01.mrc.mdoc")
     shutil.copy(DATA / "mdocfile__tilt_series.mdoc", tmp_path / "TS_01.mdoc")  # same name TS_01
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    shutil.copy(DATA / "mdocfile__frame_set_single.mdoc", frames / "TS_01_000_0.0.mrc.mdoc")
+    shutil.copy(DATA / "mdocfile__frame_set_single.mdoc", tmp_path / "TS_01_000_0.0.mrc.mdoc")  # frames beside
+    (tmp_path / "frames").mkdir()  # sub-folders are not the session (metadata/discover.py MDOC_GLOB)
+    shutil.copy(DATA / "mdocfile__frame_set_single.mdoc", tmp_path / "frames" / "TS_01_001_3.0.mrc.mdoc")
     shutil.copy(DATA / "pyserialem__gm.mrc.mdoc", tmp_path / "gm.mrc.mdoc")
     s = load_session(tmp_path)
     assert [ts.name for ts in s.series] == ["TS_01"]
@@ -181,8 +182,8 @@ def test_movies_resolved_by_basename(tmp_path):
     assert any("2 of 3 movies not found: TS_1_001_3.0.tif, TS_1_002_-3.0.tif" in w for w in ts.warnings)
     ts = load_session(session, frames_dir=other).series[0]
     assert ts.tilts[1].movie == other / "TS_1_001_3.0.tif"
-    assert star_path(ts.tilts[0].movie, session) == "frames/TS_1_000_0.0.tif"
-    assert star_path(ts.tilts[1].movie, session) == str(other / "TS_1_001_3.0.tif")
+    assert star.relative_to_root(ts.tilts[0].movie, session) == "frames/TS_1_000_0.0.tif"
+    assert star.relative_to_root(ts.tilts[1].movie, session) == str(other / "TS_1_001_3.0.tif")
     assert MovieIndex().find(None, session) is None
 
 

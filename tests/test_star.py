@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -144,3 +145,65 @@ def test_write_tomograms_and_read_set(tmp_path):
     assert "tfMdoc" not in star.read_tomograms(out)
     with pytest.raises(TiltflowError, match="no tilt series"):
         star.write_tomograms([], tmp_path / "empty.star")
+
+
+def test_relative_to_root_is_the_inverse_of_resolve(tmp_path):
+    root = tmp_path / "project"
+    (root / "ctf" / "TS_01").mkdir(parents=True)
+    inside = root / "ctf" / "TS_01" / "a b.mrc"
+    outside = tmp_path / "raw" / "movie.tif"
+    assert star.relative_to_root(inside, root) == "ctf/TS_01/a b.mrc"
+    assert star.relative_to_root(outside, root) == str(outside)  # raw data elsewhere stays absolute
+    for p in (inside, outside):
+        assert star.resolve(star.relative_to_root(p, root), root) == p
+    # a relative path is relative to the root already: the working directory is never consulted
+    assert star.relative_to_root(Path("ctf/TS_01/x.mrc"), root) == "ctf/TS_01/x.mrc"
+    assert star.relative_to_root(Path("ctf/../ctf/x.mrc"), root) == "ctf/x.mrc"
+    link = tmp_path / "link"
+    link.symlink_to(root)
+    assert star.relative_to_root(inside, link) == "ctf/TS_01/a b.mrc"  # links resolved only when needed
+    assert star.relative_to_root(link / "ctf" / "x.mrc", root) == "ctf/x.mrc"
+
+
+def test_image_refs_with_relions_mrc_suffix(tmp_path):
+    # RELION's CtfFind writes rlnCtfImage as <name>.ctf:mrc (src/ctffind_runner.cpp)
+    ref = star.image_ref(tmp_path / "ctf" / "t_PS.ctf", tmp_path)
+    assert ref == "ctf/t_PS.ctf:mrc"
+    assert star.resolve_image_ref(ref, tmp_path) == tmp_path / "ctf" / "t_PS.ctf"
+    assert star.resolve_image_ref("motioncor/a:b.mrc", tmp_path) == tmp_path / "motioncor" / "a:b.mrc"
+    assert star.resolve_image_ref("/abs/x.mrc", tmp_path) == Path("/abs/x.mrc")
+    for empty in (None, "", "  ", float("nan")):
+        assert star.resolve_image_ref(empty, tmp_path) is None
+
+
+def test_optics_from_the_global_row_keeps_a_real_zero():
+    ts = star.TiltSeriesStar("TS", {star.VOLTAGE: 200.0, star.CS: 0.0, star.AMP_CONTRAST: 0.0,
+                                    star.TS_PIXEL_SIZE: 1.5})
+    assert ts.optics == star.Optics(200.0, 0.0, 0.0, 1.5)  # a Cs-corrected scope: 0 is not "unset"
+    empty = star.TiltSeriesStar("TS", {star.CS: float("nan"), star.AMP_CONTRAST: ""})
+    assert empty.optics == star.DEFAULT_OPTICS
+    # RELION 5 ImportTomo's defaults (300 kV, 2.7 mm, Q0 0.1), as in RELION's own test project
+    assert (star.DEFAULT_OPTICS.voltage, star.DEFAULT_OPTICS.cs, star.DEFAULT_OPTICS.amplitude_contrast) == (
+        300.0, 2.7, 0.1)
+    # what RELION 5's ImportTomo wrote for the tutorial project (real file)
+    row = star.read_tomograms(DATA / "cets-relion__Import_job001_tilt_series.star").iloc[0].to_dict()
+    assert star.optics_of(row) == star.Optics(300.0, 2.7, 0.1, 0.675)
+
+
+def test_the_ctf_fit_uses_the_same_optics_model():
+    from tiltflow.ctffit.model import Optics
+
+    assert Optics is star.Optics
+    assert star.Optics(300.0).wavelength == pytest.approx(0.019687, rel=1e-4)  # 300 kV electrons: 1.97 pm
+
+
+def test_defocus_units():
+    tilts = pd.DataFrame({star.DEFOCUS_U: [31000.0, None], star.DEFOCUS_V: [29000.0, 1.0]})
+    np.testing.assert_allclose(star.mean_defocus_um(tilts), [3.0, np.nan])
+    assert np.isnan(star.mean_defocus_angstrom(pd.DataFrame({star.DEFOCUS_U: [1.0]}))).all()
+    # SerialEM's TargetDefocus: negative = underfocus; 0 (not recorded) and tiny values are no nominal defocus
+    assert star.nominal_defocus_angstrom(-3.5) == pytest.approx(35000.0)
+    assert star.nominal_defocus_angstrom(2.0) == pytest.approx(20000.0)
+    for none in (0, 0.0, -0.04, None, "nan", float("nan"), "x"):
+        assert star.nominal_defocus_angstrom(none) is None
+    assert star.um_to_angstrom(star.angstrom_to_um(12345.0)) == pytest.approx(12345.0)

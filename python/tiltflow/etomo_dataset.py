@@ -94,12 +94,12 @@ def write_dataset(ts: star.TiltSeriesStar, out_dir: Path, geom: EtomoGeometry, r
 
 def stack_alignment(ts: star.TiltSeriesStar, geom: EtomoGeometry) -> TiltSeriesAlignment:
     """The series' RELION alignment with shifts in tfStack pixels about its centre ``n // 2``."""
-    from tiltflow.steps.align import stack_to_bin1_offset
+    from tiltflow.stackgeom import shifts_to_stack
 
     bin1 = TiltSeriesAlignment.from_star(ts.tilts, geom.ts_pixel_size)
     b = geom.stack_binning
-    corr = stack_to_bin1_offset(geom.bin1_size, geom.stack_size, b)
-    return TiltSeriesAlignment(y_tilt=bin1.y_tilt, z_rot=bin1.z_rot, shifts_px=(bin1.shifts_px - corr) / b,
+    shifts = shifts_to_stack(bin1.shifts_px, geom.bin1_size, geom.stack_size, b)
+    return TiltSeriesAlignment(y_tilt=bin1.y_tilt, z_rot=bin1.z_rot, shifts_px=shifts,
                                pixel_size=geom.ts_pixel_size * b, x_tilt=bin1.x_tilt)
 
 

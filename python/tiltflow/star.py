@@ -15,72 +15,77 @@ RELION; raw movies and the gain may be absolute.
 from __future__ import annotations
 
 import copy
+import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tiltflow import startext
 from tiltflow.atomic import atomic_path
+
+# Every label lives in columns.py (unit, owning step, meaning); star re-exports them: star.DEFOCUS_U.
+from tiltflow.columns import *  # noqa: F403
+from tiltflow.columns import (
+    AMP_CONTRAST,
+    CS,
+    DEFOCUS_U,
+    DEFOCUS_V,
+    ETOMO_DIRECTIVE,
+    HAND,
+    OPTICS_GROUP,
+    ORIGINAL_PIXEL_SIZE,
+    PRE_EXPOSURE,
+    RELION4_MATRICES,
+    TOMO_BINNING,
+    TOMO_NAME,
+    TOMO_SIZE_X,
+    TOMO_SIZE_Y,
+    TOMO_SIZE_Z,
+    TOMOGRAM,
+    TOMOGRAM_HALF1,
+    TOMOGRAM_HALF2,
+    TS_PIXEL_SIZE,
+    TS_STAR_FILE,
+    VOLTAGE,
+)
 from tiltflow.errors import TiltflowError
 
-# --- global table (one row per tilt series), RELION 5 names --------------------------------
-TOMO_NAME = "rlnTomoName"
-TS_STAR_FILE = "rlnTomoTiltSeriesStarFile"
-VOLTAGE = "rlnVoltage"  # kV
-CS = "rlnSphericalAberration"  # mm
-AMP_CONTRAST = "rlnAmplitudeContrast"  # fraction
-ORIGINAL_PIXEL_SIZE = "rlnMicrographOriginalPixelSize"  # A, movie pixel
-TS_PIXEL_SIZE = "rlnTomoTiltSeriesPixelSize"  # A, motion-corrected images
-HAND = "rlnTomoHand"  # +1 / -1
-OPTICS_GROUP = "rlnOpticsGroupName"
-TOMO_BINNING = "rlnTomoTomogramBinning"
-TOMO_SIZE_X = "rlnTomoSizeX"  # unbinned pixels
-TOMO_SIZE_Y = "rlnTomoSizeY"
-TOMO_SIZE_Z = "rlnTomoSizeZ"
-TOMOGRAM = "rlnTomoReconstructedTomogram"
-TOMOGRAM_HALF1 = "rlnTomoReconstructedTomogramHalf1"
-TOMOGRAM_HALF2 = "rlnTomoReconstructedTomogramHalf2"
-ARETOMO_AXIS_SCORE = "rlnAreTomoTiltAxisScore"
-ETOMO_DIRECTIVE = "rlnEtomoDirectiveFile"
-
-# --- per-tilt table ----------------------------------------------------------------------
-MOVIE = "rlnMicrographMovieName"
-FRAME_COUNT = "rlnTomoTiltMovieFrameCount"
-NOMINAL_TILT = "rlnTomoNominalStageTiltAngle"  # deg
-NOMINAL_AXIS = "rlnTomoNominalTiltAxisAngle"  # deg
-PRE_EXPOSURE = "rlnMicrographPreExposure"  # e/A^2 before this tilt
-NOMINAL_DEFOCUS = "rlnTomoNominalDefocus"  # um, negative = underfocus (SerialEM TargetDefocus)
-MICROGRAPH = "rlnMicrographName"
-MICROGRAPH_EVEN = "rlnMicrographNameEven"
-MICROGRAPH_ODD = "rlnMicrographNameOdd"
-MICROGRAPH_METADATA = "rlnMicrographMetadata"
-POWER_SPECTRUM = "rlnCtfPowerSpectrum"
-MOTION_TOTAL = "rlnAccumMotionTotal"  # A
-MOTION_EARLY = "rlnAccumMotionEarly"
-MOTION_LATE = "rlnAccumMotionLate"
-CTF_IMAGE = "rlnCtfImage"
-DEFOCUS_U = "rlnDefocusU"  # A
-DEFOCUS_V = "rlnDefocusV"  # A
-DEFOCUS_ANGLE = "rlnDefocusAngle"  # deg
-ASTIGMATISM = "rlnCtfAstigmatism"  # A, |U - V|
-CTF_FOM = "rlnCtfFigureOfMerit"
-CTF_MAX_RES = "rlnCtfMaxResolution"  # A
-ICE_RING = "rlnCtfIceRingDensity"
-PHASE_SHIFT = "rlnPhaseShift"  # deg
-X_TILT = "rlnTomoXTilt"  # deg
-Y_TILT = "rlnTomoYTilt"  # deg
-Z_ROT = "rlnTomoZRot"  # deg
-X_SHIFT = "rlnTomoXShiftAngst"  # A
-Y_SHIFT = "rlnTomoYShiftAngst"  # A
-CTF_SCALE = "rlnCtfScalefactor"
-
-#: RELION 4 projection matrices: never written (RELION 5 deactivates them on write).
-RELION4_MATRICES = ("rlnTomoProjX", "rlnTomoProjY", "rlnTomoProjZ", "rlnTomoProjW")
-
 GLOBAL_BLOCK = "global"
+
+
+@dataclass(frozen=True)
+class Optics:
+    """The microscope constants of a series: RELION's optics columns of the global table."""
+
+    voltage: float = 300.0  # kV
+    cs: float = 2.7  # mm
+    amplitude_contrast: float = 0.1  # fraction
+    pixel_size: float | None = None  # A, the tilt-series pixel (None when the table has none)
+
+    @property
+    def wavelength(self) -> float:
+        """Relativistic electron wavelength (A)."""
+        from tiltflow.ctfmodel import electron_wavelength
+
+        return electron_wavelength(self.voltage)
+
+    @property
+    def amplitude_phase(self) -> float:
+        """Phase (rad) added by amplitude contrast, as in ``ctfmodel``."""
+        ac = self.amplitude_contrast
+        return math.atan2(ac, math.sqrt(max(1e-12, 1 - ac * ac)))
+
+
+#: The defaults of RELION 5's ImportTomo job (src/pipeline_jobs.cpp: 300 kV, Cs 2.7 mm, Q0 0.1; RELION's
+#: own test project's tilt_series.star has Q0 0.1, docs reference.md), what import writes when the user
+#: gives none, and what a reader assumes for a column that is missing. 0.07 is CTFFIND's prompt default
+#: for a lone micrograph; tiltflow always passes the series' own Q0 to CTFFIND.
+DEFAULT_OPTICS = Optics()
 
 
 @dataclass
@@ -97,6 +102,11 @@ class TiltSeriesStar:
 
     def copy(self) -> TiltSeriesStar:
         return TiltSeriesStar(self.name, copy.deepcopy(self.globals), self.tilts.copy())
+
+    @property
+    def optics(self) -> Optics:
+        """Voltage, Cs, amplitude contrast and pixel size from the global row: :func:`optics_of`."""
+        return optics_of(self.globals)
 
     @property
     def pixel_size(self) -> float:
@@ -276,6 +286,70 @@ def _write_blocks(blocks: dict[str, pd.DataFrame], path: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def optics_of(g: dict[str, Any]) -> Optics:
+    """The optics of a global row; a missing column (not a 0) takes its value from DEFAULT_OPTICS."""
+    d = DEFAULT_OPTICS
+    px = g.get(TS_PIXEL_SIZE) or g.get(ORIGINAL_PIXEL_SIZE)  # a pixel size of 0 is no pixel size
+    return Optics(voltage=_number(g, VOLTAGE, d.voltage), cs=_number(g, CS, d.cs),
+                  amplitude_contrast=_number(g, AMP_CONTRAST, d.amplitude_contrast),
+                  pixel_size=float(px) if px else None)
+
+
+# --- units ----------------------------------------------------------------------------------
+#: Defocus is in A in RELION's CTF columns and in um in rlnTomoNominalDefocus (SerialEM's TargetDefocus).
+ANGSTROM_PER_UM = 1e4
+#: |rlnTomoNominalDefocus| at or below this (um) means the mdoc recorded none (import writes 0 then):
+#: no tomography target sits within 50 nm of focus.
+NO_NOMINAL_DEFOCUS_UM = 0.05
+
+
+def um_to_angstrom(um: Any) -> Any:
+    """Micrometres (a float or an array) to Angstrom."""
+    return um * ANGSTROM_PER_UM
+
+
+def angstrom_to_um(angstrom: Any) -> Any:
+    """Angstrom (a float or an array) to micrometres."""
+    return angstrom / ANGSTROM_PER_UM
+
+
+def mean_defocus_angstrom(tilts: pd.DataFrame) -> np.ndarray:
+    """(U + V) / 2 per tilt in A, NaN where a tilt has no fit (or the table no CTF columns)."""
+    if DEFOCUS_U not in tilts or DEFOCUS_V not in tilts:
+        return np.full(len(tilts), np.nan)
+    u = pd.to_numeric(tilts[DEFOCUS_U], errors="coerce").to_numpy(float)
+    v = pd.to_numeric(tilts[DEFOCUS_V], errors="coerce").to_numpy(float)
+    return 0.5 * (u + v)
+
+
+def mean_defocus_um(tilts: pd.DataFrame) -> np.ndarray:
+    """:func:`mean_defocus_angstrom` in um, as summaries show it."""
+    return angstrom_to_um(mean_defocus_angstrom(tilts))
+
+
+def nominal_defocus_angstrom(value: Any) -> float | None:
+    """Underfocus (A, positive) from an rlnTomoNominalDefocus cell (um); None when none was recorded.
+
+    SerialEM's sign (negative = underfocus) is dropped: a positive target is taken as the same underfocus
+    (the ctf step warns about it).
+    """
+    try:
+        um = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(um) or abs(um) <= NO_NOMINAL_DEFOCUS_UM:
+        return None
+    return um_to_angstrom(abs(um))
+
+
+def _number(g: dict[str, Any], label: str, default: float) -> float:
+    """``g[label]`` as a float; ``default`` only when the column is missing or empty (a real 0 stays 0)."""
+    v = g.get(label)
+    if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v)):
+        return default
+    return float(v)
+
+
 def _py(v: Any) -> Any:
     """numpy scalars -> Python scalars, so that globals compare and serialise simply."""
     return v.item() if hasattr(v, "item") else v
@@ -285,6 +359,41 @@ def resolve(path: str | Path, root: str | Path = ".") -> Path:
     """A path from a STAR file, resolved against the project root unless absolute."""
     p = Path(str(path))
     return p if p.is_absolute() else Path(root) / p
+
+
+def relative_to_root(path: str | Path, root: str | Path) -> str:
+    """How ``path`` is written into a STAR file: the inverse of :func:`resolve`.
+
+    Relative to the project root when it lies inside it (as RELION writes its job outputs), else
+    absolute (raw movies elsewhere). A relative ``path`` is relative to ``root`` already (the working
+    directory is never consulted, see DEVELOPERS.md "The project root is explicit"). Symbolic links are kept (RELION projects link their movies in); only
+    when the plain path is outside the root are both compared with links resolved (``/tmp`` ->
+    ``/private/tmp``).
+    """
+    base = Path(os.path.abspath(root))
+    absolute = Path(os.path.normpath(base / path))  # an absolute ``path`` replaces ``base``
+    if absolute.is_relative_to(base):
+        return str(absolute.relative_to(base))
+    real, real_base = absolute.resolve(), base.resolve()
+    return str(real.relative_to(real_base)) if real.is_relative_to(real_base) else str(absolute)
+
+
+#: RELION's type suffix on image names: ``<name>.ctf:mrc`` is read as MRC whatever the extension
+#: (RELION src/ctffind_runner.cpp writes ``fn_root + ".ctf:mrc"`` into rlnCtfImage).
+MRC_SUFFIX = ":mrc"
+
+
+def image_ref(path: str | Path, root: str | Path) -> str:
+    """An MRC image with a non-MRC extension (CTF diagnostic ``.ctf``) as RELION names it in STAR."""
+    return relative_to_root(path, root) + MRC_SUFFIX
+
+
+def resolve_image_ref(ref: Any, root: str | Path = ".") -> Path | None:
+    """The file an image cell names (``:mrc`` suffix understood); None for an empty or missing cell."""
+    if ref is None or (isinstance(ref, float) and ref != ref) or not str(ref).strip():
+        return None
+    text = str(ref)
+    return resolve(text[: -len(MRC_SUFFIX)] if text.endswith(MRC_SUFFIX) else text, root)
 
 
 # --- generic blocks (files other than the step contract, e.g. RELION's per-movie motion STAR) ------------

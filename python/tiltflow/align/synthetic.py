@@ -135,10 +135,10 @@ def write_stack_project(root, s: SyntheticSeries, name: str = "TS_01", pixel_siz
         star.NOMINAL_TILT: s.nominal_tilts,
         star.NOMINAL_AXIS: np.full(n, s.tilt_axis if axis_in_mdoc is None else axis_in_mdoc),
         star.PRE_EXPOSURE: np.arange(n) * 3.0,
-        "tfDose": np.full(n, 3.0),
+        star.TF_DOSE: np.full(n, 3.0),
     })
-    g = {star.TS_PIXEL_SIZE: pixel_size, star.VOLTAGE: 300.0, "tfStack": f"stack/{name}/{name}.mrc",
-         "tfStackPixelSize": pixel_size, "tfStackBinning": 1}
+    g = {star.TS_PIXEL_SIZE: pixel_size, star.VOLTAGE: 300.0, star.TF_STACK: f"stack/{name}/{name}.mrc",
+         star.TF_STACK_PIXEL_SIZE: pixel_size, star.TF_STACK_BINNING: 1}
     path = root / "stack" / name / f"{name}.star"
     star.write_tilt_series(star.TiltSeriesStar(name, g, tilts), path)
     return path

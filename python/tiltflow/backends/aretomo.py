@@ -38,12 +38,12 @@ import pandas as pd
 
 from tiltflow import star
 from tiltflow.alignment import TiltSeriesAlignment
+from tiltflow.columns import TF_DOSE
 from tiltflow.errors import TiltflowError
 
 log = logging.getLogger("tiltflow.aretomo")
 
 FLAVOURS = ("aretomo2", "aretomo3")
-TF_DOSE = "tfDose"
 _BEST_AXIS = re.compile(r"Best tilt axis:\s*(-?\d+)\s*,\s*Score:\s*(-?[\d.eE+-]+)")
 _VERSION = re.compile(r"version\s+(\d+(?:\.\d+)*)", re.IGNORECASE)
 

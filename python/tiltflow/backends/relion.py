@@ -91,10 +91,10 @@ def write_movies_star(path: Path, movie_name: str, pixel_size: float, kv: float)
     """The movies STAR file RELION reads: an optics table (pixel size, voltage) and one movie."""
     from tiltflow import star
 
-    optics = {"rlnOpticsGroupName": ["opticsGroup1"], "rlnOpticsGroup": [1],
-              "rlnMicrographOriginalPixelSize": [float(pixel_size)], "rlnVoltage": [float(kv)],
-              "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]}
-    movies = {"rlnMicrographMovieName": [movie_name], "rlnOpticsGroup": [1]}
+    optics = {star.OPTICS_GROUP: ["opticsGroup1"], star.OPTICS_GROUP_NUMBER: [1],
+              star.ORIGINAL_PIXEL_SIZE: [float(pixel_size)], star.VOLTAGE: [float(kv)],
+              star.CS: [star.DEFAULT_OPTICS.cs], star.AMP_CONTRAST: [star.DEFAULT_OPTICS.amplitude_contrast]}
+    movies = {star.MOVIE: [movie_name], star.OPTICS_GROUP_NUMBER: [1]}
     import pandas as pd
 
     return star.write_blocks(path, {"optics": pd.DataFrame(optics), "movies": pd.DataFrame(movies)})

@@ -13,28 +13,8 @@ which is ``rlnDefocusU/V/Angle`` with ``U - V = 2 |(ax, ay)|`` and ``angle = ata
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Optics:
-    """Microscope constants the CTF needs (RELION's global columns)."""
-
-    voltage: float = 300.0  # kV
-    cs: float = 2.7  # mm
-    amplitude_contrast: float = 0.07  # fraction
-
-    @property
-    def wavelength(self) -> float:
-        from tiltflow.ctfmodel import electron_wavelength
-
-        return electron_wavelength(self.voltage)
-
-    @property
-    def amplitude_phase(self) -> float:
-        """Phase (rad) added by amplitude contrast, as in ``ctfmodel``."""
-        ac = self.amplitude_contrast
-        return math.atan2(ac, math.sqrt(max(1e-12, 1 - ac * ac)))
+from tiltflow.star import Optics  # one optics model (DEFAULT_OPTICS there); re-exported: ctffit.Optics
 
 
 def chi(k2, defocus, optics: Optics, phase_shift=0.0):

@@ -64,9 +64,9 @@ def tilt_table(root: Path, track: st.SeriesTrack) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     table = pd.concat(rows, ignore_index=True)
-    if "tfAcquisitionIndex" in table:
-        table = table.sort_values("tfAcquisitionIndex", kind="stable").reset_index(drop=True)
-    table["tfExcluded"] = 0
+    if star.TF_ACQ_INDEX in table:
+        table = table.sort_values(star.TF_ACQ_INDEX, kind="stable").reset_index(drop=True)
+    table[star.TF_EXCLUDED] = 0
     return table
 
 
@@ -89,7 +89,7 @@ def warnings_for(track: st.SeriesTrack, table: pd.DataFrame, residual_px: float 
         big = motion > MOTION_A
         if big.any():
             out.append(f"large beam-induced motion: {motion[big].max():.0f} A on {int(big.sum())} tilt(s)")
-        dose = pd.to_numeric(table.get("tfDose"), errors="coerce")
+        dose = pd.to_numeric(table.get(star.TF_DOSE), errors="coerce")
         if dose.notna().sum() >= 3:
             med = float(dose.median())
             off = (dose - med).abs() > DOSE_SPREAD * med
@@ -160,7 +160,7 @@ def _thumbnails(root: Path, t: pd.DataFrame) -> list:
 
     if star.MICROGRAPH not in t or star.NOMINAL_TILT not in t:
         return []
-    return [(float(r[star.NOMINAL_TILT]), int(r.get("tfAcquisitionIndex", i)),
+    return [(float(r[star.NOMINAL_TILT]), int(r.get(star.TF_ACQ_INDEX, i)),
              _read_image(star.resolve(r[star.MICROGRAPH], root)), False, "") for i, r in t.iterrows()]
 
 
@@ -173,7 +173,7 @@ def _latest_ctf_png(root: Path, track: st.SeriesTrack, t: pd.DataFrame) -> Path 
 
 
 def _tilt_rows(t: pd.DataFrame) -> str:
-    cols = [("tfAcquisitionIndex", "#", "d"), (star.NOMINAL_TILT, "tilt", "+.1f"), (star.MOTION_TOTAL, "motion (A)", ".1f"),
+    cols = [(star.TF_ACQ_INDEX, "#", "d"), (star.NOMINAL_TILT, "tilt", "+.1f"), (star.MOTION_TOTAL, "motion (A)", ".1f"),
             (star.DEFOCUS_U, "defocus U (um)", ".2f"), (star.CTF_MAX_RES, "CTF res. (A)", ".1f")]
     cols = [c for c in cols if c[0] in t]
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in cols)
@@ -181,7 +181,7 @@ def _tilt_rows(t: pd.DataFrame) -> str:
     for _, r in t.iterrows():
         cells = []
         for c, _, f in cols:
-            v = r[c] / 1e4 if c == star.DEFOCUS_U else r[c]
+            v = star.angstrom_to_um(r[c]) if c == star.DEFOCUS_U else r[c]
             cells.append(f"<td>{_e(_fmt(v, 'g' if f == 'd' else f) if f != 'd' else str(int(v)))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<h3>Tilts processed ({len(t)}, acquisition order)</h3><table class='tilts'><tr>{head}</tr>{''.join(body)}</table>"

@@ -99,7 +99,7 @@ def _import_partial(track: SeriesTrack, md, root: Path, params: RunParams) -> No
     try:
         ts = build_series(md, MovieIndex(frames), params.tilt_axis, params.dose_per_tilt)
         check_importable(ts)
-        tss, notes = series_to_star(ts, params.kv, params.cs, params.amp_contrast, params.hand, cwd=root)
+        tss, notes = series_to_star(ts, params.kv, params.cs, params.amp_contrast, params.hand, root=root)
     except (IncompleteMdoc, InvalidMdoc, TiltflowError) as exc:
         track.problem = str(exc)
         return

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tiltflow import star
+from tiltflow.columns import TF_DOSE
 from tiltflow.errors import TiltflowError
 from tiltflow.runner import plan, resume
 from tiltflow.runner.execute import SeriesOutcome, StepOutcome, expected_record, run_step
@@ -34,7 +35,6 @@ log = logging.getLogger("tiltflow.live")
 
 LIVE = "live"  # OUT/live/<TS>/: the partial import, per-tilt results, CTF previews
 IMPORT_LOCK = ".tiltflow-import.lock"
-TF_DOSE = "tfDose"
 #: the import columns a tilt's motion correction reads (steps/motioncor.py _resolve_tilts)
 MOTION_INPUTS = (star.MOVIE, star.FRAME_COUNT, star.PRE_EXPOSURE, TF_DOSE)
 

@@ -19,8 +19,14 @@ from tiltflow.metadata.mdoc import MdocFile
 from tiltflow.metadata.models import Skipped
 from tiltflow.metadata.movies import windows_basename
 
-#: how deep below a session folder mdocs are looked for (frames/ sub-folders hold per-movie mdocs)
-MAX_DEPTH = 3
+#: The session rule, one for ``tiltflow inspect``, ``tiltflow run``/``watch`` and Nextflow's ``--input``
+#: (subworkflows/local/utils_tiltflow_pipeline sessionInput uses this glob, tests/test_discovery.py checks
+#: they agree): SerialEM and PACEtomo write the tilt-series mdocs (``TS_01.mrc.mdoc``, ``<name>_tgt_001.mrc.mdoc``)
+#: at the top of the session folder, where the user points RELION's ImportTomo (``mdoc/*.mdoc``) or Warp;
+#: sub-folders hold the frames and their per-movie mdocs, which are not tilt series, so they are not
+#: searched. The suffix may have any case (a copy through Windows); hidden files (macOS ``._TS_01.mdoc``
+#: on SMB shares) are not mdocs. Series in sub-folders: name each folder, or a glob.
+MDOC_GLOB = "*.[mM][dD][oO][cC]"
 
 OVERRIDE_SUFFIX = "_override"
 
@@ -30,24 +36,36 @@ def series_name(mdoc_path: str | Path) -> str:
     return Path(mdoc_path).name.split(".")[0]
 
 
-def find_mdocs(paths: Iterable[str | Path]) -> list[Path]:
-    """The mdoc files named by ``paths`` (files, or folders searched a few levels deep), sorted, unique."""
-    found: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            base = len(p.parts)
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                if len(Path(dirpath).parts) - base >= MAX_DEPTH:
-                    dirnames[:] = []
-                found += [Path(dirpath) / f for f in filenames if f.lower().endswith(".mdoc") and not f.startswith(".")]
-        elif p.is_file():
-            if not p.name.lower().endswith(".mdoc"):
-                raise TiltflowError("not an mdoc file (expected a SerialEM/Tomo5 *.mdoc or a session folder)", p)
-            found.append(p)
-        else:
-            raise TiltflowError("no such file or folder", p)
+def is_mdoc_name(name: str) -> bool:
+    """Whether a file name is an mdoc by the session rule (``MDOC_GLOB``): ``.mdoc`` in any case, not hidden."""
+    return name.lower().endswith(".mdoc") and not name.startswith(".")
+
+
+def session_mdocs(path: str | Path) -> list[Path]:
+    """The tilt-series mdocs ``path`` names: a session folder's top-level mdocs, one mdoc, or a glob's mdocs."""
+    p = Path(path)
+    if any(c in p.name for c in "*?["):
+        mdocs = sorted(m for m in p.parent.glob(p.name) if m.is_file() and is_mdoc_name(m.name))
+        if not mdocs:
+            raise TiltflowError("no .mdoc file matches", p)
+        return mdocs
+    if p.is_file():
+        if not is_mdoc_name(p.name):
+            raise TiltflowError("not an mdoc file (expected a SerialEM/Tomo5 *.mdoc or a session folder)", p)
+        return [p]
+    if not p.is_dir():
+        raise TiltflowError("no such file or folder", p)
+    mdocs = sorted(m for m in p.glob(MDOC_GLOB) if m.is_file() and is_mdoc_name(m.name))
+    if not mdocs:
+        raise TiltflowError("no .mdoc file in the session folder", p)
+    return mdocs
+
+
+def find_mdocs(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """The mdocs of every path (:func:`session_mdocs`), sorted by folder then name, each once."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    found = [m for p in paths for m in session_mdocs(p)]
     unique = {os.path.abspath(f): f for f in found}
     return sorted(unique.values(), key=lambda f: (str(f.parent), f.name))
 

@@ -67,12 +67,3 @@ class MovieIndex:
             return direct
         return self._index(mdoc_dir, MAX_DEPTH).get(name)
 
-
-def star_path(path: Path, cwd: Path | None = None) -> str:
-    """How a movie path is written to STAR: relative to the project root if under it, else absolute."""
-    cwd = Path(os.path.abspath(cwd or Path.cwd()))
-    absolute = Path(os.path.abspath(path))  # symlinks kept: RELION projects link movies in
-    try:
-        return str(absolute.relative_to(cwd))
-    except ValueError:
-        return str(absolute)

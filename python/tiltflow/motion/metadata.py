@@ -43,39 +43,39 @@ class MovieInfo:
 def write_motion_star(path: str | Path, traj: Trajectory, info: MovieInfo) -> Path:
     """Atomically write RELION's per-movie STAR file for ``traj``."""
     general: dict[str, object] = {
-        "rlnImageSizeX": int(info.width),
-        "rlnImageSizeY": int(info.height),
-        "rlnImageSizeZ": int(info.n_frames),
-        "rlnMicrographMovieName": str(info.movie),
+        star.IMAGE_SIZE_X: int(info.width),
+        star.IMAGE_SIZE_Y: int(info.height),
+        star.IMAGE_SIZE_Z: int(info.n_frames),
+        star.MOVIE: str(info.movie),
     }
     if info.gain:
-        general["rlnMicrographGainName"] = str(info.gain)
-    general["rlnMicrographBinning"] = float(info.binning)
-    general["rlnMicrographOriginalPixelSize"] = float(info.pixel_size)
+        general[star.GAIN_NAME] = str(info.gain)
+    general[star.MOVIE_BINNING] = float(info.binning)
+    general[star.ORIGINAL_PIXEL_SIZE] = float(info.pixel_size)
     if info.dose_per_frame is not None:
-        general["rlnMicrographDoseRate"] = float(info.dose_per_frame)
+        general[star.DOSE_RATE] = float(info.dose_per_frame)
     if info.pre_exposure is not None:
-        general["rlnMicrographPreExposure"] = float(info.pre_exposure)
+        general[star.PRE_EXPOSURE] = float(info.pre_exposure)
     if info.voltage is not None:
-        general["rlnVoltage"] = float(info.voltage)
-    general["rlnMicrographStartFrame"] = traj.first_frame
-    general["rlnMotionModelVersion"] = (
+        general[star.VOLTAGE] = float(info.voltage)
+    general[star.START_FRAME] = traj.first_frame
+    general[star.MOTION_MODEL_VERSION] = (
         MOTION_MODEL_THIRD_ORDER_POLYNOMIAL if traj.local_model is not None else MOTION_MODEL_NULL
     )
     shifts = np.where(np.isfinite(traj.shifts), traj.shifts, NOT_OBSERVED)
     blocks: dict[str, object] = {
         "general": general,
         "global_shift": pd.DataFrame({
-            "rlnMicrographFrameNumber": np.arange(1, traj.n_frames + 1),
-            "rlnMicrographShiftX": shifts[:, 0],
-            "rlnMicrographShiftY": shifts[:, 1],
+            star.FRAME_NUMBER: np.arange(1, traj.n_frames + 1),
+            star.SHIFT_X: shifts[:, 0],
+            star.SHIFT_Y: shifts[:, 1],
         }),
     }
     if traj.local_model is not None:
         coeffs = np.asarray(traj.local_model, dtype=float)
         blocks["local_motion_model"] = pd.DataFrame({
-            "rlnMotionModelCoeffsIdx": np.arange(coeffs.size),
-            "rlnMotionModelCoeff": coeffs,
+            star.MOTION_COEFF_INDEX: np.arange(coeffs.size),
+            star.MOTION_COEFF: coeffs,
         })
     return star.write_blocks(path, blocks)  # type: ignore[arg-type]
 
@@ -89,15 +89,15 @@ def read_motion_star(path: str | Path) -> tuple[Trajectory, dict]:
     if isinstance(general, pd.DataFrame):
         general = general.iloc[0].to_dict()
     table = blocks["global_shift"]
-    n = int(general.get("rlnImageSizeZ", len(table)))
+    n = int(general.get(star.IMAGE_SIZE_Z, len(table)))
     shifts = np.full((n, 2), np.nan)
-    frames = table["rlnMicrographFrameNumber"].to_numpy(int) - 1
-    xy = table[["rlnMicrographShiftX", "rlnMicrographShiftY"]].to_numpy(float)
+    frames = table[star.FRAME_NUMBER].to_numpy(int) - 1
+    xy = table[[star.SHIFT_X, star.SHIFT_Y]].to_numpy(float)
     xy[(xy == NOT_OBSERVED).any(axis=1)] = np.nan
     shifts[frames] = xy
     model = None
     if "local_motion_model" in blocks:
         t = blocks["local_motion_model"]
         model = np.zeros(36)
-        model[t["rlnMotionModelCoeffsIdx"].to_numpy(int)] = t["rlnMotionModelCoeff"].to_numpy(float)
+        model[t[star.MOTION_COEFF_INDEX].to_numpy(int)] = t[star.MOTION_COEFF].to_numpy(float)
     return Trajectory(shifts, model), dict(general)

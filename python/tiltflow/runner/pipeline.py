@@ -26,6 +26,7 @@ from tiltflow import star, startext
 from tiltflow import threads as cpu_threads
 from tiltflow.atomic import clean_partials
 from tiltflow.errors import StopSignal, TiltflowError
+from tiltflow.metadata.discover import find_mdocs  # the session rule, shared with inspect and Nextflow
 from tiltflow.runner import interrupt, plan, resume, staging
 from tiltflow.runner.execute import (
     WORKERS_LOCK,
@@ -65,27 +66,6 @@ class RunResult:
         for o in self.series:
             d.update({(s.series, s.step): s.status for s in o.steps})
         return d
-
-
-def find_mdocs(session: Path) -> list[Path]:
-    """The tilt-series mdocs: ``SESSION/*.mdoc``, the mdoc given, or the mdocs a glob matches.
-
-    The rule of Nextflow's ``--input`` (subworkflows/local/utils_tiltflow_pipeline sessionInput), so that one
-    ``--input`` means the same series to both runners.
-    """
-    if any(c in session.name for c in "*?["):
-        mdocs = sorted(p for p in session.parent.glob(session.name) if p.name.endswith(".mdoc"))
-        if not mdocs:
-            raise TiltflowError("no .mdoc file matches", session)
-        return mdocs
-    if session.is_file() and session.name.endswith(".mdoc"):
-        return [session]
-    if not session.is_dir():
-        raise TiltflowError("session folder not found", session)
-    mdocs = sorted(session.glob("*.mdoc"))
-    if not mdocs:
-        raise TiltflowError("no .mdoc file in the session folder", session)
-    return mdocs
 
 
 def _absolute(path: str | None) -> str | None:

@@ -6,18 +6,13 @@ for results written by Nextflow. Printed with rich and written to ``OUT/summary.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from tiltflow import star
 from tiltflow.atomic import write_text
-from tiltflow.errors import TiltflowError
-
-TF_EXCLUDED = "tfExcluded"
 
 
 @dataclass
@@ -35,63 +30,21 @@ class SeriesSummary:
     warnings: list[str] = field(default_factory=list)  # "motioncor: ..." from the steps' records
 
 
-def _read(root: Path, step: str, name: str) -> star.TiltSeriesStar | None:
-    path = root / step / name / f"{name}.star"
-    if not path.is_file():
-        return None
-    try:
-        return star.read_tilt_series(path)
-    except TiltflowError:
-        return None
-
-
-def _residual(ts: star.TiltSeriesStar) -> float | None:
-    """The alignment's residual in pixels if the align step recorded one: the mean of the per-tilt
-    ``tfAlignResidualPx`` (or a global ``*Residual*`` value)."""
-    for col in ts.tilts.columns:
-        if "residual" in col.lower():
-            v = ts.tilts[col].astype(float)
-            v = v[v.map(math.isfinite)]
-            if len(v):
-                return float(v.mean())
-    for key, value in ts.globals.items():
-        if "residual" in key.lower() and isinstance(value, (int, float)) and math.isfinite(value):
-            return float(value)
-    return None
-
-
 def series_summary(root: str | Path, name: str, status: str = "ok") -> SeriesSummary:
-    root = Path(root)
-    s = SeriesSummary(name, status)
-    first = _read(root, "import", name)
-    if first is not None:
-        s.tilts_total = len(first.tilts)
-    exc = _read(root, "exclude", name)
-    if exc is not None:
-        flags = exc.tilts[TF_EXCLUDED].astype(int) if TF_EXCLUDED in exc.tilts else None
-        s.excluded = int(flags.sum()) if flags is not None else 0
-        s.tilts_used = len(exc.tilts) - s.excluded
-    ctf = _read(root, "ctf", name)
-    if ctf is not None and star.DEFOCUS_U in ctf.tilts:
-        t = ctf.tilts
-        if exc is not None and TF_EXCLUDED in exc.tilts and len(exc.tilts) == len(t):
-            t = t[exc.tilts[TF_EXCLUDED].astype(int).to_numpy() == 0]
-        mean = (t[star.DEFOCUS_U].astype(float) + t[star.DEFOCUS_V].astype(float)) / 2e4
-        if len(mean):
-            s.defocus_min_um, s.defocus_max_um = float(mean.min()), float(mean.max())
-    ali = _read(root, "align", name)
-    if ali is not None:
-        s.residual_px = _residual(ali)
-        if star.Z_ROT in ali.tilts:
-            s.tilt_axis = float(ali.tilts[star.Z_ROT].astype(float).median())
-        if s.tilts_used is None:
-            s.tilts_used = len(ali.tilts)
-    rec = _read(root, "reconstruct", name)
-    if rec is not None and rec.globals.get(star.TOMOGRAM):
-        s.tomogram = str(rec.globals[star.TOMOGRAM])
+    """The end-of-run row of one series: the report's reading of its results (qc/report/collect.py)."""
+    from tiltflow.qc.report.collect import read_series
     from tiltflow.runner.plan import SERIES_STEPS
     from tiltflow.runner.resume import warnings_of
 
+    root = Path(root)
+    sd = read_series(root, name)
+    r = sd.results()
+    s = SeriesSummary(name, status)
+    if sd.stars:
+        s.tilts_total, s.tilts_used, s.excluded = r.tilts_total, r.tilts_used, r.excluded
+    s.defocus_min_um, s.defocus_max_um = r.defocus_min_um, r.defocus_max_um
+    s.residual_px, s.tomogram = r.residual_px, r.tomogram
+    s.tilt_axis = r.tilt_axis if r.tilt_axis_source == "aligned" else None
     s.warnings = [f"{step}: {w}" for step in SERIES_STEPS for w in warnings_of(root, f"{step}/{name}")]
     return s
 

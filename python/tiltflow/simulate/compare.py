@@ -30,12 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from tiltflow import star
+from tiltflow.columns import TF_EXCLUDED
 from tiltflow.errors import TiltflowError
 from tiltflow.geometry import projection_rotations
 from tiltflow.shells import rfft_shells
 from tiltflow.simulate.truth import GroundTruth, SeriesTruth, load_truth
-
-TF_EXCLUDED = "tfExcluded"
 
 
 # --- the metrics on arrays (what benchmarks call directly) -------------------------------------------------
@@ -230,14 +229,8 @@ def _read(root: Path, step: str, name: str) -> star.TiltSeriesStar | None:
     return star.read_tilt_series(p) if p.is_file() else None
 
 
-def _truth_rows(ts: star.TiltSeriesStar, series: SeriesTruth) -> list:
-    return [series.tilt_for_movie(str(m)) for m in ts.tilts[star.MOVIE]]
-
-
-def _kept(ts: star.TiltSeriesStar) -> np.ndarray:
-    if TF_EXCLUDED in ts.tilts:
-        return ts.tilts[TF_EXCLUDED].astype(int).to_numpy() == 0
-    return np.ones(len(ts.tilts), bool)
+def _truth_rows(tilts, series: SeriesTruth) -> list:
+    return [series.tilt_for_movie(str(m)) for m in tilts[star.MOVIE]]
 
 
 def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
@@ -245,6 +238,7 @@ def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
     """Every metric that the results in ``root`` (a tiltflow/Nextflow results folder) allow."""
     from tiltflow.io.mrc import read_mrc
     from tiltflow.motion.metadata import read_motion_star
+    from tiltflow.qc.report.collect import read_series
 
     root = Path(root)
     name = series.name
@@ -252,23 +246,21 @@ def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
     mc = _read(root, "motioncor", name)
     if mc is not None and star.MICROGRAPH_METADATA in mc.tilts:
         errs = []
-        for t, meta in zip(_truth_rows(mc, series), mc.tilts[star.MICROGRAPH_METADATA], strict=True):
+        for t, meta in zip(_truth_rows(mc.tilts, series), mc.tilts[star.MICROGRAPH_METADATA], strict=True):
             traj, _ = read_motion_star(star.resolve(meta, root))
             e = motion_rms_px(traj.drift(), np.array(t.frame_shifts_px))
             errs.append(e)
         out.motion_rms_px = rms(errs)  # RMS of per-movie RMS = RMS over all frames (equal frame counts)
-    ctf = _read(root, "ctf", name)
-    if ctf is not None and star.DEFOCUS_U in ctf.tilts:
-        tr = _truth_rows(ctf, series)
-        est = (ctf.tilts[star.DEFOCUS_U].astype(float) + ctf.tilts[star.DEFOCUS_V].astype(float)).to_numpy() / 2
+    tilts = read_series(root, name).tilts()  # the report's reading: every tilt, one rule for "excluded"
+    if star.DEFOCUS_U in tilts:
+        tr = _truth_rows(tilts, series)
+        est = star.mean_defocus_angstrom(tilts)
         true = np.array([(t.defocus_u + t.defocus_v) / 2 for t in tr])
-        exc = _read(root, "exclude", name)
-        keep = _kept(exc) if exc is not None and len(exc.tilts) == len(ctf.tilts) else np.ones(len(tr), bool)
-        keep &= ~np.array([t.dark for t in tr])
-        out.defocus_rms_um = rms((est - true)[keep] / 1e4)
+        keep = ~tilts[TF_EXCLUDED].to_numpy(bool) & ~np.array([t.dark for t in tr])
+        out.defocus_rms_um = rms(star.angstrom_to_um(est - true)[keep])
     ali = _read(root, "align", name)
     if ali is not None and star.X_SHIFT in ali.tilts:
-        tr = _truth_rows(ali, series)
+        tr = _truth_rows(ali.tilts, series)
         out.tilts_used = len(ali.tilts)
         est = ali.tilts[[star.X_SHIFT, star.Y_SHIFT]].to_numpy(float) / truth.pixel_size
         true = np.array([t.shift_px for t in tr]) + _sum_reference_offsets(root, mc, ali, tr)

@@ -12,9 +12,7 @@ Input: the stack step's STAR file (rows = sections of ``tfStack``, tilt-angle or
   frames (reasons in the log); ``tfStack`` then points to ``<name>.mrc`` here, the stack without those
   sections, so that rows stay the stack's sections for the reconstruct step.
 
-Stack to bin-1 shifts: stack pixel j of a stack binned by b covers bin-1 pixels from o + j*b
-(o = (N % b) // 2), so a shift s in stack pixels about the stack centre ``n // 2`` is
-``s*b + (o + (n//2)*b + (b-1)/2 - N//2)`` bin-1 pixels about RELION's centre ``N // 2``.
+Stack to bin-1 shifts: stackgeom.py (one rule for stack, align, reconstruct and the etomo dataset).
 """
 
 from __future__ import annotations
@@ -26,8 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
-from tiltflow import star
+from tiltflow import stackgeom, star
 from tiltflow.alignment import TiltSeriesAlignment
+from tiltflow.columns import (
+    TF_ALIGN_BACKEND,
+    TF_ALIGN_RESIDUAL,
+    TF_ALIGN_SCORE,
+    TF_ALIGN_TILT_AXIS,
+    TF_ALIGN_TILT_OFFSET,
+    TF_STACK,
+    TF_STACK_BINNING,
+    TF_STACK_PIXEL_SIZE,
+)
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import option
@@ -35,16 +43,6 @@ from tiltflow.steps.common import option
 log = logging.getLogger("tiltflow.align")
 
 BACKENDS = ("builtin", "aretomo2", "aretomo3")
-TF_STACK = "tfStack"
-TF_STACK_EVEN = "tfStackEven"
-TF_STACK_ODD = "tfStackOdd"
-TF_STACK_BINNING = "tfStackBinning"
-TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
-TF_RESIDUAL = "tfAlignResidualPx"
-TF_SCORE = "tfAlignScore"
-TF_TILT_OFFSET = "tfAlignTiltOffset"
-TF_TILT_AXIS = "tfAlignTiltAxis"
-TF_BACKEND = "tfAlignBackend"
 
 
 @dataclass(frozen=True)
@@ -116,14 +114,14 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     bin1 = _to_bin1(alignment, ts, root, (nx, ny), b, ts_px)
     tilts = bin1.to_star_columns(ts.tilts.iloc[kept].reset_index(drop=True))
     if alignment.residual_px is not None:
-        tilts[TF_RESIDUAL] = np.asarray(alignment.residual_px, float)
+        tilts[TF_ALIGN_RESIDUAL] = np.asarray(alignment.residual_px, float)
     if extras.get("score") is not None:
-        tilts[TF_SCORE] = np.asarray(extras["score"], float)
+        tilts[TF_ALIGN_SCORE] = np.asarray(extras["score"], float)
     new = ts.copy()
     new.tilts = tilts
-    new.globals[TF_TILT_OFFSET] = float(alignment.tilt_offset)
-    new.globals[TF_TILT_AXIS] = float(np.median(alignment.z_rot))
-    new.globals[TF_BACKEND] = opts.backend
+    new.globals[TF_ALIGN_TILT_OFFSET] = float(alignment.tilt_offset)
+    new.globals[TF_ALIGN_TILT_AXIS] = float(np.median(alignment.z_rot))
+    new.globals[TF_ALIGN_BACKEND] = opts.backend
     if alignment.axis_score is not None:
         new.globals[star.ARETOMO_AXIS_SCORE] = float(alignment.axis_score)
     if alignment.excluded:
@@ -151,7 +149,7 @@ def _user_kept(ts: star.TiltSeriesStar) -> tuple[int, ...]:
     """Rows (= stack sections) the user kept with --keep-tilts, from the exclusion's reasons."""
     from tiltflow.qc.exclusion import USER_KEEP
 
-    reasons = ts.tilts.get("tfExcludeReason")
+    reasons = ts.tilts.get(star.TF_EXCLUDE_REASON)
     if reasons is None:
         return ()
     return tuple(i for i, r in enumerate(reasons.astype(str)) if r.startswith(USER_KEEP))
@@ -194,33 +192,12 @@ def _check(name: str, a: TiltSeriesAlignment, nz: int, where) -> None:
         raise TiltflowError(f"tilt series {name}: only {n_kept} usable tilts; at least 5 are needed", where)
 
 
-def _bin1_size(ts: star.TiltSeriesStar, root: Path, ns: tuple[int, int], b: int) -> tuple[int, int]:
-    """Bin-1 micrograph size (x, y): a micrograph's header when it matches, else stack size x binning."""
-    if b > 1 and star.MICROGRAPH in ts.tilts and len(ts.tilts):
-        p = star.resolve(str(ts.tilts[star.MICROGRAPH].iloc[0]), root)
-        if p.is_file():
-            import mrcfile
-
-            try:
-                with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
-                    ny, nx = mrc.data.shape[-2:]
-                if nx // b == ns[0] and ny // b == ns[1]:
-                    return int(nx), int(ny)
-            except Exception:  # fall back to the stack's size
-                pass
-    return ns[0] * b, ns[1] * b
-
-
-def stack_to_bin1_offset(n1: tuple[int, int], ns: tuple[int, int], b: int) -> np.ndarray:
-    """(x, y) bin-1 pixels to add to ``shift * b`` (stack pixels about ``ns // 2``): see the module docstring."""
-    return np.array([(n1[k] % b) // 2 + (ns[k] // 2) * b + (b - 1) / 2 - n1[k] // 2 for k in (0, 1)], float)
-
 
 def _to_bin1(a: TiltSeriesAlignment, ts, root: Path, ns: tuple[int, int], b: int, ts_px: float) -> TiltSeriesAlignment:
     """The alignment with shifts in bin-1 pixels about RELION's centre (see the module docstring)."""
-    corr = stack_to_bin1_offset(_bin1_size(ts, root, ns, b), ns, b)
+    shifts = stackgeom.shifts_to_bin1(a.shifts_px, stackgeom.bin1_image_size(ts, root, ns, b), ns, b)
     return TiltSeriesAlignment(
-        y_tilt=a.y_tilt, z_rot=a.z_rot, shifts_px=a.shifts_px * b + corr[None, :], pixel_size=ts_px,
+        y_tilt=a.y_tilt, z_rot=a.z_rot, shifts_px=shifts, pixel_size=ts_px,
         x_tilt=a.x_tilt, residual_px=a.residual_px, excluded=dict(a.excluded), tilt_offset=a.tilt_offset,
         axis_score=a.axis_score,
     )
@@ -232,7 +209,7 @@ def _write_reduced_stacks(ts, new, out_dir: Path, kept: np.ndarray, root: Path) 
 
     from tiltflow.io.mrc import write_mrc
 
-    for key, suffix in ((TF_STACK, ""), (TF_STACK_EVEN, "_EVN"), (TF_STACK_ODD, "_ODD")):
+    for key, suffix in stackgeom.STACK_FILES:
         src = ts.globals.get(key)
         if not src:
             continue
@@ -241,11 +218,5 @@ def _write_reduced_stacks(ts, new, out_dir: Path, kept: np.ndarray, root: Path) 
             px = float(mrc.voxel_size.x)
         target = out_dir / f"{ts.name}{suffix}.mrc"
         write_mrc(target, data, px)
-        new.globals[key] = _rel(target, root)
+        new.globals[key] = star.relative_to_root(target, root)
 
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return str(path)

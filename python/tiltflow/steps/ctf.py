@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from tiltflow import star
+from tiltflow.columns import TF_CTF_GRADIENT_SIGN, TF_CTF_PROBLEM
 from tiltflow.errors import TiltflowError
 from tiltflow.steps.common import each_tilt, option
 
@@ -49,8 +49,6 @@ log = logging.getLogger("tiltflow.ctf")
 
 BACKENDS = ("builtin", "ctffind4", "ctffind5")
 ASTIGMATISM_MODES = ("per-tilt", "series")
-TF_GRADIENT_SIGN = "tfCtfGradientSign"
-TF_CTF_PROBLEM = "tfCtfProblem"  # why a tilt has no CTF fit (empty when it has one)
 #: rlnCtfMaxResolution is capped here (RELION reports no worse value)
 MAX_RESOLUTION_CAP = 25.0
 #: search range (A) used when a tilt has no nominal defocus
@@ -160,10 +158,8 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
     frames = out_dir / "frames"
     tilts = _resolve_tilts(ts, root)
     pixel_size = ts.pixel_size
-    g = ts.globals
-    voltage = float(g.get(star.VOLTAGE) or 300.0)
-    cs = float(g.get(star.CS) if g.get(star.CS) is not None else 2.7)
-    amp = float(g.get(star.AMP_CONTRAST) if g.get(star.AMP_CONTRAST) is not None else 0.1)
+    optics = ts.optics
+    voltage, cs, amp = optics.voltage, optics.cs, optics.amplitude_contrast
     png_rows = _png_selection(options.png, len(tilts))
     if options.backend == "builtin":
         fitter = _BuiltinFitter(options, pixel_size, voltage, cs, amp)
@@ -186,7 +182,7 @@ def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Re
     if [t.row for t in tilts] != list(tbl.index):
         raise TiltflowError(f"{ts.name}: internal error: tilts out of step with the table")
     values = {
-        star.CTF_IMAGE: [f"{_rel(r.ctf_image, root)}:mrc" if not r.problem else "" for r in results],
+        star.CTF_IMAGE: [star.image_ref(r.ctf_image, root) if not r.problem else "" for r in results],
         star.DEFOCUS_U: [round(r.defocus_u, 2) for r in results],
         star.DEFOCUS_V: [round(r.defocus_v, 2) for r in results],
         star.ASTIGMATISM: [round(abs(r.defocus_u - r.defocus_v), 2) for r in results],
@@ -203,8 +199,8 @@ def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Re
     if options.phase_shift:
         values[star.PHASE_SHIFT] = [round(r.phase_shift, 3) for r in results]
     if options.backend == "builtin":
-        values[TF_GRADIENT_SIGN] = [int(r.gradient_sign) for r in results]
-    stale = [c for c in (star.ICE_RING, star.PHASE_SHIFT, TF_GRADIENT_SIGN) if c in tbl and c not in values]
+        values[TF_CTF_GRADIENT_SIGN] = [int(r.gradient_sign) for r in results]
+    stale = [c for c in (star.ICE_RING, star.PHASE_SHIFT, TF_CTF_GRADIENT_SIGN) if c in tbl and c not in values]
     tbl = tbl.drop(columns=stale)  # from an earlier CTF estimation of the same series
     for col, vals in values.items():
         tbl[col] = vals  # one tilt per row, in the table's order
@@ -234,10 +230,10 @@ def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[_Tilt]:
         if not name or name == "nan" or not path.is_file():
             missing.append((label, path))
         nominal = _float(row.get(star.NOMINAL_DEFOCUS), float("nan")) if has_nominal else float("nan")
-        if math.isfinite(nominal) and nominal > 0.05:
+        if math.isfinite(nominal) and nominal > star.NO_NOMINAL_DEFOCUS_UM:
             log.warning("%s: %s nominal defocus %+g um is positive (overfocus in SerialEM's sign); "
                         "searching around %g um underfocus", ts.name, label, nominal, nominal)
-        nominal_a = abs(nominal) * 1e4 if math.isfinite(nominal) and abs(nominal) > 0.05 else None
+        nominal_a = star.nominal_defocus_angstrom(nominal)
         out.append(_Tilt(row=idx, label=label, micrograph=path, root=Path(name).stem, tilt_angle=angle,
                          pre_exposure=_float(row.get(star.PRE_EXPOSURE), 0.0),
                          tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a, name=name))
@@ -276,20 +272,14 @@ def _search_range(t: _Tilt, options: Options) -> tuple[float, float]:
     """(min, max) defocus searched (A)."""
     if t.nominal_defocus is None:
         return FALLBACK_DEFOCUS
-    half = options.defocus_range * 1e4
+    half = star.um_to_angstrom(options.defocus_range)
     return max(1000.0, t.nominal_defocus - half), t.nominal_defocus + half
 
 
-def _rel(path: Path, root: Path) -> str:
-    p = Path(path)
-    if not p.is_absolute():
-        return str(p)
-    base = Path(root).resolve()
-    return os.path.relpath(p, base) if p.is_relative_to(base) else str(p)
 
 
 def _title(series: str, t: _Tilt, u: float, v: float, angle: float, res: float, score: float) -> str:
-    return (f"{series} {t.label}: U {u / 1e4:.3f} V {v / 1e4:.3f} um, {angle:.0f} deg, "
+    return (f"{series} {t.label}: U {star.angstrom_to_um(u):.3f} V {star.angstrom_to_um(v):.3f} um, {angle:.0f} deg, "
             f"fit to {_res_text(res)}, CC {score:.3f}")
 
 
@@ -385,7 +375,7 @@ class _BuiltinFitter:
                      "convention rlnTomoHand = %+d)", series, sign, evidence, -sign)
         curves = [f.curves.get(sign, f.curve) for f in fits]
         if o.series_prior > 0:
-            path = smooth_path(curves, nominal, o.series_prior * 1e4)
+            path = smooth_path(curves, nominal, star.um_to_angstrom(o.series_prior))
         else:
             path = np.array([float(c[0][int(np.argmax(c[1]))]) for c in curves])
         astig = series_astigmatism(fits) if o.astigmatism == "series" else None

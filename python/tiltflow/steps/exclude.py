@@ -31,6 +31,19 @@ import pandas as pd
 
 from tiltflow import star
 from tiltflow.atomic import write_json, write_text
+from tiltflow.columns import (
+    TF_ACQ_INDEX,
+    TF_CONTRAST,
+    TF_DARK_RATIO,
+    TF_DEFOCUS_SLOPE,
+    TF_EXCLUDE_REASON,
+    TF_EXCLUDED,
+    TF_HAND_AGREEMENT,
+    TF_HAND_MEASURED,
+    TF_HAND_SCALE,
+    TF_HAND_SOURCE,
+    TF_HAND_Z,
+)
 from tiltflow.errors import TiltflowError
 from tiltflow.qc.exclusion import Decision, Thresholds, TiltMeasures, check_indices, decide, parse_tilt_list
 from tiltflow.qc.handedness import HandOptions, HandResult
@@ -38,17 +51,6 @@ from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.exclude")
 
-ACQ_INDEX = "tfAcquisitionIndex"
-TF_EXCLUDED = "tfExcluded"
-TF_EXCLUDE_REASON = "tfExcludeReason"
-TF_DARK_RATIO = "tfDarkRatio"
-TF_CONTRAST = "tfContrast"
-TF_DEFOCUS_SLOPE = "tfDefocusSlope"
-TF_HAND_SCALE = "tfHandScale"
-TF_HAND_Z = "tfHandZ"
-TF_HAND_AGREEMENT = "tfHandAgreement"
-TF_HAND_MEASURED = "tfHandMeasured"
-TF_HAND_SOURCE = "tfHandSource"
 
 HAND_MODES = ("auto", "keep", "1", "-1")
 
@@ -113,8 +115,8 @@ class Options:
 
 def acquisition_indices(ts: star.TiltSeriesStar) -> list[int]:
     """The 0-based acquisition index of every row (``tfAcquisitionIndex``, else the row order)."""
-    if ACQ_INDEX in ts.tilts:
-        vals = pd.to_numeric(ts.tilts[ACQ_INDEX], errors="coerce")
+    if TF_ACQ_INDEX in ts.tilts:
+        vals = pd.to_numeric(ts.tilts[TF_ACQ_INDEX], errors="coerce")
         if vals.notna().all():
             return [int(v) for v in vals]
     return list(range(len(ts.tilts)))
@@ -269,7 +271,7 @@ def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, decisions
         "hand": result.hand, "measured": result.measured, "confident": result.determined, "scale": result.scale,
         "z": result.z, "agreement": result.agreement, "note": result.note,
         "limits": {"min_z": o.min_z, "min_agreement": o.min_agreement, "min_tilts": o.min_tilts},
-        "imported": old, "rlnTomoHand": ts.globals.get(star.HAND), "source": ts.globals[TF_HAND_SOURCE],
+        "imported": old, star.HAND: ts.globals.get(star.HAND), "source": ts.globals[TF_HAND_SOURCE],
         "tilts": [{"acquisition_index": t.index, "tilt_angle": t.tilt_angle, "slope": t.slope,
                    "positions_A": t.positions, "defoci_A": t.defoci, "scores": t.scores} for t in result.tilts],
     })
@@ -278,7 +280,6 @@ def _handedness(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, decisions
 
 def measure_hand(ts: star.TiltSeriesStar, usable: list[bool], opts: Options, root: Path) -> HandResult | None:
     """Measure the defocus gradient on the chosen tilts of ``ts``; None when there is nothing to measure."""
-    from tiltflow.ctffit.model import Optics
     from tiltflow.device import get_device
     from tiltflow.io.mrc import MrcReader
     from tiltflow.qc.handedness import choose_tilts, combine, tilt_gradient
@@ -294,9 +295,7 @@ def measure_hand(ts: star.TiltSeriesStar, usable: list[bool], opts: Options, roo
         axis = float(ts.globals.get(star.Z_ROT, 0.0) or 0.0)
         log.warning("tilt series %s: no %s; handedness measured with a tilt axis of %.1f deg",
                     ts.name, star.NOMINAL_AXIS, axis)
-    g = ts.globals
-    optics = Optics(float(g.get(star.VOLTAGE, 300.0) or 300.0), float(g.get(star.CS, 2.7) or 2.7),
-                    float(g.get(star.AMP_CONTRAST, 0.1) or 0.1))
+    optics = ts.optics
     idx = acquisition_indices(ts)
     device = get_device(opts.device)
     grads = []
@@ -328,7 +327,5 @@ def _defocus(tilts: pd.DataFrame, r: int) -> float | None:
         if pd.notna(u) and pd.notna(v) and u > 0:
             return 0.5 * float(u + v)
     if star.NOMINAL_DEFOCUS in tilts:
-        n = pd.to_numeric(tilts[star.NOMINAL_DEFOCUS], errors="coerce").iloc[r]
-        if pd.notna(n) and n != 0:
-            return abs(float(n)) * 1e4
+        return star.nominal_defocus_angstrom(tilts[star.NOMINAL_DEFOCUS].iloc[r])
     return None

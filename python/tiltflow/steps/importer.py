@@ -25,9 +25,9 @@ import pandas as pd
 
 from tiltflow import star
 from tiltflow.atomic import write_text
+from tiltflow.columns import TF_ACQ_INDEX, TF_DATE_TIME, TF_DOSE, TF_EXPOSURE_TIME, TF_MDOC, TF_Z_VALUE
 from tiltflow.errors import TiltflowError
 from tiltflow.metadata.models import Session, TiltSeries
-from tiltflow.metadata.movies import star_path
 from tiltflow.metadata.session import load_session
 from tiltflow.metadata.summary import skipped_lines
 from tiltflow.steplog import step_logs
@@ -35,18 +35,11 @@ from tiltflow.steps.common import at_root, option, root_relative_logs, series_di
 
 log = logging.getLogger("tiltflow.import")
 
-DEFAULT_CS = 2.7
-DEFAULT_AMP_CONTRAST = 0.1
+DEFAULT_CS = star.DEFAULT_OPTICS.cs
+DEFAULT_AMP_CONTRAST = star.DEFAULT_OPTICS.amplitude_contrast
 DEFAULT_HAND = -1
 DEFAULT_OPTICS_GROUP = "optics1"
 
-# tiltflow's own per-tilt / global columns (dropped by export)
-TF_Z_VALUE = "tfZValue"
-TF_ACQ_INDEX = "tfAcquisitionIndex"
-TF_DOSE = "tfDose"
-TF_EXPOSURE_TIME = "tfExposureTime"
-TF_DATE_TIME = "tfDateTime"
-TF_MDOC = "tfMdoc"
 #: per series: the movie files it needs, one absolute path a line (what Nextflow stages for MOTIONCOR)
 MOVIE_LIST = "movies.txt"
 
@@ -111,7 +104,8 @@ def series_to_star(
     amp_contrast: float = DEFAULT_AMP_CONTRAST,
     hand: int = DEFAULT_HAND,
     optics_group: str = DEFAULT_OPTICS_GROUP,
-    cwd: Path | None = None,
+    *,
+    root: Path,
 ) -> tuple[star.TiltSeriesStar, list[str]]:
     """The STAR form of one tilt series (rows in acquisition order) and the import's own warnings."""
     notes: list[str] = []
@@ -126,7 +120,7 @@ def series_to_star(
         notes.append(f"frame count unknown for {len(no_frames)} tilts (written as 0; motioncor reads the movie)")
     rows = []
     for t in ts.tilts:
-        movie = star_path(t.movie, cwd) if t.movie is not None else (t.movie_name or "")
+        movie = star.relative_to_root(t.movie, root) if t.movie is not None else (t.movie_name or "")
         row = {
             star.MOVIE: movie,
             star.FRAME_COUNT: int(t.frame_count or 0),
@@ -157,7 +151,7 @@ def series_to_star(
         star.ORIGINAL_PIXEL_SIZE: float(ts.pixel_size),
         star.HAND: int(hand),
         star.OPTICS_GROUP: optics_group,
-        TF_MDOC: star_path(ts.mdoc, cwd),
+        TF_MDOC: star.relative_to_root(ts.mdoc, root),
     }
     return star.TiltSeriesStar(name=ts.name, globals=globals_, tilts=pd.DataFrame(rows)), notes
 
@@ -218,7 +212,7 @@ def run_session(paths: str | Path | Iterable[str | Path], outdir: str | Path, op
     prepared = []
     for ts in session.series:
         check_importable(ts)
-        prepared.append((ts, *series_to_star(ts, o.kv, o.cs, o.amp_contrast, o.hand, o.optics_group, root)))
+        prepared.append((ts, *series_to_star(ts, o.kv, o.cs, o.amp_contrast, o.hand, o.optics_group, root=root)))
 
     rel_out = Path(outdir)  # as given: rlnTomoTiltSeriesStarFile names it so
     outdir = at_root(outdir, root)

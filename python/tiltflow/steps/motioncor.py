@@ -23,7 +23,6 @@ no STAR file and no partial image. The input STAR file is only read.
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import shutil
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tiltflow import star
+from tiltflow.columns import TF_DOSE
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.mrc import read_mrc, write_mrc
 from tiltflow.motion.metadata import MovieInfo, write_motion_star
@@ -41,7 +41,6 @@ from tiltflow.steps.common import at_root, option
 
 log = logging.getLogger("tiltflow.motioncor")
 
-TF_DOSE = "tfDose"  # e/A^2 for the whole tilt (import's column)
 BACKENDS = ("builtin", "motioncor2", "motioncor3", "relion")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -111,7 +110,7 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
     frames_dir = out_dir / "frames"
     tilts = _resolve_tilts(ts, options, Path(root))
     movie_px = _movie_pixel_size(ts)
-    kv = float(ts.globals.get(star.VOLTAGE) or 300.0)
+    kv = ts.optics.voltage
     gain, gain_path, defects_path = _load_gain(at_root(options.gain, root) if options.gain else None)
     defects = read_mrc(defects_path)[0] if defects_path is not None and options.backend == "builtin" else None
     if options.dose_weighting:
@@ -153,7 +152,7 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
         for col, key in ((star.MICROGRAPH, "image"), (star.POWER_SPECTRUM, "ps"), (star.MICROGRAPH_METADATA, "star"),
                          (star.MICROGRAPH_EVEN, "even"), (star.MICROGRAPH_ODD, "odd")):
             if options.even_odd or key not in ("even", "odd"):
-                tbl.at[t.row, col] = _rel(out[key], Path(root))
+                tbl.at[t.row, col] = star.relative_to_root(out[key], root)
         total, early, late = out["motion"]
         tbl.at[t.row, star.MOTION_TOTAL] = total
         tbl.at[t.row, star.MOTION_EARLY] = early
@@ -484,11 +483,3 @@ def _paths(frames_dir: Path, root: str) -> dict[str, Path]:
         "log": frames_dir / f"{root}.log",
     }
 
-
-def _rel(path: Path, root: Path) -> str:
-    """``path`` as written into STAR files: relative to the project root when it lies inside it."""
-    p = Path(path)
-    if not p.is_absolute():
-        return str(p)
-    base = Path(root).resolve()
-    return os.path.relpath(p, base) if p.is_relative_to(base) else str(p)

@@ -39,26 +39,28 @@ from pathlib import Path
 
 import numpy as np
 
-from tiltflow import star
+from tiltflow import stackgeom, star
 from tiltflow.alignment import TiltSeriesAlignment
+from tiltflow.columns import (
+    TF_CTF_CORRECTION,
+    TF_DOSE_HALF_WEIGHT,
+    TF_DOSE_WEIGHTING,
+    TF_STACK,
+    TF_STACK_BINNING,
+    TF_STACK_EVEN,
+    TF_STACK_ODD,
+    TF_STACK_PIXEL_SIZE,
+    TF_UNCORRECTED_XY,
+    TF_UNCORRECTED_XZ,
+)
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.reconstruct")
 
-TF_STACK = "tfStack"
-TF_STACK_EVEN = "tfStackEven"
-TF_STACK_ODD = "tfStackOdd"
-TF_STACK_BINNING = "tfStackBinning"
-TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
 
 METHODS = ("wbp", "sirtlike", "sirt")
-TF_CTF_CORRECTION = "tfCtfCorrection"
-TF_DOSE_WEIGHTING = "tfDoseWeighting"
-TF_DOSE_HALF_WEIGHT = "tfDoseHalfWeightAngst"
-TF_UNCORRECTED_XY = "tfTomogramUncorrectedXY"
-TF_UNCORRECTED_XZ = "tfTomogramUncorrectedXZ"
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     ts_px = ts.pixel_size
     stack_path = star.resolve(ts.globals[TF_STACK], root)
     stack_px, stack_bin, (ns_x, ns_y) = _stack_header(ts, stack_path, ts_px)
-    n1 = _bin1_image_size(ts, root, ns_x, ns_y, stack_bin)
+    n1 = stackgeom.bin1_image_size(ts, root, (ns_x, ns_y), stack_bin)
     if opts.pixel_size < stack_px * 0.999:
         raise TiltflowError(
             f"tilt series {ts.name}: target pixel {opts.pixel_size:g} A is finer than the stack's "
@@ -191,7 +193,7 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
                 _write_uncorrected_slices(images / scale, setup, grid, opts, out_dir, ts.name, new.globals, root)
         images /= scale
         _write_tomogram(images, setup, grid, opts, target, corrector)
-        new.globals[col] = _rel(target, root)
+        new.globals[col] = star.relative_to_root(target, root)
         log.info("wrote %s in %.1f s", target, time.perf_counter() - t0)
 
     g = new.globals
@@ -209,7 +211,7 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     edf = write_dataset(new, out_dir, geom, root)
     g.pop(star.ETOMO_DIRECTIVE, None)
     if edf is not None:
-        g[star.ETOMO_DIRECTIVE] = _rel(edf, root)
+        g[star.ETOMO_DIRECTIVE] = star.relative_to_root(edf, root)
     _record_correction(new, opts)
     return new
 
@@ -239,8 +241,9 @@ def _optics(ts: star.TiltSeriesStar, opts: Options):
     if not all(np.isfinite(v).all() for v in values):
         raise TiltflowError(f"tilt series {ts.name}: non-numeric defocus or pre-exposure values", where)
     hand = float(g.get(star.HAND) or 1.0)
-    return TiltOptics(*values, voltage=float(g.get(star.VOLTAGE) or 300.0), cs=float(g.get(star.CS) or 2.7),
-                      amplitude_contrast=float(g.get(star.AMP_CONTRAST) or 0.1), hand=1.0 if hand >= 0 else -1.0)
+    o = ts.optics
+    return TiltOptics(*values, voltage=o.voltage, cs=o.cs, amplitude_contrast=o.amplitude_contrast,
+                      hand=1.0 if hand >= 0 else -1.0)
 
 
 def _corrector(images, setup, optics, grid: TomogramGrid, opts: Options):
@@ -292,7 +295,7 @@ def _write_uncorrected_slices(images, setup, grid: TomogramGrid, opts: Options, 
     for key, img, suffix in ((TF_UNCORRECTED_XY, xy, "xy"), (TF_UNCORRECTED_XZ, xz, "xz")):
         target = out_dir / f"rec_{name}_uncorrected_{suffix}.mrc"
         write_mrc(target, img.cpu().numpy().astype(np.float32), grid.pixel_size)  # atomic
-        g[key] = _rel(target, root)
+        g[key] = star.relative_to_root(target, root)
 
 
 # --- input ---------------------------------------------------------------------------------------
@@ -321,24 +324,6 @@ def _stack_header(ts: star.TiltSeriesStar, path: Path, ts_px: float, expect=None
     return stack_px, b, (nx, ny)
 
 
-def _bin1_image_size(ts: star.TiltSeriesStar, root: Path, ns_x: int, ns_y: int, b: int) -> tuple[int, int]:
-    """Bin-1 micrograph size: read from a micrograph header when present, else stack size x binning."""
-    if b == 1:
-        return ns_x, ns_y
-    if star.MICROGRAPH in ts.tilts and len(ts.tilts):
-        p = star.resolve(str(ts.tilts[star.MICROGRAPH].iloc[0]), root)
-        if p.is_file():
-            import mrcfile
-
-            try:
-                with mrcfile.mmap(p, mode="r", permissive=True) as mrc:
-                    ny, nx = mrc.data.shape[-2:]
-                if nx // b == ns_x and ny // b == ns_y:
-                    return int(nx), int(ny)
-            except Exception:  # fall back to the stack's size
-                pass
-    return ns_x * b, ns_y * b
-
 
 def _load(ts, src: Path, aln: TiltSeriesAlignment, grid: TomogramGrid, b: int, ns: tuple[int, int],
           n1: tuple[int, int], device):
@@ -363,7 +348,7 @@ def _load(ts, src: Path, aln: TiltSeriesAlignment, grid: TomogramGrid, b: int, n
             imgs[i] = fourier_crop(img[None], (m_y, m_x))[0]
     imgs -= imgs.mean(dim=(1, 2), keepdim=True)
     # image index k <-> bin-1 position o + (b-1)/2 + k * (ns * b / m)
-    o = np.array([(n1[0] % b) // 2, (n1[1] % b) // 2], float) + (b - 1) / 2.0
+    o = np.array([stackgeom.crop_origin(n1[0], b), stackgeom.crop_origin(n1[1], b)], float) + (b - 1) / 2.0
     step = np.array([ns_x * b / m_x, ns_y * b / m_y])
     scale = grid.binning / step
     c_img = (np.array([n1[0] // 2, n1[1] // 2], float) - o) / grid.binning
@@ -436,11 +421,3 @@ class _Stats:
         mean = self.s / max(self.n, 1)
         return self.lo, self.hi, mean, math.sqrt(max(self.s2 / max(self.n, 1) - mean * mean, 0.0))
 
-
-def _rel(path: Path, root: Path) -> str:
-    import os
-
-    try:
-        return os.path.relpath(path, root)
-    except ValueError:
-        return str(path)

@@ -25,22 +25,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tiltflow import star
+from tiltflow import stackgeom, star
 from tiltflow.atomic import atomic_fresh_path, atomic_path
+from tiltflow.columns import (
+    TF_DOSE,
+    TF_EXCLUDE_REASON,
+    TF_EXCLUDED,
+)
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import read_mrc_header
 from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.stack")
-
-TF_DOSE = "tfDose"
-TF_EXCLUDED = "tfExcluded"
-TF_EXCLUDE_REASON = "tfExcludeReason"
-TF_STACK = "tfStack"
-TF_STACK_EVEN = "tfStackEven"
-TF_STACK_ODD = "tfStackOdd"
-TF_STACK_BINNING = "tfStackBinning"
-TF_STACK_PIXEL_SIZE = "tfStackPixelSize"
 
 BACKENDS = ("builtin", "imod")
 
@@ -82,10 +78,7 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     name = ts.name
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    stack_paths = {"": out_dir / f"{name}.mrc"}
-    if halves:
-        stack_paths["_EVN"] = out_dir / f"{name}_EVN.mrc"
-        stack_paths["_ODD"] = out_dir / f"{name}_ODD.mrc"
+    stack_paths = {suffix: out_dir / f"{name}{suffix}.mrc" for _, suffix in stackgeom.STACK_FILES if halves or not suffix}
     column = {"": star.MICROGRAPH, "_EVN": star.MICROGRAPH_EVEN, "_ODD": star.MICROGRAPH_ODD}
     axis = _nominal_axis(tilts)
 
@@ -111,14 +104,7 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     _write_stack_mdoc(out_dir / f"{name}.mdoc", name, tilts, images[0].shape, b, ps, axis)
 
     new = star.TiltSeriesStar(name, dict(ts.globals), tilts)
-    for key in (TF_STACK_EVEN, TF_STACK_ODD):
-        new.globals.pop(key, None)
-    new.globals[TF_STACK] = _rel(stack_paths[""], root)
-    if halves:
-        new.globals[TF_STACK_EVEN] = _rel(stack_paths["_EVN"], root)
-        new.globals[TF_STACK_ODD] = _rel(stack_paths["_ODD"], root)
-    new.globals[TF_STACK_BINNING] = b
-    new.globals[TF_STACK_PIXEL_SIZE] = ps * b
+    stackgeom.record_stacks(new.globals, stack_paths, b, ps * b, root)
     return new
 
 
@@ -168,11 +154,6 @@ def _nominal_axis(tilts: pd.DataFrame) -> float | None:
     return None
 
 
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return os.path.relpath(path, root)
-    except ValueError:  # other drive on Windows
-        return str(path)
 
 
 # --- images --------------------------------------------------------------------------------------
@@ -217,7 +198,7 @@ def bin_image(img: np.ndarray, b: int) -> np.ndarray:
     if b == 1:
         return img
     ny, nx = img.shape
-    oy, ox = (ny % b) // 2, (nx % b) // 2
+    oy, ox = stackgeom.crop_origin(ny, b), stackgeom.crop_origin(nx, b)
     my, mx = ny // b, nx // b
     crop = img[oy:oy + my * b, ox:ox + mx * b]
     return crop.reshape(my, b, mx, b).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
@@ -343,14 +324,9 @@ def _stack_with_newstack(executable: str | None, filelist: Path, target: Path, i
 def _write_filelist(path: Path, images: list[Path], out_dir: Path) -> None:
     from tiltflow.io.imodfiles import write_file_of_inputs
 
-    write_file_of_inputs(path, [_rel_to(p, out_dir) for p in images])
+    write_file_of_inputs(path, [os.path.relpath(p.resolve(), out_dir.resolve()) for p in images])  # IMOD: beside the list
 
 
-def _rel_to(p: Path, base: Path) -> str:
-    try:
-        return os.path.relpath(p.resolve(), base.resolve())
-    except ValueError:
-        return str(p.resolve())
 
 
 # --- mdoc ----------------------------------------------------------------------------------------

@@ -49,9 +49,10 @@ workflow PIPELINE_COMPLETION {
 }
 
 /*
- * The session's mdocs and movie folder from --input, by the rule `tiltflow run` and `tiltflow inspect`
- * use (runner/pipeline.py find_mdocs): a folder means FOLDER/*.mdoc, an .mdoc file means that series;
- * a glob (quoted) is also accepted here. Movies: --frames, else the folder of the (first) mdoc.
+ * The session's mdocs and movie folder from --input, by the rule `tiltflow run`, `watch` and `inspect` use
+ * (python/tiltflow/metadata/discover.py MDOC_GLOB, session_mdocs; tests/test_discovery.py checks they agree):
+ * a folder means its top-level mdocs (the suffix in any case, no hidden files), an .mdoc file means that
+ * series, a (quoted) glob the mdocs it matches. Movies: --frames, else the folder of the (first) mdoc.
  */
 def sessionInput(String input, frames) {
     def mdocs = []
@@ -63,10 +64,10 @@ def sessionInput(String input, frames) {
     else {
         def path = file(input)
         if (path.isDirectory()) {
-            mdocs = files("${path}/*.mdoc")
+            mdocs = files("${path}/*.[mM][dD][oO][cC]")
             folder = path
         }
-        else if (path.exists() && path.name.endsWith('.mdoc')) {
+        else if (path.exists() && path.name.toLowerCase().endsWith('.mdoc')) {
             mdocs = [path]
             folder = path.parent
         }
@@ -74,7 +75,7 @@ def sessionInput(String input, frames) {
             error("--input ${input}: not a session folder, an .mdoc file or a glob of mdoc files")
         }
     }
-    mdocs = mdocs.findAll { f -> f.name.endsWith('.mdoc') }.sort { f -> f.toString() }
+    mdocs = mdocs.findAll { f -> f.isFile() && f.name.toLowerCase().endsWith('.mdoc') && !f.name.startsWith('.') }.sort { f -> f.toString() }
     if (!mdocs) {
         error("--input ${input}: no .mdoc file found")
     }

@@ -60,14 +60,14 @@ class SeriesData:
         if base is None:
             return pd.DataFrame()
         t = base.tilts.copy()
-        if "tfExcluded" not in t:
-            t["tfExcluded"] = 0
-        t["tfExcluded"] = pd.to_numeric(t["tfExcluded"], errors="coerce").fillna(0).astype(int)
-        if "tfExcludeReason" not in t:
-            t["tfExcludeReason"] = ""
-        t["tfExcludeReason"] = t["tfExcludeReason"].fillna("").astype(str)
-        if "tfAcquisitionIndex" not in t:
-            t["tfAcquisitionIndex"] = np.arange(len(t))
+        if star.TF_EXCLUDED not in t:
+            t[star.TF_EXCLUDED] = 0
+        t[star.TF_EXCLUDED] = pd.to_numeric(t[star.TF_EXCLUDED], errors="coerce").fillna(0).astype(int)
+        if star.TF_EXCLUDE_REASON not in t:
+            t[star.TF_EXCLUDE_REASON] = ""
+        t[star.TF_EXCLUDE_REASON] = t[star.TF_EXCLUDE_REASON].fillna("").astype(str)
+        if star.TF_ACQ_INDEX not in t:
+            t[star.TF_ACQ_INDEX] = np.arange(len(t))
         al = self.stars.get("align")
         if al is not None and star.MICROGRAPH in al.tilts and star.MICROGRAPH in t:
             extra = [c for c in al.tilts.columns if c not in t.columns or c in (star.Y_TILT, star.Z_ROT)]
@@ -76,15 +76,85 @@ class SeriesData:
                 al.tilts[[star.MICROGRAPH] + extra], on=star.MICROGRAPH, how="left")
             # a tilt the aligner dropped (dark) is excluded even if the exclude step kept it
             aligned = t[star.MICROGRAPH].isin(set(al.tilts[star.MICROGRAPH]))
-            dropped = (~aligned) & (merged["tfExcluded"] == 0)
-            merged.loc[dropped, "tfExcluded"] = 1
-            merged.loc[dropped, "tfExcludeReason"] = "excluded: dropped by the alignment (dark or unalignable)"
+            dropped = (~aligned) & (merged[star.TF_EXCLUDED] == 0)
+            merged.loc[dropped, star.TF_EXCLUDED] = 1
+            merged.loc[dropped, star.TF_EXCLUDE_REASON] = "excluded: dropped by the alignment (dark or unalignable)"
             t = merged
         return t
 
     @property
     def total_time(self) -> float:
         return float(sum(self.timings.values()))
+
+    def results(self) -> SeriesResults:
+        """What the steps measured, merged: the one reading the report, ``tiltflow run``'s table and the
+        simulator comparison share."""
+        return SeriesResults.of(self)
+
+
+def _num(t: pd.DataFrame, col: str) -> np.ndarray:
+    return pd.to_numeric(t[col], errors="coerce").to_numpy(float) if col in t else np.full(len(t), np.nan)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    return values[np.isfinite(values)]
+
+
+@dataclass(frozen=True)
+class SeriesResults:
+    """One series' numbers, each with one definition.
+
+    - excluded: tilts not in the tomogram: ``tfExcluded`` of the exclude step, or dropped by the aligner
+      (dark or unalignable; :meth:`SeriesData.tilts`). None before either step ran.
+    - defocus range: min and max of the kept tilts' mean defocus ``(U + V) / 2``, in um.
+    - CTF resolution: median ``rlnCtfMaxResolution`` of the kept tilts (A).
+    - residual: mean ``tfAlignResidualPx`` over the aligned tilts (stack pixels).
+    - tilt axis: median refined ``rlnTomoZRot`` (source "aligned"), else the median nominal axis ("nominal").
+    - dose: total exposure (e/A^2): the last tilt's pre-exposure plus one tilt's dose.
+    """
+
+    tilts_total: int
+    excluded: int | None = None
+    defocus_min_um: float | None = None
+    defocus_max_um: float | None = None
+    ctf_resolution: float | None = None
+    residual_px: float | None = None
+    tilt_axis: float | None = None
+    tilt_axis_source: str = ""
+    dose: float | None = None
+    tomogram: str | None = None
+
+    @property
+    def tilts_used(self) -> int | None:
+        return None if self.excluded is None else self.tilts_total - self.excluded
+
+    @classmethod
+    def of(cls, sd: SeriesData) -> SeriesResults:
+        t = sd.tilts()
+        known = "exclude" in sd.stars or "align" in sd.stars
+        kept = ~t[star.TF_EXCLUDED].to_numpy(bool) if len(t) else np.array([], bool)
+        df = _finite(star.mean_defocus_um(t)[kept])
+        res = _finite(_num(t, star.CTF_MAX_RES)[kept])
+        resid = _finite(_num(t, star.TF_ALIGN_RESIDUAL))
+        zrot, nominal = _finite(_num(t, star.Z_ROT)), _finite(_num(t, star.NOMINAL_AXIS))
+        axis, source = ((float(np.median(zrot)), "aligned") if zrot.size else
+                        (float(np.median(nominal)), "nominal") if nominal.size else (None, ""))
+        tomo = sd.globals.get(star.TOMOGRAM)
+        return cls(
+            tilts_total=len(t), excluded=int((~kept).sum()) if known else None,
+            defocus_min_um=float(df.min()) if df.size else None, defocus_max_um=float(df.max()) if df.size else None,
+            ctf_resolution=float(np.median(res)) if res.size else None,
+            residual_px=float(resid.mean()) if resid.size else None,
+            tilt_axis=axis, tilt_axis_source=source, dose=_total_dose(t), tomogram=str(tomo) if tomo else None)
+
+
+def _total_dose(t: pd.DataFrame) -> float | None:
+    pre = _finite(_num(t, star.PRE_EXPOSURE))
+    if not pre.size:
+        return None
+    dose = _finite(_num(t, star.TF_DOSE))
+    per = float(np.median(dose)) if dose.size else (float(np.median(np.diff(np.sort(pre)))) if pre.size > 1 else 0.0)
+    return float(pre.max()) + per
 
 
 @dataclass
@@ -103,12 +173,10 @@ class SessionData:
 
     def resolve(self, ref: str | None) -> Path | None:
         """A path from a STAR file: relative to the results folder (where steps run), else to the cwd."""
-        if ref is None or (isinstance(ref, float) and np.isnan(ref)) or not str(ref).strip():
-            return None
-        p = Path(str(ref).split(":")[0] if str(ref).endswith(":mrc") else str(ref))
-        for c in ([p] if p.is_absolute() else [self.root / p, Path.cwd() / p, self.root.parent / p]):
-            if c.is_file():
-                return c
+        for base in (self.root, Path.cwd(), self.root.parent):
+            c = star.resolve_image_ref(ref, base)
+            if c is None or c.is_file():
+                return c  # None: an empty cell
         return None
 
 
@@ -125,26 +193,7 @@ def collect(root: str | Path) -> SessionData:
             continue
         any_series = False
         for d in sorted(p for p in sdir.iterdir() if p.is_dir()):
-            f = d / f"{d.name}.star"
-            sd = series.setdefault(d.name, SeriesData(d.name))
-            _read_timing(d / "console.log", step, sd)
-            sd.problems += [f"{step} warning: {w}" for w in _warnings(d)]
-            if not f.is_file():
-                if (d / "console.log").is_file():
-                    sd.problems.append(f"{step}: no {f.name} (the step did not finish; see {d / 'error.log'})")
-                continue
-            try:
-                sd.stars[step] = star.read_tilt_series(f)
-                any_series = True
-            except TiltflowError as exc:
-                sd.problems.append(f"{step}: {exc}")
-            if step == "exclude":
-                hj = d / f"{d.name}_hand.json"
-                if hj.is_file():
-                    try:
-                        sd.hand = json.loads(hj.read_text())
-                    except ValueError as exc:
-                        sd.problems.append(f"exclude: unreadable {hj.name} ({exc})")
+            any_series |= _read_step(series.setdefault(d.name, SeriesData(d.name)), step, d)
         if any_series:
             found.append(step)
     relion = root / "relion" / "tomograms.star"
@@ -155,6 +204,40 @@ def collect(root: str | Path) -> SessionData:
     if not data.series:
         data.notes.append(f"no tilt-series results found under {root} (expected {root}/<step>/<name>/<name>.star)")
     return data
+
+
+def read_series(root: str | Path, name: str) -> SeriesData:
+    """One series' results under ``root`` (every step that has a folder for it), as the report reads them."""
+    sd = SeriesData(name)
+    for step in STEPS:
+        d = Path(root) / step / name
+        if d.is_dir():
+            _read_step(sd, step, d)
+    return sd
+
+
+def _read_step(sd: SeriesData, step: str, d: Path) -> bool:
+    """Add step ``step``'s folder ``d`` of one series to ``sd``; True when its STAR file was read."""
+    f = d / f"{d.name}.star"
+    _read_timing(d / "console.log", step, sd)
+    sd.problems += [f"{step} warning: {w}" for w in _warnings(d)]
+    if not f.is_file():
+        if (d / "console.log").is_file():
+            sd.problems.append(f"{step}: no {f.name} (the step did not finish; see {d / 'error.log'})")
+        return False
+    try:
+        sd.stars[step] = star.read_tilt_series(f)
+    except TiltflowError as exc:
+        sd.problems.append(f"{step}: {exc}")
+        return False
+    if step == "exclude":
+        hj = d / f"{d.name}_hand.json"
+        if hj.is_file():
+            try:
+                sd.hand = json.loads(hj.read_text())
+            except ValueError as exc:
+                sd.problems.append(f"exclude: unreadable {hj.name} ({exc})")
+    return True
 
 
 def _warnings(folder: Path) -> list[str]:

@@ -49,10 +49,10 @@ def ctf_vs_tilt(t: pd.DataFrame, path: Path) -> Path | None:
     if ang is None or u is None or v is None:
         return None
     res = _num(t, star.CTF_MAX_RES)
-    ex = t["tfExcluded"].to_numpy(bool)
+    ex = t[star.TF_EXCLUDED].to_numpy(bool)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    df = 0.5 * (u + v) / 1e4
+    df = star.mean_defocus_um(t)
     axes[0].plot(ang[~ex], df[~ex], "o", color=KEPT, label="kept")
     axes[0].plot(ang[ex], df[ex], "x", color=EXCLUDED, ms=9, mew=2, label="excluded")
     axes[0].set(xlabel="tilt angle (deg)", ylabel="defocus (um, underfocus)", title="Defocus")
@@ -74,8 +74,8 @@ def motion_per_tilt(t: pd.DataFrame, path: Path) -> Path | None:
     if tot is None:
         return None
     early = _num(t, star.MOTION_EARLY)
-    idx = _num(t, "tfAcquisitionIndex")
-    ex = t["tfExcluded"].to_numpy(bool)
+    idx = _num(t, star.TF_ACQ_INDEX)
+    ex = t[star.TF_EXCLUDED].to_numpy(bool)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 3))
     colors = [EXCLUDED if e else KEPT for e in ex]
@@ -93,7 +93,7 @@ def dose_plot(t: pd.DataFrame, path: Path) -> Path | None:
     pre, ang = _num(t, star.PRE_EXPOSURE), _num(t, star.NOMINAL_TILT)
     if pre is None or ang is None:
         return None
-    ex = t["tfExcluded"].to_numpy(bool)
+    ex = t[star.TF_EXCLUDED].to_numpy(bool)
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.plot(ang, pre, "-", color="#aaaaaa", lw=1)
@@ -158,7 +158,7 @@ def _hand_title(hand: dict) -> str:
     measured = hand.get("measured", hand.get("hand", 0)) or 0
     confident = hand.get("confident", bool(hand.get("hand")))
     title = f"Handedness: measured {measured:+d} ({'confident' if confident else 'not confident'})"
-    written = hand.get("rlnTomoHand")
+    written = hand.get(star.HAND)
     if written is not None:
         title += f"\nrlnTomoHand {int(float(written)):+d} ({hand.get('source', 'measured' if confident else 'imported')})"
     return title

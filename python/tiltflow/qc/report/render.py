@@ -82,49 +82,18 @@ def _num(t: pd.DataFrame, col: str) -> np.ndarray:
 
 # --- session -------------------------------------------------------------------------------------
 def series_summary(data: SessionData, sd: SeriesData) -> dict[str, str]:
-    """The summary-table row of one series (strings, already formatted)."""
-    t = sd.tilts()
-    g = sd.globals
-    ex = t["tfExcluded"].to_numpy(bool) if len(t) else np.array([], bool)
-    kept = ~ex
-    row: dict[str, str] = {"series": sd.name, "tilts used": f"{int(kept.sum())} / {len(t)}",
-                           "excluded": str(int(ex.sum()))}
-    pre = _num(t, star.PRE_EXPOSURE)
-    dose = _num(t, "tfDose")
-    if pre.size:
-        per = float(np.nanmedian(dose)) if dose.size and np.isfinite(dose).any() else (
-            float(np.nanmedian(np.diff(np.sort(pre)))) if pre.size > 1 else 0.0)
-        row["dose (e/A^2)"] = _fmt(np.nanmax(pre) + per, ".0f")
-    else:
-        row["dose (e/A^2)"] = "-"
-    u, v = _num(t, star.DEFOCUS_U), _num(t, star.DEFOCUS_V)
-    if u.size and np.isfinite(u[kept]).any():
-        df = 0.5 * (u + v)[kept] / 1e4
-        row["defocus (um)"] = f"{np.nanmin(df):.2f} - {np.nanmax(df):.2f}"
-    else:
-        row["defocus (um)"] = "-"
-    res = _num(t, star.CTF_MAX_RES)
-    row["CTF res. (A, median)"] = _fmt(np.nanmedian(np.where(np.isfinite(res), res, np.nan)[kept])) \
-        if res.size and np.isfinite(res[kept]).any() else "-"
-    rcols = plots.residual_columns(t)
-    resid = [c for c in g if "residual" in c.lower()]
-    if resid:
-        row["align residual"] = _fmt(g[resid[0]], ".2f")
-    elif rcols:
-        row["align residual"] = _fmt(np.nanmean(_num(t, rcols[0])), ".2f")
-    else:
-        row["align residual"] = "-"
-    zrot = _num(t, star.Z_ROT)
-    nominal = _num(t, star.NOMINAL_AXIS)
-    if zrot.size and np.isfinite(zrot).any():
-        row["tilt axis (deg)"] = _fmt(np.nanmedian(zrot), ".1f") + " (aligned)"
-    elif nominal.size and np.isfinite(nominal).any():
-        row["tilt axis (deg)"] = _fmt(np.nanmedian(nominal), ".1f") + " (nominal)"
-    else:
-        row["tilt axis (deg)"] = "-"
-    row["hand"] = hand_text(g)
-    tomo = g.get(star.TOMOGRAM)
-    row["tomogram"] = str(tomo) if tomo else "-"
+    """The summary-table row of one series (strings, already formatted) from :meth:`SeriesData.results`."""
+    r = sd.results()
+    excluded = r.excluded or 0  # before exclude ran every tilt counts as used
+    row: dict[str, str] = {"series": sd.name, "tilts used": f"{r.tilts_total - excluded} / {r.tilts_total}",
+                           "excluded": str(excluded), "dose (e/A^2)": _fmt(r.dose, ".0f")}
+    row["defocus (um)"] = (f"{r.defocus_min_um:.2f} - {r.defocus_max_um:.2f}" if r.defocus_min_um is not None
+                           else "-")
+    row["CTF res. (A, median)"] = _fmt(r.ctf_resolution)
+    row["align residual"] = _fmt(r.residual_px, ".2f")
+    row["tilt axis (deg)"] = f"{_fmt(r.tilt_axis)} ({r.tilt_axis_source})" if r.tilt_axis is not None else "-"
+    row["hand"] = hand_text(sd.globals)
+    row["tomogram"] = r.tomogram or "-"
     row["time (s)"] = _fmt(sd.total_time, ".0f") if sd.timings else "-"
     return row
 
@@ -134,15 +103,15 @@ def hand_text(g: dict) -> str:
 
     For example ``-1 (imported; measured +1, not confident: z 3.7, 87% of tilts agree)``.
     """
-    hand, source = g.get(star.HAND), g.get("tfHandSource")
+    hand, source = g.get(star.HAND), g.get(star.TF_HAND_SOURCE)
     text = "-" if hand is None else f"{int(float(hand)):+d}"
-    scale, z, agree = (_float(g.get(k)) for k in ("tfHandScale", "tfHandZ", "tfHandAgreement"))
-    called = _float(g.get("tfHandMeasured"))
+    scale, z, agree = (_float(g.get(k)) for k in (star.TF_HAND_SCALE, star.TF_HAND_Z, star.TF_HAND_AGREEMENT))
+    called = _float(g.get(star.TF_HAND_MEASURED))
     called = int(called) if math.isfinite(called) else 0
     if not math.isfinite(scale):  # not measured (or --hand given)
         if source:
             text += f" ({source})"
-        elif g.get("tfHandMeasured") is not None:
+        elif g.get(star.TF_HAND_MEASURED) is not None:
             text += " (measured: undetermined)"
         return text
     evidence = f"z {z:.1f}" + (f", {100 * agree:.0f}% of tilts agree" if math.isfinite(agree) else "")
@@ -171,7 +140,7 @@ def _session_section(data: SessionData) -> str:
         parts.append(f"<div class='warn'>{_e(n)}</div>")
     hands = {}
     for sd in data.series:
-        m = sd.globals.get("tfHandMeasured")
+        m = sd.globals.get(star.TF_HAND_MEASURED)
         if m is not None:
             hands[sd.name] = int(float(m))
     sh = session_hand(hands)
@@ -227,7 +196,7 @@ def _series_section(data: SessionData, sd: SeriesData, fig_dir: Path) -> str:
 
 
 def _exclusion_table(t: pd.DataFrame) -> str:
-    cols = [("tfAcquisitionIndex", "#", "d"), (star.NOMINAL_TILT, "tilt", ".1f"),
+    cols = [(star.TF_ACQ_INDEX, "#", "d"), (star.NOMINAL_TILT, "tilt", ".1f"),
             (star.PRE_EXPOSURE, "pre-exp.", ".1f"), (star.MOTION_TOTAL, "motion (A)", ".1f"),
             (star.DEFOCUS_U, "defocus U (A)", ".0f"), (star.CTF_MAX_RES, "CTF res. (A)", ".1f"),
             (star.CTF_FOM, "CTF score", ".3f")]
@@ -235,12 +204,12 @@ def _exclusion_table(t: pd.DataFrame) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in cols) + "<th>decision</th>"
     rows = []
     for _, r in t.iterrows():
-        ex = bool(r["tfExcluded"])
+        ex = bool(r[star.TF_EXCLUDED])
         cells = "".join(f"<td>{_e(_fmt(r[c], f))}</td>" for c, _, f in cols)
-        reason = str(r.get("tfExcludeReason", "") or "")
+        reason = str(r.get(star.TF_EXCLUDE_REASON, "") or "")
         decision = ("<span class='bad'>excluded</span> " if ex else "kept ") + _e(reason)
         rows.append(f"<tr class='{'excluded' if ex else 'kept'}'>{cells}<td>{decision}</td></tr>")
-    n_ex = int(t["tfExcluded"].sum())
+    n_ex = int(t[star.TF_EXCLUDED].sum())
     return (f"<h3>Tilts ({n_ex} excluded of {len(t)}, acquisition order)</h3>"
             f"<table class='tilts'><tr>{head}</tr>{''.join(rows)}</table>")
 
@@ -263,8 +232,8 @@ def _thumb_images(data: SessionData, t: pd.DataFrame):
     out = []
     for _, r in t.iterrows():
         img = _read_image(data.resolve(r[star.MICROGRAPH]))
-        out.append((float(r[star.NOMINAL_TILT]), int(r["tfAcquisitionIndex"]), img, bool(r["tfExcluded"]),
-                    str(r.get("tfExcludeReason", "") or "")))
+        out.append((float(r[star.NOMINAL_TILT]), int(r[star.TF_ACQ_INDEX]), img, bool(r[star.TF_EXCLUDED]),
+                    str(r.get(star.TF_EXCLUDE_REASON, "") or "")))
     return out if any(x[2] is not None for x in out) else []
 
 
@@ -276,7 +245,7 @@ def chosen_tilts(t: pd.DataFrame) -> list[int]:
     rows = {int(np.nanargmin(np.abs(ang))), int(np.nanargmax(ang)), int(np.nanargmin(ang))}
     res = _num(t, star.CTF_MAX_RES)
     if res.size:
-        kept = ~t["tfExcluded"].to_numpy(bool)
+        kept = ~t[star.TF_EXCLUDED].to_numpy(bool)
         r = np.where(kept & np.isfinite(res), res, -np.inf)
         if np.isfinite(r).any() and r.max() > -np.inf:
             rows.add(int(np.argmax(r)))
@@ -287,8 +256,8 @@ def _ctf_figures(data: SessionData, sd: SeriesData, t: pd.DataFrame, fig_dir: Pa
     if star.DEFOCUS_U not in t:
         return ""
     g = sd.globals
-    optics = (float(g.get(star.VOLTAGE, 300) or 300), float(g.get(star.CS, 2.7) or 2.7),
-              float(g.get(star.AMP_CONTRAST, 0.1) or 0.1))
+    o = star.optics_of(g)
+    optics = (o.voltage, o.cs, o.amplitude_contrast)
     try:
         px = float(g.get(star.TS_PIXEL_SIZE) or g.get(star.ORIGINAL_PIXEL_SIZE))
     except (TypeError, ValueError):
@@ -296,7 +265,7 @@ def _ctf_figures(data: SessionData, sd: SeriesData, t: pd.DataFrame, fig_dir: Pa
     figs = []
     for i in chosen_tilts(t):
         r = t.iloc[i]
-        title = f"tilt {float(r[star.NOMINAL_TILT]):+.1f} (#{int(r['tfAcquisitionIndex'])})"
+        title = f"tilt {float(r[star.NOMINAL_TILT]):+.1f} (#{int(r[star.TF_ACQ_INDEX])})"
         diag = data.resolve(r.get(star.CTF_IMAGE)) if star.CTF_IMAGE in t else None
         if diag is not None:
             png = diag.with_name(diag.stem.removesuffix("_PS") + "_ctf.png")
@@ -319,9 +288,9 @@ def _ctf_figures(data: SessionData, sd: SeriesData, t: pd.DataFrame, fig_dir: Pa
             continue
         defu, defv = float(r[star.DEFOCUS_U]), float(r.get(star.DEFOCUS_V, r[star.DEFOCUS_U]))
         ang = float(r.get(star.DEFOCUS_ANGLE, 0.0) or 0.0) if star.DEFOCUS_ANGLE in t else 0.0
-        label = f"{title}: {0.5 * (defu + defv) / 1e4:.2f} um, res {_fmt(r.get(star.CTF_MAX_RES))} A"
+        label = f"{title}: {star.angstrom_to_um(0.5 * (defu + defv)):.2f} um, res {_fmt(r.get(star.CTF_MAX_RES))} A"
         p = plots.spectrum_vs_ctf(spec, spx, defu, defv, ang, optics, label,
-                                  fig_dir / f"ctf_{int(r['tfAcquisitionIndex']):03d}.png")
+                                  fig_dir / f"ctf_{int(r[star.TF_ACQ_INDEX]):03d}.png")
         figs.append(_img(p, f"{title}: spectrum (left) and fitted CTF^2 (right)", "spectrum and ctf"))
     if not figs:
         return ""
@@ -330,7 +299,7 @@ def _ctf_figures(data: SessionData, sd: SeriesData, t: pd.DataFrame, fig_dir: Pa
 
 def _spectrum_pixel(r: pd.Series, px: float) -> float:
     """Pixel of a saved diagnostic spectrum: tfCtfPixelSize when the ctf step records it, else the image's."""
-    v = r.get("tfCtfPixelSize")
+    v = r.get(star.TF_CTF_PIXEL_SIZE)
     try:
         return float(v) if v is not None and float(v) > 0 else px
     except (TypeError, ValueError):
@@ -345,7 +314,7 @@ def _tomogram(data: SessionData, sd: SeriesData, fig_dir: Path) -> str:
     if path is None:
         return f"<div class='warn'>Tomogram {_e(tomo)} is listed but not found.</div>"
     g = sd.globals
-    unc = [_read_image(data.resolve(g.get(k))) for k in ("tfTomogramUncorrectedXY", "tfTomogramUncorrectedXZ")]
+    unc = [_read_image(data.resolve(g.get(k))) for k in (star.TF_UNCORRECTED_XY, star.TF_UNCORRECTED_XZ)]
     uncorrected = (unc[0], unc[1]) if unc[0] is not None and unc[1] is not None else None
     try:
         p = plots.tomogram_slices(path, fig_dir / "tomogram.png", f"{sd.name}: {Path(str(tomo)).name}", uncorrected)
@@ -360,14 +329,14 @@ def _tomogram(data: SessionData, sd: SeriesData, fig_dir: Path) -> str:
 def _correction_note(sd: SeriesData) -> str:
     """What reconstruct corrected (tfCtfCorrection, tfDoseWeighting, per-tilt tfDoseHalfWeightAngst)."""
     g = sd.globals
-    mode = g.get("tfCtfCorrection")
+    mode = g.get(star.TF_CTF_CORRECTION)
     if mode is None:
         return ""
-    text = f"CTF correction: {_e(mode)}; exposure weighting: {'on' if int(g.get('tfDoseWeighting', 0)) else 'off'}"
+    text = f"CTF correction: {_e(mode)}; exposure weighting: {'on' if int(g.get(star.TF_DOSE_WEIGHTING, 0)) else 'off'}"
     rec = sd.stars.get("reconstruct")
     t = rec.tilts if rec is not None else pd.DataFrame()
-    if "tfDoseHalfWeightAngst" in t and star.PRE_EXPOSURE in t and len(t):
-        half, pre = _num(t, "tfDoseHalfWeightAngst"), _num(t, star.PRE_EXPOSURE)
+    if star.TF_DOSE_HALF_WEIGHT in t and star.PRE_EXPOSURE in t and len(t):
+        half, pre = _num(t, star.TF_DOSE_HALF_WEIGHT), _num(t, star.PRE_EXPOSURE)
         i = int(np.nanargmax(pre))
         at = f"weight 0.5 at {half[i]:.1f} A" if half[i] > 0 else "weight above 0.5 at every resolution"
         text += f" (last tilt, {pre[i]:.0f} e/A^2: {at})"
