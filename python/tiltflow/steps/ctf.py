@@ -490,13 +490,14 @@ def _paths(frames: Path, root: str) -> dict[str, Path]:
 
 class _CtffindFitter:
     def __init__(self, options: CtfOptions, pixel_size: float, voltage: float, cs: float, amp: float):
-        from tiltflow.backends import ctffind
+        from tiltflow.backends import ctffind, toolrun
+        from tiltflow.backends.tools import TOOLS
 
         self.options = options
         self.pixel_size, self.voltage, self.cs, self.amp = pixel_size, voltage, cs, amp
         wanted = 5 if options.backend == "ctffind5" else 4
-        self.exe = ctffind.find(options.executable, wanted)
-        self.version = ctffind.detect_version(self.exe)
+        self.exe = toolrun.find_executable(TOOLS[options.backend], options.executable)
+        self.version = toolrun.detect_version(self.exe, TOOLS[options.backend])
         self.major = ctffind.major_version(self.version, wanted)
         if self.version and self.major != wanted:
             log.warning("--backend %s but %s reports version %s: answering CTFFIND %d's prompts",
