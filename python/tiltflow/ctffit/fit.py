@@ -10,6 +10,10 @@ Pipeline, as CTFFIND4 but in torch (CPU or GPU):
    with a guard: if it wanders far from the 1-D answer, the 1-D answer is kept.
 5. Fit resolution from the equi-phase average (:mod:`~tiltflow.ctffit.resolution`).
 
+The fit keeps each sign's 1-D search and the spectrum it was made on (:class:`SignSearch`, one ``box x box``
+image per sign), so that :func:`refit` can redo steps 4-5 with a series-level decision (one gradient sign, one
+astigmatism, a defocus from the series' path) without the image.
+
 Example (a sub-region, as the defocus-handedness check does)::
 
     fit = fit_defocus(image[:, :512], pixel_size=1.35, search_centre=30000, search_range=10000,

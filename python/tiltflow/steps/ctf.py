@@ -14,7 +14,9 @@ The built-in backend then looks at the whole series (what per-tilt CTFFIND canno
 defocus gradient for all tilted images (the handedness; logged with its evidence), a defocus path
 through the acquisition that late, damaged tilts without clear rings follow (``series_prior``; 0 fits
 every tilt on its own as RELION's CtfFind does) and, by default, one astigmatism for the series, taken
-from the best tilts (``astigmatism="per-tilt"`` fits it on every tilt).
+from the best tilts (``astigmatism="per-tilt"`` fits it on every tilt). The series pass
+(:mod:`tiltflow.ctffit.series`) refits only the tilts its decisions change, from the spectra and 1-D searches
+each tilt's first fit kept: every micrograph is read and its tile spectra computed once.
 
 Outputs in ``<outdir>/<series>/frames/`` named after the micrograph (RELION's layout): ``<root>_PS.ctf``
 (MRC diagnostic: spectrum beside the fitted CTF; ``rlnCtfImage`` = ``..._PS.ctf:mrc``), ``<root>_ctf.png``
@@ -38,13 +40,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from tiltflow import star
 from tiltflow.errors import TiltflowError
 from tiltflow.steps.common import each_tilt, execute_series_step
+
+if TYPE_CHECKING:
+    from tiltflow.ctffit.series import SeriesDecision
 
 log = logging.getLogger("tiltflow.ctf")
 
@@ -389,7 +394,7 @@ class _BuiltinFitter:
         except TiltflowError as exc:
             raise TiltflowError(f"{t.label}: {exc}", t.micrograph) from exc
 
-    def series_pass(self, tilts: list[CtfTilt], fits: list, series: str) -> list:
+    def series_pass(self, tilts: list[CtfTilt], fits: list, series: str) -> list[SeriesDecision]:
         """The series model (:func:`tiltflow.ctffit.series.series_model`) and the refits it calls for, logged."""
         from tiltflow.ctffit.series import apply_series_model, series_model
 
