@@ -20,11 +20,23 @@ in nm, over all tilts and over the first half of the acquisition), the astigmati
 the RMS over the tilts with a fit resolution (rlnCtfMaxResolution < 25 A: what an exclusion by fit
 resolution keeps), the share of such tilts, time per tilt, peak memory of the process and the device. The
 target on the demo session is a defocus RMS under 50 nm.
+
+Passes: the built-in step fits every tilt on its own (first pass), then decides one gradient sign, a defocus
+path and one astigmatism for the series and refits from the spectra each tilt's first fit kept (series pass),
+then writes the diagnostics (outputs); their cost per tilt is printed for each configuration.
+
+``--baseline SRC`` runs the same configurations with the CTF step of another source tree (``SRC/python``, e.g.
+``git archive <commit> | tar -x -C SRC``) in a subprocess on the same micrographs, and prints both and the
+ratio of CPU seconds (this tree / baseline): the before/after measurement of a change, on the same machine::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_ctf.py --preset demo --baseline /tmp/old --configs "series prior + astig"
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import math
 import os
 import resource
@@ -115,15 +127,58 @@ def simulated_series(root: Path, preset: str, seed: int, session: Path | None = 
     return out
 
 
+class _PassCost(logging.Handler):
+    """Keeps the step's ``ctf_passes`` record (seconds per pass), which the built-in backend logs once."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.passes: dict = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.passes.update(getattr(record, "ctf_passes", {}))
+
+
 def evaluate(root: Path, in_star: Path, truth: list[dict], options) -> dict:
-    from tiltflow import star
-    from tiltflow.ctffit.model import angle_difference
+    """Run the CTF step in this process on ``in_star``; its accuracy, CPU and wall time, and its passes' cost."""
     from tiltflow.steps.common import run_star_step
 
-    n = len(star.read_tilt_series(in_star).tilts)
-    t0 = time.perf_counter()
-    out = run_star_step("ctf", in_star, root / f"ctf_{id(options)}", options, root)
-    seconds = time.perf_counter() - t0
+    handler = _PassCost()
+    logger = logging.getLogger("tiltflow.ctf")
+    logger.addHandler(handler)
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = run_star_step("ctf", in_star, root / f"ctf_{id(options)}", options, root)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        logger.removeHandler(handler)
+    return {**score(out, truth), "seconds": seconds, "cpu": cpu, "passes": handler.passes}
+
+
+_BASELINE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from tiltflow.steplog import configure_console
+from tiltflow.steps.ctf import CtfOptions, run_from_star
+configure_console(quiet=True)
+t0, c0 = time.perf_counter(), time.process_time()
+out = run_from_star(sys.argv[2], sys.argv[3], CtfOptions(**json.loads(sys.argv[4])))
+print(json.dumps({"out": str(out), "seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0}))
+"""
+
+
+def evaluate_baseline(src: Path, root: Path, in_star: Path, truth: list[dict], options: dict, tag: str) -> dict:
+    """The same run with the CTF step of the source tree ``src`` (its ``python/`` folder), in a subprocess."""
+    proc = subprocess.run([sys.executable, "-c", _BASELINE, str(src / "python"), str(in_star), f"ctf_base_{tag}",
+                           json.dumps(options)], cwd=root, check=True, capture_output=True, text=True)
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**score(root / r["out"], truth), "seconds": r["seconds"], "cpu": r["cpu"], "passes": {}}
+
+
+def score(out: Path, truth: list[dict]) -> dict:
+    """Defocus error of a CTF step's STAR file against the truth (nm), per tilt statistics."""
+    from tiltflow import star
+    from tiltflow.ctffit.model import angle_difference
+
     ts = star.read_tilt_series(out)
     by_movie = {Path(t["movie"]).name: t for t in truth}
     err, angle_err, first_half, with_fit = [], [], [], []
@@ -145,7 +200,7 @@ def evaluate(root: Path, in_star: Path, truth: list[dict], options) -> dict:
                 rms_first=float(np.sqrt(np.mean((np.array(first_half) / 10.0) ** 2))),
                 rms_fit=float(np.sqrt(np.mean((np.array(with_fit) / 10.0) ** 2))) if with_fit else float("nan"),
                 angle=float(np.median(angle_err)) if angle_err else float("nan"), fitted=fitted,
-                per_tilt=seconds / n, tilts=n, name=ts.name)
+                tilts=len(ts.tilts), name=ts.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=768, help="image size of the synthetic series")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of: " + ", ".join(CONFIGS))
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="also run the CTF step of this source tree (SRC/python) on the same data; print the ratio")
     args = ap.parse_args(argv)
 
     from tiltflow.device import device_name, get_device
@@ -188,21 +245,37 @@ def main(argv: list[str] | None = None) -> int:
             label = f"synthetic, {args.tilts} tilts of {args.size}^2 at 3 A"
     names = [c.strip() for c in args.configs.split(",") if c.strip()]
     rows = []
-    for in_star, truth in inputs:
-        for name in names:
-            opts = CtfOptions(device=args.device, png="none", **CONFIGS[name])
-            r = evaluate(root, in_star.relative_to(root), truth, opts)
-            r["config"] = name
-            rows.append(r)
+    for k, (in_star, truth) in enumerate(inputs):
+        for j, name in enumerate(names):
+            kwargs = dict(device=args.device, png="none", **CONFIGS[name])
+            rel = in_star.relative_to(root)
+            if args.baseline:  # right before this tree's run, so that both meet the machine in the same state
+                b = evaluate_baseline(args.baseline.resolve(), root, rel, truth, kwargs, f"{k}_{j}")
+                rows.append({**b, "config": name, "code": "baseline"})
+            r = evaluate(root, rel, truth, CtfOptions(**kwargs))
+            rows.append({**r, "config": name, "code": "this tree"})
     peak = _peak_mb()
     print(f"\nbench_ctf: {label}; work dir {root}")
-    header = (f"{'series':<8}{'configuration':<25}{'tilts':>6}{'RMS nm':>8}{'median nm':>10}{'RMS 1st half':>13}"
-              f"{'RMS fitted':>11}{'angle err':>10}{'fitted':>7}{'s/tilt':>7}{'peak MB':>8}  device")
+    header = (f"{'series':<8}{'configuration':<25}{'code':<11}{'tilts':>6}{'RMS nm':>8}{'median nm':>10}"
+              f"{'RMS 1st half':>13}{'RMS fitted':>11}{'angle err':>10}{'fitted':>7}{'s/tilt':>7}{'CPU s/tilt':>11}"
+              f"{'peak MB':>8}  device")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['name']:<8}{r['config']:<25}{r['tilts']:>6}{r['rms']:>8.1f}{r['median']:>10.1f}{r['rms_first']:>13.1f}"
-              f"{r['rms_fit']:>11.1f}{r['angle']:>10.1f}{r['fitted']:>7.0%}{r['per_tilt']:>7.2f}{peak:>8.0f}  {device_name(device)}")
+        print(f"{r['name']:<8}{r['config']:<25}{r['code']:<11}{r['tilts']:>6}{r['rms']:>8.1f}{r['median']:>10.1f}"
+              f"{r['rms_first']:>13.1f}{r['rms_fit']:>11.1f}{r['angle']:>10.1f}{r['fitted']:>7.0%}"
+              f"{r['seconds'] / r['tilts']:>7.2f}{r['cpu'] / r['tilts']:>11.2f}{peak:>8.0f}  {device_name(device)}")
+    print("\npasses of the built-in step (wall s per tilt; refitted = tilts the series pass fitted again)")
+    for r in rows:
+        p = r["passes"]
+        if p:
+            print(f"  {r['config']:<25}{r['code']:<11}first pass {p['first pass'] / p['tilts']:.2f}, series pass "
+                  f"{p['series pass'] / p['tilts']:.2f} ({p['refitted']} refitted), outputs "
+                  f"{p['outputs'] / p['tilts']:.2f}")
+    for base, new in zip(rows, rows[1:], strict=False):
+        if base["code"] == "baseline" and new["code"] == "this tree":
+            print(f"  {new['config']:<25}CPU this tree / baseline = {new['cpu'] / base['cpu']:.2f} "
+                  f"(wall {new['seconds'] / base['seconds']:.2f}); defocus RMS {base['rms']:.1f} -> {new['rms']:.1f} nm")
     if args.preset == "demo" or args.project:
         best = min(r["rms"] for r in rows)
         print(f"target (demo): defocus RMS < 50 nm: {'met' if best < 50 else 'NOT met'} (best {best:.1f} nm)")

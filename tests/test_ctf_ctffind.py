@@ -23,7 +23,8 @@ import pytest
 from fakes import NO_TRANSCRIPT, install
 from fakes import ctffind as fake
 from tiltflow import star
-from tiltflow.backends import ctffind
+from tiltflow.backends import ctffind, toolrun
+from tiltflow.backends.tools import TOOLS
 from tiltflow.ctffit.ctffind_files import read_avrot, read_summary
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.steps.common import run_star_step
@@ -243,8 +244,8 @@ def test_answers_for_other_branches_follow_ctffind_cpp():
 
 
 def test_version_detection_from_banner(tmp_path):
-    assert ctffind.detect_version(make_fake(tmp_path, "4.1.14", "c4")) == "4.1.14"
-    assert ctffind.detect_version(make_fake(tmp_path, "5.0.2", "c5")) == "5.0.2"
+    assert toolrun.detect_version(make_fake(tmp_path, "4.1.14", "c4"), TOOLS["ctffind4"]) == "4.1.14"
+    assert toolrun.detect_version(make_fake(tmp_path, "5.0.2", "c5"), TOOLS["ctffind5"]) == "5.0.2"
     assert ctffind.major_version("5.0.2", 4) == 5 and ctffind.major_version(None, 4) == 4
     with pytest.raises(ToolError, match="not supported"):
         ctffind.major_version("4.0.17", 4)
@@ -325,7 +326,7 @@ def test_missing_micrograph_and_missing_program(tmp_path, monkeypatch):
     with pytest.raises(TiltflowError, match=r"micrograph of tilt 2 \(TS_01_001_3_0.mrc"):
         run_series(ts, tmp_path / "ctf" / "TS_01", demo_options(make_fake(tmp_path), "ctffind4"), tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
-    for var in ctffind.ENV_VARS:
+    for var in TOOLS["ctffind5"].env_vars:
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ToolError, match="CTFFIND not found"):
         run_series(make_series(tmp_path, 1), tmp_path / "ctf" / "TS_01", Options(backend="ctffind5"), tmp_path)
@@ -335,5 +336,5 @@ def test_executable_from_relion_environment_variable(tmp_path, monkeypatch):
     exe = make_fake(tmp_path, "4.1.14", "ctffind_somewhere")
     monkeypatch.delenv("TILTFLOW_CTFFIND", raising=False)
     monkeypatch.setenv("RELION_CTFFIND_EXECUTABLE", str(exe))
-    assert ctffind.find(None, 4) == exe
+    assert toolrun.find_executable(TOOLS["ctffind4"]) == exe
     assert os.access(exe, os.X_OK)

@@ -469,6 +469,7 @@ def test_align_messages_name_the_series_once(tmp_path, monkeypatch):
     """The aligner's messages already say "tilt series <name>": the step passes the bare name."""
     import mrcfile
     import numpy as np
+    import pandas as pd
 
     from tiltflow.align import pipeline
     from tiltflow.steps import align
@@ -487,7 +488,8 @@ def test_align_messages_name_the_series_once(tmp_path, monkeypatch):
     from tiltflow.errors import TiltflowError
 
     with pytest.raises(TiltflowError) as info:
-        align._align_builtin("TS_01", stack, np.linspace(-40, 40, 5), 85.0, 8.0, align.Options(device="cpu"))
+        ts = star.TiltSeriesStar("TS_01", {}, pd.DataFrame({star.NOMINAL_TILT: np.linspace(-40, 40, 5)}))
+        align._BuiltinAligner(align.Options(device="cpu")).process(ts, stack, tmp_path, 85.0, 8.0)
     assert seen["name"] == "TS_01" and str(info.value).startswith("tilt series TS_01: only 2 tilts")
 
 

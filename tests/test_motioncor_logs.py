@@ -70,7 +70,9 @@ def test_log_without_table_is_an_error():
 def test_version_pattern(text, version):
     import re
 
-    assert re.search(mc.VERSION_PATTERN, text).group(1) == version
+    from tiltflow.backends.tools import TOOLS
+
+    assert re.search(TOOLS["motioncor2"].version_pattern, text).group(1) == version
 
 
 def test_command_line_for_tiff_with_dose_weighting(tmp_path):

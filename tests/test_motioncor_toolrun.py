@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tiltflow.backends import toolrun
+from tiltflow.backends.tools import Tool
 from tiltflow.errors import ToolError
 
 
@@ -25,23 +26,26 @@ def test_find_executable_order(tmp_path, monkeypatch):
     other = fake_tool(tmp_path / "OtherTool", "print('hi')")
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("MYTOOL_EXE", raising=False)
-    assert toolrun.find_executable(names=("MyTool",), tool="MyTool") == exe
+    tool = Tool("MyTool", ("MyTool",), ("MYTOOL_EXE",))
+    assert toolrun.find_executable(tool) == exe
     monkeypatch.setenv("MYTOOL_EXE", str(other))
-    assert toolrun.find_executable(names=("MyTool",), env_vars=("MYTOOL_EXE",), tool="MyTool") == other
+    assert toolrun.find_executable(tool) == other
     # an explicit choice wins over everything
-    assert toolrun.find_executable(exe, names=("MyTool",), env_vars=("MYTOOL_EXE",), tool="MyTool") == exe
+    assert toolrun.find_executable(tool, exe) == exe
 
 
 def test_find_executable_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
+    tool = Tool("MyTool", ("MyTool",), ("MYTOOL_EXE",))
+    monkeypatch.delenv("MYTOOL_EXE", raising=False)
     with pytest.raises(ToolError, match=r"MyTool not found \(tried \$MYTOOL_EXE, MyTool\)"):
-        toolrun.find_executable(names=("MyTool",), env_vars=("MYTOOL_EXE",), tool="MyTool")
+        toolrun.find_executable(tool)
     with pytest.raises(ToolError, match="does not exist"):
-        toolrun.find_executable(tmp_path / "nope", tool="MyTool")
+        toolrun.find_executable(tool, tmp_path / "nope")
     plain = tmp_path / "notexec"
     plain.write_text("x")
     with pytest.raises(ToolError, match="not executable"):
-        toolrun.find_executable(plain, tool="MyTool")
+        toolrun.find_executable(tool, plain)
 
 
 def test_run_tool_keeps_the_log_and_the_command(tmp_path):

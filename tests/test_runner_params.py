@@ -98,7 +98,7 @@ def test_bad_values_and_missing_tools_stop_before_any_work(tmp_path, monkeypatch
         load_params(None, {"rec_ctf_correction": "novactf"})
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("RELION_MOTIONCOR2_EXECUTABLE", raising=False)
-    with pytest.raises(TiltflowError, match="MotionCor2 not found on PATH"):
+    with pytest.raises(TiltflowError, match="motioncor2: MotionCor2 not found"):
         load_params(None, {"motioncor_backend": "motioncor2"})
     tool = tmp_path / "MotionCor2"
     tool.write_text("#!/bin/sh\n")

@@ -93,8 +93,9 @@ def parse_version(text: str) -> AreTomoVersion | None:
 def detect_version(executable: str) -> AreTomoVersion | None:
     """Run ``<exe> --version`` once (cached by toolrun); None when the output says nothing recognisable."""
     from tiltflow.backends.toolrun import detect_version as probe
+    from tiltflow.backends.tools import TOOLS
 
-    text = probe(executable, pattern=r"(?i)((?:aretomo\s*\d?\s*)?version[^\n]*)")
+    text = probe(executable, TOOLS["aretomo2"])
     return parse_version(text) if text else None
 
 
@@ -219,8 +220,9 @@ def align_with_aretomo(
     """
     import mrcfile
 
-    from tiltflow.backends.imod import find_executable, run_logged
-    from tiltflow.backends.toolrun import require_outputs
+    from tiltflow.backends.imod import run_logged
+    from tiltflow.backends.toolrun import find_executable, require_outputs
+    from tiltflow.backends.tools import TOOLS
     from tiltflow.io.aln import read_aln
 
     o = options or AreTomoOptions()
@@ -247,8 +249,7 @@ def align_with_aretomo(
     axis = _nominal_axis(tilts_df, o)
     align_z = align_z_pixels(o.thickness_nm, ps)
 
-    exe = find_executable(o.executable, "AreTomo3" if o.flavour == "aretomo3" else "AreTomo2",
-                          env_vars=("RELION_ARETOMO_EXECUTABLE",))
+    exe = str(find_executable(TOOLS["aretomo3" if o.flavour == "aretomo3" else "aretomo2"], o.executable))
     version = resolve_flavour(exe, o.flavour)
     log.info("tilt series %s: %s %s, AlignZ %d px (%.0f nm at %.3f A/px), tilt axis %.2f", name,
              version.flavour, version.version or "(version unknown)", align_z, o.thickness_nm, ps, axis)

@@ -14,7 +14,8 @@ scripted mode", so the answers must match the prompts of the installed version e
 
 The 5.0.2 order and wording are those of a real CTFFIND 5.0.2 run (tests/data, replayed by the test fake);
 4.1.14 asks the same minus the thickness question. The version comes from the banner (``Version : 5.0.2``) that CTFFIND prints before the first prompt;
-:func:`detect_version` gets it by starting the program with no input (it then exits at once).
+``toolrun.detect_version`` gets it by starting the program with no input (it then exits at once; the probe is
+``backends.tools.TOOLS["ctffind5"]``).
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ from tiltflow.ctffit.ctffind_files import AvrotProfile, CtffindRow, read_avrot, 
 from tiltflow.errors import TiltflowError, ToolError
 
 TOOL = "CTFFIND"
-#: environment variables consulted for the program (RELION's first)
-ENV_VARS = ("TILTFLOW_CTFFIND", "RELION_CTFFIND_EXECUTABLE")
-NAMES = {4: ("ctffind4", "ctffind"), 5: ("ctffind5", "ctffind")}
-VERSION_PATTERN = r"Version\s*:\s*([0-9]+(?:\.[0-9]+)+)"
 
 
 @dataclass(frozen=True)
@@ -71,16 +68,6 @@ class CtffindResult:
     avrot: Path | None
     log: Path
     version: str | None
-
-
-def find(executable: str | None, major: int) -> Path:
-    """The CTFFIND program: ``--executable``, else $TILTFLOW_CTFFIND / $RELION_CTFFIND_EXECUTABLE, else PATH."""
-    return toolrun.find_executable(executable, names=NAMES.get(major, ("ctffind",)), env_vars=ENV_VARS, tool=TOOL)
-
-
-def detect_version(executable: str | Path) -> str | None:
-    """CTFFIND's version from its banner (run with empty stdin: it prints the banner and exits)."""
-    return toolrun.detect_version(executable, pattern=VERSION_PATTERN, args=())
 
 
 def major_version(version: str | None, fallback: int) -> int:

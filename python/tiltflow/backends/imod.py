@@ -8,23 +8,10 @@ built-in backend, so both give the same stack.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger("tiltflow.imod")
-
-
-def find_executable(executable: str | None, default: str, env_vars: tuple[str, ...] = ()) -> str:
-    """The program to run: ``--executable``, else ``env_vars``, else ``default`` on PATH or in ``$IMOD_DIR/bin``."""
-    from tiltflow.backends.toolrun import find_executable as find
-
-    if not executable and os.environ.get("IMOD_DIR"):
-        candidate = Path(os.environ["IMOD_DIR"]) / "bin" / default
-        if candidate.is_file() and shutil.which(default) is None:
-            executable = str(candidate)
-    return str(find(executable, names=(default,), env_vars=env_vars, tool=default))
 
 
 def run_logged(cmd: Sequence[str], log_path: str | Path, cwd: str | Path | None = None,

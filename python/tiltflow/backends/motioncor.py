@@ -29,13 +29,8 @@ import numpy as np
 
 from tiltflow.atomic import write_text
 from tiltflow.backends import toolrun
+from tiltflow.backends.tools import TOOLS
 from tiltflow.errors import ToolError
-
-VERSION_PATTERN = r"MotionCor[23]?\s+[Vv]ersion\s+([0-9][\w.\-]*)"
-EXECUTABLES = {
-    "motioncor2": (("MotionCor2", "motioncor2"), ("TILTFLOW_MOTIONCOR2", "RELION_MOTIONCOR2_EXECUTABLE")),
-    "motioncor3": (("MotionCor3", "motioncor3"), ("TILTFLOW_MOTIONCOR3",)),
-}
 
 
 @dataclass(frozen=True)
@@ -201,7 +196,7 @@ def run_motioncor(call: MotionCorCall, *, tool: str, log_path: Path, label: str,
     whole ``-OutMrc`` path at the first ``.mrc`` or ``.st`` it contains (``sGenOutputName``), so a folder
     such as ``/data/run.stage2/`` above the output would otherwise send the sums elsewhere.
     """
-    version = toolrun.detect_version(call.executable, pattern=VERSION_PATTERN)
+    version = toolrun.detect_version(call.executable, TOOLS["motioncor2"])
     run = toolrun.run_tool(build_command(call), log_path=log_path, tool=tool, label=label, timeout=timeout,
                            cwd=call.workdir)
     outs = output_paths(call.out_mrc if call.workdir is None else Path(call.workdir) / call.out_mrc)

@@ -29,12 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from tiltflow.backends import toolrun
+from tiltflow.backends.tools import TOOLS
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.motion.trajectory import Trajectory
 
 TOOL = "RELION"
-EXECUTABLES = (("relion_run_motioncorr",), ("RELION_RUN_MOTIONCORR_EXECUTABLE",))
-VERSION_PATTERN = r"RELION version:\s*([0-9][\w.\-]*)"
 EVEN_ODD_PATTERN = r"(--even_odd_split)"
 EER_SENSOR = 4096  # renderEER.cpp: "Currently we support only 4096x4096 pixel EER movies"
 MIN_FRAMES = 3  # motioncorr_runner.cpp skips a movie with fewer frames (and exits 0)
@@ -79,7 +78,7 @@ class RelionMotionOutput:
 
 def version(executable: str | os.PathLike) -> str | None:
     """``relion_run_motioncorr --version`` -> e.g. ``"3.1.3"``."""
-    return toolrun.detect_version(executable, pattern=VERSION_PATTERN)
+    return toolrun.detect_version(executable, TOOLS["relion"])
 
 
 def offers_even_odd(executable: str | os.PathLike) -> bool:

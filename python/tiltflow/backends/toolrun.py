@@ -4,14 +4,14 @@ Why one helper: each wrapper needs the same things, and each got them wrong at l
 studied (RELION appends MotionCor's output to ``.out``/``.err`` and only warns on failure; TomoFlows skips a
 step when its output exists). Here:
 
-* :func:`find_executable` - an explicit ``--executable`` path, else an environment variable, else ``PATH``;
-  a missing program is one clear error listing what was tried.
+* :func:`find_executable` - for a :class:`~tiltflow.backends.tools.Tool`: an explicit ``--executable`` path,
+  else its environment variables, else ``PATH``; a missing program is one clear error listing what was tried.
 * :func:`run_tool` - the exact command line and the tool's complete stdout+stderr go to one log file that
   the wrapper keeps next to its outputs; a timeout kills the whole process group; a non-zero exit becomes
   a :class:`~tiltflow.errors.ToolError` naming the tilt (``label``), the log and its last lines.
 * :func:`require_outputs` - a tool that exits 0 but writes nothing (or an empty file) is also an error.
-* :func:`detect_version` - the version hook: run ``<exe> --version`` (or the tool's own probe) once and
-  pick the version out with a regular expression; ``None`` when it cannot be told.
+* :func:`detect_version` - the version hook: run the tool's probe (``<exe> --version`` or its own) once and
+  pick the version out with its regular expression; ``None`` when it cannot be told.
 
 Wrappers should run a tool into a temporary folder and move its outputs into place only after
 :func:`require_outputs` passed, so that a failure leaves nothing half-written.
@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiltflow.backends.tools import Tool
 from tiltflow.errors import ToolError
 
 
@@ -49,29 +50,32 @@ class ToolRun:
         return self.log_path.read_text(errors="replace")
 
 
-def find_executable(
-    explicit: str | os.PathLike | None = None,
-    *,
-    names: Sequence[str] = (),
-    env_vars: Sequence[str] = (),
-    tool: str = "tool",
-) -> Path:
-    """Locate a program: ``explicit`` (a path or a name on ``PATH``), else ``env_vars``, else ``names``.
+def find_executable(tool: Tool, explicit: str | os.PathLike | None = None) -> Path:
+    """Locate ``tool``: ``explicit`` (a path or a name on ``PATH``), else its environment variables in order,
+    else its names on ``PATH``, else ``$<home_var>/bin/<name>``.
 
     The first hit wins; an explicit choice that does not work is an error (it never silently falls back).
     """
     if explicit:
-        return _usable(str(explicit), tool, "given with --executable")
-    for var in env_vars:
+        return _usable(str(explicit), tool.name, "given with --executable")
+    for var in tool.env_vars:
         value = os.environ.get(var)
         if value:
-            return _usable(value, tool, f"from ${var}")
-    for name in names:
+            return _usable(value, tool.name, f"from ${var}")
+    for name in tool.executables:
         hit = shutil.which(name)
         if hit:
             return Path(hit)
-    tried = ", ".join([*(f"${v}" for v in env_vars), *names]) or "nothing"
-    raise ToolError(f"{tool} not found (tried {tried}); install it or pass --executable PATH")
+    home = os.environ.get(tool.home_var) if tool.home_var else None
+    for name in tool.executables if home else ():
+        candidate = Path(home) / "bin" / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate.absolute()
+    tried = [*(f"${v}" for v in tool.env_vars), *tool.executables]
+    if tool.home_var:
+        tried.append(f"${tool.home_var}/bin")
+    raise ToolError(f"{tool.name} not found (tried {', '.join(tried) or 'nothing'}); install it or pass "
+                    "--executable PATH")
 
 
 def _usable(candidate: str, tool: str, origin: str) -> Path:
@@ -178,21 +182,28 @@ def log_tail(path: str | os.PathLike, n_lines: int = 8) -> str:
 
 def detect_version(
     executable: str | os.PathLike,
+    tool: Tool | None = None,
     *,
-    pattern: str,
-    args: Sequence[str] = ("--version",),
+    pattern: str | None = None,
+    args: Sequence[str] | None = None,
     timeout: float = 30.0,
 ) -> str | None:
     """Run ``executable *args`` and return the first group of ``pattern`` found in its output, else None.
 
-    Cached per executable (path and modification time), so a wrapper can call it for every tilt.
+    ``tool`` supplies the pattern and arguments (its ``version_pattern``/``version_args``); ``pattern``/``args``
+    override them (a probe of something else, such as an option in ``--help``). Cached per executable (path
+    and modification time), so a wrapper can call it for every tilt.
     """
+    pattern = pattern or (tool.version_pattern if tool else None)
+    if pattern is None:
+        return None
+    args = tuple(args if args is not None else (tool.version_args if tool else ("--version",)))
     path = Path(executable)
     try:
         mtime = path.stat().st_mtime
     except OSError:
         mtime = 0.0
-    return _detect_version_cached(str(path), mtime, pattern, tuple(args), timeout)
+    return _detect_version_cached(str(path), mtime, pattern, args, timeout)
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,42 +12,22 @@ def tool_version(backend: str) -> tuple[str, str] | None:
     The version is what the step itself probes (``--version`` or the banner); ``unknown`` when it says nothing,
     ``not found`` when the program is not there (the step then fails with its own message).
     """
-    from tiltflow.backends import toolrun
+    from tiltflow.backends import aretomo, toolrun
+    from tiltflow.backends.tools import TOOLS
     from tiltflow.errors import ToolError
 
+    if backend not in TOOLS:
+        return None
+    tool = TOOLS[backend]
     try:
-        if backend in ("motioncor2", "motioncor3"):
-            from tiltflow.backends.motioncor import EXECUTABLES, VERSION_PATTERN
-
-            names, env_vars = EXECUTABLES[backend]
-            exe = toolrun.find_executable(None, names=names, env_vars=env_vars, tool=names[0])
-            return names[0], toolrun.detect_version(exe, pattern=VERSION_PATTERN) or "unknown"
-        if backend == "relion":
-            from tiltflow.backends import relion
-
-            names, env_vars = relion.EXECUTABLES
-            exe = toolrun.find_executable(None, names=names, env_vars=env_vars, tool=names[0])
-            return "RELION relion_run_motioncorr", relion.version(exe) or "unknown"
-        if backend in ("ctffind4", "ctffind5"):
-            from tiltflow.backends import ctffind
-
-            exe = ctffind.find(None, int(backend[-1]))
-            return "CTFFIND", ctffind.detect_version(exe) or "unknown"
+        exe = toolrun.find_executable(tool)
         if backend in ("aretomo2", "aretomo3"):
-            from tiltflow.backends import aretomo, imod
-
-            name = "AreTomo3" if backend == "aretomo3" else "AreTomo2"
-            exe = imod.find_executable(None, name, env_vars=("RELION_ARETOMO_EXECUTABLE",))
             found = aretomo.detect_version(exe)
-            return name, (found.version if found and found.version else "unknown")
-        if backend == "imod":
-            from tiltflow.backends import imod
-
-            imod.find_executable(None, "newstack")
-            return "IMOD newstack", "unknown"  # IMOD programs have no version option; see $IMOD_DIR
+            return tool.name, (found.version if found and found.version else "unknown")
+        label = {"relion": "RELION relion_run_motioncorr", "imod": "IMOD newstack"}.get(backend, tool.name)
+        return label, toolrun.detect_version(exe, tool) or "unknown"  # IMOD: no version option (see $IMOD_DIR)
     except ToolError:
         return backend, "not found"
-    return None
 
 
 def main(

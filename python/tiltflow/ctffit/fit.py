@@ -10,6 +10,10 @@ Pipeline, as CTFFIND4 but in torch (CPU or GPU):
    with a guard: if it wanders far from the 1-D answer, the 1-D answer is kept.
 5. Fit resolution from the equi-phase average (:mod:`~tiltflow.ctffit.resolution`).
 
+The fit keeps each sign's 1-D search and the spectrum it was made on (:class:`SignSearch`, one ``box x box``
+image per sign), so that :func:`refit` can redo steps 4-5 with a series-level decision (one gradient sign, one
+astigmatism, a defocus from the series' path) without the image.
+
 Example (a sub-region, as the defocus-handedness check does)::
 
     fit = fit_defocus(image[:, :512], pixel_size=1.35, search_centre=30000, search_range=10000,
@@ -51,6 +55,40 @@ MAX_2D_SHIFT = 2000.0
 
 
 @dataclass
+class SignSearch:
+    """The 1-D search for one sign of the defocus gradient, and the spectrum it was made on.
+
+    Kept in :class:`CtfFit` so that a series-level refit (:func:`refit`) starts from it instead of reading the
+    micrograph and computing its tile spectra again: ``flat`` is the tilt-corrected, flattened average at the
+    fitting box (one ``box x box`` image per sign).
+    """
+
+    sign: int  # 0: no tilt correction
+    result: object = field(repr=False)  # search.SearchResult of the final (finer) round
+    flat: object = field(repr=False)  # torch (box, box), the spectrum the search and the 2-D stage see
+    curve: tuple = field(repr=False)  # (defoci A, NCC per defocus, profile bins) of the whole window
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What the 2-D stage needs besides a :class:`SignSearch` (the same for a refit)."""
+
+    optics: Optics
+    pixel_size: float  # fitting pixel (A)
+    k_lo: float  # 1/A
+    k_hi: float
+    defocus_min: float  # A, smallest defocus searched (annulus and background)
+    res_min: float
+    res_max: float
+    pre_exposure: float
+    fit_phase_shift: bool
+    phase_shift: float  # degrees (fixed, or the start)
+    astigmatism_restraint: float | None
+    max_astigmatism: float
+    iciness: float | None
+
+
+@dataclass
 class CtfFit:
     """Result of :func:`fit_defocus`. Defoci in A (underfocus positive), angles in degrees (RELION's)."""
 
@@ -75,6 +113,9 @@ class CtfFit:
     curve: tuple | None = field(default=None, repr=False)
     #: the same for every gradient sign tried (a series picks one sign for all its tilts afterwards)
     curves: dict = field(default_factory=dict, repr=False)
+    #: every sign's 1-D search and the settings, for :func:`refit` (None for a fit made otherwise)
+    searches: dict = field(default_factory=dict, repr=False)
+    settings: FitSettings | None = field(default=None, repr=False)
 
     @property
     def defocus(self) -> float:
@@ -201,9 +242,7 @@ def fit_defocus(
     if spread > MIN_GRADIENT_SPREAD:
         signs = [gradient_sign] if gradient_sign in (1, -1) else [1, -1]
     phases = _phase_grid(fit_phase_shift, phase_shift)
-    best = None
-    scores: dict[int, float] = {}
-    curves: dict[int, tuple] = {}
+    searches: dict[int, SignSearch] = {}
     for sign in signs:
         grad = defocus_gradient(tilt_angle, tilt_axis, sign)
         ref = search_centre
@@ -220,39 +259,62 @@ def fit_defocus(
             if not sign:
                 break
             ref = res.defocus
-        scores[sign] = res.score
-        if best is None or res.score > best[1].score:
-            best = (sign, res, flat, curve)
-        curves[sign] = curve
-    sign, res1d, flat, curve = best
+        searches[sign] = SignSearch(sign, res, flat, curve)
+    settings = FitSettings(optics=optics, pixel_size=px, k_lo=k_lo, k_hi=k_hi, defocus_min=d_min, res_min=res_min,
+                           res_max=res_max, pre_exposure=pre_exposure, fit_phase_shift=fit_phase_shift,
+                           phase_shift=phase_shift, astigmatism_restraint=astigmatism_restraint,
+                           max_astigmatism=max_astigmatism, iciness=tiles.iciness)
+    best = max(searches.values(), key=lambda x: x.result.score)  # the first sign on a tie, as before
+    return _refine(best, searches, settings, fit_astigmatism, fixed_astigmatism, fixed_defocus)
 
-    # 2-D refinement, guarded by the 1-D answer
-    pixels = annulus_pixels(flat, px, k_lo, k_hi, d_min, optics, pre_exposure)
+
+def refit(fit: CtfFit, *, gradient_sign: int | None = None, fixed_astigmatism: tuple[float, float] | None = None,
+          fixed_defocus: float | None = None) -> CtfFit:
+    """Fit again what a series-level decision changed, from the 1-D searches ``fit`` kept (no image needed).
+
+    ``gradient_sign`` picks that sign's search (else the best-scoring one, as :func:`fit_defocus`);
+    ``fixed_astigmatism`` (|U - V| A, angle deg) and ``fixed_defocus`` (A) as in :func:`fit_defocus`. Only the
+    2-D refinement and the fit resolution are computed again.
+    """
+    if not fit.searches or fit.settings is None:
+        raise TiltflowError("this CTF fit kept no 1-D search to refit from")
+    search = fit.searches.get(gradient_sign) if gradient_sign in (1, -1) else None
+    if search is None:
+        search = max(fit.searches.values(), key=lambda x: x.result.score)
+    return _refine(search, fit.searches, fit.settings, True, fixed_astigmatism, fixed_defocus)
+
+
+def _refine(search: SignSearch, searches: dict[int, SignSearch], s: FitSettings, fit_astigmatism: bool,
+            fixed_astigmatism: tuple[float, float] | None, fixed_defocus: float | None) -> CtfFit:
+    """The 2-D refinement of one sign's 1-D result, guarded by it, and the fit resolution."""
+    res1d, flat = search.result, search.flat
+    pixels = annulus_pixels(flat, s.pixel_size, s.k_lo, s.k_hi, s.defocus_min, s.optics, s.pre_exposure)
     start = None
     if fixed_astigmatism is not None:
         _, sx, sy = from_relion(fixed_astigmatism[0], 0.0, fixed_astigmatism[1])
         start, fit_astigmatism = (sx, sy), False
-    if fixed_defocus is not None:
-        res1d.defocus = float(fixed_defocus)
-    refined = refine_2d(pixels, optics, res1d.defocus, res1d.phase_shift, fit_astigmatism=fit_astigmatism,
-                        fit_phase_shift=fit_phase_shift, restraint=astigmatism_restraint,
-                        max_astigmatism=max_astigmatism, start_astigmatism=start,
+    defocus_1d = float(fixed_defocus) if fixed_defocus is not None else float(res1d.defocus)
+    refined = refine_2d(pixels, s.optics, defocus_1d, res1d.phase_shift, fit_astigmatism=fit_astigmatism,
+                        fit_phase_shift=s.fit_phase_shift, restraint=s.astigmatism_restraint,
+                        max_astigmatism=s.max_astigmatism, start_astigmatism=start,
                         fit_defocus=fixed_defocus is None)
-    ok = abs(refined.defocus - res1d.defocus) <= MAX_2D_SHIFT and math.isfinite(refined.score)
+    ok = abs(refined.defocus - defocus_1d) <= MAX_2D_SHIFT and math.isfinite(refined.score)
     if not ok:
         ax0, ay0 = start or (0.0, 0.0)
-        refined = Refined(res1d.defocus, ax0, ay0, res1d.phase_shift,
-                          float(score_2d(pixels, res1d.defocus, ax0, ay0, optics, res1d.phase_shift)))
-    profile = fit_profile(flat, px, refined.defocus, refined.ax, refined.ay, refined.phase_shift, optics, k_lo)
+        refined = Refined(defocus_1d, ax0, ay0, res1d.phase_shift,
+                          float(score_2d(pixels, defocus_1d, ax0, ay0, s.optics, res1d.phase_shift)))
+    profile = fit_profile(flat, s.pixel_size, refined.defocus, refined.ax, refined.ay, refined.phase_shift, s.optics,
+                          s.k_lo)
     u, v, angle = to_relion(refined.defocus, refined.ax, refined.ay)
     return CtfFit(
         defocus_u=u, defocus_v=v, defocus_angle=angle,
-        phase_shift=math.degrees(refined.phase_shift) % 180.0 if fit_phase_shift else phase_shift,
+        phase_shift=math.degrees(refined.phase_shift) % 180.0 if s.fit_phase_shift else s.phase_shift,
         score=refined.score, resolution=profile.resolution,
-        defocus_1d=res1d.defocus, score_1d=res1d.score, refined_2d=ok,
-        gradient_sign=sign, gradient_scores=scores,
-        pixel_size=px, res_min=res_min, res_max=res_max, iciness=tiles.iciness,
-        spectrum=flat, profile=profile, curve=curve, curves=curves,
+        defocus_1d=defocus_1d, score_1d=res1d.score, refined_2d=ok,
+        gradient_sign=search.sign, gradient_scores={k: x.result.score for k, x in searches.items()},
+        pixel_size=s.pixel_size, res_min=s.res_min, res_max=s.res_max, iciness=s.iciness,
+        spectrum=flat, profile=profile, curve=search.curve, curves={k: x.curve for k, x in searches.items()},
+        searches=searches, settings=s,
     )
 
 

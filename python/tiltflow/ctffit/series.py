@@ -14,12 +14,17 @@ with sharp peaks pin the path; weak tilts follow their neighbours unless their o
 Tilts with no decisive evidence anywhere (late, damaged exposures) keep the last well-determined value
 (a random walk's best guess), rather than a noise peak.
 
-The step uses :func:`smooth_path` instead: a smooth trend plus an independent focusing error per exposure
+The step uses :func:`series_model` (one gradient sign, :func:`smooth_path`, one astigmatism) and
+:func:`apply_series_model` (refits from each tilt's kept 1-D searches, no second reading of the images).
+:func:`smooth_path` rather than :func:`consistent_path`: a smooth trend plus an independent focusing error per exposure
 (SerialEM focuses before every tilt), which follows the trend through a run of weak late tilts where the
 random walk can only hold the last value (simulated demo session: 45 nm RMS against 53 nm).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -148,3 +153,102 @@ def smooth_path(curves: list[tuple[np.ndarray, np.ndarray, int]], nominal: list[
             break
         est = new
     return est + np.asarray(nominal, float)
+
+
+# --- the series pass: one handedness, one defocus path, one astigmatism; then refits -------------------------
+
+
+@dataclass(frozen=True)
+class SeriesModel:
+    """What the series as a whole says about each tilt's CTF (tilts in acquisition order)."""
+
+    gradient_sign: int  # one sign of the defocus gradient for every tilt (0: not determined)
+    evidence: float  # its log-likelihood ratio
+    path: np.ndarray  # most probable defocus per tilt (A)
+    astigmatism: tuple[float, float] | None  # one (|U - V| A, angle deg) for the series, or None
+
+
+@dataclass(frozen=True)
+class SeriesDecision:
+    """One tilt after the series pass: its fit, whether it was refitted and whether the series imposed its defocus."""
+
+    fit: object  # fit.CtfFit
+    own_defocus: float  # A, the best of the tilt's own 1-D curve (for the chosen sign)
+    refitted: bool
+    imposed: bool  # the tilt's data disagreed with the path: its defocus is the path's, the rest was fitted
+    seconds: float  # spent refitting it
+
+
+def series_model(fits: list, nominal: list[float], prior_sd: float, one_astigmatism: bool) -> SeriesModel:
+    """The series-level decisions from every fitted tilt's first fit (``prior_sd``: A; 0 = no defocus path prior).
+
+    One defocus-gradient sign for all tilts (the handedness is the same for every tilt); a defocus path
+    consistent across the acquisition (:func:`smooth_path`: a smooth trend plus an independent focusing error per
+    exposure) on the curves of that sign; optionally one astigmatism (:func:`series_astigmatism`).
+    """
+    sign, evidence = gradient_sign_evidence(fits)
+    curves = [f.curves.get(sign, f.curve) for f in fits]
+    if prior_sd > 0:
+        path = smooth_path(curves, nominal, prior_sd)
+    else:
+        path = np.array([_curve_peak(c) for c in curves])
+    astig = series_astigmatism(fits) if one_astigmatism else None
+    return SeriesModel(sign, evidence, np.asarray(path, float), astig)
+
+
+def apply_series_model(fits: list, model: SeriesModel, agree: float) -> list[SeriesDecision]:
+    """Refit only the tilts the model changes, from the 1-D searches each fit kept (:func:`fit.refit`).
+
+    A tilt whose own best defocus agrees with the path (within ``agree`` A), whose sign is the series' and whose
+    astigmatism is free is kept as it is. Otherwise a tilt whose own peak agrees is refitted near it with the
+    series' sign and astigmatism; a tilt whose data disagree (weak rings, a wrong ring order) gets the path's
+    defocus - the most probable value given its own curve and its neighbours' - and only the rest is fitted.
+    """
+    import time
+
+    from tiltflow.ctffit.fit import refit
+
+    out = []
+    sign = model.gradient_sign
+    for f, d in zip(fits, model.path, strict=True):
+        own = _curve_peak(f.curves.get(sign, f.curve))
+        consistent = abs(own - d) <= agree
+        same_sign = sign == 0 or f.gradient_sign in (0, sign)
+        if consistent and same_sign and model.astigmatism is None and abs(f.defocus - d) <= agree:
+            out.append(SeriesDecision(f, own, False, False, 0.0))
+            continue
+        t0 = time.perf_counter()
+        new = refit(f, gradient_sign=sign or None, fixed_astigmatism=model.astigmatism,
+                    fixed_defocus=None if consistent else float(d))
+        out.append(SeriesDecision(new, own, True, not consistent, time.perf_counter() - t0))
+    return out
+
+
+def _curve_peak(curve: tuple) -> float:
+    return float(curve[0][int(np.argmax(curve[1]))])
+
+
+def series_astigmatism(fits: list, min_tilts: int = 3) -> tuple[float, float] | None:
+    """One astigmatism (|U - V| A, angle deg) for a series: astigmatism is a property of the microscope,
+    so it is taken from the well-fitted tilts only (fit resolution within 1.5x of the series' best, at
+    least ``min_tilts``), as the weighted median (weights 1/resolution^2) of their astigmatism vectors -
+    a median, so that one spurious fit cannot move it."""
+    from tiltflow.ctffit.model import from_relion, to_relion
+
+    good = sorted((f for f in fits if math.isfinite(f.resolution) and f.resolution > 0), key=lambda f: f.resolution)
+    if len(good) < min_tilts:
+        return None
+    close = [f for f in good if f.resolution <= 1.5 * good[0].resolution]
+    good = close if len(close) >= min_tilts else good[:min_tilts]
+    w = np.array([1.0 / f.resolution**2 for f in good])
+    vec = np.array([from_relion(f.defocus_u, f.defocus_v, f.defocus_angle)[1:] for f in good])
+    ax, ay = weighted_median(vec[:, 0], w), weighted_median(vec[:, 1], w)
+    u, v, angle = to_relion(0.0, ax, ay)
+    return u - v, angle
+
+
+def weighted_median(x: np.ndarray, w: np.ndarray) -> float:
+    """The smallest ``x`` at which the cumulative weight reaches half the total (a median, not interpolated)."""
+    order = np.argsort(x)
+    cum = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cum, 0.5 * cum[-1])])

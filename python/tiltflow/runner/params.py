@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import typing
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -203,18 +202,6 @@ def load_params(params_file: str | Path | None, options: dict[str, Any]) -> RunP
     return params
 
 
-#: backend -> (program names on PATH, environment variables RELION uses for the program)
-EXTERNAL_TOOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "motioncor2": (("MotionCor2",), ("RELION_MOTIONCOR2_EXECUTABLE",)),
-    "motioncor3": (("MotionCor3",), ()),
-    "relion": (("relion_run_motioncorr",), ("RELION_RUN_MOTIONCORR_EXECUTABLE",)),
-    "ctffind4": (("ctffind4", "ctffind"), ("RELION_CTFFIND_EXECUTABLE",)),
-    "ctffind5": (("ctffind5", "ctffind"), ("RELION_CTFFIND_EXECUTABLE",)),
-    "aretomo2": (("AreTomo2", "AreTomo"), ("RELION_ARETOMO_EXECUTABLE",)),
-    "aretomo3": (("AreTomo3",), ("RELION_ARETOMO_EXECUTABLE",)),
-    "imod": (("newstack",), ()),
-}
-
 BACKENDS = {
     "motioncor_backend": ("builtin", "motioncor2", "motioncor3", "relion"),
     "ctf_backend": ("builtin", "ctffind4", "ctffind5"),
@@ -259,23 +246,21 @@ def check_params(p: RunParams) -> None:
 def _require_relion_even_odd() -> None:
     """RELION writes even/odd sums only from version 5 on: say so before any movie is read."""
     from tiltflow.backends import relion, toolrun
+    from tiltflow.backends.tools import TOOLS
 
-    exe = toolrun.find_executable(names=relion.EXECUTABLES[0], env_vars=relion.EXECUTABLES[1], tool="RELION")
+    exe = toolrun.find_executable(TOOLS["relion"])
     if not relion.offers_even_odd(exe):
         raise TiltflowError(f"--motioncor-backend relion: this RELION ({relion.version(exe) or 'version unknown'}) "
                             "cannot write even/odd sums (--even_odd_split came with RELION 5); set even_odd false")
 
 
 def _require_tool(key: str, backend: str) -> None:
-    import os
+    """The step's own lookup (:data:`tiltflow.backends.tools.TOOLS`), so that the runner and the step agree."""
+    from tiltflow.backends import toolrun
+    from tiltflow.backends.tools import TOOLS
+    from tiltflow.errors import ToolError
 
-    names, env_vars = EXTERNAL_TOOLS[backend]
-    for var in env_vars:
-        if os.environ.get(var) and Path(os.environ[var]).is_file():
-            return
-    if any(shutil.which(n) for n in names):
-        return
-    raise TiltflowError(
-        f"--{key.replace('_', '-')} {backend}: {' or '.join(names)} not found on PATH"
-        f"{' (nor $' + ', $'.join(env_vars) + ')' if env_vars else ''}; install it or use the builtin backend"
-    )
+    try:
+        toolrun.find_executable(TOOLS[backend])
+    except ToolError as exc:
+        raise TiltflowError(f"--{key.replace('_', '-')} {backend}: {exc} (or use the builtin backend)") from None

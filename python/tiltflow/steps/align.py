@@ -21,6 +21,7 @@ import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -93,10 +94,10 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     axis0 = _start_axis(ts, opts)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if opts.backend == "builtin":
-        alignment, extras = _align_builtin(ts.name, stack_path, nominal, axis0, stack_px, opts, _user_kept(ts))
-    else:
-        alignment, extras = _align_aretomo(ts, stack_path, out_dir, axis0, stack_px, opts)
+    backend: AlignBackend = _BuiltinAligner(opts) if opts.backend == "builtin" else _AreTomoAligner(opts)
+    log.info("tilt series %s: aligning with %s", ts.name, backend.describe())
+    result = backend.process(ts, stack_path, out_dir, axis0, stack_px)
+    alignment = result.alignment
     _check(ts.name, alignment, nz, stack_path)
 
     from tiltflow.io.aln import write_aln
@@ -115,8 +116,8 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     tilts = bin1.to_star_columns(ts.tilts.iloc[kept].reset_index(drop=True))
     if alignment.residual_px is not None:
         tilts[TF_ALIGN_RESIDUAL] = np.asarray(alignment.residual_px, float)
-    if extras.get("score") is not None:
-        tilts[TF_ALIGN_SCORE] = np.asarray(extras["score"], float)
+    if result.score is not None:
+        tilts[TF_ALIGN_SCORE] = np.asarray(result.score, float)
     new = ts.copy()
     new.tilts = tilts
     new.globals[TF_ALIGN_TILT_OFFSET] = float(alignment.tilt_offset)
@@ -155,28 +156,71 @@ def _user_kept(ts: star.TiltSeriesStar) -> tuple[int, ...]:
     return tuple(i for i, r in enumerate(reasons.astype(str)) if r.startswith(USER_KEEP))
 
 
-def _align_builtin(name, stack_path, nominal, axis0, stack_px, opts, user_kept=()):
-    from tiltflow.align.pipeline import BuiltinOptions, align_stack
-    from tiltflow.io.mrc import read_mrc
+@dataclass(frozen=True)
+class AlignResult:
+    """What an aligner found: the alignment (stack pixels, stack order) and a per-kept-tilt score if it has one."""
 
-    stack, _ = read_mrc(stack_path)
-    if opts.extra_args.strip():
-        log.warning("tilt series %s: --extra-args is ignored by the builtin backend", name)
-    bo = BuiltinOptions(thickness_px=opts.thickness * 10.0 / stack_px, refine_axis=opts.refine_axis,
-                        dark_tol=opts.dark_tol, bin=opts.bin, device=opts.device, user_kept=tuple(user_kept))
-    alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=name)
-    return alignment, {"score": report.score, "report": report}
+    alignment: TiltSeriesAlignment
+    score: np.ndarray | None = None  # tfAlignScore (built-in: each tilt's correlation with its reference)
 
 
-def _align_aretomo(ts, stack_path, out_dir, axis0, stack_px, opts):
-    from tiltflow.backends.aretomo import AreTomoOptions, align_with_aretomo
+class AlignBackend(Protocol):
+    """One way of aligning a stacked tilt series (built-in, AreTomo2/3)."""
 
-    ao = AreTomoOptions(flavour=opts.backend, executable=opts.executable, thickness_nm=opts.thickness,
-                        tilt_axis=axis0, refine_axis=opts.refine_axis, dark_tol=opts.dark_tol,
-                        out_bin=int(opts.bin or 1), patches=opts.patches, gpu=opts.gpu,
-                        extra_args=" ".join(shlex.split(opts.extra_args)))
-    alignment = align_with_aretomo(stack_path, ts.tilts, out_dir, ao, name=ts.name, pixel_size=stack_px)
-    return alignment, {}
+    def describe(self) -> str:
+        """What runs, for the step's log."""
+        ...
+
+    def process(self, ts: star.TiltSeriesStar, stack_path: Path, out_dir: Path, axis0: float,
+                stack_px: float) -> AlignResult:
+        """Align the stack at ``stack_path`` (rows of ``ts`` = its sections) starting from the axis ``axis0``."""
+        ...
+
+
+class _BuiltinAligner:
+    """tiltflow's own aligner (:mod:`tiltflow.align`)."""
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+
+    def describe(self) -> str:
+        return f"the built-in aligner (device {self.opts.device})"
+
+    def process(self, ts, stack_path, out_dir, axis0, stack_px) -> AlignResult:
+        from tiltflow.align.pipeline import BuiltinOptions, align_stack
+        from tiltflow.io.mrc import read_mrc
+
+        opts = self.opts
+        stack, _ = read_mrc(stack_path)
+        if opts.extra_args.strip():
+            log.warning("tilt series %s: --extra-args is ignored by the builtin backend", ts.name)
+        bo = BuiltinOptions(thickness_px=opts.thickness * 10.0 / stack_px, refine_axis=opts.refine_axis,
+                            dark_tol=opts.dark_tol, bin=opts.bin, device=opts.device, user_kept=_user_kept(ts))
+        nominal = ts.tilts[star.NOMINAL_TILT].to_numpy(float)
+        alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=ts.name)
+        return AlignResult(alignment, report.score)
+
+
+class _AreTomoAligner:
+    """AreTomo2 or AreTomo3 (:mod:`tiltflow.backends.aretomo`), alignment only."""
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+
+    def describe(self) -> str:
+        from tiltflow.backends.tools import TOOLS
+
+        return f"{TOOLS[self.opts.backend].name} (alignment only)"
+
+    def process(self, ts, stack_path, out_dir, axis0, stack_px) -> AlignResult:
+        from tiltflow.backends.aretomo import AreTomoOptions, align_with_aretomo
+
+        opts = self.opts
+        ao = AreTomoOptions(flavour=opts.backend, executable=opts.executable, thickness_nm=opts.thickness,
+                            tilt_axis=axis0, refine_axis=opts.refine_axis, dark_tol=opts.dark_tol,
+                            out_bin=int(opts.bin or 1), patches=opts.patches, gpu=opts.gpu,
+                            extra_args=" ".join(shlex.split(opts.extra_args)))
+        return AlignResult(align_with_aretomo(stack_path, ts.tilts, out_dir, ao, name=ts.name, pixel_size=stack_px))
 
 
 def _check(name: str, a: TiltSeriesAlignment, nz: int, where) -> None:

@@ -14,7 +14,9 @@ The built-in backend then looks at the whole series (what per-tilt CTFFIND canno
 defocus gradient for all tilted images (the handedness; logged with its evidence), a defocus path
 through the acquisition that late, damaged tilts without clear rings follow (``series_prior``; 0 fits
 every tilt on its own as RELION's CtfFind does) and, by default, one astigmatism for the series, taken
-from the best tilts (``astigmatism="per-tilt"`` fits it on every tilt).
+from the best tilts (``astigmatism="per-tilt"`` fits it on every tilt). The series pass
+(:mod:`tiltflow.ctffit.series`) refits only the tilts its decisions change, from the spectra and 1-D searches
+each tilt's first fit kept: every micrograph is read and its tile spectra computed once.
 
 Outputs in ``<outdir>/<series>/frames/`` named after the micrograph (RELION's layout): ``<root>_PS.ctf``
 (MRC diagnostic: spectrum beside the fitted CTF; ``rlnCtfImage`` = ``..._PS.ctf:mrc``), ``<root>_ctf.png``
@@ -37,6 +39,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -44,6 +47,9 @@ from tiltflow import star
 from tiltflow.columns import TF_CTF_GRADIENT_SIGN, TF_CTF_PROBLEM
 from tiltflow.errors import TiltflowError
 from tiltflow.steps.common import each_tilt, option
+
+if TYPE_CHECKING:
+    from tiltflow.ctffit.series import SeriesDecision
 
 log = logging.getLogger("tiltflow.ctf")
 
@@ -111,8 +117,10 @@ class Options:
         _png_selection(self.png, 1)
 
 
-@dataclass
-class _Tilt:
+@dataclass(frozen=True)
+class CtfTilt:
+    """One row of the table, resolved: its micrograph, geometry, dose so far and nominal defocus."""
+
     row: int
     label: str
     micrograph: Path
@@ -124,8 +132,10 @@ class _Tilt:
     name: str = ""  # rlnMicrographName as the STAR file has it (relative to the project root)
 
 
-@dataclass
-class _Result:
+@dataclass(frozen=True)
+class CtfTiltResult:
+    """One tilt's CTF as the STAR file gets it (defoci A, RELION's U >= V), or why it has none."""
+
     defocus_u: float
     defocus_v: float
     defocus_angle: float
@@ -138,10 +148,22 @@ class _Result:
     problem: str = ""  # why this tilt has no fit ("" when it has one); the exclusion then drops it
 
 
-def _no_fit(t: _Tilt, problem: str) -> _Result:
+def _no_fit(t: CtfTilt, problem: str) -> CtfTiltResult:
     """A tilt the fitter failed on: nominal defocus (so per-series statistics stay finite), no resolution."""
     d = t.nominal_defocus if t.nominal_defocus is not None else math.nan
-    return _Result(d, d, 0.0, 0.0, 0.0, math.nan, Path(), problem=problem)
+    return CtfTiltResult(d, d, 0.0, 0.0, 0.0, math.nan, Path(), problem=problem)
+
+
+class CtfBackend(Protocol):
+    """One way of estimating the CTF of a series' tilts (built-in, CTFFIND4/5)."""
+
+    def describe(self) -> str:
+        """What runs, for the step's log (program and version, or device)."""
+        ...
+
+    def process(self, tilts: list[CtfTilt], frames: Path, png_rows: set[int], series: str) -> list[CtfTiltResult]:
+        """Every tilt's result in ``tilts``' order (a failed tilt gets ``problem``); files into ``frames``."""
+        ...
 
 
 def tilt_res_max(res_max: float, res_min: float, pre_exposure: float, factor: float) -> float:
@@ -161,13 +183,14 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
     optics = ts.optics
     voltage, cs, amp = optics.voltage, optics.cs, optics.amplitude_contrast
     png_rows = _png_selection(options.png, len(tilts))
+    fitter: CtfBackend
     if options.backend == "builtin":
         fitter = _BuiltinFitter(options, pixel_size, voltage, cs, amp)
     else:
         fitter = _CtffindFitter(options, pixel_size, voltage, cs, amp)
     log.info("%s: CTF of %d tilts with %s (pixel %.3f A, %g kV, Cs %g mm, Q0 %g)", ts.name, len(tilts),
              fitter.describe(), pixel_size, voltage, cs, amp)
-    results = fitter.run(tilts, frames, png_rows, ts.name)
+    results = fitter.process(tilts, frames, png_rows, ts.name)
     return _with_columns(ts, tilts, results, options, Path(root))
 
 
@@ -175,7 +198,7 @@ def _res_text(res: float) -> str:
     return f"{res:.1f} A" if math.isfinite(res) else "no fit"
 
 
-def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Result],
+def _with_columns(ts: star.TiltSeriesStar, tilts: list[CtfTilt], results: list[CtfTiltResult],
                   options: Options, root: Path) -> star.TiltSeriesStar:
     new = ts.copy()
     tbl = new.tilts
@@ -211,7 +234,7 @@ def _with_columns(ts: star.TiltSeriesStar, tilts: list[_Tilt], results: list[_Re
 # --- tilts -------------------------------------------------------------------------------------------
 
 
-def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[_Tilt]:
+def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[CtfTilt]:
     tbl = ts.tilts
     if star.MICROGRAPH not in tbl:
         raise TiltflowError(f"{ts.name}: no {star.MICROGRAPH} column; run motioncor before ctf")
@@ -234,7 +257,7 @@ def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[_Tilt]:
             log.warning("%s: %s nominal defocus %+g um is positive (overfocus in SerialEM's sign); "
                         "searching around %g um underfocus", ts.name, label, nominal, nominal)
         nominal_a = star.nominal_defocus_angstrom(nominal)
-        out.append(_Tilt(row=idx, label=label, micrograph=path, root=Path(name).stem, tilt_angle=angle,
+        out.append(CtfTilt(row=idx, label=label, micrograph=path, root=Path(name).stem, tilt_angle=angle,
                          pre_exposure=_float(row.get(star.PRE_EXPOSURE), 0.0),
                          tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a, name=name))
     if missing:
@@ -268,7 +291,7 @@ def _png_selection(text: str, n: int) -> set[int]:
     return {x - 1 for x in nums if x <= n}
 
 
-def _search_range(t: _Tilt, options: Options) -> tuple[float, float]:
+def _search_range(t: CtfTilt, options: Options) -> tuple[float, float]:
     """(min, max) defocus searched (A)."""
     if t.nominal_defocus is None:
         return FALLBACK_DEFOCUS
@@ -278,7 +301,7 @@ def _search_range(t: _Tilt, options: Options) -> tuple[float, float]:
 
 
 
-def _title(series: str, t: _Tilt, u: float, v: float, angle: float, res: float, score: float) -> str:
+def _title(series: str, t: CtfTilt, u: float, v: float, angle: float, res: float, score: float) -> str:
     return (f"{series} {t.label}: U {star.angstrom_to_um(u):.3f} V {star.angstrom_to_um(v):.3f} um, {angle:.0f} deg, "
             f"fit to {_res_text(res)}, CC {score:.3f}")
 
@@ -307,27 +330,38 @@ class _BuiltinFitter:
     def describe(self) -> str:
         return f"the built-in estimator on {self._device_name}"
 
-    def run(self, tilts: list[_Tilt], frames: Path, png_rows: set[int], series: str) -> list[_Result]:
+    def process(self, tilts: list[CtfTilt], frames: Path, png_rows: set[int], series: str) -> list[CtfTiltResult]:
+        """Each tilt on its own, then (three fitted tilts or more) the series pass; then every tilt's files."""
         o = self.options
 
-        def first_fit(t: _Tilt):
+        def first_fit(t: CtfTilt):
             t0 = time.perf_counter()
             lo, hi = _search_range(t, o)
             fit = self.fit_tilt(t, 0.5 * (lo + hi), 0.5 * (hi - lo))
             _log_fit(series, t, fit, time.perf_counter() - t0)
             return fit
 
+        t0 = time.perf_counter()
         fits, problems = each_tilt(tilts, first_fit, series, "CTF fit")
+        t1 = time.perf_counter()
         good = [i for i in range(len(tilts)) if i not in problems]
+        n_refit = 0
         if len(good) >= 3:  # the series pass sees the fitted tilts only
-            refits = self.series_pass([tilts[i] for i in good], [fits[i] for i in good], series)
-            for i, f in zip(good, refits, strict=True):
-                fits[i] = f
-        return [_no_fit(t, problems[i]) if i in problems else self.write(t, f, frames, i in png_rows, series)
-                for i, (t, f) in enumerate(zip(tilts, fits, strict=True))]
+            decisions = self.series_pass([tilts[i] for i in good], [fits[i] for i in good], series)
+            for i, d in zip(good, decisions, strict=True):
+                fits[i] = d.fit
+            n_refit = sum(d.refitted for d in decisions)
+        t2 = time.perf_counter()
+        results = [_no_fit(t, problems[i]) if i in problems else self.write(t, f, frames, i in png_rows, series)
+                   for i, (t, f) in enumerate(zip(tilts, fits, strict=True))]
+        passes = {"first pass": t1 - t0, "series pass": t2 - t1, "outputs": time.perf_counter() - t2}
+        log.info("%s: CTF first pass %.1f s, series pass %.1f s (%d of %d tilts refitted from their kept spectra), "
+                 "outputs %.1f s", series, passes["first pass"], passes["series pass"], n_refit, len(good),
+                 passes["outputs"], extra={"ctf_passes": {**passes, "tilts": len(tilts), "refitted": n_refit}})
+        return results
 
-    def fit_tilt(self, t: _Tilt, centre: float, half_range: float, fixed_astigmatism=None, gradient_sign=None,
-                 fixed_defocus=None):
+    def fit_tilt(self, t: CtfTilt, centre: float, half_range: float):
+        """The tilt's first fit: its micrograph read once, its spectra kept in the fit for the series pass."""
         from tiltflow.ctffit.fit import fit_defocus
         from tiltflow.io.mrc import read_mrc
 
@@ -347,61 +381,37 @@ class _BuiltinFitter:
             return fit_defocus(image, self.pixel_size, search_centre=centre, search_range=half_range,
                                optics=self.optics, res_min=o.res_min, res_max=res_max, box=o.box, step=o.defocus_step,
                                astigmatism_restraint=o.astigmatism_restraint, max_astigmatism=o.max_astigmatism,
-                               fixed_astigmatism=fixed_astigmatism, fit_phase_shift=o.phase_shift,
-                               tilt_angle=t.tilt_angle, tilt_axis=t.tilt_axis, fit_pixel_size=self.fit_pixel_size,
-                               pre_exposure=t.pre_exposure if o.dose_res_factor > 0 else 0.0,
-                               gradient_sign=gradient_sign, fixed_defocus=fixed_defocus, device=self.device)
+                               fit_phase_shift=o.phase_shift, tilt_angle=t.tilt_angle, tilt_axis=t.tilt_axis,
+                               fit_pixel_size=self.fit_pixel_size,
+                               pre_exposure=t.pre_exposure if o.dose_res_factor > 0 else 0.0, device=self.device)
         except TiltflowError as exc:
             raise TiltflowError(f"{t.label}: {exc}", t.micrograph) from exc
 
-    def series_pass(self, tilts: list[_Tilt], fits: list, series: str) -> list:
-        """Series-level decisions, then refits.
-
-        One defocus-gradient sign for all tilts (the handedness is the same for every tilt); a defocus path
-        consistent across the acquisition (:func:`~tiltflow.ctffit.series.smooth_path`: a smooth trend plus
-        an independent focusing error per exposure) on the curves of
-        that sign; optionally one astigmatism. A tilt whose own best defocus agrees with the path is refitted
-        near it with everything free; a tilt whose data disagree (weak rings, a wrong ring order) gets the
-        path's defocus, the most probable value given its own curve and its neighbours', and only the rest
-        is fitted.
-        """
-        from tiltflow.ctffit.series import gradient_sign_evidence, smooth_path
+    def series_pass(self, tilts: list[CtfTilt], fits: list, series: str) -> list[SeriesDecision]:
+        """The series model (:func:`tiltflow.ctffit.series.series_model`) and the refits it calls for, logged."""
+        from tiltflow.ctffit.series import apply_series_model, series_model
 
         o = self.options
         nominal = [t.nominal_defocus if t.nominal_defocus is not None else 0.0 for t in tilts]
-        sign, evidence = gradient_sign_evidence(fits)
-        if sign:
+        model = series_model(fits, nominal, star.um_to_angstrom(o.series_prior), o.astigmatism == "series")
+        if model.gradient_sign:
             log.info("%s: defocus gradient sign %+d for the series (log-likelihood ratio %.1f; in RELION's "
-                     "convention rlnTomoHand = %+d)", series, sign, evidence, -sign)
-        curves = [f.curves.get(sign, f.curve) for f in fits]
-        if o.series_prior > 0:
-            path = smooth_path(curves, nominal, star.um_to_angstrom(o.series_prior))
-        else:
-            path = np.array([float(c[0][int(np.argmax(c[1]))]) for c in curves])
-        astig = series_astigmatism(fits) if o.astigmatism == "series" else None
+                     "convention rlnTomoHand = %+d)", series, model.gradient_sign, model.evidence, -model.gradient_sign)
         if o.astigmatism == "series":
-            if astig is None:
+            if model.astigmatism is None:
                 log.warning("%s: too few well-fitted tilts for a series astigmatism; kept per-tilt values", series)
             else:
-                log.info("%s: series astigmatism |U - V| = %.0f A at %.1f deg", series, *astig)
-        agree = max(300.0, 3 * o.defocus_step)
-        out = list(fits)
-        for i, (t, f, d, c) in enumerate(zip(tilts, fits, path, curves, strict=True)):
-            own = float(c[0][int(np.argmax(c[1]))])
-            consistent = abs(own - d) <= agree
-            same_sign = sign == 0 or f.gradient_sign in (0, sign)
-            if consistent and same_sign and astig is None and abs(f.defocus - d) <= agree:
-                continue
-            t0 = time.perf_counter()
-            out[i] = self.fit_tilt(t, float(d), agree, fixed_astigmatism=astig, gradient_sign=sign or None,
-                                   fixed_defocus=None if consistent else float(d))
-            if not consistent:
+                log.info("%s: series astigmatism |U - V| = %.0f A at %.1f deg", series, *model.astigmatism)
+        decisions = apply_series_model(fits, model, agree=max(300.0, 3 * o.defocus_step))
+        for t, d, path in zip(tilts, decisions, model.path, strict=True):
+            if d.imposed:
                 log.info("%s: %s best defocus %.0f A disagrees with the series; using %.0f A", series, t.label,
-                         own, d)
-            _log_fit(series, t, out[i], time.perf_counter() - t0)
-        return out
+                         d.own_defocus, path)
+            if d.refitted:
+                _log_fit(series, t, d.fit, d.seconds)
+        return decisions
 
-    def write(self, t: _Tilt, f, frames: Path, with_png: bool, series: str) -> _Result:
+    def write(self, t: CtfTilt, f, frames: Path, with_png: bool, series: str) -> CtfTiltResult:
         from tiltflow.ctffit.ctffind_files import AvrotProfile, CtffindRow, write_avrot, write_summary
         from tiltflow.ctffit.diagnostic import DiagnosticPlot, diagnostic_image, write_png
         from tiltflow.ctffit.model import from_relion
@@ -434,36 +444,11 @@ class _BuiltinFitter:
         if not f.refined_2d:
             log.warning("%s: %s 2-D refinement moved the defocus too far from the 1-D search; kept the 1-D "
                         "result", series, t.label)
-        return _Result(f.defocus_u, f.defocus_v, f.defocus_angle, f.phase_shift, f.score, f.resolution,
+        return CtfTiltResult(f.defocus_u, f.defocus_v, f.defocus_angle, f.phase_shift, f.score, f.resolution,
                        paths["ctf"], f.iciness, f.gradient_sign)
 
 
-def series_astigmatism(fits: list, min_tilts: int = 3) -> tuple[float, float] | None:
-    """One astigmatism (|U - V| A, angle deg) for a series: astigmatism is a property of the microscope,
-    so it is taken from the well-fitted tilts only (fit resolution within 1.5x of the series' best, at
-    least ``min_tilts``), as the weighted median (weights 1/resolution^2) of their astigmatism vectors -
-    a median, so that one spurious fit cannot move it."""
-    from tiltflow.ctffit.model import from_relion, to_relion
-
-    good = sorted((f for f in fits if math.isfinite(f.resolution) and f.resolution > 0), key=lambda f: f.resolution)
-    if len(good) < min_tilts:
-        return None
-    close = [f for f in good if f.resolution <= 1.5 * good[0].resolution]
-    good = close if len(close) >= min_tilts else good[:min_tilts]
-    w = np.array([1.0 / f.resolution**2 for f in good])
-    vec = np.array([from_relion(f.defocus_u, f.defocus_v, f.defocus_angle)[1:] for f in good])
-    ax, ay = _weighted_median(vec[:, 0], w), _weighted_median(vec[:, 1], w)
-    u, v, angle = to_relion(0.0, ax, ay)
-    return u - v, angle
-
-
-def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
-    order = np.argsort(x)
-    cum = np.cumsum(w[order])
-    return float(x[order][np.searchsorted(cum, 0.5 * cum[-1])])
-
-
-def _log_fit(series: str, t: _Tilt, f, seconds: float) -> None:
+def _log_fit(series: str, t: CtfTilt, f, seconds: float) -> None:
     log.info("%s: %s defocus %.0f/%.0f A at %.1f deg, fit to %s, CC %.3f (%.1f s)", series, t.label,
              f.defocus_u, f.defocus_v, f.defocus_angle, _res_text(f.resolution), f.score, seconds)
 
@@ -483,13 +468,14 @@ def _paths(frames: Path, root: str) -> dict[str, Path]:
 
 class _CtffindFitter:
     def __init__(self, options: Options, pixel_size: float, voltage: float, cs: float, amp: float):
-        from tiltflow.backends import ctffind
+        from tiltflow.backends import ctffind, toolrun
+        from tiltflow.backends.tools import TOOLS
 
         self.options = options
         self.pixel_size, self.voltage, self.cs, self.amp = pixel_size, voltage, cs, amp
         wanted = 5 if options.backend == "ctffind5" else 4
-        self.exe = ctffind.find(options.executable, wanted)
-        self.version = ctffind.detect_version(self.exe)
+        self.exe = toolrun.find_executable(TOOLS[options.backend], options.executable)
+        self.version = toolrun.detect_version(self.exe, TOOLS[options.backend])
         self.major = ctffind.major_version(self.version, wanted)
         if self.version and self.major != wanted:
             log.warning("--backend %s but %s reports version %s: answering CTFFIND %d's prompts",
@@ -500,10 +486,11 @@ class _CtffindFitter:
     def describe(self) -> str:
         return f"CTFFIND {self.version or '(version unknown)'} ({self.exe})"
 
-    def run(self, tilts: list[_Tilt], frames: Path, png_rows: set[int], series: str) -> list[_Result]:
+    def process(self, tilts: list[CtfTilt], frames: Path, png_rows: set[int], series: str) -> list[CtfTiltResult]:
+        """Every tilt on its own, as RELION's CtfFind job runs CTFFIND."""
         log.info("%s: CTFFIND fits every tilt on its own (--series-prior and --astigmatism series are "
                  "built-in backend options)", series)
-        def one(item: tuple[int, _Tilt]) -> _Result:
+        def one(item: tuple[int, CtfTilt]) -> CtfTiltResult:
             i, t = item
             t0 = time.perf_counter()
             r = self.fit(t, frames, i in png_rows, series)
@@ -513,7 +500,7 @@ class _CtffindFitter:
         results, problems = each_tilt(list(enumerate(tilts)), one, series, "CTF fit")
         return [_no_fit(t, problems[i]) if i in problems else results[i] for i, t in enumerate(tilts)]
 
-    def fit(self, t: _Tilt, frames: Path, with_png: bool, series: str) -> _Result:
+    def fit(self, t: CtfTilt, frames: Path, with_png: bool, series: str) -> CtfTiltResult:
         from tiltflow.backends.ctffind import CtffindParams, run_ctffind
         from tiltflow.ctffit.model import normalise_angle
 
@@ -536,10 +523,10 @@ class _CtffindFitter:
         resolution = r.fit_resolution if r.fit_resolution > 0 else math.inf
         if with_png:
             self._png(out, frames, t, series, u, v, angle, resolution, r.cross_correlation, res_max)
-        return _Result(u, v, angle, math.degrees(r.phase_shift) % 180.0, r.cross_correlation, resolution,
+        return CtfTiltResult(u, v, angle, math.degrees(r.phase_shift) % 180.0, r.cross_correlation, resolution,
                        out.diagnostic)
 
-    def _png(self, out, frames: Path, t: _Tilt, series: str, u, v, angle, resolution, score, res_max) -> None:
+    def _png(self, out, frames: Path, t: CtfTilt, series: str, u, v, angle, resolution, score, res_max) -> None:
         from tiltflow.ctffit.diagnostic import DiagnosticPlot, write_png
         from tiltflow.io.mrc import read_mrc
 

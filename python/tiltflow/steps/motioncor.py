@@ -16,7 +16,7 @@ Dose weighting is off by default, as in RELION 5's tomography pipeline: RELION w
 pre-exposure itself when it reconstructs particles, so weighting here as well would filter twice.
 
 Failure: any tilt that cannot be corrected stops the step with an error naming that tilt; every file is
-written atomically and the STAR file is written last (by ``execute_series_step``), so a failed run leaves
+written atomically and the STAR file is written last (by ``steps.common.run_star_step``), so a failed run leaves
 no STAR file and no partial image. The input STAR file is only read.
 """
 
@@ -28,6 +28,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -126,34 +127,25 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
         tbl[col] = "" if col not in tbl else tbl[col].astype(object)
     for col in (star.MOTION_TOTAL, star.MOTION_EARLY, star.MOTION_LATE):
         tbl[col] = np.nan
+    setup = _Setup(options, movie_px, kv, gain_path, defects_path)
+    backend: MotionCorBackend
     if options.backend == "builtin":
-        from tiltflow.device import device_name, get_device
-
-        device = get_device(_builtin_device(options))
-        log.info("%s: built-in motion correction on %s, %d tilts", ts.name, device_name(device), len(tilts))
+        backend = _Builtin(setup, gain, defects)
+    elif options.backend == "relion":
+        backend = _Relion(setup)
     else:
-        device = None
-        exe = _find_tool(options)
-        version = _tool_version(options, exe)
-        log.info("%s: %s %s (%s), %d tilts", ts.name, _tool_name(options), version or "(version unknown)", exe,
-                 len(tilts))
+        backend = _MotionCor(setup)
+    log.info("%s: %s, %d tilts", ts.name, backend.describe(), len(tilts))
     for t in tilts:
         try:
-            if options.backend == "builtin":
-                out = _builtin_tilt(t, frames_dir, options, movie_px, kv, gain, gain_path, defects, device)
-            elif options.backend == "relion":
-                out = _relion_tilt(t, frames_dir, options, movie_px, kv, gain_path, exe)
-            else:
-                out = _motioncor_tilt(t, frames_dir, options, movie_px, kv, gain_path, defects_path, exe)
+            out = backend.process(t, frames_dir)
         except TiltflowError as exc:  # a reader's error names the file; the user also wants the tilt
             if t.label in str(exc):
                 raise
             raise type(exc)(f"{ts.name} {t.label}: {exc}") from exc
-        for col, key in ((star.MICROGRAPH, "image"), (star.POWER_SPECTRUM, "ps"), (star.MICROGRAPH_METADATA, "star"),
-                         (star.MICROGRAPH_EVEN, "even"), (star.MICROGRAPH_ODD, "odd")):
-            if options.even_odd or key not in ("even", "odd"):
-                tbl.at[t.row, col] = star.relative_to_root(out[key], root)
-        total, early, late = out["motion"]
+        for col, path in out.columns(options.even_odd):
+            tbl.at[t.row, col] = star.relative_to_root(path, root)
+        total, early, late = out.motion
         tbl.at[t.row, star.MOTION_TOTAL] = total
         tbl.at[t.row, star.MOTION_EARLY] = early
         tbl.at[t.row, star.MOTION_LATE] = late
@@ -273,36 +265,104 @@ def _builtin_device(options: Options) -> str:
 # --- the backends ------------------------------------------------------------------------------
 
 
-def _builtin_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: float, kv: float,
-                  gain, gain_path, defects, device) -> dict:
-    from tiltflow.atomic import write_text
-    from tiltflow.motion.correct import Exposure, MotionSettings, correct_movie
+@dataclass(frozen=True)
+class TiltFiles:
+    """Where one tilt's outputs go in ``frames/`` (RELION's MotionCorr names)."""
 
-    settings = MotionSettings(throw=options.throw, trunc=options.trunc, bin_factor=options.bin,
-                              patches=tuple(options.patches), even_odd=options.even_odd)
-    with _open(t, options) as movie:
-        raw_per_frame = int(getattr(movie, "group_size", 1))
-        n_raw = int(getattr(movie, "n_fractions", movie.n_frames))
-        fdose = _frame_dose(t, raw_per_frame, n_raw)
-        _check_movie(t, movie, movie_px)
-        exposure = Exposure(fdose, t.pre_exposure, kv) if options.dose_weighting and fdose else None
-        res = correct_movie(movie, pixel_size=movie_px, gain=gain, settings=settings, exposure=exposure,
-                            defects=defects, device=device, label=t.label)
-        info = MovieInfo(str(t.movie), movie.shape[1], movie.shape[0], movie.n_frames, movie_px,
-                         options.bin, str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
-    paths = _paths(frames_dir, t.root)
-    dt = DTYPES[options.dtype]
-    write_mrc(paths["image"], res.sums.image, res.pixel_size, dtype=dt)
-    if options.even_odd:
-        if res.sums.even is None:
-            raise TiltflowError(f"{t.label}: even/odd sums need at least 2 frames", t.movie)
-        write_mrc(paths["even"], res.sums.even, res.pixel_size, dtype=dt)
-        write_mrc(paths["odd"], res.sums.odd, res.pixel_size, dtype=dt)
-    write_mrc(paths["ps"], res.spectrum.image, res.spectrum.pixel_size)
-    write_motion_star(paths["star"], res.trajectory, info)
-    write_text(paths["log"], _builtin_log(res))
-    motion = res.trajectory.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure)
-    return {**paths, "motion": motion}
+    image: Path
+    even: Path
+    odd: Path
+    ps: Path
+    star: Path
+    log: Path
+
+    @classmethod
+    def of(cls, frames_dir: Path, root: str) -> TiltFiles:
+        return cls(image=frames_dir / f"{root}.mrc", even=frames_dir / f"{root}_EVN.mrc",
+                   odd=frames_dir / f"{root}_ODD.mrc", ps=frames_dir / f"{root}_PS.mrc",
+                   star=frames_dir / f"{root}.star", log=frames_dir / f"{root}.log")
+
+
+@dataclass(frozen=True)
+class MotionCorTiltOutputs:
+    """What one tilt's motion correction wrote and how far the specimen moved (A: total, early, late)."""
+
+    files: TiltFiles
+    motion: tuple[float, float, float]
+
+    def columns(self, even_odd: bool) -> list[tuple[str, Path]]:
+        """(per-tilt STAR column, file) pairs this tilt fills in."""
+        f = self.files
+        cols = [(star.MICROGRAPH, f.image), (star.POWER_SPECTRUM, f.ps), (star.MICROGRAPH_METADATA, f.star)]
+        return cols + ([(star.MICROGRAPH_EVEN, f.even), (star.MICROGRAPH_ODD, f.odd)] if even_odd else [])
+
+
+class MotionCorBackend(Protocol):
+    """One way of motion-correcting a movie (built-in, MotionCor2/3, RELION's own)."""
+
+    def describe(self) -> str:
+        """What runs, for the step's log (program, version, device)."""
+        ...
+
+    def process(self, t: _Tilt, frames_dir: Path) -> MotionCorTiltOutputs:
+        """Correct tilt ``t``'s movie; write its files into ``frames_dir`` (atomically)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What every backend needs besides the tilt: options, movie pixel (A), kV, prepared gain and defects."""
+
+    options: Options
+    movie_px: float
+    kv: float
+    gain_path: Path | None
+    defects_path: Path | None
+
+
+class _Builtin:
+    """tiltflow's own motion correction (:mod:`tiltflow.motion`), CUDA when there is one."""
+
+    def __init__(self, setup: _Setup, gain, defects):
+        from tiltflow.device import get_device
+
+        self.setup, self.gain, self.defects = setup, gain, defects
+        self.device = get_device(_builtin_device(setup.options))
+
+    def describe(self) -> str:
+        from tiltflow.device import device_name
+
+        return f"built-in motion correction on {device_name(self.device)}"
+
+    def process(self, t: _Tilt, frames_dir: Path) -> MotionCorTiltOutputs:
+        from tiltflow.atomic import write_text
+        from tiltflow.motion.correct import Exposure, MotionSettings, correct_movie
+
+        options, movie_px, kv, gain_path = self.setup.options, self.setup.movie_px, self.setup.kv, self.setup.gain_path
+        settings = MotionSettings(throw=options.throw, trunc=options.trunc, bin_factor=options.bin,
+                                  patches=tuple(options.patches), even_odd=options.even_odd)
+        with _open(t, options) as movie:
+            raw_per_frame = int(getattr(movie, "group_size", 1))
+            n_raw = int(getattr(movie, "n_fractions", movie.n_frames))
+            fdose = _frame_dose(t, raw_per_frame, n_raw)
+            _check_movie(t, movie, movie_px)
+            exposure = Exposure(fdose, t.pre_exposure, kv) if options.dose_weighting and fdose else None
+            res = correct_movie(movie, pixel_size=movie_px, gain=self.gain, settings=settings, exposure=exposure,
+                                defects=self.defects, device=self.device, label=t.label)
+            info = MovieInfo(str(t.movie), movie.shape[1], movie.shape[0], movie.n_frames, movie_px,
+                             options.bin, str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
+        files = TiltFiles.of(frames_dir, t.root)
+        dt = DTYPES[options.dtype]
+        write_mrc(files.image, res.sums.image, res.pixel_size, dtype=dt)
+        if options.even_odd:
+            if res.sums.even is None:
+                raise TiltflowError(f"{t.label}: even/odd sums need at least 2 frames", t.movie)
+            write_mrc(files.even, res.sums.even, res.pixel_size, dtype=dt)
+            write_mrc(files.odd, res.sums.odd, res.pixel_size, dtype=dt)
+        write_mrc(files.ps, res.spectrum.image, res.spectrum.pixel_size)
+        write_motion_star(files.star, res.trajectory, info)
+        write_text(files.log, _builtin_log(res))
+        return MotionCorTiltOutputs(files, res.trajectory.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure))
 
 
 def _builtin_log(res) -> str:
@@ -323,140 +383,147 @@ def _check_movie(t: _Tilt, movie, movie_px: float) -> None:
                     t.label, movie.pixel_size, movie_px)
 
 
-def _find_tool(options: Options) -> Path:
-    from tiltflow.backends import relion, toolrun
-    from tiltflow.backends.motioncor import EXECUTABLES
+class _ExternalTool:
+    """An external program found through :data:`tiltflow.backends.tools.TOOLS` (version probed once)."""
 
-    names, env_vars = relion.EXECUTABLES if options.backend == "relion" else EXECUTABLES[options.backend]
-    return toolrun.find_executable(options.executable, names=names, env_vars=env_vars, tool=_tool_name(options))
+    def __init__(self, setup: _Setup):
+        from tiltflow.backends import toolrun
+        from tiltflow.backends.tools import TOOLS
 
+        self.setup = setup
+        self.tool = TOOLS[setup.options.backend]
+        self.exe = toolrun.find_executable(self.tool, setup.options.executable)
+        self.version = toolrun.detect_version(self.exe, self.tool)
 
-def _tool_version(options: Options, exe: Path) -> str | None:
-    """The tool's version, recorded in the step's log (and each tilt's log by the wrappers)."""
-    from tiltflow.backends import relion, toolrun
-    from tiltflow.backends.motioncor import VERSION_PATTERN
-
-    if options.backend == "relion":
-        return relion.version(exe)
-    return toolrun.detect_version(exe, pattern=VERSION_PATTERN)
+    def describe(self) -> str:
+        return f"{self.tool.name} {self.version or '(version unknown)'} ({self.exe})"
 
 
-def _tool_name(options: Options) -> str:
-    return {"motioncor2": "MotionCor2", "motioncor3": "MotionCor3", "relion": "RELION"}[options.backend]
+class _MotionCor(_ExternalTool):
+    """MotionCor2 or MotionCor3 (:mod:`tiltflow.backends.motioncor`)."""
+
+    def process(self, t: _Tilt, frames_dir: Path) -> MotionCorTiltOutputs:
+        from tiltflow.backends.motioncor import MotionCorCall, run_motioncor, write_fmint_file
+
+        options, movie_px, kv = self.setup.options, self.setup.movie_px, self.setup.kv
+        gain_path, defects_path = self.setup.gain_path, self.setup.defects_path
+        tool = self.tool.name
+        with _open(t, options) as movie:
+            fmt = movie.format
+            shape, n_frames = movie.shape, movie.n_frames
+            raw_per_frame = int(getattr(movie, "group_size", 1))
+            n_raw = int(getattr(movie, "n_fractions", n_frames))
+            _check_movie(t, movie, movie_px)
+        fdose = _frame_dose(t, raw_per_frame, n_raw)
+        files = TiltFiles.of(frames_dir, t.root)
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        # no dot in the folder name: MotionCor cuts -OutMrc at the first ".mrc"/".st" (see run_motioncor)
+        tmp = Path(tempfile.mkdtemp(prefix=f"tmp_{t.root}_", suffix="_part", dir=frames_dir))
+        try:
+            fmint = None
+            init_dose = t.pre_exposure
+            if fmt == "eer":
+                dose_raw = (t.dose / n_raw) if t.dose else 0.0
+                write_fmint_file(tmp / "fmint.txt", n_raw, raw_per_frame, dose_raw)
+                fmint = Path("fmint.txt")
+            elif fdose:
+                init_dose += options.throw * fdose  # MotionCor restarts its dose count after the thrown frames
+            call = MotionCorCall(
+                executable=self.exe, movie=t.movie.resolve(), movie_format=fmt, out_mrc=Path(f"{t.root}.mrc"),
+                pixel_size=movie_px, kv=kv, gain=gain_path.resolve() if gain_path else None,
+                defect_map=defects_path.resolve() if defects_path else None, throw=options.throw,
+                trunc=options.trunc, bin_factor=options.bin, patches=tuple(options.patches),
+                split_sum=options.even_odd, dose_per_frame=fdose if options.dose_weighting else None,
+                init_dose=init_dose, fmint_file=fmint, eer_sampling=options.eer_sampling, gpu=options.gpu,
+                log_dir=Path("logs"), extra_args=tuple(shlex.split(options.extra_args)), workdir=tmp,
+            )
+            (tmp / "logs").mkdir()
+            expected = None if fmt == "eer" else n_frames - options.throw - options.trunc
+            out = run_motioncor(call, tool=tool, log_path=files.log, label=f"{t.label} of {t.movie}",
+                                timeout=options.timeout, expected_frames=expected)
+            out_px = movie_px * options.bin
+            main = out.dose_weighted if options.dose_weighting else out.sum
+            images = _ToolImages(_read_output(main, tool, t), _read_output(out.sum, tool, t))
+            if options.even_odd:
+                images.even, images.odd = _read_output(out.even, tool, t), _read_output(out.odd, tool, t)
+            n_total = n_frames if fmt != "eer" else (n_raw // raw_per_frame)
+            traj = Trajectory.from_used(out.shifts, n_total, options.throw)
+            info = MovieInfo(str(t.movie), shape[1], shape[0], n_total, movie_px, options.bin,
+                             str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
+            _save_tool_outputs(files, images, traj, info, out_px, options)
+            for extra in sorted((tmp / "logs").glob("*")):  # MotionCor's own -LogDir files, kept with the log
+                if extra.is_file():
+                    name = extra.name if extra.name.startswith(t.root) else f"{t.root}_{extra.name}"
+                    shutil.copyfile(extra, frames_dir / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return MotionCorTiltOutputs(files, traj.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure))
 
 
-def _motioncor_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: float, kv: float,
-                    gain_path: Path | None, defects_path: Path | None, exe: Path) -> dict:
-    from tiltflow.backends.motioncor import MotionCorCall, run_motioncor, write_fmint_file
-
-    tool = _tool_name(options)
-    with _open(t, options) as movie:
-        fmt = movie.format
-        shape, n_frames = movie.shape, movie.n_frames
-        raw_per_frame = int(getattr(movie, "group_size", 1))
-        n_raw = int(getattr(movie, "n_fractions", n_frames))
-        _check_movie(t, movie, movie_px)
-    fdose = _frame_dose(t, raw_per_frame, n_raw)
-    paths = _paths(frames_dir, t.root)
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    # no dot in the folder name: MotionCor cuts -OutMrc at the first ".mrc"/".st" (see run_motioncor)
-    tmp = Path(tempfile.mkdtemp(prefix=f"tmp_{t.root}_", suffix="_part", dir=frames_dir))
-    try:
-        fmint = None
-        init_dose = t.pre_exposure
-        if fmt == "eer":
-            dose_raw = (t.dose / n_raw) if t.dose else 0.0
-            write_fmint_file(tmp / "fmint.txt", n_raw, raw_per_frame, dose_raw)
-            fmint = Path("fmint.txt")
-        elif fdose:
-            init_dose += options.throw * fdose  # MotionCor restarts its dose count after the thrown frames
-        call = MotionCorCall(
-            executable=exe, movie=t.movie.resolve(), movie_format=fmt, out_mrc=Path(f"{t.root}.mrc"),
-            pixel_size=movie_px, kv=kv, gain=gain_path.resolve() if gain_path else None,
-            defect_map=defects_path.resolve() if defects_path else None, throw=options.throw,
-            trunc=options.trunc, bin_factor=options.bin, patches=tuple(options.patches),
-            split_sum=options.even_odd, dose_per_frame=fdose if options.dose_weighting else None,
-            init_dose=init_dose, fmint_file=fmint, eer_sampling=options.eer_sampling, gpu=options.gpu,
-            log_dir=Path("logs"), extra_args=tuple(shlex.split(options.extra_args)), workdir=tmp,
-        )
-        (tmp / "logs").mkdir()
-        expected = None if fmt == "eer" else n_frames - options.throw - options.trunc
-        out = run_motioncor(call, tool=tool, log_path=paths["log"], label=f"{t.label} of {t.movie}",
-                            timeout=options.timeout, expected_frames=expected)
-        out_px = movie_px * options.bin
-        main = out.dose_weighted if options.dose_weighting else out.sum
-        images = {"image": _read_output(main, tool, t), "ps_source": _read_output(out.sum, tool, t)}
-        if options.even_odd:
-            images["even"] = _read_output(out.even, tool, t)
-            images["odd"] = _read_output(out.odd, tool, t)
-        n_total = n_frames if fmt != "eer" else (n_raw // raw_per_frame)
-        traj = Trajectory.from_used(out.shifts, n_total, options.throw)
-        info = MovieInfo(str(t.movie), shape[1], shape[0], n_total, movie_px, options.bin,
-                         str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
-        _save_tool_outputs(paths, images, traj, info, out_px, options)
-        for extra in sorted((tmp / "logs").glob("*")):  # MotionCor's own -LogDir files, kept with the log
-            if extra.is_file():
-                name = extra.name if extra.name.startswith(t.root) else f"{t.root}_{extra.name}"
-                shutil.copyfile(extra, frames_dir / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    motion = traj.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure)
-    return {**paths, "motion": motion}
-
-
-def _relion_tilt(t: _Tilt, frames_dir: Path, options: Options, movie_px: float, kv: float,
-                 gain_path: Path | None, exe: Path) -> dict:
+class _Relion(_ExternalTool):
     """RELION's own motion correction on one movie (the prepared gain passed as it is: codes 0 0)."""
-    from tiltflow.backends.relion import RelionMotionCall, run_relion_motioncorr
 
-    with _open(t, options) as movie:
-        fmt, shape, n_frames = movie.format, movie.shape, movie.n_frames
-        raw_per_frame = int(getattr(movie, "group_size", 1))
-        n_raw = int(getattr(movie, "n_fractions", n_frames))
-        _check_movie(t, movie, movie_px)
-    if options.dose_weighting:
-        raise TiltflowError("the relion backend does not dose-weight here (RELION 5's tomography pipeline "
-                            "weights later); use --no-dose-weighting")
-    fdose = _frame_dose(t, raw_per_frame, n_raw)
-    paths = _paths(frames_dir, t.root)
-    frames_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"tmp_{t.root}_", suffix="_part", dir=frames_dir))
-    try:
-        call = RelionMotionCall(
-            executable=exe, movie=t.movie, pixel_size=movie_px, kv=kv, gain=gain_path, patches=tuple(options.patches),
-            first_frame=options.throw + 1, last_frame=n_frames - options.trunc if options.trunc else 0,
-            bin_factor=options.bin, eer_grouping=raw_per_frame if fmt == "eer" else 1,
-            eer_upsampling=options.eer_sampling, threads=options.threads, even_odd=options.even_odd,
-            extra_args=tuple(shlex.split(options.extra_args)))
-        out = run_relion_motioncorr(call, workdir=tmp, log_path=paths["log"], label=f"{t.label} of {t.movie}",
-                                    n_frames=n_frames, timeout=options.timeout)
-        images = {"image": _read_output(out.sum, "RELION", t)}
-        images["ps_source"] = images["image"]
-        if options.even_odd:
-            images["even"] = _read_output(out.even, "RELION", t)
-            images["odd"] = _read_output(out.odd, "RELION", t)
-        info = MovieInfo(str(t.movie), shape[1], shape[0], n_frames, movie_px, options.bin,
-                         str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
-        _save_tool_outputs(paths, images, out.trajectory, info, movie_px * options.bin, options)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    motion = out.trajectory.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure)
-    return {**paths, "motion": motion}
+    def process(self, t: _Tilt, frames_dir: Path) -> MotionCorTiltOutputs:
+        from tiltflow.backends.relion import RelionMotionCall, run_relion_motioncorr
+
+        options, movie_px, kv, gain_path = self.setup.options, self.setup.movie_px, self.setup.kv, self.setup.gain_path
+        with _open(t, options) as movie:
+            fmt, shape, n_frames = movie.format, movie.shape, movie.n_frames
+            raw_per_frame = int(getattr(movie, "group_size", 1))
+            n_raw = int(getattr(movie, "n_fractions", n_frames))
+            _check_movie(t, movie, movie_px)
+        if options.dose_weighting:
+            raise TiltflowError("the relion backend does not dose-weight here (RELION 5's tomography pipeline "
+                                "weights later); use --no-dose-weighting")
+        fdose = _frame_dose(t, raw_per_frame, n_raw)
+        files = TiltFiles.of(frames_dir, t.root)
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"tmp_{t.root}_", suffix="_part", dir=frames_dir))
+        try:
+            call = RelionMotionCall(
+                executable=self.exe, movie=t.movie, pixel_size=movie_px, kv=kv, gain=gain_path,
+                patches=tuple(options.patches), first_frame=options.throw + 1,
+                last_frame=n_frames - options.trunc if options.trunc else 0,
+                bin_factor=options.bin, eer_grouping=raw_per_frame if fmt == "eer" else 1,
+                eer_upsampling=options.eer_sampling, threads=options.threads, even_odd=options.even_odd,
+                extra_args=tuple(shlex.split(options.extra_args)))
+            out = run_relion_motioncorr(call, workdir=tmp, log_path=files.log, label=f"{t.label} of {t.movie}",
+                                        n_frames=n_frames, timeout=options.timeout)
+            image = _read_output(out.sum, "RELION", t)
+            images = _ToolImages(image, image)
+            if options.even_odd:
+                images.even, images.odd = _read_output(out.even, "RELION", t), _read_output(out.odd, "RELION", t)
+            info = MovieInfo(str(t.movie), shape[1], shape[0], n_frames, movie_px, options.bin,
+                             str(options.gain) if gain_path else None, fdose, t.pre_exposure, kv)
+            _save_tool_outputs(files, images, out.trajectory, info, movie_px * options.bin, options)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return MotionCorTiltOutputs(files, out.trajectory.accumulated_motion(movie_px, fdose or 0.0, t.pre_exposure))
 
 
-def _save_tool_outputs(paths: dict[str, Path], images: dict[str, np.ndarray], traj: Trajectory, info: MovieInfo,
+@dataclass
+class _ToolImages:
+    """An external tool's sums, read back: the image for the STAR file, the one its spectrum is made from."""
+
+    image: np.ndarray
+    ps_source: np.ndarray
+    even: np.ndarray | None = None
+    odd: np.ndarray | None = None
+
+
+def _save_tool_outputs(files: TiltFiles, images: _ToolImages, traj: Trajectory, info: MovieInfo,
                        out_px: float, options: Options) -> None:
     """Write an external tool's sums, spectrum and trajectory under tiltflow's names (atomically)."""
     from tiltflow.motion.spectrum import amplitude_spectrum
 
-    ps = amplitude_spectrum(images["ps_source"], out_px)
+    ps = amplitude_spectrum(images.ps_source, out_px)
     dt = DTYPES[options.dtype]
-    write_mrc(paths["image"], images["image"], out_px, dtype=dt)
+    write_mrc(files.image, images.image, out_px, dtype=dt)
     if options.even_odd:
-        write_mrc(paths["even"], images["even"], out_px, dtype=dt)
-        write_mrc(paths["odd"], images["odd"], out_px, dtype=dt)
-    write_mrc(paths["ps"], ps.image, ps.pixel_size)
-    write_motion_star(paths["star"], traj, info)
+        write_mrc(files.even, images.even, out_px, dtype=dt)
+        write_mrc(files.odd, images.odd, out_px, dtype=dt)
+    write_mrc(files.ps, ps.image, ps.pixel_size)
+    write_motion_star(files.star, traj, info)
 
 
 def _read_output(path: Path | None, tool: str, t: _Tilt) -> np.ndarray:
@@ -472,14 +539,4 @@ def _read_output(path: Path | None, tool: str, t: _Tilt) -> np.ndarray:
         raise ToolError(f"{tool} wrote a bad image for {t.label} (shape {data.shape} or NaN values)", path)
     return data.astype(np.float32, copy=False)
 
-
-def _paths(frames_dir: Path, root: str) -> dict[str, Path]:
-    return {
-        "image": frames_dir / f"{root}.mrc",
-        "even": frames_dir / f"{root}_EVN.mrc",
-        "odd": frames_dir / f"{root}_ODD.mrc",
-        "ps": frames_dir / f"{root}_PS.mrc",
-        "star": frames_dir / f"{root}.star",
-        "log": frames_dir / f"{root}.log",
-    }
 

@@ -303,9 +303,11 @@ def _stack_with_newstack(executable: str | None, filelist: Path, target: Path, i
                          b: int, ps: float, axis: float | None) -> None:
     import mrcfile
 
-    from tiltflow.backends.imod import find_executable, run_newstack
+    from tiltflow.backends.imod import run_newstack
+    from tiltflow.backends.toolrun import find_executable
+    from tiltflow.backends.tools import TOOLS
 
-    exe = find_executable(executable, "newstack")
+    exe = str(find_executable(TOOLS["imod"], executable))
     out_dir = target.parent
     # newstack must not find its output already there: it would keep the old one as "name~"
     with atomic_fresh_path(target) as tmp:
