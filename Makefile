@@ -72,7 +72,7 @@ demo: setup
 	$(VENV)/bin/tiltflow simulate $(DEMO)/session --preset demo $(DEMO_GAIN_ORIENTATION) --overwrite
 	$(VENV)/bin/tiltflow run $(DEMO)/session --gain $(DEMO)/session/gain.mrc $(DEMO_GAIN_ORIENTATION) \
 	    --outdir $(DEMO)/results
-	$(PY) -m tiltflow.demo_summary $(DEMO)/session $(DEMO)/results
+	$(PY) -m tiltflow.testing.demo_summary $(DEMO)/session $(DEMO)/results
 
 # The tiltflow image, built with podman on a local debootstrap base (no image registry is reachable from CI;
 # a user builds the same Dockerfile from debian:bookworm). CONTAINERS_CONF: runc, cgroupfs, no ulimits.

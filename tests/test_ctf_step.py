@@ -13,9 +13,9 @@ import pytest
 from tiltflow import star
 from tiltflow.cli import main as cli_main
 from tiltflow.ctffit.ctffind_files import read_avrot, read_summary
-from tiltflow.ctffit.synthetic import synthetic_micrograph
 from tiltflow.errors import TiltflowError
 from tiltflow.steps.ctf import CtfOptions, run, run_from_star, tilt_res_max
+from tiltflow.testing.ctf_micrograph import synthetic_micrograph
 
 PX = 3.0
 

@@ -112,7 +112,7 @@ def test_full_run_writes_the_nextflow_layout_and_relion_files(first, session):
 
 def test_demo_summary_reports_the_truth_comparison(first, session):
     out = first[0]
-    proc = subprocess.run([sys.executable, "-m", "tiltflow.demo_summary", str(session), str(out)],
+    proc = subprocess.run([sys.executable, "-m", "tiltflow.testing.demo_summary", str(session), str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "relion/tomograms.star" in proc.stdout and "rec_TS_02.mrc" in proc.stdout
