@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tiltflow import geometry, star, startext
 from tiltflow.alignment import TiltSeriesAlignment
+from tiltflow.ctffit.ctffind_files import CtffindRow, read_summary, write_summary
 from tiltflow.ctffit.model import from_relion, normalise_angle, to_relion
 from tiltflow.io.aln import DARK_REASON, read_aln, write_aln
 from tiltflow.io.imodfiles import (
@@ -197,6 +198,29 @@ def test_from_relion_then_to_relion_keeps_u_v_and_the_folded_angle(v, astig, ang
     folded = normalise_angle(angle)
     assert abs((angle2 - folded + 90.0) % 180.0 - 90.0) < 1e-6  # azimuths have period 180 deg
     assert abs((folded - angle + 90.0) % 180.0 - 90.0) < 1e-9 and -90.0 < folded <= 90.0
+
+
+ctffind_rows = st.lists(st.builds(
+    CtffindRow, st.integers(1, 999), st.floats(1e3, 1e5), st.floats(1e3, 1e5), st.floats(-90, 90),
+    st.floats(0, math.pi), st.floats(-1, 1), st.floats(0, 100)), min_size=1, max_size=5)
+
+
+@SETTINGS
+@given(ctffind_rows, st.sampled_from(["CTFFIND version 4.1.14", "CTFFIND version 5.0.2"]))
+def test_ctffind_summary_round_trip(rows, program):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_summary(Path(tmp) / "x.txt", program=program, input_file="a b.mrc", pixel_size=1.35,
+                             voltage=300, cs=2.7, amplitude_contrast=0.07, box=512, res_min=30, res_max=5,
+                             defocus_min=0.5, defocus_max=5, rows=rows)
+        back = read_summary(path)
+    assert back.version == program.split()[-1]
+    assert len(back.rows) == len(rows)
+    for got, want in zip(back.rows, rows, strict=True):
+        assert got.micrograph == want.micrograph and got.tilt_axis is None
+        np.testing.assert_allclose(
+            [got.defocus_1, got.defocus_2, got.azimuth, got.phase_shift, got.cross_correlation, got.fit_resolution],
+            [want.defocus_1, want.defocus_2, want.azimuth, want.phase_shift, want.cross_correlation,
+             want.fit_resolution], atol=5e-7 + 1e-9)  # %f
 
 
 # --- geometry: rotations and projection ---------------------------------------------------------------------
