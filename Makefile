@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 DEMO   ?= demo
 TOOLS  ?= .tools
 
-.PHONY: setup test demo lint bench chromium relion nflint nextflow nftest clean image imagetest podman
+.PHONY: setup test demo lint typecheck bench chromium relion nflint nextflow nftest clean image imagetest podman
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,11 +58,16 @@ nftest: setup nextflow
 
 test: setup chromium relion nflint nftest
 	$(VENV)/bin/ruff check python tests bench
+	$(MAKE) typecheck
 	$(PY) -m pytest -q --ignore=tests/test_nextflow_run.py
 	$(MAKE) imagetest
 
 lint: setup
 	$(VENV)/bin/ruff check python tests bench
+
+# mypy, non-strict, configured in pyproject.toml ([tool.mypy]: the package that ships py.typed)
+typecheck: setup
+	$(VENV)/bin/mypy
 
 # The simulated camera stores its gain rotated and flipped, as real K3/Falcon references often are:
 # the run must apply MotionCor's -RotGain 1 -FlipGain 2 to match the movies.

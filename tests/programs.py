@@ -7,11 +7,12 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 
-def missing(message: str, module_level: bool = False) -> None:
+def missing(message: str, module_level: bool = False) -> NoReturn:
     """Fail (CI) or skip (a developer's machine) because ``message`` names what is not installed."""
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI is set: it must be tested)", pytrace=False)
