@@ -108,4 +108,4 @@ bench: setup
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) $(TOOLS) .pytest_cache .ruff_cache containers/tiltflow/wheels/*.whl
+	rm -rf $(VENV) $(DEMO) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache containers/tiltflow/wheels/*.whl
