@@ -10,7 +10,7 @@ TORCH  := torch==2.13.0
 DEMO   ?= demo
 TOOLS  ?= .tools
 
-.PHONY: setup test demo lint bench chromium relion nflint nextflow nftest clean image imagetest podman
+.PHONY: setup test demo lint typecheck bench chromium relion nflint nextflow nftest clean image imagetest podman
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,11 +58,16 @@ nftest: setup nextflow
 
 test: setup chromium relion nflint nftest
 	$(VENV)/bin/ruff check python tests bench
+	$(MAKE) typecheck
 	$(PY) -m pytest -q --ignore=tests/test_nextflow_run.py
 	$(MAKE) imagetest
 
 lint: setup
 	$(VENV)/bin/ruff check python tests bench
+
+# mypy, non-strict, configured in pyproject.toml ([tool.mypy]: the package that ships py.typed)
+typecheck: setup
+	$(VENV)/bin/mypy
 
 # The simulated camera stores its gain rotated and flipped, as real K3/Falcon references often are:
 # the run must apply MotionCor's -RotGain 1 -FlipGain 2 to match the movies.
@@ -72,7 +77,7 @@ demo: setup
 	$(VENV)/bin/tiltflow simulate $(DEMO)/session --preset demo $(DEMO_GAIN_ORIENTATION) --overwrite
 	$(VENV)/bin/tiltflow run $(DEMO)/session --gain $(DEMO)/session/gain.mrc $(DEMO_GAIN_ORIENTATION) \
 	    --outdir $(DEMO)/results
-	$(PY) -m tiltflow.demo_summary $(DEMO)/session $(DEMO)/results
+	$(PY) -m tiltflow.testing.demo_summary $(DEMO)/session $(DEMO)/results
 
 # The tiltflow image, built with podman on a local debootstrap base (no image registry is reachable from CI;
 # a user builds the same Dockerfile from debian:bookworm). CONTAINERS_CONF: runc, cgroupfs, no ulimits.
@@ -103,4 +108,4 @@ bench: setup
 	$(PY) bench/run_all.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) $(TOOLS) .pytest_cache .ruff_cache containers/tiltflow/wheels/*.whl
+	rm -rf $(VENV) $(DEMO) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache containers/tiltflow/wheels/*.whl

@@ -2,7 +2,7 @@
 
 Two sources:
 
-- ``--synthetic`` (default): analytic Gaussian-blob series (``tiltflow.align.synthetic``: exact line
+- ``--synthetic`` (default): analytic Gaussian-blob series (``tiltflow.testing.align_series``: exact line
   integrals, no projector shared with the aligner), demo-like geometry (41 tilts, +-60 deg, axis 85,
   shifts U(-8, 8) px, noise 0.5 x signal, two dark tilts), started from a tilt axis 1.5 deg off;
 - ``--project DIR --truth ground_truth.json``: a results folder of a simulated session (e.g. ``make demo``'s
@@ -58,18 +58,19 @@ def _tomogram_cc(images, ali, phantom_vol) -> float:
 
 def bench_synthetic(size: int, seed: int, device: str) -> dict:
     from tiltflow import star
-    from tiltflow.align import gauge, synthetic
+    from tiltflow.align import gauge
     from tiltflow.alignment import TiltSeriesAlignment
     from tiltflow.device import device_name, get_device
     from tiltflow.io.mrc import read_mrc
     from tiltflow.steps.align import Options
     from tiltflow.steps.common import run_star_step
+    from tiltflow.testing import align_series
 
     px = 10.0
     thick = size / 5
-    s = synthetic.make_series(size=size, seed=seed, thickness=thick, n_blobs=int(300 * (size / 128) ** 2))
+    s = align_series.make_series(size=size, seed=seed, thickness=thick, n_blobs=int(300 * (size / 128) ** 2))
     with tempfile.TemporaryDirectory() as tmp:
-        in_star = synthetic.write_stack_project(tmp, s, "TS_bench", px, axis_in_mdoc=s.tilt_axis - 1.5)
+        in_star = align_series.write_stack_project(tmp, s, "TS_bench", px, axis_in_mdoc=s.tilt_axis - 1.5)
         cwd = os.getcwd()
         os.chdir(tmp)
         try:

@@ -7,7 +7,7 @@
 Sources:
 
 - ``--synthetic`` (default): 21 tilts (+-60 deg, dose-symmetric, 3 e/A^2 each) of 768x768 micrographs at
-  3 A made by ``tiltflow.ctffit.synthetic`` (white specimen x CTF x envelope + noise + background), the
+  3 A made by ``tiltflow.testing.ctf_micrograph`` (white specimen x CTF x envelope + noise + background), the
   defocus wandering around the nominal 3 um, 500 A astigmatism, the defocus gradient of the tilted
   specimen, and a B-factor growing with the dose so that late tilts lose their rings as in real data;
 - ``--preset tiny|test|demo``: ``tiltflow simulate`` (phantom, 3-D CTF, radiation damage, drift, counting
@@ -71,8 +71,8 @@ def synthetic_series(root: Path, n_tilts: int = 21, size: int = 768, seed: int =
     import pandas as pd
 
     from tiltflow import star
-    from tiltflow.ctffit.synthetic import synthetic_micrograph
     from tiltflow.io.mrc import write_mrc
+    from tiltflow.testing.ctf_micrograph import synthetic_micrograph
 
     rng = np.random.default_rng(seed)
     step = 120.0 / (n_tilts - 1)

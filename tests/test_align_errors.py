@@ -7,16 +7,16 @@ import stat
 import numpy as np
 import pytest
 
-from tiltflow.align import synthetic
 from tiltflow.align.pipeline import align_stack
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import write_mrc
 from tiltflow.steps.align import Options
 from tiltflow.steps.common import run_star_step
+from tiltflow.testing import align_series
 
 
 def make_project(root, s):
-    return synthetic.write_stack_project(root, s, "TS_01", 10.0, 83.5)
+    return align_series.write_stack_project(root, s, "TS_01", 10.0, 83.5)
 
 
 @pytest.fixture()
@@ -30,7 +30,7 @@ def _no_outputs(root, name="TS_01"):
 
 
 def test_too_few_tilts(project):
-    s = synthetic.make_series(size=32, tilt_step=30, n_dark=0)  # 5 tilts -> 4 after dropping one
+    s = align_series.make_series(size=32, tilt_step=30, n_dark=0)  # 5 tilts -> 4 after dropping one
     s.images = s.images[:4]
     s.nominal_tilts = s.nominal_tilts[:4]
     in_star = make_project(project, s)
@@ -40,7 +40,7 @@ def test_too_few_tilts(project):
 
 
 def test_all_tilts_dark():
-    s = synthetic.make_series(size=32, tilt_step=10, n_dark=0)
+    s = align_series.make_series(size=32, tilt_step=10, n_dark=0)
     noise = np.random.default_rng(0).normal(5.0, 1.0, s.images.shape)  # counts, no specimen anywhere
     with pytest.raises(TiltflowError, match="TS_09: all 13 tilts are dark or blank"):
         align_stack(noise, s.nominal_tilts, 85.0, 1.0, name="TS_09")
@@ -49,13 +49,13 @@ def test_all_tilts_dark():
 
 
 def test_mostly_dark_leaves_too_few(project):
-    s = synthetic.make_series(size=32, tilt_step=10, n_dark=9)
+    s = align_series.make_series(size=32, tilt_step=10, n_dark=9)
     with pytest.raises(TiltflowError, match="only 4 usable tilts"):
         align_stack(s.images, s.nominal_tilts, 85.0, 1.0, name="TS_01")
 
 
 def test_stack_does_not_match_table(project):
-    s = synthetic.make_series(size=32, tilt_step=10, n_dark=0)
+    s = align_series.make_series(size=32, tilt_step=10, n_dark=0)
     in_star = make_project(project, s)
     write_mrc(project / "stack" / "TS_01" / "TS_01.mrc", s.images[:-2], 10.0)
     with pytest.raises(TiltflowError, match="TS_01: the stack has 11 sections but the STAR table has 13"):
@@ -64,7 +64,7 @@ def test_stack_does_not_match_table(project):
 
 
 def test_missing_stack_and_bad_backend(project):
-    s = synthetic.make_series(size=32, tilt_step=10, n_dark=0)
+    s = align_series.make_series(size=32, tilt_step=10, n_dark=0)
     in_star = make_project(project, s)
     (project / "stack" / "TS_01" / "TS_01.mrc").unlink()
     with pytest.raises(TiltflowError, match="TS_01: stack not found"):
@@ -75,7 +75,7 @@ def test_missing_stack_and_bad_backend(project):
 
 
 def test_aretomo_exiting_non_zero(project):
-    s = synthetic.make_series(size=32, tilt_step=10, n_dark=0)
+    s = align_series.make_series(size=32, tilt_step=10, n_dark=0)
     in_star = make_project(project, s)
     exe = project / "AreTomo2"
     exe.write_text("#!/bin/sh\necho 'AreTomo2 version 1.1.2'\necho 'CUDA error: out of memory' >&2\nexit 3\n")

@@ -74,9 +74,9 @@ def test_tracking_removes_a_smooth_error_across_the_axis():
     """Blob series, start geometry off by a smooth cross-axis error and 1 deg of axis: both come back."""
     import torch
 
-    from tiltflow.align import synthetic
+    from tiltflow.testing import align_series
 
-    s = synthetic.make_series(size=128, tilt_step=3, n_dark=0, seed=7, tilt_axis=ROT0, thickness=24, n_blobs=120,
+    s = align_series.make_series(size=128, tilt_step=3, n_dark=0, seed=7, tilt_axis=ROT0, thickness=24, n_blobs=120,
                               noise=0.3)
     n = len(s.tilt_angles)
     th = np.deg2rad(s.tilt_angles)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from tiltflow import star
-from tiltflow.align import gauge, synthetic
+from tiltflow.align import gauge
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.io.mrc import read_mrc
+from tiltflow.testing import align_series
 
 pytestmark = pytest.mark.slow  # one full alignment of a 64-px, 31-tilt series (~25 s on 2 idle cores)
 
@@ -17,9 +18,9 @@ PX = 10.0  # A per pixel (stack = bin-1 tilt series here)
 AXIS = 85.0
 
 
-def make_project(root, s: synthetic.SyntheticSeries, name: str = "TS_01", axis_in_mdoc: float = 83.5):
+def make_project(root, s: align_series.SyntheticSeries, name: str = "TS_01", axis_in_mdoc: float = 83.5):
     """A stack-step output: MRC stack + STAR with the stack globals (rows = sections, tilt order)."""
-    return synthetic.write_stack_project(root, s, name, PX, axis_in_mdoc)
+    return align_series.write_stack_project(root, s, name, PX, axis_in_mdoc)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def aligned(tmp_path_factory):
     from tiltflow.steps.common import run_star_step
 
     root = tmp_path_factory.mktemp("proj")
-    s = synthetic.make_series(size=64, tilt_step=4, n_dark=2, seed=3, tilt_axis=AXIS, thickness=12, n_blobs=150)
+    s = align_series.make_series(size=64, tilt_step=4, n_dark=2, seed=3, tilt_axis=AXIS, thickness=12, n_blobs=150)
     in_star = make_project(root, s)
     out = run_star_step("align", in_star.relative_to(root), "align", Options(thickness=16 * PX / 10, device="cpu"), root)
     return root, s, out

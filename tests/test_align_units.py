@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tiltflow.align import dark, filters, gauge, projmatch, synthetic, warp, xcorr
+from tiltflow.align import dark, filters, gauge, projmatch, warp, xcorr
+from tiltflow.testing import align_series
 
 
 def _blob_image(n: int, x0: float, y0: float, sigma: float = 3.0) -> np.ndarray:
@@ -36,7 +37,7 @@ def test_axis_frame_round_trip_and_sampling_sign():
 
 
 def test_dark_rule_flags_blocked_tilts_with_numbers():
-    s = synthetic.make_series(size=64, tilt_step=6, n_dark=2, seed=1)
+    s = align_series.make_series(size=64, tilt_step=6, n_dark=2, seed=1)
     rep = dark.detect_dark(s.images, s.nominal_tilts, dark_tol=0.7)
     assert set(rep.excluded) == set(np.flatnonzero(s.dark))
     assert all("|mean|/std" in r and "zero tilt" in r for r in rep.excluded.values())
@@ -45,7 +46,7 @@ def test_dark_rule_flags_blocked_tilts_with_numbers():
 
 
 def test_blank_tilt_without_contrast_is_flagged():
-    s = synthetic.make_series(size=64, tilt_step=6, n_dark=0, seed=2)
+    s = align_series.make_series(size=64, tilt_step=6, n_dark=0, seed=2)
     imgs = s.images.copy()
     rng = np.random.default_rng(0)
     imgs[3] = imgs[3].mean() + rng.normal(0, imgs[3].std(), imgs[3].shape)  # counts, no specimen
@@ -82,7 +83,7 @@ def test_leave_one_out_self_term_is_exact():
 
 
 def test_stretch_alignment_recovers_shifts():
-    s = synthetic.make_series(size=64, tilt_step=5, n_dark=0, seed=4, thickness=8, max_shift=6)
+    s = align_series.make_series(size=64, tilt_step=5, n_dark=0, seed=4, thickness=8, max_shift=6)
     imgs = filters.normalise(torch.tensor(s.images))
     fr = xcorr.Frame(imgs, (1.0, 1.0), (32, 32), (64, 64), 1.0, low=0.02, high=0.3)
     rot = np.full(len(s.nominal_tilts), s.tilt_axis)

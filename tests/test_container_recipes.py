@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from programs import missing
+
 REPO = Path(__file__).resolve().parents[1]
 CONTAINERS = REPO / "containers"
 TOOLS = ("aretomo2", "aretomo3", "ctffind", "imod", "motioncor")
@@ -49,8 +51,9 @@ def _fetch(tmp_path: Path, payload: bytes, sha256: str) -> subprocess.CompletedP
                            str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_fetch_verified_checks_the_sha256(tmp_path):
+    if shutil.which("curl") is None:
+        missing("curl is not installed (containers/fetch-verified.sh needs it)")
     payload = b"not really a tarball\n"
     good = hashlib.sha256(payload).hexdigest()
     assert _fetch(tmp_path, payload, good).returncode == 0

@@ -1,4 +1,4 @@
-"""The built-in CTF fit on synthetic micrographs with a known CTF (``tiltflow.ctffit.synthetic``)."""
+"""The built-in CTF fit on synthetic micrographs with a known CTF (``tiltflow.testing.ctf_micrograph``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from tiltflow.ctffit import fit_defocus
 from tiltflow.ctffit.model import Optics, angle_difference
-from tiltflow.ctffit.synthetic import synthetic_micrograph
 from tiltflow.errors import TiltflowError
+from tiltflow.testing.ctf_micrograph import synthetic_micrograph
 
 OPTICS = Optics(300.0, 2.7, 0.1)
 PX = 2.5

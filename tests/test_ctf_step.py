@@ -13,10 +13,10 @@ import pytest
 from tiltflow import star
 from tiltflow.cli import main as cli_main
 from tiltflow.ctffit.ctffind_files import read_avrot, read_summary
-from tiltflow.ctffit.synthetic import synthetic_micrograph
 from tiltflow.errors import TiltflowError
 from tiltflow.steps.common import run_star_step
 from tiltflow.steps.ctf import Options, run_series, tilt_res_max
+from tiltflow.testing.ctf_micrograph import synthetic_micrograph
 
 PX = 3.0
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from tiltflow.demo_summary import main as demo_main
 from tiltflow.geometry import projection_rotations
 from tiltflow.simulate import compare as C
+from tiltflow.testing.demo_summary import main as demo_main
 
 
 def test_motion_rms_ignores_the_reference_frame_but_not_the_sign():

@@ -25,7 +25,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-import test_reconstruct_step as trs
+import builders
 from tiltflow import star
 from tiltflow.cli import main as cli
 from tiltflow.errors import TiltflowError
@@ -107,8 +107,8 @@ def test_edf_errors_name_the_file(tmp_path):
 
 # --- the written dataset ------------------------------------------------------------------------
 def _reconstruct(root, monkeypatch, b, px, *extra):
-    in_star = trs.make_series(root, b=b)
-    assert trs._run(root, monkeypatch, in_star, "--outdir", "reconstruct", "--pixel-size", px,
+    in_star = builders.aligned_series(root, b=b)
+    assert builders.reconstruct_cli(root, monkeypatch, in_star, "--outdir", "reconstruct", "--pixel-size", px,
                     "--thickness", 25, *extra) == 0
     return star.read_tilt_series(root / "reconstruct/TS_01/TS_01.star")
 
@@ -118,23 +118,23 @@ def _option_keys(path, program):
 
 
 def test_dataset_has_every_key_of_a_real_etomo_dataset(tmp_path, monkeypatch):
-    monkeypatch.setattr(trs, "N1", (128, 120))  # 128 x 120 at 5 A, stack bin 2, 20 A: binning 4 = 2 x 2
+    monkeypatch.setattr(builders, "N1", (128, 120))  # 128 x 120 at 5 A, stack bin 2, 20 A: binning 4 = 2 x 2
     ts = _reconstruct(tmp_path, monkeypatch, 2, 20, "--method", "sirtlike", "--iterations", 7)
     ds = tmp_path / "reconstruct/TS_01"
     assert ts.globals[star.ETOMO_DIRECTIVE] == "reconstruct/TS_01/TS_01.edf"
     edf = read_edf(tmp_path / ts.globals[star.ETOMO_DIRECTIVE])
     assert set(read_edf(REAL_EDF)) <= set(edf)
     assert edf["Setup.DatasetName"] == "TS_01" and edf["Setup.AxisType"] == "Single Axis"
-    assert float(edf["Setup.PixelSize"]) == pytest.approx(trs.TS_PX * 2 / 10)  # nm, of the raw stack
-    assert float(edf["Setup.ImageRotationA"]) == pytest.approx(trs.ZROT)
+    assert float(edf["Setup.PixelSize"]) == pytest.approx(builders.TS_PX * 2 / 10)  # nm, of the raw stack
+    assert float(edf["Setup.ImageRotationA"]) == pytest.approx(builders.ZROT)
     assert edf["Setup.FiducialessAlignmentA"] == "false"  # else etomo rebuilds .xf from .prexg
     assert edf["Setup.FinalStackBinningA"] == "2"
-    n = len(trs.TILTS)
+    n = len(builders.TILTS)
     for suffix in (".xf", "_fid.xf", ".tltxf", ".prexg"):
         assert read_xf(ds / f"TS_01{suffix}").shape == (n, 6)
     np.testing.assert_allclose(read_xf(ds / "TS_01.prexg"), np.tile([1, 0, 0, 1, 0, 0], (n, 1)))
     np.testing.assert_allclose(read_xf(ds / "TS_01_fid.xf"), read_xf(ds / "TS_01.xf"))
-    np.testing.assert_allclose(read_tilt_angles(ds / "TS_01.rawtlt"), trs.TILTS)
+    np.testing.assert_allclose(read_tilt_angles(ds / "TS_01.rawtlt"), builders.TILTS)
     np.testing.assert_allclose(read_tilt_angles(ds / "TS_01_fid.tlt"), read_tilt_angles(ds / "TS_01.tlt"))
     np.testing.assert_allclose(read_tilt_angles(ds / "TS_01.xtilt"), 0.0)
     # every option of etomo's newst.com/tilt.com (LOCALFILE only comes with local alignments)
@@ -209,7 +209,7 @@ def _imod_project(ds, voxel, thick_vox):
 
 @pytest.mark.parametrize("b, px, n1", [(3, 20, (134, 128)), (2, 20, (128, 120)), (1, 5, (134, 128))])
 def test_imod_model_of_the_com_files_reproduces_tiltflow_geometry(tmp_path, monkeypatch, b, px, n1):
-    monkeypatch.setattr(trs, "N1", n1)
+    monkeypatch.setattr(builders, "N1", n1)
     ts = _reconstruct(tmp_path, monkeypatch, b, px)
     with mrcfile.open(tmp_path / ts.globals[star.TOMOGRAM], header_only=True) as m:
         ww, hh, d = int(m.header.nx), int(m.header.ny), int(m.header.nz)
@@ -223,11 +223,11 @@ def test_imod_model_of_the_com_files_reproduces_tiltflow_geometry(tmp_path, monk
 
 def test_per_tilt_axis_angles_keep_the_geometry(tmp_path, monkeypatch):
     """A refined axis per tilt: the stack's half-pixel centre is folded in about the median axis."""
-    in_star = trs.make_series(tmp_path, b=3)
+    in_star = builders.aligned_series(tmp_path, b=3)
     ts = star.read_tilt_series(tmp_path / in_star)
-    ts.tilts[star.Z_ROT] = trs.ZROT + np.linspace(-1.0, 1.0, len(ts.tilts))  # deg
+    ts.tilts[star.Z_ROT] = builders.ZROT + np.linspace(-1.0, 1.0, len(ts.tilts))  # deg
     star.write_tilt_series(ts, tmp_path / in_star)
-    assert trs._run(tmp_path, monkeypatch, in_star, "--outdir", "reconstruct", "--pixel-size", 20,
+    assert builders.reconstruct_cli(tmp_path, monkeypatch, in_star, "--outdir", "reconstruct", "--pixel-size", 20,
                     "--thickness", 25) == 0
     out = star.read_tilt_series(tmp_path / "reconstruct/TS_01/TS_01.star")
     for v in [(0, 0, 0), (33, 31, 11), (10, 20, 5)]:
@@ -243,10 +243,10 @@ def test_relion_reads_the_xf_back_as_the_star_alignment(tmp_path, monkeypatch):
     xf, tlt = read_xf(ds / "TS_01.xf"), read_tilt_angles(ds / "TS_01.tlt")
     offset = float(read_edf(ds / "TS_01.edf")["batchruntomo.a.align.AngleOffset"])
     a = xf[:, :4].reshape(-1, 2, 2)
-    shift = -np.einsum("nij,nj->ni", np.linalg.inv(a), xf[:, 4:]) * trs.TS_PX
+    shift = -np.einsum("nij,nj->ni", np.linalg.inv(a), xf[:, 4:]) * builders.TS_PX
     zrot = np.rad2deg(np.arccos(a[:, 0, 0]))
-    zrot = np.where(np.abs(-trs.ZROT - zrot) < np.abs(trs.ZROT - zrot), -zrot, zrot)
-    np.testing.assert_allclose(shift, ts.tilts[[star.X_SHIFT, star.Y_SHIFT]].to_numpy(float), atol=5e-3 * trs.TS_PX)
+    zrot = np.where(np.abs(-builders.ZROT - zrot) < np.abs(builders.ZROT - zrot), -zrot, zrot)
+    np.testing.assert_allclose(shift, ts.tilts[[star.X_SHIFT, star.Y_SHIFT]].to_numpy(float), atol=5e-3 * builders.TS_PX)
     np.testing.assert_allclose(zrot, ts.tilts[star.Z_ROT], atol=1e-4)
     np.testing.assert_allclose(tlt - offset, ts.tilts[star.Y_TILT], atol=5e-3)
 
@@ -262,12 +262,12 @@ def test_export_points_tomograms_star_at_the_edf(tmp_path, monkeypatch):
 
 
 def test_x_tilt_gives_no_dataset_rather_than_a_wrong_one(tmp_path, monkeypatch):
-    in_star = trs.make_series(tmp_path, b=1)
+    in_star = builders.aligned_series(tmp_path, b=1)
     ts = star.read_tilt_series(tmp_path / in_star)
     ts.tilts[star.X_TILT] = 2.0
     ts.globals[star.ETOMO_DIRECTIVE] = "stale/TS_01.edf"
     star.write_tilt_series(ts, tmp_path / in_star)
-    assert trs._run(tmp_path, monkeypatch, in_star, "--outdir", "reconstruct", "--pixel-size", 10,
+    assert builders.reconstruct_cli(tmp_path, monkeypatch, in_star, "--outdir", "reconstruct", "--pixel-size", 10,
                     "--thickness", 25) == 0
     out = star.read_tilt_series(tmp_path / "reconstruct/TS_01/TS_01.star")
     assert star.ETOMO_DIRECTIVE not in out.globals
@@ -295,4 +295,4 @@ def test_imod_newstack_and_tilt_reproduce_the_tomogram(tmp_path, monkeypatch):
     rotx = np.asarray(imod).transpose(1, 0, 2)[::-1]  # PERPENDICULAR (y, z, x) -> clip rotx -> (z, y, x)
     ours = mrcfile.read(tmp_path / ts.globals[star.TOMOGRAM])
     assert rotx.shape == ours.shape
-    assert trs.corr(rotx, ours) > 0.9
+    assert builders.corr(rotx, ours) > 0.9

@@ -175,12 +175,12 @@ def test_killed_watch_restarts_where_it_stopped(scenario):
 
 
 def test_live_page_in_chromium(scenario, tmp_path):
-    from test_report_browser import _chromium, _run
+    from programs import chromium, run_chromium
 
-    exe = _chromium()
+    exe = chromium()
     page = scenario["out"] / "live" / "index.html"
     n_img = len(re.findall(r"<img ", page.read_text()))
-    dom = _run(exe, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri())
+    dom = run_chromium(exe, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom", page.resolve().as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     tag = re.search(r"<body[^>]*>", dom.stdout).group(0)
     assert 'data-loaded="1"' in tag and f'data-images="{n_img}"' in tag and n_img >= 9, tag

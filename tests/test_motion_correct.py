@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_motion_synth import drift_path, frames, rms_error, specimen, write_movie
+from builders import drift_path, frames, rms_error, specimen, write_movie
 from tiltflow.errors import TiltflowError
 from tiltflow.io.movies import open_movie
 from tiltflow.motion import apply, doseweight, fourier, local

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_motion_synth import drift_path, frames, rms_error, specimen
+from builders import drift_path, frames, rms_error, specimen
 from tiltflow.motion import estimate, fourier
 
 

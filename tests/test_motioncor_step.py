@@ -8,7 +8,8 @@ import mrcfile
 import numpy as np
 import pytest
 
-from test_motion_synth import make_series, rms_error
+from builders import motion_series as make_series
+from builders import rms_error
 from tiltflow import star
 from tiltflow.cli import main as cli
 from tiltflow.errors import TiltflowError

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from builders import motion_series as make_series
 from fakes import DATA, install
 from fakes import motioncor as fake
-from test_motion_synth import make_series
 from tiltflow import star
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.motion.metadata import read_motion_star

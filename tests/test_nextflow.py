@@ -8,15 +8,16 @@ nextflow_schema.json, and modules publish into the layout the local runner write
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import re
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+
+from programs import missing
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = sorted((REPO / "modules").rglob("*.nf"))
@@ -24,8 +25,19 @@ NF_FILES = [REPO / "main.nf", REPO / "main_noschema.nf", *sorted((REPO / "workfl
             *sorted((REPO / "subworkflows").rglob("*.nf")), *MODULES]
 CONFIGS = [REPO / "nextflow.config", *sorted((REPO / "conf").glob("*.config"))]
 
-sys.path.insert(0, str(REPO / "tools" / "nflint"))
-import nflint  # noqa: E402
+_spec = importlib.util.spec_from_file_location("nflint", REPO / "tools" / "nflint" / "nflint.py")
+nflint = importlib.util.module_from_spec(_spec)  # a script, not a package: loaded from its file
+_spec.loader.exec_module(nflint)
+
+
+def _lint_jar() -> Path:
+    """Nextflow's parser (java and the nf-lang jar): missing is a failure in CI, a skip elsewhere."""
+    if shutil.which("java") is None:
+        missing("java is not installed (the .nf lint runs Nextflow's own parser)")
+    jar = nflint.default_jar()
+    if not jar.is_file():
+        missing(f"{jar} missing: `make test` installs it (tools/nflint/nflint.py --install .tools)")
+    return jar
 
 
 def _strip_comments(text: str) -> str:
@@ -42,15 +54,17 @@ def _script_blocks(text: str) -> list[str]:
     return out
 
 
-def _tiltflow_calls(text: str) -> list[list[str]]:
-    """Each `tiltflow ...` command line in a script block, continuation lines joined, as tokens."""
+def _tiltflow_calls(text: str, keep_interpolations: bool = False) -> list[list[str]]:
+    """Each `tiltflow ...` command line in a script block, continuation lines joined, as tokens (Groovy
+    interpolations as a placeholder X unless ``keep_interpolations``)."""
     calls = []
     for block in _script_blocks(_strip_comments(text)):
         joined = re.sub(r"\\\\\n", " ", block)
         for line in joined.splitlines():
             line = line.strip()
             if line.startswith("tiltflow "):
-                line = re.sub(r"\$\{[^}]*\}", "X", line)  # Groovy interpolations -> a placeholder
+                if not keep_interpolations:
+                    line = re.sub(r"\$\{[^}]*\}", "X", line)  # Groovy interpolations -> a placeholder
                 line = line.split(">")[0]
                 calls.append(shlex.split(line))
     return calls
@@ -72,13 +86,7 @@ def _cli_commands() -> dict[str, set[str]]:
 
 
 def test_nf_and_config_files_parse_with_nextflows_own_parser():
-    if shutil.which("java") is None:
-        pytest.skip("java is not installed")
-    jar = nflint.default_jar()
-    if not jar.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{jar} missing: `make test` installs it (tools/nflint/nflint.py --install .tools)")
-        pytest.skip("nf-lang jar not installed (run: make nflint)")
+    jar = _lint_jar()
     files = nflint.pipeline_files()
     assert REPO / "main.nf" in files and len(files) >= 12
     res = nflint.lint(files, jar)
@@ -87,11 +95,10 @@ def test_nf_and_config_files_parse_with_nextflows_own_parser():
 
 
 def test_the_linter_catches_a_broken_script(tmp_path):
-    if shutil.which("java") is None or not nflint.default_jar().is_file():
-        pytest.skip("nf-lang jar not installed")
+    jar = _lint_jar()
     bad = tmp_path / "bad.nf"
     bad.write_text("process A {\n  input:\n  val x from ch\n  script:\n  'echo'\n}\nworkflow { B(1) }\n")
-    res = nflint.lint([bad], nflint.default_jar())
+    res = nflint.lint([bad], jar)
     assert res.returncode == 1
     assert "Unexpected input: 'from'" in res.stdout
 
@@ -158,7 +165,11 @@ def test_modules_follow_nf_core_habits():
         assert re.search(r"\n\s*label ", text), f"{rel}: no label"
         assert "\n    stub:\n" in text, f"{rel}: no stub block"
         assert 'path "versions.yml", emit: versions' in text, f"{rel}: no versions.yml emit"
-        assert "task.ext.args" in text, f"{rel}: ignores task.ext.args"
+        ext = dict(re.findall(r"def (\w+) = task\.ext\.(args2?)\b", text))
+        assert "args" in ext.values(), f"{rel}: ignores task.ext.args"
+        calls = " ".join(" ".join(c) for c in _tiltflow_calls(text, keep_interpolations=True))
+        for name, key in ext.items():  # defined is not enough: the command must use it
+            assert f"${{{name}}}" in calls, f"{rel}: task.ext.{key} read into {name} but not on the tiltflow line"
         assert "task.ext.when == null || task.ext.when" in text, f"{rel}: no `when: task.ext.when`"
         assert "params." not in _strip_comments(text), f"{rel}: reads params (options come from conf/modules.config)"
         assert "export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}" in text, f"{rel}: threads not from task.cpus"
@@ -214,7 +225,15 @@ def test_gpu_requests_only_in_profile_gpu_and_oom_is_retried():
     docker = re.search(r"\n    docker \{(.*?)\n    \}", config, flags=re.S).group(1)
     assert "--gpus" not in docker and "CUDA_VISIBLE_DEVICES" in docker
     assert "accelerator" not in _strip_comments(base) and "--nv" not in _strip_comments(config.replace(gpu, ""))
-    assert "75" in base and "retry" in base  # tiltflow exits 75 on CUDA out-of-memory
+    # what each exit status gets: tiltflow exits 75 on CUDA out of memory, 2 on bad input (cli.py)
+    default = re.search(r"\n    errorStrategy = \{(.*?)\}\n", base).group(1)
+    per_series = re.search(r"withName: 'MOTIONCOR\|CTF\|EXCLUDE\|STACK\|ALIGN\|RECONSTRUCT' \{\s*errorStrategy = "
+                           r"\{(.*?)\}\n", base).group(1)
+    assert {c: _error_strategy(default, c) for c in (75, 137, 104, 1, 2)} == {
+        75: "retry", 137: "retry", 104: "retry", 1: "finish", 2: "finish"}
+    assert {c: _error_strategy(per_series, c) for c in (75, 143, 2, 1)} == {
+        75: "retry", 143: "retry", 2: "ignore", 1: "finish"}
+    assert int(re.search(r"\n    maxRetries = (\d+)", base).group(1)) >= 1
     assert "resourceLimits" in base and "params.max_cpus" in base and "params.max_memory" in base
     for name in ("timeline", "report", "trace"):
         block = re.search(rf"\n{name} \{{(.*?)\n\}}", config, flags=re.S).group(1)
@@ -222,6 +241,44 @@ def test_gpu_requests_only_in_profile_gpu_and_oom_is_retried():
     from tiltflow.cli import EXIT_GPU_OOM
 
     assert EXIT_GPU_OOM == 75
+
+
+def _error_strategy(closure: str, status: int) -> str:
+    """The value of a Groovy ``errorStrategy`` closure body (``c ? 'a' : (c2 ? 'b' : 'c')`` with conditions
+    ``task.exitStatus in (ranges + ints)`` or ``task.exitStatus == n``) for exit status ``status``."""
+    expr = closure.strip()
+    while expr.startswith("(") and _top_level(expr[1:-1], ")") is None and expr.endswith(")"):
+        expr = expr[1:-1].strip()
+    q = _top_level(expr, "?")
+    if q is None:
+        assert re.fullmatch(r"'\w+'", expr), f"not a strategy name: {expr}"
+        return expr.strip("'")
+    c = q + 1 + _top_level(expr[q + 1:], ":")
+    cond = expr[:q].replace("task.exitStatus", "s")
+    cond = re.sub(r"\+ (\d+)", r"+ [\1]", cond)  # Groovy list + int appends
+    cond = re.sub(r"\((\d+)\.\.(\d+)\)", r"list(range(\1, \2 + 1))", cond)  # (a..b): inclusive range
+    assert re.fullmatch(r"[\s\w()\[\],+=]*", cond), f"unexpected condition: {cond}"
+    chosen = expr[q + 1:c] if eval(cond, {"range": range, "list": list}, {"s": status}) else expr[c + 1:]
+    return _error_strategy(chosen, status)
+
+
+def _top_level(text: str, char: str) -> int | None:
+    """Index of the first ``char`` outside brackets and quotes, or None (also when a bracket closes early)."""
+    depth, quoted = 0, False
+    for i, ch in enumerate(text):
+        if ch == "'":
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return i if char == ")" else None
+        elif ch == char and depth == 0:
+            return i
+    return None
 
 
 def test_schema_is_valid_draft_2020_12_and_accepts_the_config_defaults():

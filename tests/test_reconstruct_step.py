@@ -3,101 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
+import builders
+from builders import TILTS, TS_PX, corr, phantom_at
+from builders import aligned_series as make_series
+from builders import reconstruct_cli as _run
 from tiltflow import star
-from tiltflow.cli import main as cli
-from tiltflow.geometry import centre, project_points
 from tiltflow.io.mrc import read_mrc, write_mrc
 
-TS_PX = 5.0  # A, bin-1 micrographs
-N1 = (134, 128)  # x, y bin-1 image size; 134 % 3 = 2: stack binning 3 leaves an offset of 1 px
-RNG = np.random.default_rng(3)
-NB = 14
-POS = np.column_stack([RNG.uniform(-45, 45, NB), RNG.uniform(-45, 45, NB), RNG.uniform(-8, 8, NB)])  # bin-1 px
-SIG = RNG.uniform(4, 6, NB)
-AMP = RNG.uniform(0.5, 1.5, NB)
-TILTS = np.arange(-60, 61, 4.0)
-SHIFTS = RNG.normal(0, 6, (len(TILTS), 2))  # bin-1 px
-ZROT = 84.0
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _images(shifts=SHIFTS, noise=0.0, seed=0):
-    n = len(TILTS)
-    uv = project_points(POS, np.zeros(n), TILTS, np.full(n, ZROT), shifts)
-    yy, xx = np.mgrid[: N1[1], : N1[0]]
-    out = np.zeros((n, N1[1], N1[0]))
-    for i in range(n):
-        for (u, v), s, a in zip(uv[i], SIG, AMP, strict=True):
-            r2 = (xx - centre(N1[0]) - u) ** 2 + (yy - centre(N1[1]) - v) ** 2
-            out[i] += a * np.sqrt(2 * np.pi) * s * np.exp(-r2 / (2 * s * s))
-    if noise:
-        out += noise * out.std() * np.random.default_rng(seed).normal(size=out.shape)
-    return out.astype(np.float32) + 10.0  # an offset, as real images have
-
-
-def _bin(stack, b):
-    """Average b x b blocks of the central region, as the stack step (newstack -bin) does."""
-    n, ny, nx = stack.shape
-    oy, ox = (ny % b) // 2, (nx % b) // 2
-    my, mx = ny // b, nx // b
-    return stack[:, oy:oy + my * b, ox:ox + mx * b].reshape(n, my, b, mx, b).mean(axis=(2, 4))
-
-
-def make_series(root, b=3, halves=False, rows=None, name="TS_01"):
-    """Micrographs, a stack binned by ``b`` (+ even/odd) and the align step's STAR file."""
-    d = root / "stack" / name
-    d.mkdir(parents=True, exist_ok=True)
-    imgs = _images()
-    mics = []
-    for i in range(len(TILTS)):
-        p = root / "motioncor" / name / f"{name}_{i:03d}.mrc"
-        write_mrc(p, imgs[i], TS_PX)
-        mics.append(str(p.relative_to(root)))
-    write_mrc(d / f"{name}.mrc", _bin(imgs, b), TS_PX * b)
-    g = {star.TOMO_NAME: name, star.TS_PIXEL_SIZE: TS_PX, star.VOLTAGE: 300.0,
-         "tfStack": f"stack/{name}/{name}.mrc", "tfStackBinning": b, "tfStackPixelSize": TS_PX * b}
-    if halves:
-        for k, suffix in (("tfStackEven", "_EVN"), ("tfStackOdd", "_ODD")):
-            write_mrc(d / f"{name}{suffix}.mrc", _bin(_images(noise=0.3, seed=len(suffix) + ord(suffix[1])), b), TS_PX * b)
-            g[k] = f"stack/{name}/{name}{suffix}.mrc"
-    tilts = pd.DataFrame({
-        star.MICROGRAPH: mics, star.NOMINAL_TILT: TILTS, star.X_TILT: 0.0, star.Y_TILT: TILTS, star.Z_ROT: ZROT,
-        star.X_SHIFT: SHIFTS[:, 0] * TS_PX, star.Y_SHIFT: SHIFTS[:, 1] * TS_PX,
-        star.PRE_EXPOSURE: np.arange(len(TILTS)) * 3.0,
-    })
-    if rows is not None:
-        tilts = tilts.iloc[:rows]
-    path = root / "align" / name / f"{name}.star"
-    star.write_tilt_series(star.TiltSeriesStar(name, g, tilts), path)
-    return path.relative_to(root)
-
-
-def phantom_at(size_bin1, shape, binning):
-    """The phantom sampled at the tomogram's voxels: voxel i <-> bin-1 position binning * i."""
-    axes = [binning * np.arange(n) - (s // 2) for n, s in zip(shape, size_bin1[::-1], strict=True)]
-    z, y, x = np.meshgrid(*axes, indexing="ij")
-    v = np.zeros(shape)
-    for p, s, a in zip(POS, SIG, AMP, strict=True):
-        v += a * np.exp(-((x - p[0]) ** 2 + (y - p[1]) ** 2 + (z - p[2]) ** 2) / (2 * s * s))
-    return v
-
-
-def corr(a, b) -> float:
-    a = np.asarray(a, float).ravel() - np.mean(a)
-    b = np.asarray(b, float).ravel() - np.mean(b)
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
-
-
-def _run(root, monkeypatch, *args):
-    """The CLI; these series carry no CTF, so no CTF correction unless a test asks for one."""
-    monkeypatch.setenv("TILTFLOW_THREADS", "1")
-    extra = [] if "--ctf-correction" in args else ["--ctf-correction", "none"]
-    return cli(["reconstruct", "--root", str(root), *[str(a) for a in args], *extra, "--device", "cpu"])
 
 
 def test_reconstruct_writes_tomogram_star_and_halves(tmp_path, monkeypatch):
@@ -179,9 +94,7 @@ def test_missing_stack_and_row_mismatch_are_one_line_errors(tmp_path, monkeypatc
 @pytest.mark.parametrize("b, px", [(3, 20.0), (2, 13.0)])
 def test_single_blob_lands_at_its_bin1_position(tmp_path, monkeypatch, b, px):
     """Centres and binning offsets exact: voxel i is bin-1 position B*i - int(size/2) (RELION)."""
-    import sys
-
-    mod = sys.modules[__name__]
+    mod = builders
     true = np.array([23.3, -17.6, 6.2])
     monkeypatch.setattr(mod, "POS", true[None])
     monkeypatch.setattr(mod, "SIG", np.array([4.0]))
@@ -233,9 +146,7 @@ def _with_ctf(root, in_star, defocus=DEFOCUS):
 
 
 def _sharp_blobs(monkeypatch):
-    import sys
-
-    mod = sys.modules[__name__]
+    mod = builders
     rng = np.random.default_rng(7)
     n = 60
     monkeypatch.setattr(mod, "POS", np.column_stack([rng.uniform(-50, 50, n), rng.uniform(-50, 50, n),

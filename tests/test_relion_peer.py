@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from builders import drift_path, frames, rms_error
 from programs import missing
-from test_motion_synth import drift_path, frames, rms_error
 from tiltflow.backends.relion import RelionMotionCall, run_relion_motioncorr
 from tiltflow.io.gain import orient_gain, relion_gain_codes, unorient_gain
 from tiltflow.io.movies import open_movie
@@ -216,7 +216,7 @@ def test_eer_movie_and_epu_gain(tmp_path):
 
     Kept cheap: a blocky 512^2 texture blown up 8x, whole-pixel drift, 9 fractions, both outputs binned 8x.
     """
-    from test_motion_synth import specimen
+    from builders import specimen
     from tiltflow.io.eer import write_eer
 
     n_frames, group, shape = 3, 3, (4096, 4096)

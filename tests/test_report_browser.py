@@ -8,17 +8,12 @@ skipped when it is absent; under CI (env CI set) a missing browser is a failure.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from programs import missing
-
-sys.path.insert(0, str(Path(__file__).parent))  # the session builder lives in test_report.py
-from test_report import build_session  # noqa: E402
+from builders import results_folder
+from programs import chromium, run_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -26,30 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 
 
-def _chromium() -> str:
-    exe = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
-    if exe is None:
-        missing("chromium is not installed (make test installs it)")
-    return exe
-
-
-def _run(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-
-
 def test_report_opens_in_chromium_with_every_image(tmp_path):
     from tiltflow.qc.report import write_report
 
-    exe = _chromium()
-    out = build_session(tmp_path / "OUT")
+    exe = chromium()
+    out = results_folder(tmp_path / "OUT")
     page = write_report(out)
     n_img = len(re.findall(r"<img ", page.read_text()))
     url = page.resolve().as_uri()
 
-    dom = _run(exe, tmp_path / "profile1", "--virtual-time-budget=10000", "--dump-dom", url)
+    dom = run_chromium(exe, tmp_path / "profile1", "--virtual-time-budget=10000", "--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     body = re.search(r"<body[^>]*>", dom.stdout)
     assert body, dom.stdout[:500]
@@ -64,7 +45,7 @@ def test_report_opens_in_chromium_with_every_image(tmp_path):
     shot = ARTIFACTS / "report.png"
     if shot.exists():
         shot.unlink()
-    res = _run(exe, tmp_path / "profile2", "--hide-scrollbars", "--window-size=1280,4000",
+    res = run_chromium(exe, tmp_path / "profile2", "--hide-scrollbars", "--window-size=1280,4000",
                "--virtual-time-budget=10000", f"--screenshot={shot}", url)
     assert res.returncode == 0, res.stderr[-2000:]
     assert shot.stat().st_size > 50_000  # a rendered page of plots, not a blank frame

@@ -8,10 +8,8 @@ runs them, so that exit codes, the process pool and a real ``kill -9`` are what 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -21,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from tiltflow import star
+from tiltflow.runner import staging, testhold
 from tiltflow.runner.plan import SERIES_STEPS
 from tiltflow.runner.resume import RECORD
 
-READY = all(importlib.util.find_spec(f"tiltflow.steps.{s}") for s in SERIES_STEPS)
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not READY, reason="not every step is part of tiltflow yet")]
+pytestmark = pytest.mark.slow
 
 NAMES = ("TS_01", "TS_02")
 #: the options of every run here (the kill test's run must match the reference run exactly)
@@ -112,7 +110,7 @@ def test_full_run_writes_the_nextflow_layout_and_relion_files(first, session):
 
 def test_demo_summary_reports_the_truth_comparison(first, session):
     out = first[0]
-    proc = subprocess.run([sys.executable, "-m", "tiltflow.demo_summary", str(session), str(out)],
+    proc = subprocess.run([sys.executable, "-m", "tiltflow.testing.demo_summary", str(session), str(out)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "relion/tomograms.star" in proc.stdout and "rec_TS_02.mrc" in proc.stdout
@@ -137,39 +135,47 @@ def test_second_run_skips_every_step_and_changes_nothing(first, session):
     assert {p: p.read_bytes() for p in out.rglob(RECORD)} == records
 
 
-def test_kill_9_then_rerun_finishes_with_the_same_result(first, session, tmp_path):
-    """A copy of the reference results re-made from ``align`` on is killed (the parent only, with SIGKILL,
-    a random 0-0.5 s after one series' align finished); the rerun gives the reference result byte for byte."""
+@pytest.mark.parametrize("moment", testhold.MOMENTS)
+def test_kill_9_then_rerun_finishes_with_the_same_result(first, session, tmp_path, moment):
+    """A copy of the reference results re-made from ``align`` on is killed (the parent, with SIGKILL) while
+    both series' align workers hold at ``moment`` (runner/testhold.py); the rerun gives the reference result
+    byte for byte."""
     import shutil
 
     out = tmp_path / "results"
     shutil.copytree(first[0], out)
-    rng = random.Random(int(os.environ.get("TILTFLOW_TEST_SEED", "6")))
-    record = out / "align" / rng.choice(NAMES) / RECORD
-    proc = subprocess.Popen(_command(session, out, "--force", "align"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    old = record.stat().st_ino  # --force: the old folder stays until the new one is swapped in
-
-    def replaced() -> bool:
-        try:
-            return record.stat().st_ino != old
-        except FileNotFoundError:
-            return False
-
-    while not replaced() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)  # that series' align finishes
-    time.sleep(rng.uniform(0.0, 0.5))
-    killed_early = proc.poll() is None
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert killed_early, "the run finished before it could be killed"
+    marks = tmp_path / "held"
+    marks.mkdir()
+    old = {n: (out / "align" / n / RECORD).stat().st_ino for n in NAMES}
+    env = {**os.environ, testhold.HOLD: f"align:{moment}", testhold.HOLD_DIR: str(marks)}
+    log = tmp_path / "killed_run.txt"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(_command(session, out, "--force", "align"), stdout=fh, stderr=fh, env=env)
+    held = [marks / f"align__{n}.{moment}" for n in NAMES]
+    try:
+        while not all(m.exists() for m in held) and proc.poll() is None:
+            time.sleep(0.02)  # waiting for an event (both markers), not for a time
+        assert proc.poll() is None, f"the run ended without reaching {moment}: {log.read_text()[-2000:]}"
+        # the moment is what it says: where each series' align folder is when the kill comes
+        for n in NAMES:
+            real, staged = out / "align" / n, out / staging.STAGING / f"align__{n}" / "align" / n
+            if moment == "staged":
+                assert (staged / RECORD).is_file() and (real / RECORD).stat().st_ino == old[n]
+            elif moment == "promoting":
+                assert not real.exists() and (staged / RECORD).is_file()
+            else:
+                assert (real / RECORD).stat().st_ino != old[n] and not staged.exists()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
     rerun = _run(session, out)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "TS_01 motioncor: skipped (up to date)" in rerun.stderr
-    # a killed forced step left its previous, complete folder (runner/staging.py), which is up to date: nothing
-    # is half-done, and the result is the reference's byte for byte
-    assert not list(out.rglob("*.part*"))
+    # a killed forced step left its previous, complete folder (runner/staging.py; a promotion cut in two is
+    # undone), or its new one, which is up to date: nothing is half-done, and the result is the reference's
+    assert not list(out.rglob("*.part*")) and not list(out.rglob(f"*{staging.OLD}"))
+    assert not (out / staging.STAGING).exists()
     assert _result_hashes(out) == first[2]
 
 

@@ -115,7 +115,8 @@ def test_mdoc_has_serialem_layout(sim):
 
 
 def test_metadata_library_reads_the_simulated_session_back(sim):
-    session_mod = pytest.importorskip("tiltflow.metadata.session")
+    from tiltflow.metadata import session as session_mod
+
     root, truth = sim
     s = truth.series[0]
     sess = session_mod.load_session(root)

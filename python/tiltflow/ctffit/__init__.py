@@ -3,7 +3,7 @@
 Modules: ``model`` (CTF^2 in the fitted parametrisation), ``spectrum`` (Welch spectra, tilt correction),
 ``background`` (smooth-basis background removal), ``search`` (1-D defocus search), ``refine`` (2-D
 astigmatism refinement), ``resolution`` (fit resolution), ``fit`` (the entry point), ``diagnostic``
-(diagnostic MRC and PNG), ``ctffind_files`` (CTFFIND's text outputs), ``synthetic`` (test images).
+(diagnostic MRC and PNG), ``ctffind_files`` (CTFFIND's text outputs), (test images: ``tiltflow.testing.ctf_micrograph``).
 
 Library use: ``from tiltflow.ctffit import fit_defocus``; see :func:`tiltflow.ctffit.fit.fit_defocus`.
 """

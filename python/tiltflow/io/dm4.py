@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class Dm4Image:
 class _Parser:
     def __init__(self, fh, size: int, path: Path):
         self.fh, self.size, self.path = fh, size, path
-        self.order = "<"
+        self.order: Literal["<", ">"] = "<"
 
     def _read(self, n: int) -> bytes:
         b = self.fh.read(n)

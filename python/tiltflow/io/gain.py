@@ -267,7 +267,7 @@ def load_prepared_gain(path: str | Path, frame_shape: tuple[int, int] | None = N
             f"gain has {bad} zero, negative or non-finite pixels; prepare it with `tiltflow gain` first", path
         )
     if frame_shape is not None:
-        data = match_gain_to_frame(data, tuple(frame_shape), path)
+        data = match_gain_to_frame(data, (int(frame_shape[0]), int(frame_shape[1])), path)
     return data
 
 

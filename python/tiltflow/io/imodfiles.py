@@ -91,9 +91,9 @@ def xf_to_alignment(
 ) -> TiltSeriesAlignment:
     """RELION's reading of IMOD results; shifts stay in pixels of the stack IMOD aligned."""
     xf = np.asarray(xf, float).reshape(-1, 6)
-    tlt = np.asarray(tlt, float).reshape(-1)
-    if len(tlt) != len(xf):
-        raise TiltflowError(f".xf has {len(xf)} lines but the .tlt has {len(tlt)} angles")
+    angles = np.asarray(tlt, float).reshape(-1)
+    if len(angles) != len(xf):
+        raise TiltflowError(f".xf has {len(xf)} lines but the .tlt has {len(angles)} angles")
     a = xf[:, :4].reshape(-1, 2, 2)
     try:
         shifts = -np.linalg.solve(a, xf[:, 4:, None])[..., 0]
@@ -104,7 +104,7 @@ def xf_to_alignment(
     flip = np.abs(-nominal - zrot) < np.abs(nominal - zrot)
     zrot = np.where(flip, -zrot, zrot)
     return TiltSeriesAlignment(
-        y_tilt=tlt - angle_offset, z_rot=zrot, shifts_px=shifts, pixel_size=float(pixel_size),
+        y_tilt=angles - angle_offset, z_rot=zrot, shifts_px=shifts, pixel_size=float(pixel_size),
         tilt_offset=float(angle_offset),
     )
 

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -25,6 +26,8 @@ IMOD_STAMP = 1146047817
 MODE_4BIT = 101
 _MODE_DTYPES = {0: "u1", 1: "i2", 2: "f4", 4: "c8", 6: "u2", 12: "f2"}
 
+ByteOrder = Literal["<", ">"]  # little, big endian (struct and numpy spell them alike)
+
 
 @dataclass(frozen=True)
 class MrcHeader:
@@ -37,7 +40,7 @@ class MrcHeader:
     mode: int
     pixel_size: float  # along x (cell a / mx); 0.0 when the header holds none
     data_offset: int  # 1024 + extended header
-    byte_order: str  # "<" or ">"
+    byte_order: ByteOrder
     signed_bytes: bool  # mode 0 only
     mapcrs: tuple[int, int, int]
     file_size: int
@@ -111,10 +114,10 @@ def read_mrc_header(path: str | Path, context: str = "", complete: bool = False)
     return header
 
 
-def _byte_order(raw: bytes) -> str | None:
+def _byte_order(raw: bytes) -> ByteOrder | None:
     """The header's byte order: from the machine stamp, else whichever gives plausible sizes."""
     stamp = raw[212:214]
-    candidates = [">", "<"] if stamp == b"\x11\x11" else ["<", ">"]
+    candidates: list[ByteOrder] = [">", "<"] if stamp == b"\x11\x11" else ["<", ">"]
     for order in candidates:
         nx, ny, nz, mode = struct.unpack(order + "4i", raw[0:16])
         if 0 < nx < 1 << 20 and 0 < ny < 1 << 20 and 0 < nz < 1 << 24 and 0 <= mode <= 200:

@@ -36,7 +36,7 @@ class InvalidMdoc(Exception):
     """The mdoc is a tilt series but cannot be used as one."""
 
 
-def _num(text: str | None, cast: type = float) -> float | int | None:
+def _num(text: str | None) -> float | None:
     """First number of a value (``StagePosition = 1 2`` -> 1.0); None for empty, NaN or text."""
     try:
         v = float(str(text).split()[0])
@@ -44,7 +44,13 @@ def _num(text: str | None, cast: type = float) -> float | int | None:
         return None
     if v != v:
         return None
-    return int(v) if cast is int else v
+    return v
+
+
+def _int(text: str | None) -> int | None:
+    """:func:`_num` as an integer (``NumSubFrames = 10``)."""
+    v = _num(text)
+    return None if v is None else int(v)
 
 
 def writer_of(md: MdocFile) -> str:
@@ -110,8 +116,7 @@ def tilt_axis_from(md: MdocFile) -> tuple[float | None, str]:
             if m:
                 return float(m.group(1)), "title"
     zs = [s for s in md.sections if s.kind == "ZValue"]
-    rots = [_num(s.keys.get("RotationAngle")) for s in zs]
-    rots = [r for r in rots if r is not None]
+    rots = [r for r in (_num(s.keys.get("RotationAngle")) for s in zs) if r is not None]
     if rots:
         axis = sorted(rots)[len(rots) // 2] - 90.0
         axis = (axis + 180.0) % 360.0 - 180.0
@@ -131,7 +136,7 @@ def _tilt(section: MdocSection) -> Tilt:
             raise InvalidMdoc(f"section [ZValue = {z}] has TiltAngle = {k['TiltAngle'].strip()}, which is not a "
                               f"number of degrees")
         raise InvalidMdoc(f"section [ZValue = {z}] has no TiltAngle")
-    frames = _num(k.get("NumSubFrames"), int)
+    frames = _int(k.get("NumSubFrames"))
     if frames is None:
         fd = dose_mod.frame_doses(k)
         frames = fd[1] if fd else None
@@ -186,6 +191,7 @@ def build_series(
     version = _VERSION.search(md.header.get("Version", ""))
     writer = writer_of(md)
 
+    axis: float | None
     if tilt_axis is not None:
         axis, axis_source = float(tilt_axis), "user"
     else:
@@ -249,7 +255,7 @@ def build_series(
         voltage=voltage if voltage else DEFAULT_VOLTAGE,
         voltage_from_mdoc=bool(voltage),
         image_size=image_size,
-        data_mode=_num(md.header.get("DataMode"), int),
+        data_mode=_int(md.header.get("DataMode")),
         tilt_axis=axis,
         tilt_axis_source=axis_source,
         writer=writer,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tiltflow.errors import TiltflowError, write_problem
-from tiltflow.runner import resume, staging
+from tiltflow.runner import resume, staging, testhold
 from tiltflow.runner.params import RunParams
 from tiltflow.runner.plan import SERIES_STEPS, StepCall, series_call
 
@@ -180,12 +180,14 @@ def _run_staged(root: Path, call: StepCall, expected: resume.Expected) -> None:
     try:
         call(stage)
         resume.write_record(stage, call.folder, call.step, call.series, expected, warnings.lines)
+        testhold.hold("staged", call.folder)
     except BaseException:
         staging.discard(stage)
         raise
     finally:
         logging.getLogger("tiltflow").removeHandler(warnings)
     staging.promote(root, stage, call.folder)
+    testhold.hold("promoted", call.folder)
 
 
 def run_session_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:

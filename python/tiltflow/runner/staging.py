@@ -20,6 +20,8 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from tiltflow.runner import testhold
+
 STAGING = ".tiltflow-staging"
 OLD = ".tiltflow-old"  # suffix of a folder being replaced: .<name>.tiltflow-old next to it
 LOGS = ("console.log", "error.log")
@@ -84,6 +86,7 @@ def promote(root: Path, stage: Path, folder: str) -> None:
         shutil.rmtree(old)
     if real.exists():
         os.replace(real, old)
+    testhold.hold("promoting", folder)
     os.replace(stage / folder, real)  # a kill between the two replaces is undone by recover()
     if old.exists():
         shutil.rmtree(old)

@@ -13,6 +13,7 @@ the image is blended from a stack of constant-defocus images (linear in defocus)
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def synthetic_micrograph(
     fx = torch.fft.rfftfreq(w, d=pixel_size)
     k2 = fy[:, None] ** 2 + fx[None, :] ** 2
     envelope = torch.exp(-bfactor * k2 / 4)
-    args = dict(voltage=voltage, cs=cs, amplitude_contrast=amplitude_contrast, phase_shift=phase_shift, rfft=True)
+    args: dict[str, Any] = dict(voltage=voltage, cs=cs, amplitude_contrast=amplitude_contrast, phase_shift=phase_shift, rfft=True)
 
     # defocus offset of every pixel (A): constant along the tilt axis, tan(tilt) across it
     yy, xx = torch.meshgrid((torch.arange(h) - h / 2) * pixel_size, (torch.arange(w) - w / 2) * pixel_size,

@@ -1,4 +1,4 @@
-"""``python -m tiltflow.demo_summary SESSION RESULTS``: where the results are and how close to the truth.
+"""``python -m tiltflow.testing.demo_summary SESSION RESULTS``: where the results are and how close to the truth.
 
 The last step of ``make demo``: a simulated session knows the answer (``ground_truth.json``), so the
 demo ends by showing the user the files to open and a table of errors against that answer. The metrics
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = summarise(args[0], args[1], Console(width=max(Console().width, 120)))
     except TiltflowError as exc:
-        print(f"tiltflow.demo_summary: error: {exc}", file=sys.stderr)
+        print(f"tiltflow.testing.demo_summary: error: {exc}", file=sys.stderr)
         return 2
     return 0 if all(r.tomogram for r in rows) else 1
 
