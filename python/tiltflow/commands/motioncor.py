@@ -30,6 +30,10 @@ def main(
     device: str = typer.Option("auto", "--device", help="Built-in backend: auto, cpu, cuda or cuda:N."),
     threads: int = typer.Option(1, "--threads", help="RELION backend: threads per movie (--j)."),
     extra_args: str = typer.Option("", "--extra-args", help="Passed verbatim to MotionCor2/3 or RELION (e.g. '-Iter 10 -Bft 500 150')."),
+    skip_bad_movies: bool = typer.Option(
+        False, "--skip-bad-movies/--no-skip-bad-movies",
+        help="A missing, truncated or unreadable movie flags its tilt (tfMovieProblem; then excluded) instead of "
+             "stopping the series."),
 ) -> None:
     """Motion-correct every tilt: corrected image, even/odd sums, spectrum thumbnail, trajectory.
 
@@ -44,6 +48,7 @@ def main(
         bin_factor=bin_factor, patches=(int(patches[0]), int(patches[1])), dose_weighting=dose_weighting,
         even_odd=even_odd, dtype=dtype, eer_grouping=eer_grouping, eer_sampling=eer_sampling, gpu=gpu,
         device=device, threads=threads, extra_args=tuple(shlex.split(extra_args)),
+        skip_bad_movies=skip_bad_movies,
     )
     out = run_from_star(in_star, outdir, options)
     typer.echo(str(out))

@@ -63,7 +63,7 @@ def _values(step: str, p: RunParams, has_gain: bool, series: str | None = None) 
         return {"gain": Path("gain/gain.mrc") if has_gain else None, "frames": Path(frames) if frames else None,
                 "backend": p.motioncor_backend, "throw": p.mc_throw,
                 "trunc": p.mc_trunc, "bin": p.mc_bin, "patches": parse_patches(p.mc_patches), "even_odd": p.even_odd,
-                "device": p.device}
+                "device": p.device, "skip_bad_movies": p.mc_skip_bad_movies}
     if step == "ctf":
         return {"backend": p.ctf_backend, "res_min": p.ctf_res_min, "res_max": p.ctf_res_max,
                 "defocus_range": p.ctf_defocus_range, "device": p.device}

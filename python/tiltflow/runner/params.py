@@ -52,6 +52,7 @@ class RunParams:
     mc_bin: float = 1
     mc_patches: str | None = None
     even_odd: bool = True
+    mc_skip_bad_movies: bool = False
     # CTF estimation
     ctf_res_min: float = 30
     ctf_res_max: float = 5
@@ -103,7 +104,7 @@ _INT_KEYS = {"gain_rotate", "gain_flip", "gain_serialem_rf", "hand", "mc_throw",
              "max_gpus", "max_cpus"}
 _FLOAT_KEYS = {"min_ctf_resolution", "kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
                "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size"}
-_BOOL_KEYS = {"even_odd", "rec_dose_weighting"}
+_BOOL_KEYS = {"even_odd", "rec_dose_weighting", "mc_skip_bad_movies"}
 
 
 def _coerce(key: str, value: Any, origin: str) -> Any:

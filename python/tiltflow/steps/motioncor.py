@@ -15,9 +15,13 @@ Dose: the tilt's dose ``tfDose`` (e/A^2, from import) spread evenly over its raw
 Dose weighting is off by default, as in RELION 5's tomography pipeline: RELION weights every tilt by its
 pre-exposure itself when it reconstructs particles, so weighting here as well would filter twice.
 
-Failure: any tilt that cannot be corrected stops the step with an error naming that tilt; every file is
-written atomically and the STAR file is written last (by ``execute_series_step``), so a failed run leaves
-no STAR file and no partial image. The input STAR file is only read.
+Failure: any tilt that cannot be corrected (a missing, truncated or undecodable movie, fewer frames than
+the mdoc says, a tool failing on it) stops the step with an error naming that tilt; with
+``skip_bad_movies`` (``--skip-bad-movies``) that tilt is flagged instead (``tfMovieProblem``, the reason;
+its image columns empty), the exclusion drops it and the series goes on, as for a failed CTF fit
+(``steps.common.each_tilt``). Every file is written atomically and the STAR file is written last (by
+``execute_series_step``), so a failed run leaves no STAR file and no partial image. The input STAR file is
+only read.
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.mrc import read_mrc, write_mrc
 from tiltflow.motion.metadata import MovieInfo, write_motion_star
 from tiltflow.motion.trajectory import Trajectory
-from tiltflow.steps.common import execute_series_step
+from tiltflow.steps.common import each_tilt, execute_series_step
 
 log = logging.getLogger("tiltflow.motioncor")
 
 TF_DOSE = "tfDose"  # e/A^2 for the whole tilt (import's column)
+TF_MOVIE_PROBLEM = "tfMovieProblem"  # why a tilt has no motion-corrected image (empty when it has one)
 BACKENDS = ("builtin", "motioncor2", "motioncor3", "relion")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -67,6 +72,7 @@ class MotionCorOptions:
     threads: int = 1  # RELION --j
     extra_args: tuple[str, ...] = ()
     timeout: float | None = 3600.0  # s per movie for an external tool
+    skip_bad_movies: bool = False  # flag a tilt whose movie cannot be corrected (tfMovieProblem), go on
     root: Path = field(default_factory=lambda: Path("."))  # project root: STAR paths are relative to it
 
     def check(self) -> None:
@@ -100,6 +106,7 @@ class _Tilt:
     frame_count: int | None
     dose: float | None  # e/A^2 for the tilt
     pre_exposure: float
+    problem: str = ""  # known before reading it (movie not found): the tilt fails with this
 
 
 def run_from_star(in_star: str | Path, step_dir: str | Path, options: MotionCorOptions) -> Path:
@@ -142,18 +149,29 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
         version = _tool_version(options, exe)
         log.info("%s: %s %s (%s), %d tilts", ts.name, _tool_name(options), version or "(version unknown)", exe,
                  len(tilts))
-    for t in tilts:
+    def one(t: _Tilt) -> dict:
         try:
+            if t.problem:
+                raise TiltflowError(t.problem, t.movie)
             if options.backend == "builtin":
-                out = _builtin_tilt(t, frames_dir, options, movie_px, kv, gain, gain_path, defects, device)
-            elif options.backend == "relion":
-                out = _relion_tilt(t, frames_dir, options, movie_px, kv, gain_path, exe)
-            else:
-                out = _motioncor_tilt(t, frames_dir, options, movie_px, kv, gain_path, defects_path, exe)
+                return _builtin_tilt(t, frames_dir, options, movie_px, kv, gain, gain_path, defects, device)
+            if options.backend == "relion":
+                return _relion_tilt(t, frames_dir, options, movie_px, kv, gain_path, exe)
+            return _motioncor_tilt(t, frames_dir, options, movie_px, kv, gain_path, defects_path, exe)
         except TiltflowError as exc:  # a reader's error names the file; the user also wants the tilt
             if t.label in str(exc):
                 raise
             raise type(exc)(f"{ts.name} {t.label}: {exc}") from exc
+
+    if options.skip_bad_movies:  # the same per-tilt rule as the CTF fit: flagged, unless every tilt fails
+        outs, problems = each_tilt(tilts, one, ts.name, "motion-corrected image (--skip-bad-movies)")
+    else:
+        outs, problems = [one(t) for t in tilts], {}
+    if problems or TF_MOVIE_PROBLEM in tbl:
+        tbl[TF_MOVIE_PROBLEM] = [problems.get(i, "") for i in range(len(tilts))]
+    for t, out in zip(tilts, outs, strict=True):
+        if out is None:
+            continue
         for col, key in ((star.MICROGRAPH, "image"), (star.POWER_SPECTRUM, "ps"), (star.MICROGRAPH_METADATA, "star"),
                          (star.MICROGRAPH_EVEN, "even"), (star.MICROGRAPH_ODD, "odd")):
             if options.even_odd or key not in ("even", "odd"):
@@ -183,12 +201,13 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: MotionCorOptions) -> list[_
         raise TiltflowError(f"{ts.name}: the tilt table is empty")
     fallback_dose = _dose_from_pre_exposure(tbl[star.PRE_EXPOSURE].to_numpy(float))
     tilts, seen, missing = [], {}, []
+    where = f" or in {options.frames_dir}" if options.frames_dir else " (give --frames DIR)"
     for row in range(len(tbl)):
         name = str(tbl.at[row, star.MOVIE])
         base = name.replace("\\", "/").rsplit("/", 1)[-1]
         label = f"tilt {row + 1} ({base})"
         path = _find_movie(name, base, options)
-        if path is None:
+        if path is None and not options.skip_bad_movies:
             missing.append(label)
             continue
         root = movie_root(base)
@@ -198,10 +217,11 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: MotionCorOptions) -> list[_
         count = tbl.at[row, star.FRAME_COUNT] if star.FRAME_COUNT in tbl.columns else None
         dose = tbl.at[row, TF_DOSE] if TF_DOSE in tbl.columns else None
         dose = float(dose) if dose is not None and np.isfinite(float(dose)) and float(dose) > 0 else fallback_dose
-        tilts.append(_Tilt(row, label, path, root, int(count) if count and int(count) > 0 else None, dose,
-                           float(tbl.at[row, star.PRE_EXPOSURE])))
+        problem = "" if path else f"movie not found: looked relative to {options.root}{where}"
+        tilts.append(_Tilt(row, label, path or star.resolve(name, options.root), root,
+                           int(count) if count and int(count) > 0 else None, dose,
+                           float(tbl.at[row, star.PRE_EXPOSURE]), problem))
     if missing:
-        where = f" or in {options.frames_dir}" if options.frames_dir else " (give --frames DIR)"
         raise TiltflowError(f"{ts.name}: movie not found for {', '.join(missing[:3])}"
                             f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}: looked relative to "
                             f"{options.root}{where}")
@@ -319,7 +339,12 @@ def _builtin_log(res) -> str:
 
 
 def _check_movie(t: _Tilt, movie, movie_px: float) -> None:
+    """Fewer frames than SerialEM saved (``NumSubFrames``) is a movie cut short (a copy that stopped at a frame
+    boundary reads without error): refused like any truncated movie. More frames is only a warning."""
     n_raw = int(getattr(movie, "n_fractions", movie.n_frames))
+    if t.frame_count and n_raw < t.frame_count:
+        raise TiltflowError(f"{t.label}: truncated movie: {n_raw} frames where the mdoc says {t.frame_count}",
+                            t.movie)
     if t.frame_count and n_raw != t.frame_count:
         log.warning("%s: the STAR file says %d frames, the movie has %d; the dose is spread over the movie's",
                     t.label, t.frame_count, n_raw)
