@@ -650,3 +650,39 @@ def test_a_truncated_movie_with_skip_bad_movies_is_excluded_with_its_reason_and_
     assert "TS_01_003_-40.0.tif" in (out / "summary.tsv").read_text()
     assert "no motion-corrected image" in (out / "report" / "report.html").read_text()
     _relion_paths_exist(out)
+
+
+# --- 10. error.log says why, also when a step fails before its first log line ----------------------------------
+@pytest.mark.parametrize("argv,folder,message", [
+    (["ctf", "bad/TS_01/TS_01.star", "--outdir", "ctf"], "ctf/TS_01", "not a readable STAR file"),
+    (["ctf", "bad/TS_01/TS_01.star", "--backend", "gctf"], "ctf/TS_01", "--backend must be one of"),
+    (["ctf", "bad/TS_01/TS_01.star", "--box", "big", "--outdir=c2"], "c2/TS_01", "Invalid value for '--box'"),
+    (["motioncor", "bad/TS_01/TS_01.star", "--outdir", "mc"], "mc/TS_01", "not a readable STAR file"),
+    (["gain", "no_such_gain.mrc", "--outdir", "gain"], "gain", "no_such_gain.mrc"),
+    (["export", "bad/TS_01/TS_01.star", "--outdir", "relion"], "relion", "not a readable STAR file"),
+])
+def test_a_step_command_that_fails_before_it_logs_says_why_in_its_error_log(tmp_path, monkeypatch, argv, folder,
+                                                                            message):
+    """What a Nextflow task leaves: the step folder's error.log has the one-line error the terminal had."""
+    from tiltflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad" / "TS_01").mkdir(parents=True)
+    (tmp_path / "bad" / "TS_01" / "TS_01.star").write_text("data_global\nloop_\n_rlnTomoName #1\n'a b\n")
+    assert main(argv) == 2
+    log = (tmp_path / folder / "error.log").read_text()
+    assert message in log and len(log.strip().splitlines()) == 1, log
+
+
+def test_a_step_that_fails_before_it_logs_under_tiltflow_run_says_why_in_its_error_log(finished, tmp_path,
+                                                                                       monkeypatch):
+    from tiltflow.runner.execute import run_step
+
+    out = _copy(finished, tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    log = out / "reconstruct" / "TS_01" / "error.log"
+    before = log.read_text()
+    outcome = run_step(out, _failing_reconstruct(out), forced=True)
+    assert outcome.status == "failed"
+    added = log.read_text()[len(before):]
+    assert f"reconstruct TS_01 failed: {outcome.error}" in added and added.count(outcome.error) == 1
