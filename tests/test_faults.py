@@ -686,3 +686,38 @@ def test_a_step_that_fails_before_it_logs_under_tiltflow_run_says_why_in_its_err
     assert outcome.status == "failed"
     added = log.read_text()[len(before):]
     assert f"reconstruct TS_01 failed: {outcome.error}" in added and added.count(outcome.error) == 1
+
+
+# --- 11. the "also check" list ------------------------------------------------------------------------------
+def test_two_series_of_one_name_in_different_folders_are_refused_before_any_output(tmp_path, monkeypatch):
+    """grid1/TS_01.mrc.mdoc and grid2/TS_01.mrc.mdoc would write the same import/TS_01/: one would be lost
+    (it was set aside with a debug line). Now one line names both, and nothing is written."""
+    from tiltflow.cli import main
+
+    for grid in ("grid1", "grid2"):
+        (tmp_path / "session" / grid).mkdir(parents=True)
+        shutil.copy(DATA / "mdocfile__TS_01.mrc.mdoc", tmp_path / "session" / grid / "TS_01.mrc.mdoc")
+    monkeypatch.chdir(tmp_path)
+    assert main(["import", "session", "--outdir", "import"]) == 2
+    log = (tmp_path / "import" / "error.log").read_text()
+    assert "session/grid2/TS_01.mrc.mdoc: tilt-series name TS_01 already taken by session/grid1/TS_01.mrc.mdoc" in log
+    assert not (tmp_path / "import" / "tomograms.star").exists() and not (tmp_path / "import" / "TS_01").exists()
+
+
+def test_an_outdir_inside_the_session_is_not_session_data_and_resumes(session, tmp_path):
+    """results/ inside the session folder: accepted, never read as a session (its stack mdoc is tiltflow's
+    own), a rerun is up to date (the results do not change the session's keys), raw files untouched."""
+    from tiltflow.metadata.session import load_session
+
+    sess = _copy(session, tmp_path / "micro")
+    raw = {p.relative_to(sess): _digest(p) for p in sorted(sess.rglob("*")) if p.is_file()}
+    out = sess / "results"
+    assert _run(sess, out).returncode == 0
+    again = _run(sess, out)
+    assert again.returncode == 0 and " done in " not in again.stderr, again.stderr[-3000:]
+    assert "TS_01 reconstruct: skipped (up to date)" in again.stderr
+    found = load_session(sess)  # `tiltflow import/inspect SESSION` look three folders deep
+    assert [s.name for s in found.series] == ["TS_01"]
+    assert [(s.path, s.kind) for s in found.skipped] == [(out / "stack" / "TS_01" / "TS_01.mdoc", "output")]
+    assert {p.relative_to(sess): _digest(p) for p in sorted(sess.rglob("*"))
+            if p.is_file() and out not in p.parents} == raw
