@@ -115,6 +115,7 @@ class _Tilt:
     tilt_angle: float
     tilt_axis: float
     nominal_defocus: float | None  # A, underfocus positive
+    no_image: str = ""  # why motioncor made no image of it (tfMovieProblem): not fitted, flagged
 
 
 @dataclass
@@ -156,7 +157,6 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: CtfOptions) -> st
     out_dir = Path(out_dir)
     frames = out_dir / "frames"
     tilts = _resolve_tilts(ts, options)
-    no_image = _movie_problems(ts)
     pixel_size = ts.pixel_size
     g = ts.globals
     voltage = float(g.get(star.VOLTAGE) or 300.0)
@@ -169,20 +169,11 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: CtfOptions) -> st
         fitter = _CtffindFitter(options, pixel_size, voltage, cs, amp)
     log.info("%s: CTF of %d tilts with %s (pixel %.3f A, %g kV, Cs %g mm, Q0 %g)", ts.name, len(tilts),
              fitter.describe(), pixel_size, voltage, cs, amp)
-    fitted = [t for t in tilts if t.row not in no_image]  # a tilt motioncor flagged has nothing to fit
-    png_fitted = {n for n, i in enumerate(i for i, t in enumerate(tilts) if t.row not in no_image) if i in png_rows}
+    fitted = [t for t in tilts if not t.no_image]  # a tilt motioncor flagged has nothing to fit
+    png_fitted = {n for n, i in enumerate(i for i, t in enumerate(tilts) if not t.no_image) if i in png_rows}
     results = iter(fitter.run(fitted, frames, png_fitted, ts.name))
-    return _with_columns(ts, tilts, [_no_fit(t, f"no motion-corrected image ({no_image[t.row]})")
-                                     if t.row in no_image else next(results) for t in tilts], options)
-
-
-def _movie_problems(ts: star.TiltSeriesStar) -> dict:
-    """Rows (table index) that motioncor flagged (``tfMovieProblem``) -> the reason."""
-    from tiltflow.steps.motioncor import TF_MOVIE_PROBLEM
-
-    if TF_MOVIE_PROBLEM not in ts.tilts:
-        return {}
-    return {i: str(v) for i, v in ts.tilts[TF_MOVIE_PROBLEM].items() if isinstance(v, str) and v and v != "nan"}
+    return _with_columns(ts, tilts, [_no_fit(t, f"no motion-corrected image ({t.no_image})") if t.no_image
+                                     else next(results) for t in tilts], options)
 
 
 def _res_text(res: float) -> str:
@@ -231,8 +222,10 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: CtfOptions) -> list[_Tilt]:
         raise TiltflowError(f"{ts.name}: no {star.MICROGRAPH} column; run motioncor before ctf")
     if len(tbl) == 0:
         raise TiltflowError(f"{ts.name}: the tilt table is empty")
+    from tiltflow.steps.motioncor import movie_problems
+
     out, missing = [], []
-    flagged = _movie_problems(ts)
+    no_image = movie_problems(tbl)
     has_nominal = star.NOMINAL_DEFOCUS in tbl
     if not has_nominal:
         log.warning("%s: no %s column; searching defocus %g-%g A", ts.name, star.NOMINAL_DEFOCUS,
@@ -242,7 +235,7 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: CtfOptions) -> list[_Tilt]:
         path = star.resolve(name, options.root)
         angle = _float(row.get(star.NOMINAL_TILT), 0.0)
         label = f"tilt {i + 1} ({Path(name).name}, {angle:+.1f} deg)"
-        if (not name or name == "nan" or not path.is_file()) and idx not in flagged:
+        if (not name or name == "nan" or not path.is_file()) and not no_image[i]:
             missing.append((label, path))
         nominal = _float(row.get(star.NOMINAL_DEFOCUS), float("nan")) if has_nominal else float("nan")
         if math.isfinite(nominal) and nominal > 0.05:
@@ -251,7 +244,8 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: CtfOptions) -> list[_Tilt]:
         nominal_a = abs(nominal) * 1e4 if math.isfinite(nominal) and abs(nominal) > 0.05 else None
         out.append(_Tilt(row=idx, label=label, micrograph=path, root=Path(name).stem, tilt_angle=angle,
                          pre_exposure=_float(row.get(star.PRE_EXPOSURE), 0.0),
-                         tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a))
+                         tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a,
+                         no_image=no_image[i]))
     if missing:
         label, path = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

@@ -105,7 +105,9 @@ def measure(ts: star.TiltSeriesStar, root: Path) -> list[TiltMeasures]:
                             ts.globals.get(star.TS_STAR_FILE))
     idx = acquisition_indices(ts)
     angles = _col(tilts, star.NOMINAL_TILT)
-    problems = _movie_problems(tilts)
+    from tiltflow.steps.motioncor import movie_problems
+
+    problems = movie_problems(tilts)
     out = []
     for i in range(len(tilts)):
         ratio = contrast = mean = None
@@ -125,15 +127,6 @@ def measure(ts: star.TiltSeriesStar, root: Path) -> list[TiltMeasures]:
         log.warning("tilt series %s has no %s column: dark and blank images cannot be detected",
                     ts.name, star.MICROGRAPH)
     return out
-
-
-def _movie_problems(tilts: pd.DataFrame) -> list[str]:
-    """Per row why motioncor has no image for it (``tfMovieProblem``; "" when it has one)."""
-    from tiltflow.steps.motioncor import TF_MOVIE_PROBLEM
-
-    if TF_MOVIE_PROBLEM not in tilts:
-        return [""] * len(tilts)
-    return [v if isinstance(v, str) and v != "nan" else "" for v in tilts[TF_MOVIE_PROBLEM]]
 
 
 def _ctf_res(tilts: pd.DataFrame, i: int) -> float | None:

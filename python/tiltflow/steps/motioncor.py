@@ -187,6 +187,13 @@ def run(ts: star.TiltSeriesStar, out_dir: str | Path, options: MotionCorOptions)
     return new
 
 
+def movie_problems(tilts) -> list[str]:
+    """Per row of a later step's table why motioncor made no image of it (``tfMovieProblem``; "" if it did)."""
+    if TF_MOVIE_PROBLEM not in tilts:
+        return [""] * len(tilts)
+    return [v if isinstance(v, str) and v != "nan" else "" for v in tilts[TF_MOVIE_PROBLEM]]
+
+
 # --- tilts, movies, dose ---------------------------------------------------------------------------
 
 
