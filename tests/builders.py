@@ -18,6 +18,7 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pandas as pd
+import tifffile
 
 from tiltflow import star
 from tiltflow.cli import main as cli
@@ -108,6 +109,20 @@ def motion_series(root: Path, *, name="TS_01", n_tilts=3, n_frames=8, shape=(96,
             m.set_data(gain_img)
             m.voxel_size = pixel
     return {"star": star_path, "gain": gain_path, "drifts": drifts, "movies": movies}
+
+
+def as_tiff(series: dict) -> dict:
+    """Rewrite the series' MRC movies as TIFF (uint16 counts) and point the STAR file at them."""
+    ts = star.read_tilt_series(series["star"])
+    tiffs = []
+    for i, movie in enumerate(series["movies"]):
+        tif = movie.with_suffix(".tif")
+        tifffile.imwrite(tif, np.round(mrcfile.read(movie)).astype(np.uint16))
+        movie.unlink()
+        ts.tilts.loc[ts.tilts.index[i], star.MOVIE] = str(Path(ts.tilts[star.MOVIE].iloc[i]).with_suffix(".tif"))
+        tiffs.append(tif)
+    star.write_tilt_series(ts, series["star"])
+    return {**series, "movies": tiffs}
 
 
 def rms_error(estimated_drift: np.ndarray, true_drift: np.ndarray) -> float:

@@ -505,3 +505,221 @@ def test_the_default_ctf_limit_follows_the_sampling_so_a_simulated_session_runs_
     assert ctf_limit_for(series(8.0), Thresholds()).min_ctf_resolution == 40.0
     assert ctf_limit_for(series(1.35), Thresholds()).min_ctf_resolution == 20.0
     assert ctf_limit_for(series(8.0), Thresholds(min_ctf_resolution=15.0)).min_ctf_resolution == 15.0
+
+
+# --- 9. a bad movie: stops the series, or with --skip-bad-movies flags its tilt ------------------------------
+def _movie_series(root: Path, fmt: str) -> tuple[Path, list[Path]]:
+    """3 tilts of 28-frame TIFF movies (the fake MotionCor2 replays a real 28-frame run) or 64-fraction EER
+    movies, with the STAR file and gain under ``root``."""
+    import numpy as np
+
+    from builders import as_tiff
+    from builders import motion_series as make_series
+    from tiltflow.io.eer import write_eer
+
+    series = make_series(root, n_tilts=3, n_frames=28, shape=(32, 48))
+    if fmt == "tiff":
+        series = as_tiff(series)
+    else:
+        ts = star.read_tilt_series(series["star"])
+        for i, movie in enumerate(series["movies"]):
+            events = np.random.default_rng(i).random((64, 32, 48)) < 0.2
+            write_eer(movie.with_suffix(".eer"), events.astype(np.uint8), pixel_size=2.0)
+            movie.unlink()
+            ts.tilts.loc[i, star.MOVIE] = str(Path(ts.tilts[star.MOVIE].iloc[i]).with_suffix(".eer"))
+            ts.tilts.loc[i, star.FRAME_COUNT] = 64
+            series["movies"][i] = movie.with_suffix(".eer")
+        star.write_tilt_series(ts, series["star"])
+    return series["star"], series["movies"]
+
+
+def _break(movie: Path, kind: str) -> None:
+    """A movie as facilities meet them: gone, cut short mid-file, cut at a frame boundary, or one corrupt strip."""
+    import numpy as np
+    import tifffile
+
+    from tiltflow.io.eer import write_eer
+
+    if kind == "missing":
+        movie.unlink()
+    elif kind == "truncated":
+        data = movie.read_bytes()
+        movie.write_bytes(data[: len(data) * 6 // 10])
+    elif kind == "fewer frames":  # a copy that stopped at a frame boundary: every frame it has reads
+        if movie.suffix == ".eer":
+            events = np.random.default_rng(9).random((40, 32, 48)) < 0.2
+            write_eer(movie, events.astype(np.uint8), pixel_size=2.0)
+        else:
+            tifffile.imwrite(movie, tifffile.imread(movie)[:20])
+    else:  # "corrupt": bytes inside one LZW strip (the TIFF structure itself is intact)
+        tifffile.imwrite(movie, tifffile.imread(movie), compression="lzw", photometric="minisblack")
+        with tifffile.TiffFile(movie) as tif:
+            page = tif.pages[10]
+            offset, size = page.dataoffsets[0], page.databytecounts[0]
+        raw = bytearray(movie.read_bytes())
+        raw[offset + size // 3: offset + size // 3 + 40] = bytes(range(200, 240))
+        movie.write_bytes(bytes(raw))
+
+
+MOVIE_PROBLEMS = {"missing": "movie not found", "truncated": "truncated", "fewer frames": "truncated movie",
+                  "corrupt": "cannot read frame"}
+
+
+def _backend_options(backend: str, tmp_path: Path, monkeypatch) -> dict:
+    if backend == "motioncor2":
+        from fakes import install
+
+        exe = install(tmp_path / "bin", "MotionCor2", "motioncor")
+        monkeypatch.setenv("PATH", f"{exe.parent}{os.pathsep}{os.environ['PATH']}")
+        for var in ("FAKE_MC_FAIL", "FAKE_MC_NOOUTPUT", "TILTFLOW_MOTIONCOR2", "RELION_MOTIONCOR2_EXECUTABLE"):
+            monkeypatch.delenv(var, raising=False)
+        return {"backend": "motioncor2"}
+    if backend == "relion":
+        if shutil.which("relion_run_motioncorr") is None:
+            from programs import missing
+
+            missing("RELION (relion_run_motioncorr) is not installed (make test installs Debian's relion)")
+        return {"backend": "relion", "even_odd": False}
+    return {"device": "cpu"}
+
+
+@pytest.mark.parametrize("fmt,kind,backend", [
+    *[("tiff", kind, "builtin") for kind in ("missing", "truncated", "fewer frames", "corrupt")],
+    *[("tiff", kind, backend) for kind in ("missing", "truncated", "fewer frames") for backend in ("motioncor2", "relion")],
+    *[("eer", kind, "builtin") for kind in ("missing", "truncated", "fewer frames")],
+])
+def test_a_bad_movie_stops_the_series_or_with_skip_bad_movies_flags_only_its_tilt(tmp_path, monkeypatch, fmt, kind,
+                                                                                   backend):
+    """Every backend follows one rule: by default the series stops with one line naming the movie and the
+    problem; with --skip-bad-movies that tilt gets tfMovieProblem (and no image), the others are corrected."""
+    from tiltflow.errors import TiltflowError
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.motioncor import Options
+
+    in_star, movies = _movie_series(tmp_path, fmt)
+    _break(movies[1], kind)
+    opts = {**_backend_options(backend, tmp_path, monkeypatch), "gain": Path("gain/gain.mrc")}
+    if fmt == "eer":
+        opts["eer_grouping"] = 8
+    with pytest.raises(TiltflowError) as err:
+        run_star_step("motioncor", in_star, "mc", Options(**opts), tmp_path)
+    assert movies[1].name in str(err.value) and MOVIE_PROBLEMS[kind] in str(err.value)
+    assert "\n" not in str(err.value) and not (tmp_path / "mc/TS_01/TS_01.star").exists()
+
+    written = run_star_step("motioncor", in_star, "mc", Options(**opts, skip_bad_movies=True), tmp_path)
+    ts = star.read_tilt_series(written)
+    problems = list(ts.tilts[star.TF_MOVIE_PROBLEM].fillna("").astype(str))
+    assert problems[0] == problems[2] == "" and MOVIE_PROBLEMS[kind] in problems[1]
+    assert movies[1].name in problems[1]
+    images = list(ts.tilts[star.MICROGRAPH].fillna("").astype(str))
+    assert images[1] == "" and all((tmp_path / images[i]).is_file() for i in (0, 2))
+    assert MOVIE_PROBLEMS[kind] in (tmp_path / "mc/TS_01/error.log").read_text()
+
+
+def test_skip_bad_movies_still_stops_a_series_whose_every_movie_is_bad(tmp_path):
+    from tiltflow.errors import TiltflowError
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.motioncor import Options
+
+    in_star, movies = _movie_series(tmp_path, "tiff")
+    for m in movies:
+        _break(m, "truncated")
+    with pytest.raises(TiltflowError, match="TS_01: no tilt could be processed .*truncated"):
+        run_star_step("motioncor", in_star, "mc", Options(device="cpu", skip_bad_movies=True), tmp_path)
+    assert not (tmp_path / "mc/TS_01/TS_01.star").exists()
+
+
+def test_a_truncated_movie_with_skip_bad_movies_is_excluded_with_its_reason_and_shown(session, tmp_path):
+    """tiltflow run end to end: without the option the run fails naming the movie; with it the tilt is
+    excluded (even though --keep-tilts names it: there is no image to keep), the tomogram is made from the
+    other six, and the run summary, summary.tsv and the report say why."""
+    sess = _copy(session, tmp_path / "micro")
+    movie = sess / "TS_01_003_-40.0.tif"
+    movie.write_bytes(movie.read_bytes()[: movie.stat().st_size // 2])
+    out = tmp_path / "results"
+    proc = _run(sess, out)
+    assert proc.returncode == 1
+    assert f"TS_01 failed at motioncor: TS_01 tilt 4 (TS_01_003_-40.0.tif): {movie}: truncated" in proc.stderr
+    proc = _run(sess, out, "--skip-bad-movies")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exc = star.read_tilt_series(out / "exclude" / "TS_01" / "TS_01.star")
+    row = exc.tilts[exc.tilts["tfAcquisitionIndex"].astype(int) == 3].iloc[0]
+    assert int(row["tfExcluded"]) == 1 and "no motion-corrected image" in row["tfExcludeReason"]
+    assert "TS_01_003_-40.0.tif" in row["tfExcludeReason"] and "truncated" in row["tfExcludeReason"]
+    assert len(star.read_tilt_series(out / "align" / "TS_01" / "TS_01.star").tilts) == 6
+    assert (out / "reconstruct" / "TS_01" / "rec_TS_01.mrc").is_file()
+    assert "warning: TS_01 motioncor: " in proc.stderr and "TS_01_003_-40.0.tif" in proc.stderr
+    assert "TS_01_003_-40.0.tif" in (out / "summary.tsv").read_text()
+    assert "no motion-corrected image" in (out / "report" / "report.html").read_text()
+    _relion_paths_exist(out)
+
+
+# --- 10. error.log says why, also when a step fails before its first log line ----------------------------------
+@pytest.mark.parametrize("argv,folder,message", [
+    (["ctf", "bad/TS_01/TS_01.star", "--outdir", "ctf"], "ctf/TS_01", "not a readable STAR file"),
+    (["ctf", "bad/TS_01/TS_01.star", "--backend", "gctf"], "ctf/TS_01", "--backend must be one of"),
+    (["ctf", "bad/TS_01/TS_01.star", "--box", "big", "--outdir=c2"], "c2/TS_01", "Invalid value for '--box'"),
+    (["motioncor", "bad/TS_01/TS_01.star", "--outdir", "mc"], "mc/TS_01", "not a readable STAR file"),
+    (["gain", "no_such_gain.mrc", "--outdir", "gain"], "gain", "no_such_gain.mrc"),
+    (["export", "bad/TS_01/TS_01.star", "--outdir", "relion"], "relion", "not a readable STAR file"),
+])
+def test_a_step_command_that_fails_before_it_logs_says_why_in_its_error_log(tmp_path, monkeypatch, argv, folder,
+                                                                            message):
+    """What a Nextflow task leaves: the step folder's error.log has the one-line error the terminal had."""
+    from tiltflow.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad" / "TS_01").mkdir(parents=True)
+    (tmp_path / "bad" / "TS_01" / "TS_01.star").write_text("data_global\nloop_\n_rlnTomoName #1\n'a b\n")
+    assert main(argv) == 2
+    log = (tmp_path / folder / "error.log").read_text()
+    assert message in log and len(log.strip().splitlines()) == 1, log
+
+
+def test_a_step_that_fails_before_it_logs_under_tiltflow_run_says_why_in_its_error_log(finished, tmp_path,
+                                                                                       monkeypatch):
+    from tiltflow.runner.execute import run_step
+
+    out = _copy(finished, tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    log = out / "reconstruct" / "TS_01" / "error.log"
+    before = log.read_text()
+    outcome = run_step(out, _failing_reconstruct(out), forced=True)
+    assert outcome.status == "failed"
+    added = log.read_text()[len(before):]
+    assert f"reconstruct TS_01 failed: {outcome.error}" in added and added.count(outcome.error) == 1
+
+
+# --- 11. the "also check" list ------------------------------------------------------------------------------
+def test_two_series_of_one_name_in_different_folders_are_refused_before_any_output(tmp_path, monkeypatch):
+    """grid1/TS_01.mrc.mdoc and grid2/TS_01.mrc.mdoc given together would write the same import/TS_01/: one would be lost
+    (it was set aside with a debug line). Now one line names both, and nothing is written."""
+    from tiltflow.cli import main
+
+    for grid in ("grid1", "grid2"):
+        (tmp_path / "session" / grid).mkdir(parents=True)
+        shutil.copy(DATA / "mdocfile__TS_01.mrc.mdoc", tmp_path / "session" / grid / "TS_01.mrc.mdoc")
+    monkeypatch.chdir(tmp_path)  # the command's default root: the folder it is started in
+    assert main(["import", "session/grid1/TS_01.mrc.mdoc", "session/grid2/TS_01.mrc.mdoc", "--outdir", "import"]) == 2
+    log = (tmp_path / "import" / "error.log").read_text()
+    assert "session/grid2/TS_01.mrc.mdoc: tilt-series name TS_01 already taken by session/grid1/TS_01.mrc.mdoc" in log
+    assert not (tmp_path / "import" / "tomograms.star").exists() and not (tmp_path / "import" / "TS_01").exists()
+
+
+def test_an_outdir_inside_the_session_is_not_session_data_and_resumes(session, tmp_path):
+    """results/ inside the session folder: accepted, never read as a session (its stack mdoc is tiltflow's
+    own), a rerun is up to date (the results do not change the session's keys), raw files untouched."""
+    from tiltflow.metadata.session import load_session
+
+    sess = _copy(session, tmp_path / "micro")
+    raw = {p.relative_to(sess): _digest(p) for p in sorted(sess.rglob("*")) if p.is_file()}
+    out = sess / "results"
+    assert _run(sess, out).returncode == 0
+    again = _run(sess, out)
+    assert again.returncode == 0 and " done in " not in again.stderr, again.stderr[-3000:]
+    assert "TS_01 reconstruct: skipped (up to date)" in again.stderr
+    found = load_session(sess)  # `tiltflow import/inspect SESSION` look three folders deep
+    assert [s.name for s in found.series] == ["TS_01"]
+    assert [(s.path, s.kind) for s in found.skipped] == [(out / "stack" / "TS_01" / "TS_01.mdoc", "output")]
+    assert {p.relative_to(sess): _digest(p) for p in sorted(sess.rglob("*"))
+            if p.is_file() and out not in p.parents} == raw

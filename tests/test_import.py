@@ -174,7 +174,8 @@ def test_cli_bad_input_one_line_no_output(tmp_path, capsys, case, extra, names, 
     line = _one_error_line(err)
     assert code != 0
     assert names in line and words in line, line
-    assert not out_dir.exists()
+    # nothing written but the error.log that says why (what a Nextflow task leaves to look at)
+    assert [p.name for p in out_dir.iterdir()] == ["error.log"] and words in (out_dir / "error.log").read_text()
 
 
 def test_cli_inspect_incomplete_exits_nonzero(tmp_path, capsys):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from builders import as_tiff
 from builders import motion_series as make_series
 from fakes import DATA, install
 from fakes import motioncor as fake
@@ -33,20 +34,6 @@ def real_shifts(log: Path) -> np.ndarray:
     """The shift table of a real log, read here line by line (independently of the wrapper's parser)."""
     rows = [ln.split("shift:")[1].split() for ln in log.read_text().splitlines() if "Frame (" in ln and "shift:" in ln]
     return np.array(rows, dtype=float)
-
-
-def as_tiff(series: dict) -> dict:
-    """Rewrite the series' MRC movies as TIFF (uint16 counts) and point the STAR file at them."""
-    ts = star.read_tilt_series(series["star"])
-    tiffs = []
-    for i, movie in enumerate(series["movies"]):
-        tif = movie.with_suffix(".tif")
-        tifffile.imwrite(tif, np.round(mrcfile.read(movie)).astype(np.uint16))
-        movie.unlink()
-        ts.tilts.loc[ts.tilts.index[i], star.MOVIE] = str(Path(ts.tilts[star.MOVIE].iloc[i]).with_suffix(".tif"))
-        tiffs.append(tif)
-    star.write_tilt_series(ts, series["star"])
-    return {**series, "movies": tiffs}
 
 
 @pytest.fixture()

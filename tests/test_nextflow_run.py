@@ -40,10 +40,10 @@ if not RUNTIME.is_file() or shutil.which("java") is None:
     pytest.skip("Nextflow runtime not installed (make nextflow)", allow_module_level=True)
 
 
-def nextflow(args: list[str], cwd: Path, timeout: int = 1500) -> subprocess.CompletedProcess:
-    """`nextflow ARGS` through the wrapper on PATH, as a user types it."""
+def nextflow(args: list[str], cwd: Path, timeout: int = 1500, **env_extra: str) -> subprocess.CompletedProcess:
+    """`nextflow ARGS` through the wrapper on PATH, as a user types it (``env_extra`` reaches the tasks)."""
     env = {**os.environ, "PATH": f"{REPO / 'tools' / 'nextflow'}{os.pathsep}{os.environ['PATH']}",
-           "OMP_NUM_THREADS": "1", "NXF_ANSI_LOG": "false"}
+           "OMP_NUM_THREADS": "1", "NXF_ANSI_LOG": "false", **env_extra}
     env.pop("TILTFLOW_NFSCHEMA", None)
     res = subprocess.run(["nextflow", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     res.log = res.stdout + res.stderr  # type: ignore[attr-defined]
@@ -216,3 +216,61 @@ def test_an_external_gpu_tool_without_profile_gpu_stops_before_any_task(session,
                     str(tmp_path / "results")], tmp_path)
     assert res.returncode != 0
     assert "runs on a GPU: add -profile gpu" in res.log and "Submitted process" not in res.log
+
+
+# ---- faults: a task killed by the scheduler and retried; a lost work folder (scratch) and -resume --------------
+
+def _trace_rows(outdir: Path) -> list[dict[str, str]]:
+    with open(outdir / "pipeline_info" / "execution_trace.txt") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+def _same_star_files(ours: Path, theirs: Path) -> None:
+    """Every STAR file of ``theirs`` (a clean run) is in ``ours`` with the same tables."""
+    stars = sorted(p.relative_to(theirs) for step in STEPS for p in (theirs / step).rglob("*.star"))
+    assert len(stars) >= 14
+    for rel in stars:
+        a, b = _star_tables(ours / rel), _star_tables(theirs / rel)
+        assert a.keys() == b.keys(), rel
+        for block in a:
+            pd.testing.assert_frame_equal(a[block], b[block], check_exact=False, rtol=1e-5, obj=str(rel))
+
+
+def test_a_task_killed_mid_write_is_retried_and_its_half_written_outputs_never_reach_the_results(
+        first_run, session, tmp_path):
+    """SIGKILL of a MOTIONCOR task once it has written its first image (what SLURM does at a limit): the
+    task exits 137, Nextflow retries it in a fresh work folder, and the results equal the clean run's."""
+    _, clean = first_run
+    marker = tmp_path / "killed"
+    outdir = tmp_path / "results"
+    res = nextflow(_profile_test(session, outdir), tmp_path, PYTHONPATH=str(REPO / "tests" / "killonce"),
+                   TILTFLOW_KILL_STEP="motioncor", TILTFLOW_KILL_MARKER=str(marker))
+    assert res.returncode == 0, res.log[-3000:]
+    killed_dir = Path(marker.read_text())  # the task folder the kill hit: half written, no STAR file
+    assert list(killed_dir.glob("motioncor/*/frames/*")) and not list(killed_dir.glob("motioncor/*/*.star"))
+    rows = [r for r in _trace_rows(outdir) if r["name"].split(" (")[0].endswith(":MOTIONCOR")]
+    assert sorted((r["status"], r["exit"]) for r in rows) == [("COMPLETED", "0"), ("COMPLETED", "0"),
+                                                              ("FAILED", "137")], rows
+    _same_star_files(outdir, clean)
+
+
+def test_a_lost_task_folder_is_recomputed_on_resume(first_run, session, launch):
+    """A node lost the work folder of a finished task (scratch wiped) and a publish copy was cut short: -resume
+    runs that task again (and what depends on its new outputs), reuses the rest, publishes every output
+    again (a cut copy is replaced) and the results are those of the first run."""
+    _, outdir = first_run
+    before = outdir.parent / "results_before_loss"
+    shutil.copytree(outdir, before)
+    motioncor = next(r for r in _trace_rows(outdir) if r["name"].endswith(":MOTIONCOR (TS_01)")
+                     and r["status"] in ("COMPLETED", "CACHED"))
+    lost = next((launch / "work").glob(f"{motioncor['hash']}*"))
+    shutil.rmtree(lost)
+    for name in ("TS_01", "TS_02"):  # and a publish copy cut short, of the lost task and of a cached one
+        published = outdir / "motioncor" / name / f"{name}.star"
+        published.write_bytes(published.read_bytes()[:200])
+    res = nextflow([*_profile_test(session, outdir), "-resume"], launch)
+    assert res.returncode == 0, res.log[-3000:]
+    tasks = trace(outdir)
+    assert _task(tasks, "MOTIONCOR", "TS_01") == "COMPLETED" and _task(tasks, "MOTIONCOR", "TS_02") == "CACHED"
+    assert _task(tasks, "IMPORT") == "CACHED" and _task(tasks, "GAIN") == "CACHED"
+    _same_star_files(outdir, before)

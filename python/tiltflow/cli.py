@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 import typer
 
@@ -69,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         rc = app(args=argv, prog_name="tiltflow", standalone_mode=False)
     except Interrupted as exc:
         typer.echo(f"tiltflow: {exc}", err=True)
+        _record_failure(argv, str(exc))
         return exc.exit_code
     except TiltflowError as exc:
         typer.echo(f"tiltflow: error: {exc}", err=True)
+        _record_failure(argv, str(exc))
         return 2
     except typer.Exit as exc:
         return exc.exit_code or 0
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         signum = exc.signum if isinstance(exc, StopSignal) else signal.SIGINT
         name = signal.Signals(signum).name
         typer.echo(f"tiltflow: stopped by {name}; nothing half-written was kept: run the command again", err=True)
+        _record_failure(argv, f"stopped by {name}")
         return 128 + signum
     except Exception as exc:  # click usage errors and unexpected failures
         try:
@@ -93,18 +97,55 @@ def main(argv: list[str] | None = None) -> int:
 
         if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
             typer.echo(f"tiltflow: error: GPU out of memory: {' '.join(str(exc).split())[:200]}", err=True)
+            _record_failure(argv, f"GPU out of memory: {' '.join(str(exc).split())[:200]}")
             return EXIT_GPU_OOM
 
         if isinstance(exc, click.ClickException):
             exc.show()
+            _record_failure(argv, exc.format_message())
             return exc.exit_code
         problem = write_problem(exc)
         if problem is not None:  # a full disk or a read-only folder: one line, not a traceback
             typer.echo(f"tiltflow: error: {problem}", err=True)
             return 2
         typer.echo(f"tiltflow: error: {type(exc).__name__}: {' '.join(str(exc).split())}", err=True)
+        _record_failure(argv, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
         return 1
     return rc if isinstance(rc, int) else 0
+
+
+def _record_failure(argv: list[str] | None, error: str) -> None:
+    """Write a failing step command's error into its step folder's error.log (steplog.record_failure), also
+    when it failed before the step logged anything: that folder is all a Nextflow task leaves to look at."""
+    import contextlib
+
+    from tiltflow.steplog import record_failure
+
+    with contextlib.suppress(Exception):  # the error is on the terminal already; never fail on the way out
+        where = _failure_folder(list(sys.argv[1:] if argv is None else argv))
+        if where is not None:
+            record_failure(where[0], where[1], error)
+
+
+def _failure_folder(argv: list[str]) -> tuple[Path, str] | None:
+    """Where a step command logs and its label: ``<outdir>/<series>`` for a per-series step (the series its
+    input STAR is named after, ``<name>/<name>.star``), ``<outdir>`` for gain, import and export,
+    ``OUT/report`` for report; None for the other commands. The arguments are parsed as the command would
+    (resiliently: a bad value of another option still gives the folder)."""
+    from tiltflow.runner.plan import SERIES_STEPS
+
+    if not argv or argv[0] not in (*SERIES_STEPS, "gain", "import", "export", "report"):
+        return None
+    command = typer.main.get_command(app).get_command(None, argv[0])  # type: ignore[attr-defined]
+    params = command.make_context(argv[0], argv[1:], resilient_parsing=True).params
+    if argv[0] == "report":
+        return (Path(params["out"]) / "report", "report") if params.get("out") else None
+    if argv[0] not in SERIES_STEPS:
+        return Path(params["outdir"]), argv[0]
+    if not params.get("in_star"):
+        return None
+    name = Path(params["in_star"]).stem
+    return Path(params["outdir"]) / name, f"{argv[0]} {name}"
 
 
 def _sigterm_as_interrupt() -> None:

@@ -124,6 +124,8 @@ TF_ACQ_INDEX = _col("tfAcquisitionIndex", "tilt", "", "import", "0-based acquisi
 TF_DOSE = _col("tfDose", "tilt", "e/A^2", "import", "dose of this tilt")
 TF_EXPOSURE_TIME = _col("tfExposureTime", "tilt", "s", "import", "exposure time, 0 = not recorded")
 TF_DATE_TIME = _col("tfDateTime", "tilt", "ISO 8601", "import", "acquisition time, 'unknown' if not recorded")
+TF_MOVIE_PROBLEM = _col("tfMovieProblem", "tilt", "", "motioncor",
+                        "why a tilt has no motion-corrected image (--skip-bad-movies; empty when it has one)")
 TF_CTF_GRADIENT_SIGN = _col("tfCtfGradientSign", "tilt", "+1/-1", "ctf", "sign of the defocus gradient across the axis")
 TF_CTF_PROBLEM = _col("tfCtfProblem", "tilt", "", "ctf", "why a tilt has no CTF fit (empty when it has one)")
 TF_CTF_PIXEL_SIZE = _col("tfCtfPixelSize", "tilt", "A", "ctf",

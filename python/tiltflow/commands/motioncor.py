@@ -32,6 +32,7 @@ def main(
     device: str = option(Options, "device"),
     threads: int = option(Options, "threads"),
     extra_args: str = option(Options, "extra_args"),
+    skip_bad_movies: bool = option(Options, "skip_bad_movies"),
 ) -> None:
     """Motion-correct every tilt: corrected image, even/odd sums, spectrum thumbnail, trajectory.
 

@@ -47,6 +47,9 @@ def main(
     mc_bin: float = typer.Option(None, "--mc-bin", help="Motion-correction binning (default 1)."),
     mc_patches: str = typer.Option(None, "--mc-patches", help="Local motion patches 'X Y'."),
     even_odd: bool = typer.Option(None, "--even-odd/--no-even-odd", help="Even/odd sums and half tomograms."),
+    mc_skip_bad_movies: bool = typer.Option(
+        None, "--skip-bad-movies/--no-skip-bad-movies",
+        help="A missing, truncated or unreadable movie excludes its tilt instead of stopping the series."),
     stack_bin: int = typer.Option(None, "--stack-bin", help="Stack binning (default 1)."),
 ) -> None:
     """Run the whole pipeline on one machine: the same steps and layout as the Nextflow pipeline, with resume.

@@ -30,6 +30,10 @@ MDOC_GLOB = "*.[mM][dD][oO][cC]"
 
 OVERRIDE_SUFFIX = "_override"
 
+#: the first title of the stack step's mdoc (stack/<TS>/<TS>.mdoc): a results folder inside the session is
+#: not session data
+STACK_MDOC_TITLE = "tiltflow: tilt-angle ordered stack of motion-corrected images"
+
 
 def series_name(mdoc_path: str | Path) -> str:
     """RELION's rule: the mdoc basename with all suffixes stripped (``TS_01.mrc.mdoc`` -> ``TS_01``)."""
@@ -90,6 +94,8 @@ def classify(md: MdocFile) -> Skipped | None:
     """None if ``md`` is a tilt-series mdoc, else why not."""
     kinds = md.kinds()
     zsections = [s for s in md.sections if s.kind == "ZValue"]
+    if md.titles[:1] == [STACK_MDOC_TITLE]:
+        return Skipped(md.path, "output", "tiltflow's own stack mdoc (a results folder), not session data")
     if md.header.get("Montage", "0").strip() not in ("", "0") or "MontSection" in kinds or any(
         "PieceCoordinates" in s.keys for s in zsections
     ):

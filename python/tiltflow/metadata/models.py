@@ -105,7 +105,9 @@ class Skipped:
 
     ``kind``: ``frames`` (per-movie FrameSet mdoc), ``frame-series`` (one movie split into tilts),
     ``montage``, ``override`` (Tomo5 duplicate), ``duplicate`` (same tilt-series name), ``empty``,
-    ``incomplete`` (still being written) or ``invalid``. The last two are errors at import.
+    ``incomplete`` (still being written), ``invalid`` or ``output`` (tiltflow's own, in a results folder inside the
+    session). ``duplicate``, ``incomplete`` and ``invalid`` are errors at import: two series of one name would
+    write the same outputs, so one would silently be lost.
     """
 
     path: Path
@@ -114,7 +116,7 @@ class Skipped:
 
     @property
     def is_problem(self) -> bool:
-        return self.kind in ("incomplete", "invalid")
+        return self.kind in ("duplicate", "incomplete", "invalid")
 
 
 @dataclass

@@ -59,7 +59,8 @@ def load_session(
             continue
         name = series_name(path)
         if name in seen:
-            session.skipped.append(Skipped(path, "duplicate", f"tilt-series name {name} already taken by {seen[name]}"))
+            session.skipped.append(Skipped(path, "duplicate", f"tilt-series name {name} already taken by {seen[name]} "
+                                                               "(import the two folders into different --outdir)"))
             continue
         try:
             ts = build_series(md, movies, tilt_axis, dose_per_tilt, pixel_size, expected_tilts)

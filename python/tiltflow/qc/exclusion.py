@@ -51,6 +51,7 @@ class TiltMeasures:
     dark_ratio: float | None = None  # |mean| / std of the micrograph
     contrast: float | None = None  # neighbour correlation of the binned micrograph (specimen structure)
     mean_intensity: float | None = None  # mean of the micrograph (counts; the same scale for every tilt)
+    no_image: str = ""  # why motion correction made no image of it (tfMovieProblem): always excluded
 
 
 @dataclass
@@ -85,6 +86,8 @@ def auto_reasons(m: TiltMeasures, t: Thresholds, dark_reference: float | None,
     and WarpTools' mean intensity against cos(tilt) x the lowest tilt's (needs unnormalised counts, so it
     is skipped when the reference mean is not positive).
     """
+    if m.no_image:  # nothing else to judge: no image, no CTF fit
+        return [f"excluded: no motion-corrected image ({m.no_image})"]
     out: list[str] = []
     mean = _num(m.mean_intensity)
     if mean is not None and intensity_reference and intensity_reference > 0 and t.min_intensity > 0:
@@ -160,6 +163,8 @@ def decide(measures: Sequence[TiltMeasures], thresholds: Thresholds, exclude: It
         auto = auto_reasons(m, thresholds, ref, cmed, iref)
         if m.index in exclude:
             d = Decision(m.index, m.tilt_angle, True, ["excluded by user (--exclude-tilts)"] + auto, "user-exclude")
+        elif m.index in keep and m.no_image:  # an explicit keep cannot bring back an image that is not there
+            d = Decision(m.index, m.tilt_angle, True, auto + ["--keep-tilts ignored: no image"], "auto")
         elif m.index in keep:
             note = [USER_KEEP] + [f"overrides {r}" for r in auto]
             d = Decision(m.index, m.tilt_angle, False, note, "user-keep")

@@ -20,6 +20,7 @@ from tiltflow.errors import TiltflowError, write_problem
 from tiltflow.runner import resume, staging, testhold
 from tiltflow.runner.params import RunParams
 from tiltflow.runner.plan import SERIES_STEPS, StepCall, series_call
+from tiltflow.steplog import record_failure
 
 _EVENTS: Any = None  # the parent's event queue, set by init_worker
 _HELD: Any = None  # this worker's shared lock on the results folder (see pipeline.wait_for_workers)
@@ -145,6 +146,8 @@ def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
                 msg = f"GPU out of memory: {msg}"
             out = StepOutcome(call.step, call.series, "failed", time.perf_counter() - t0,
                               error=f"{type(exc).__name__}: {msg}")
+    if out.error:  # also when the step failed before its first log line (its error.log would be empty)
+        record_failure(root / call.folder, " ".join(filter(None, (call.step, call.series))), out.error)
     _emit("end", call.series, call.step, out.status, out.seconds, out.reason or out.error or "")
     return out
 
@@ -203,6 +206,7 @@ def run_series(root: Path, name: str, params: RunParams, has_gain: bool, forced:
             call = series_call(step, name, params, has_gain)
         except TiltflowError as exc:
             result.steps.append(StepOutcome(step, name, "failed", error=str(exc), user_error=True))
+            record_failure(root / step / name, f"{step} {name}", str(exc))
             _emit("end", name, step, "failed", 0.0, str(exc))
             break
         outcome = run_step(root, call, step in forced)

@@ -70,6 +70,7 @@ PARAM_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "rec_ctf_correction": (("reconstruct", "ctf_correction"),),
     "rec_dose_weighting": (("reconstruct", "dose_weighting"),),
     "device": tuple((s, "device") for s in ("motioncor", "ctf", "exclude", "align", "reconstruct")),
+    "mc_skip_bad_movies": (("motioncor", "skip_bad_movies"),),
 }
 
 

@@ -52,6 +52,7 @@ class RunParams:
     mc_bin: float = 1
     mc_patches: str | None = None
     even_odd: bool = True
+    mc_skip_bad_movies: bool = False
     # CTF estimation
     ctf_res_min: float = 30
     ctf_res_max: float = 5

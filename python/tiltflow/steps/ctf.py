@@ -130,6 +130,7 @@ class CtfTilt:
     tilt_axis: float
     nominal_defocus: float | None  # A, underfocus positive
     name: str = ""  # rlnMicrographName as the STAR file has it (relative to the project root)
+    no_image: str = ""  # why motioncor made no image of it (tfMovieProblem): not fitted, flagged
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,11 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
         fitter = _CtffindFitter(options, pixel_size, voltage, cs, amp)
     log.info("%s: CTF of %d tilts with %s (pixel %.3f A, %g kV, Cs %g mm, Q0 %g)", ts.name, len(tilts),
              fitter.describe(), pixel_size, voltage, cs, amp)
-    results = fitter.process(tilts, frames, png_rows, ts.name)
-    return _with_columns(ts, tilts, results, options, Path(root))
+    fitted = [t for t in tilts if not t.no_image]  # a tilt motioncor flagged has nothing to fit
+    png_fitted = {n for n, i in enumerate(i for i, t in enumerate(tilts) if not t.no_image) if i in png_rows}
+    results = iter(fitter.process(fitted, frames, png_fitted, ts.name))
+    return _with_columns(ts, tilts, [_no_fit(t, f"no motion-corrected image ({t.no_image})") if t.no_image
+                                     else next(results) for t in tilts], options, Path(root))
 
 
 def _res_text(res: float) -> str:
@@ -240,7 +244,10 @@ def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[CtfTilt]:
         raise TiltflowError(f"{ts.name}: no {star.MICROGRAPH} column; run motioncor before ctf")
     if len(tbl) == 0:
         raise TiltflowError(f"{ts.name}: the tilt table is empty")
+    from tiltflow.steps.motioncor import movie_problems
+
     out, missing = [], []
+    no_image = movie_problems(tbl)
     has_nominal = star.NOMINAL_DEFOCUS in tbl
     if not has_nominal:
         log.warning("%s: no %s column; searching defocus %g-%g A", ts.name, star.NOMINAL_DEFOCUS,
@@ -250,7 +257,7 @@ def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[CtfTilt]:
         path = star.resolve(name, root)
         angle = _float(row.get(star.NOMINAL_TILT), 0.0)
         label = f"tilt {i + 1} ({Path(name).name}, {angle:+.1f} deg)"
-        if not name or name == "nan" or not path.is_file():
+        if (not name or name == "nan" or not path.is_file()) and not no_image[i]:
             missing.append((label, path))
         nominal = _float(row.get(star.NOMINAL_DEFOCUS), float("nan")) if has_nominal else float("nan")
         if math.isfinite(nominal) and nominal > star.NO_NOMINAL_DEFOCUS_UM:
@@ -259,7 +266,8 @@ def _resolve_tilts(ts: star.TiltSeriesStar, root: str | Path) -> list[CtfTilt]:
         nominal_a = star.nominal_defocus_angstrom(nominal)
         out.append(CtfTilt(row=idx, label=label, micrograph=path, root=Path(name).stem, tilt_angle=angle,
                          pre_exposure=_float(row.get(star.PRE_EXPOSURE), 0.0),
-                         tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a, name=name))
+                         tilt_axis=_float(row.get(star.NOMINAL_AXIS), 0.0), nominal_defocus=nominal_a, name=name,
+                         no_image=no_image[i]))
     if missing:
         label, path = missing[0]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

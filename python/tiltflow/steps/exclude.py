@@ -138,10 +138,13 @@ def measure(ts: star.TiltSeriesStar, root: Path) -> list[TiltMeasures]:
                             ts.globals.get(star.TS_STAR_FILE))
     idx = acquisition_indices(ts)
     angles = _col(tilts, star.NOMINAL_TILT)
+    from tiltflow.steps.motioncor import movie_problems
+
+    problems = movie_problems(tilts)
     out = []
     for i in range(len(tilts)):
         ratio = contrast = mean = None
-        if star.MICROGRAPH in tilts:
+        if star.MICROGRAPH in tilts and not problems[i]:
             path = star.resolve(str(tilts[star.MICROGRAPH].iloc[i]), root)
             if not path.is_file():
                 raise TiltflowError(f"tilt series {ts.name}: micrograph not found", path)
@@ -151,7 +154,7 @@ def measure(ts: star.TiltSeriesStar, root: Path) -> list[TiltMeasures]:
             index=idx[i], tilt_angle=float(angles[i] or 0.0),
             motion_total=_col(tilts, star.MOTION_TOTAL)[i], motion_early=_col(tilts, star.MOTION_EARLY)[i],
             ctf_resolution=_ctf_res(tilts, i), ctf_score=_col(tilts, star.CTF_FOM)[i],
-            dark_ratio=ratio, contrast=contrast, mean_intensity=mean,
+            dark_ratio=ratio, contrast=contrast, mean_intensity=mean, no_image=problems[i],
         ))
     if star.MICROGRAPH not in tilts:
         log.warning("tilt series %s has no %s column: dark and blank images cannot be detected",

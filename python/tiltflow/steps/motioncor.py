@@ -15,9 +15,13 @@ Dose: the tilt's dose ``tfDose`` (e/A^2, from import) spread evenly over its raw
 Dose weighting is off by default, as in RELION 5's tomography pipeline: RELION weights every tilt by its
 pre-exposure itself when it reconstructs particles, so weighting here as well would filter twice.
 
-Failure: any tilt that cannot be corrected stops the step with an error naming that tilt; every file is
-written atomically and the STAR file is written last (by ``steps.common.run_star_step``), so a failed run leaves
-no STAR file and no partial image. The input STAR file is only read.
+Failure: any tilt that cannot be corrected (a missing, truncated or undecodable movie, fewer frames than
+the mdoc says, a tool failing on it) stops the step with an error naming that tilt; with
+``skip_bad_movies`` (``--skip-bad-movies``) that tilt is flagged instead (``tfMovieProblem``, the reason;
+its image columns empty), the exclusion drops it and the series goes on, as for a failed CTF fit
+(``steps.common.each_tilt``). Every file is written atomically and the STAR file is written last (by
+``steps.common.run_star_step``), so a failed run leaves no STAR file and no partial image. The input STAR file is
+only read.
 """
 
 from __future__ import annotations
@@ -33,12 +37,12 @@ from typing import Protocol
 import numpy as np
 
 from tiltflow import star
-from tiltflow.columns import TF_DOSE
+from tiltflow.columns import TF_DOSE, TF_MOVIE_PROBLEM
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.mrc import read_mrc, write_mrc
 from tiltflow.motion.metadata import MovieInfo, write_motion_star
 from tiltflow.motion.trajectory import Trajectory
-from tiltflow.steps.common import at_root, option
+from tiltflow.steps.common import at_root, each_tilt, option
 
 log = logging.getLogger("tiltflow.motioncor")
 
@@ -70,6 +74,9 @@ class Options:
     threads: int = option(1, "RELION backend: threads per movie (--j).")
     extra_args: str = option("", "Passed verbatim to MotionCor2/3 or RELION (e.g. '-Iter 10 -Bft 500 150').")
     timeout: float | None = 3600.0  # s per movie for an external tool
+    skip_bad_movies: bool = option(
+        False, "A missing, truncated or unreadable movie flags its tilt (tfMovieProblem; then excluded) "
+               "instead of stopping the series.")
 
     def validate(self) -> None:
         """Reject impossible combinations before any movie is read."""
@@ -102,6 +109,7 @@ class _Tilt:
     frame_count: int | None
     dose: float | None  # e/A^2 for the tilt
     pre_exposure: float
+    problem: str = ""  # known before reading it (movie not found): the tilt fails with this
 
 
 def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, root: str | Path) -> star.TiltSeriesStar:
@@ -136,13 +144,26 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
     else:
         backend = _MotionCor(setup)
     log.info("%s: %s, %d tilts", ts.name, backend.describe(), len(tilts))
-    for t in tilts:
+
+    def one(t: _Tilt) -> MotionCorTiltOutputs:
         try:
-            out = backend.process(t, frames_dir)
+            if t.problem:
+                raise TiltflowError(t.problem, t.movie)
+            return backend.process(t, frames_dir)
         except TiltflowError as exc:  # a reader's error names the file; the user also wants the tilt
             if t.label in str(exc):
                 raise
             raise type(exc)(f"{ts.name} {t.label}: {exc}") from exc
+
+    if options.skip_bad_movies:  # the same per-tilt rule as the CTF fit: flagged, unless every tilt fails
+        outs, problems = each_tilt(tilts, one, ts.name, "motion-corrected image (--skip-bad-movies)")
+    else:
+        outs, problems = [one(t) for t in tilts], {}
+    if problems or TF_MOVIE_PROBLEM in tbl:
+        tbl[TF_MOVIE_PROBLEM] = [problems.get(i, "") for i in range(len(tilts))]
+    for t, out in zip(tilts, outs, strict=True):
+        if out is None:
+            continue
         for col, path in out.columns(options.even_odd):
             tbl.at[t.row, col] = star.relative_to_root(path, root)
         total, early, late = out.motion
@@ -154,6 +175,13 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
         new.tilts = tbl.drop(columns=[star.MICROGRAPH_EVEN, star.MICROGRAPH_ODD])
     new.globals[star.TS_PIXEL_SIZE] = round(movie_px * options.bin, 6)
     return new
+
+
+def movie_problems(tilts) -> list[str]:
+    """Per row of a later step's table why motioncor made no image of it (``tfMovieProblem``; "" if it did)."""
+    if TF_MOVIE_PROBLEM not in tilts:
+        return [""] * len(tilts)
+    return [v if isinstance(v, str) and v != "nan" else "" for v in tilts[TF_MOVIE_PROBLEM]]
 
 
 # --- tilts, movies, dose ---------------------------------------------------------------------------
@@ -170,12 +198,13 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: Options, root: Path) -> lis
         raise TiltflowError(f"{ts.name}: the tilt table is empty")
     fallback_dose = _dose_from_pre_exposure(tbl[star.PRE_EXPOSURE].to_numpy(float))
     tilts, seen, missing = [], {}, []
+    where = f" or in {options.frames}" if options.frames else " (give --frames DIR)"
     for row in range(len(tbl)):
         name = str(tbl.at[row, star.MOVIE])
         base = name.replace("\\", "/").rsplit("/", 1)[-1]
         label = f"tilt {row + 1} ({base})"
         path = _find_movie(name, base, options, root)
-        if path is None:
+        if path is None and not options.skip_bad_movies:
             missing.append(label)
             continue
         mroot = movie_root(base)
@@ -185,10 +214,11 @@ def _resolve_tilts(ts: star.TiltSeriesStar, options: Options, root: Path) -> lis
         count = tbl.at[row, star.FRAME_COUNT] if star.FRAME_COUNT in tbl.columns else None
         dose = tbl.at[row, TF_DOSE] if TF_DOSE in tbl.columns else None
         dose = float(dose) if dose is not None and np.isfinite(float(dose)) and float(dose) > 0 else fallback_dose
-        tilts.append(_Tilt(row, label, path, mroot, int(count) if count and int(count) > 0 else None, dose,
-                           float(tbl.at[row, star.PRE_EXPOSURE])))
+        problem = "" if path else f"movie not found: looked relative to {root}{where}"
+        tilts.append(_Tilt(row, label, path or star.resolve(name, root), mroot,
+                           int(count) if count and int(count) > 0 else None, dose,
+                           float(tbl.at[row, star.PRE_EXPOSURE]), problem))
     if missing:
-        where = f" or in {options.frames}" if options.frames else " (give --frames DIR)"
         raise TiltflowError(f"{ts.name}: movie not found for {', '.join(missing[:3])}"
                             f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}: looked relative to "
                             f"{root}{where}")
@@ -374,7 +404,12 @@ def _builtin_log(res) -> str:
 
 
 def _check_movie(t: _Tilt, movie, movie_px: float) -> None:
+    """Fewer frames than SerialEM saved (``NumSubFrames``) is a movie cut short (a copy that stopped at a frame
+    boundary reads without error): refused like any truncated movie. More frames is only a warning."""
     n_raw = int(getattr(movie, "n_fractions", movie.n_frames))
+    if t.frame_count and n_raw < t.frame_count:
+        raise TiltflowError(f"{t.label}: truncated movie: {n_raw} frames where the mdoc says {t.frame_count}",
+                            t.movie)
     if t.frame_count and n_raw != t.frame_count:
         log.warning("%s: the STAR file says %d frames, the movie has %d; the dose is spread over the movie's",
                     t.label, t.frame_count, n_raw)

@@ -340,7 +340,9 @@ def _write_stack_mdoc(path: Path, name: str, tilts: pd.DataFrame, shape: tuple[i
     ny, nx = shape
     global_keys = {"PixelSpacing": round(ps * b, 6), "ImageFile": f"{name}.mrc", "ImageSize": [nx // b, ny // b],
                    "DataMode": 2}
-    titles = ["tiltflow: tilt-angle ordered stack of motion-corrected images"]
+    from tiltflow.metadata.discover import STACK_MDOC_TITLE
+
+    titles = [STACK_MDOC_TITLE]
     if axis is not None:
         titles.append(f"    Tilt axis angle = {axis:.2f}, binning = {b}")
     sections = []
