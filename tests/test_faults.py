@@ -702,7 +702,8 @@ def test_two_series_of_one_name_in_different_folders_are_refused_before_any_outp
     monkeypatch.chdir(tmp_path)  # the command's default root: the folder it is started in
     assert main(["import", "session/grid1/TS_01.mrc.mdoc", "session/grid2/TS_01.mrc.mdoc", "--outdir", "import"]) == 2
     log = (tmp_path / "import" / "error.log").read_text()
-    assert "session/grid2/TS_01.mrc.mdoc: tilt-series name TS_01 already taken by session/grid1/TS_01.mrc.mdoc" in log
+    assert "session/grid2/TS_01.mrc.mdoc: tilt-series name TS_01 already taken by " in log
+    assert "session/grid1/TS_01.mrc.mdoc (import the two folders into different --outdir)" in log
     assert not (tmp_path / "import" / "tomograms.star").exists() and not (tmp_path / "import" / "TS_01").exists()
 
 
