@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "run": "run",
     "watch": "watch",
+    "follow": "follow",
     "version": "version",
 }
 

@@ -29,6 +29,12 @@ class RunParams:
     outdir: str = "results"
     simulate: str | None = None
     publish_dir_mode: str = "copy"
+    # --watch (Nextflow only: the FOLLOW task's options; `tiltflow watch` has its own)
+    watch: bool = False
+    watch_tilts: int | None = None
+    watch_series_idle: float = 60
+    watch_until: float = 600
+    watch_stop_file: str | None = None
     # gain reference
     gain: str | None = None
     gain_rotate: int = 0
@@ -100,10 +106,10 @@ class RunParams:
 
 #: keys whose value must be a number (YAML may deliver strings, JSON floats for ints)
 _INT_KEYS = {"gain_rotate", "gain_flip", "gain_serialem_rf", "hand", "mc_throw", "mc_trunc", "stack_bin",
-             "max_gpus", "max_cpus"}
+             "max_gpus", "max_cpus", "watch_tilts"}
 _FLOAT_KEYS = {"min_ctf_resolution", "kv", "cs", "amp_contrast", "tilt_axis", "dose_per_tilt", "mc_bin", "ctf_res_min", "ctf_res_max",
-               "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size"}
-_BOOL_KEYS = {"even_odd", "rec_dose_weighting"}
+               "ctf_defocus_range", "thickness", "dark_tol", "rec_pixel_size", "watch_series_idle", "watch_until"}
+_BOOL_KEYS = {"even_odd", "rec_dose_weighting", "watch"}
 
 
 def _coerce(key: str, value: Any, origin: str) -> Any:
