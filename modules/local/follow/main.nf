@@ -1,13 +1,13 @@
 // Follow a session while it is collected (--watch): `tiltflow follow` (options from conf/modules.config ext.args; see meta.yml)
 // Runs until the watch ends, announcing each complete series into `ready` (subworkflows/local/watch_mdocs).
 process FOLLOW {
-    tag "${session}"
+    tag "${folder}"
     label 'process_single'
     // it must look at the folder again on every launch (-resume too): what it announces is not a file it made
     cache false
 
     input:
-    val session    // the session folder (not staged: it is still being written)
+    val folder     // the session folder (not staged: it is still being written)
     val movie_dir
     val ready      // folder the pipeline watches for the announcements
 
@@ -24,13 +24,13 @@ process FOLLOW {
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
     export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
     set -o pipefail
-    tiltflow follow '${session}' --frames '${movie_dir}' --ready '${ready}' ${args} 2>&1 | tee follow.log
+    tiltflow follow '${folder}' --frames '${movie_dir}' --ready '${ready}' ${args} 2>&1 | tee follow.log
     tiltflow version --yaml "${task.process}" > versions.yml
     """
 
     stub:
     """
-    for m in '${session}'/*.mdoc; do
+    for m in '${folder}'/*.mdoc; do
         name=\$(basename "\$m"); name=\${name%.mdoc}; name=\${name%.mrc}; name=\${name%.tif}
         echo "\$m" > '${ready}'/.part && mv '${ready}'/.part "${ready}/watch_series_\$name"
     done

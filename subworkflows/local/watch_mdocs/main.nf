@@ -15,7 +15,7 @@ include { FOLLOW } from '../../../modules/local/follow'
 
 workflow WATCH_MDOCS {
     take:
-    session    // the session folder (absolute)
+    folder     // the session folder (absolute)
     movie_dir  // the movie folder (absolute)
 
     main:
@@ -23,13 +23,13 @@ workflow WATCH_MDOCS {
     // watchPath starts, and FOLLOW starts after it
     def ready = file("${workflow.workDir}/tiltflow-watch/${workflow.runName}")
     ready.mkdirs()
-    FOLLOW(session, movie_dir, ready.toString())
+    FOLLOW(folder, movie_dir, ready.toString())
     mdocs = channel.watchPath("${ready}/watch_*", 'create')
         .until { f -> f.name == 'watch_end' }
         .map { f -> file(f.text.trim()) }
 
     emit:
     mdocs      // channel: one mdoc per complete series
-    log = FOLLOW.out.log
+    follow_log = FOLLOW.out.log
     versions = FOLLOW.out.versions
 }
