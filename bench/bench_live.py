@@ -143,8 +143,8 @@ def run_once(work: Path, args, n: int) -> list:
     thread.start()
     thread.join()
     err = watch.communicate(timeout=3600)[1]
-    if watch.returncode != 0:
-        print(err[-3000:], file=sys.stderr)
+    if watch.returncode != 0 or not all((out / "reconstruct" / s.name).is_dir() for s in truth.series):
+        print(f"tiltflow watch exited {watch.returncode}:\n{err[-3000:]}", file=sys.stderr)
     delays, first, compute, cpu = [], [], [], []
     tomo = []
     for s in truth.series:
