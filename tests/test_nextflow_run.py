@@ -233,14 +233,25 @@ def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = N
         time.sleep(0.5)
 
 
-def test_watch_follows_a_playback_session_and_gives_the_batch_results(session, tmp_path):
-    """`--watch true` launched on an empty session folder; a PACEtomo-style playback (2 tiny series, one tilt a
-    second in turn) starts once FOLLOW runs. Both series are processed, the run ends by itself --watch_until s
-    after the last file, and its STAR files and tomograms equal `tiltflow run`'s on the finished session."""
-    played, launch, outdir = tmp_path / "session", tmp_path / "launch", tmp_path / "results"
+def test_watch_follows_a_playback_session_and_gives_the_batch_results(tmp_path):
+    """`--watch true` launched on an empty session folder; once FOLLOW runs, a tiny 2-series session is played
+    back into it as SerialEM and PACEtomo write one (tiltflow.simulate.playback, what `tiltflow simulate
+    --playback --pace 1 --interleave 2` does: movie, then its mdoc section, the two series in turn, one tilt a
+    second). Both series are processed, the run ends by itself --watch_until s after the last file, and its
+    STAR files and tomograms equal `tiltflow run`'s on the finished session."""
+    from tiltflow.simulate import make_config
+    from tiltflow.simulate.playback import plan_events, play
+    from tiltflow.simulate.session import simulate_session
+    from tiltflow.simulate.truth import load_truth
+
+    staging, played, launch, outdir = (tmp_path / d for d in ("staging", "session", "launch", "results"))
     played.mkdir()
     launch.mkdir()
-    gain = session / "gain.mrc"  # a batch simulation's gain: byte-identical to the playback's, there at launch
+    # simulated before the launch, so that the playback starts as soon as FOLLOW runs and is not slower than
+    # --watch_until; the staging folder's gain is the played one's, byte for byte, and is there at launch
+    simulate_session(make_config("tiny", n_series=2, session_name="session"), staging)
+    events = plan_events(load_truth(staging / "ground_truth.json"), staging, interleave=2)
+    gain = staging / "gain.mrc"
     watch_params = {k: v for k, v in TEST_PARAMS.items() if k != "exclude_tilts"}
     env = {**os.environ, "PATH": f"{REPO / 'tools' / 'nextflow'}{os.pathsep}{os.environ['PATH']}",
            "OMP_NUM_THREADS": "1", "NXF_ANSI_LOG": "false"}
@@ -249,14 +260,10 @@ def test_watch_follows_a_playback_session_and_gives_the_batch_results(session, t
             "--input", str(played), "--gain", str(gain), "--outdir", str(outdir), "--max_cpus", "1",
             "--max_memory", "6.GB", *[x for k, v in watch_params.items() for x in (f"--{k}", str(v))]]
     pipeline = subprocess.Popen(args, cwd=launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    player = None
     try:
         _wait_for(lambda: any("tiltflow follow" in p.read_text() for p in launch.glob("work/*/*/.command.sh")
                               if (p.parent / ".command.begin").is_file()), 600, "FOLLOW started", pipeline)
-        player = subprocess.run([str(REPO / ".venv" / "bin" / "tiltflow"), "simulate", str(played), "--preset", "tiny",
-                                 "--n-series", "2", "--playback", "--pace", "1", "--interleave", "2"],
-                                capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert player.returncode == 0, player.stderr
+        assert play(events, played, pace=1.0) == 22
         log, _ = pipeline.communicate(timeout=1500)  # ends by itself: --watch_until after the last section
     finally:
         if pipeline.poll() is None:
