@@ -10,6 +10,7 @@ process FOLLOW {
     val folder     // the session folder (not staged: it is still being written)
     val movie_dir
     val ready      // folder the pipeline watches for the announcements
+    val stop_file  // the watch ends when this file appears (absolute)
 
     output:
     path "follow.log", emit: log
@@ -24,7 +25,7 @@ process FOLLOW {
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
     export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
     set -o pipefail
-    tiltflow follow '${folder}' --frames '${movie_dir}' --ready '${ready}' ${args} 2>&1 | tee follow.log
+    tiltflow follow '${folder}' --frames '${movie_dir}' --ready '${ready}' --stop-file '${stop_file}' ${args} 2>&1 | tee follow.log
     tiltflow version --yaml "${task.process}" > versions.yml
     """
 

@@ -23,7 +23,9 @@ workflow WATCH_MDOCS {
     // watchPath starts, and FOLLOW starts after it
     def ready = file("${workflow.workDir}/tiltflow-watch/${workflow.runName}")
     ready.mkdirs()
-    FOLLOW(folder, movie_dir, ready.toString())
+    // absolute: FOLLOW runs in its task folder
+    def stop_file = file(params.watch_stop_file ?: "${params.outdir}/STOP").toString()
+    FOLLOW(folder, movie_dir, ready.toString(), stop_file)
     mdocs = channel.watchPath("${ready}/watch_*", 'create')
         .until { f -> f.name == 'watch_end' }
         .map { f -> file(f.text.trim()) }
