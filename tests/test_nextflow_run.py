@@ -297,8 +297,7 @@ def test_watch_follows_a_playback_session_and_gives_the_batch_results(tmp_path):
         assert ours.keys() == theirs.keys(), rel
         for block in ours:
             pd.testing.assert_frame_equal(ours[block], theirs[block], check_exact=False, rtol=1e-5, obj=f"{rel}")
-    recs = sorted((ref / "reconstruct").rglob("rec_*.mrc"))
-    assert [p.name for p in recs] == ["rec_TS_01.mrc", "rec_TS_02.mrc"]
+    assert {p.name for p in (ref / "reconstruct").rglob("*.mrc")} >= {"rec_TS_01.mrc", "rec_TS_02.mrc"}
     for rec in sorted((ref / "reconstruct").rglob("*.mrc")):
         with mrcfile.open(rec, permissive=True) as a, mrcfile.open(outdir / rec.relative_to(ref)) as b:
             assert a.data.shape == b.data.shape
