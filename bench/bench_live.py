@@ -16,6 +16,12 @@ its own process, one tilt every ``--pace`` seconds per series. Prints per run:
   seconds (all threads), and the series kept up with at this pace: jobs x pace / wall per tilt as
   measured, and cores x pace / CPU per tilt for the same machine when nothing else runs on it (series
   work left out: it runs when the tilts leave room).
+- the series CTF step beside the per-tilt preview (from the logs and STAR files): its first pass fits each
+  tilt on its own exactly as the preview did (same micrograph, search range and options), so that pass is
+  what reusing the preview could save per tilt; its series pass (one gradient sign, a smooth defocus path,
+  one astigmatism) refits every tilt whose value moves, so those values cannot come from the preview.
+  Printed: first-pass and refit seconds per tilt, and how many tilts' preview defocus equals the series
+  step's first pass and its final value.
 """
 
 from __future__ import annotations
@@ -56,8 +62,52 @@ def main(argv: list[str] | None = None) -> int:
             "wall/tilt (s)", "cpu/tilt (s)", "keeps up (wall)", f"keeps up ({cores()} idle cores)"]
     print(" | ".join(head))
     for r in rows:
-        print(" | ".join(str(v) for v in r))
+        print(" | ".join(str(v) for v in r[:-1]))
+    print("\nseries CTF step beside the per-tilt preview")
+    print(" | ".join(["series", "first pass s/tilt (= the preview's fit)", "series refit s/tilt",
+                      "preview = first pass", "preview = final"]))
+    for r in rows:
+        print(" | ".join(str(v) for v in [r[0], *r[-1]]))
     return 0
+
+
+_FIT = re.compile(r"INFO\s+(\S+): (tilt \d+ \((\S+?)\.mrc, [^)]*\)) defocus ([0-9]+)/([0-9]+) A .*\(([0-9.]+) s\)$")
+
+
+def ctf_reuse(out: Path, names: list[str]) -> list[str]:
+    """First-pass and refit seconds per tilt of the series CTF step, and how many tilts' preview defocus U
+    (live/<TS>/tilts/<root>.ctf.star) equals its first pass (to 1 A) and its final value (ctf/<TS>/<TS>.star)."""
+    from tiltflow import star
+
+    first_s, refit_s, same_first, same_final, n = [], [], 0, 0, 0
+    for name in names:
+        log = out / "ctf" / name / "console.log"
+        final_star = out / "ctf" / name / f"{name}.star"
+        if not (log.is_file() and final_star.is_file()):
+            continue
+        first: dict[str, float] = {}
+        for line in log.read_text().splitlines():
+            m = _FIT.search(line)
+            if not m or m.group(1) != name:
+                continue
+            root, u, sec = m.group(3), float(m.group(4)), float(m.group(6))
+            if root in first:
+                refit_s.append(sec)
+            else:
+                first[root] = u
+                first_s.append(sec)
+        final = star.read_tilt_series(final_star).tilts
+        for i in range(len(final)):
+            root = Path(str(final.iloc[i][star.MICROGRAPH])).stem
+            preview = out / "live" / name / "tilts" / f"{root}.ctf.star"
+            if root not in first or not preview.is_file():
+                continue
+            u = float(star.read_tilt_series(preview).tilts.iloc[0][star.DEFOCUS_U])
+            n += 1
+            same_first += abs(u - first[root]) <= 1.0
+            same_final += abs(u - float(final.iloc[i][star.DEFOCUS_U])) <= 1.0
+    first_med = f"{statistics.median(first_s):.2f}" if first_s else "-"
+    return [first_med, f"{sum(refit_s) / max(len(first_s), 1):.2f}", f"{same_first}/{n}", f"{same_final}/{n}"]
 
 
 def run_once(work: Path, args, n: int) -> list:
@@ -93,8 +143,8 @@ def run_once(work: Path, args, n: int) -> list:
     thread.start()
     thread.join()
     err = watch.communicate(timeout=3600)[1]
-    if watch.returncode != 0:
-        print(err[-3000:], file=sys.stderr)
+    if watch.returncode != 0 or not all((out / "reconstruct" / s.name).is_dir() for s in truth.series):
+        print(f"tiltflow watch exited {watch.returncode}:\n{err[-3000:]}", file=sys.stderr)
     delays, first, compute, cpu = [], [], [], []
     tomo = []
     for s in truth.series:
@@ -119,7 +169,8 @@ def run_once(work: Path, args, n: int) -> list:
     growth = max(delays) - statistics.mean(first) if delays and first else float("nan")
     return [n, f"{statistics.median(delays):.1f}" if delays else "-", f"{max(delays):.1f}" if delays else "-",
             f"{growth:.1f}", f"{max(tomo):.1f}" if tomo else "-", f"{per_tilt:.1f}", f"{cpu_tilt:.1f}",
-            _keeps_up(args.jobs * args.pace, per_tilt), _keeps_up(cores() * args.pace, cpu_tilt)]
+            _keeps_up(args.jobs * args.pace, per_tilt), _keeps_up(cores() * args.pace, cpu_tilt),
+            ctf_reuse(out, [s.name for s in truth.series])]
 
 
 def cores() -> int:

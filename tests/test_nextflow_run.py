@@ -274,3 +274,88 @@ def test_a_lost_task_folder_is_recomputed_on_resume(first_run, session, launch):
     assert _task(tasks, "MOTIONCOR", "TS_01") == "COMPLETED" and _task(tasks, "MOTIONCOR", "TS_02") == "CACHED"
     assert _task(tasks, "IMPORT") == "CACHED" and _task(tasks, "GAIN") == "CACHED"
     _same_star_files(outdir, before)
+
+# ---- --watch: the pipeline follows a session while it is being written --------------------------------
+
+def _wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``pred`` until true; fail naming ``what`` at the deadline or when ``proc`` has died."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: the process ended first ({proc.returncode}): {proc.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def test_watch_follows_a_playback_session_and_gives_the_batch_results(tmp_path):
+    """`--watch true` launched on an empty session folder; once FOLLOW runs, a tiny 2-series session is played
+    back into it as SerialEM and PACEtomo write one (tiltflow.simulate.playback, what `tiltflow simulate
+    --playback --pace 1 --interleave 2` does: movie, then its mdoc section, the two series in turn, one tilt a
+    second). Both series are processed, the run ends by itself --watch_until s after the last file, and its
+    STAR files and tomograms equal `tiltflow run`'s on the finished session."""
+    from tiltflow.simulate import make_config
+    from tiltflow.simulate.playback import plan_events, play
+    from tiltflow.simulate.session import simulate_session
+    from tiltflow.simulate.truth import load_truth
+
+    staging, played, launch, outdir = (tmp_path / d for d in ("staging", "session", "launch", "results"))
+    played.mkdir()
+    launch.mkdir()
+    # simulated before the launch, so that the playback starts as soon as FOLLOW runs and is not slower than
+    # --watch_until; the staging folder's gain is the played one's, byte for byte, and is there at launch
+    simulate_session(make_config("tiny", n_series=2, session_name="session"), staging)
+    events = plan_events(load_truth(staging / "ground_truth.json"), staging, interleave=2)
+    gain = staging / "gain.mrc"
+    watch_params = {k: v for k, v in TEST_PARAMS.items() if k != "exclude_tilts"}
+    env = {**os.environ, "PATH": f"{REPO / 'tools' / 'nextflow'}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1", "NXF_ANSI_LOG": "false"}
+    env.pop("TILTFLOW_NFSCHEMA", None)
+    args = ["nextflow", "run", str(REPO), "--watch", "true", "--watch_tilts", "11", "--watch_until", "30",
+            "--input", str(played), "--gain", str(gain), "--outdir", str(outdir), "--max_cpus", "1",
+            "--max_memory", "6.GB", *[x for k, v in watch_params.items() for x in (f"--{k}", str(v))]]
+    pipeline = subprocess.Popen(args, cwd=launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: any("tiltflow follow" in p.read_text() for p in launch.glob("work/*/*/.command.sh")
+                              if (p.parent / ".command.begin").is_file()), 600, "FOLLOW started", pipeline)
+        assert play(events, played, pace=1.0) == 22
+        log, _ = pipeline.communicate(timeout=1500)  # ends by itself: --watch_until after the last section
+    finally:
+        if pipeline.poll() is None:
+            pipeline.kill()
+            pipeline.communicate()
+    assert pipeline.returncode == 0, log[-3000:]
+    tasks = trace(outdir)
+    for step in ("MOTIONCOR", "CTF", "EXCLUDE", "STACK", "ALIGN", "RECONSTRUCT"):
+        for name in ("TS_01", "TS_02"):
+            assert _task(tasks, step, name) == "COMPLETED", (step, name)
+    imports = [n for n, s in tasks.items() if n.split(" (")[0].endswith(":IMPORT") and s == "COMPLETED"]
+    assert sorted(imports) == ["TILTFLOW:IMPORT (TS_01.mrc.mdoc)", "TILTFLOW:IMPORT (TS_02.mrc.mdoc)"], tasks
+    assert _task(tasks, "EXPORT") == "COMPLETED" and _task(tasks, "REPORT") == "COMPLETED"
+    follow = next(launch.glob("work/*/*/follow.log")).read_text()
+    assert "stopped by idle; complete: TS_01, TS_02" in follow, follow
+    assert not (outdir / "import" / "tomograms.star").exists()  # one per IMPORT task: not published
+
+    ref = tmp_path / "run"
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps(watch_params))
+    res = subprocess.run([str(REPO / ".venv" / "bin" / "tiltflow"), "run", str(played), "--gain", str(gain),
+                          "--outdir", str(ref), "--params-file", str(params)],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    stars = sorted(p.relative_to(ref) for step in STEPS for p in (ref / step).rglob("*.star")
+                   if p.relative_to(ref) != Path("import/tomograms.star"))
+    assert len(stars) >= 17
+    for rel in stars:
+        assert (outdir / rel).is_file(), f"{rel} missing from the --watch results"
+        ours, theirs = _star_tables(outdir / rel), _star_tables(ref / rel)
+        assert ours.keys() == theirs.keys(), rel
+        for block in ours:
+            pd.testing.assert_frame_equal(ours[block], theirs[block], check_exact=False, rtol=1e-5, obj=f"{rel}")
+    assert {p.name for p in (ref / "reconstruct").rglob("*.mrc")} >= {"rec_TS_01.mrc", "rec_TS_02.mrc"}
+    for rec in sorted((ref / "reconstruct").rglob("*.mrc")):
+        with mrcfile.open(rec, permissive=True) as a, mrcfile.open(outdir / rec.relative_to(ref)) as b:
+            assert a.data.shape == b.data.shape
+            np.testing.assert_allclose(b.data, a.data, rtol=1e-4, atol=1e-4 * float(np.abs(a.data).max()))

@@ -19,7 +19,7 @@ include { tiltsFor; checkTiltLists } from '../subworkflows/local/utils_tiltflow_
 
 workflow TILTFLOW {
     take:
-    mdocs      // value: sorted list of tilt-series mdocs
+    mdocs      // value: sorted list of tilt-series mdocs (--watch: a channel, one [mdoc] per complete series)
     movie_dir  // value: absolute folder of the movies
     gain_raw   // channel: raw gain reference, or nothing
 
@@ -32,7 +32,9 @@ workflow TILTFLOW {
     series = IMPORT.out.series
         .map { dirs ->
             def list = [dirs].flatten()
-            checkTiltLists(list.collect { dir -> dir.name })
+            if (!params.watch) {  // --watch: one IMPORT per series, so no task sees every name
+                checkTiltLists(list.collect { dir -> dir.name })
+            }
             list
         }
         .flatten()
@@ -50,9 +52,13 @@ workflow TILTFLOW {
     RECONSTRUCT(ALIGN.out.series.join(STACK.out.series))
 
     // ---- session: sorted lists, so that the task hashes do not depend on completion order ---------------
+    // (--watch: EXPORT and REPORT run once, when the watch has ended and the last series is done; tasks finish
+    // in any order and publishDir has no order, so a per-series EXPORT could leave an older tomograms.star)
     EXPORT(RECONSTRUCT.out.series.map { _meta, dir -> dir }.collect(sort: true))
+    // --watch: one IMPORT per series, each with its own import/tomograms.star (same staged name); the
+    // report reads the per-series folders only
     REPORT(
-        IMPORT.out.series.mix(IMPORT.out.tomograms).collect(sort: true),
+        IMPORT.out.series.mix(params.watch ? channel.empty() : IMPORT.out.tomograms).collect(sort: true),
         MOTIONCOR.out.series.map { _meta, dir -> dir }.collect(sort: true).ifEmpty([]),
         CTF.out.series.map { _meta, dir -> dir }.collect(sort: true).ifEmpty([]),
         EXCLUDE.out.series.map { _meta, dir -> dir }.collect(sort: true).ifEmpty([]),

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     **{step.name: step.command for step in registry.STEPS},
     "run": "run",
     "watch": "watch",
+    "follow": "follow",
     "version": "version",
 }
 

@@ -1,6 +1,7 @@
 // Import the session: tilt order, dose, movies (RELION ImportTomo): `tiltflow import` (options from conf/modules.config ext.args; see meta.yml)
 process IMPORT {
-    tag "${[mdocs].flatten().size()} mdoc(s)"
+    // one mdoc (--watch imports each series on its own): its name, so that the trace tells the tasks apart
+    tag "${[mdocs].flatten().size() == 1 ? [mdocs].flatten()[0].toString().tokenize('/')[-1] : "${[mdocs].flatten().size()} mdoc(s)"}"
     label 'process_single'
 
     input:

@@ -9,7 +9,9 @@ writes the runner's resume record, so the later steps, and a later ``tiltflow ru
 batch run leaves. CTF, exclusion, stack, alignment and reconstruction then run through the runner's
 :func:`~tiltflow.runner.execute.run_step`. The per-tilt CTF fit is a preview for the live report
 (``live/<TS>/ctf``): the ctf step's series pass (one handedness, a smooth defocus path, one
-astigmatism) needs the whole series, so the step runs again on it.
+astigmatism) needs the whole series and refits every tilt whose value moves, so the step runs again on
+it. The preview is the step's first pass on the same inputs (bench/bench_live.py compares them), which
+the step could take instead of fitting each tilt again.
 """
 
 from __future__ import annotations

@@ -29,6 +29,12 @@ class RunParams:
     outdir: str = "results"
     simulate: str | None = None
     publish_dir_mode: str = "copy"
+    # --watch (Nextflow only: the FOLLOW task's options; `tiltflow watch` has its own)
+    watch: bool = False
+    watch_tilts: int | None = None
+    watch_series_idle: float = 60
+    watch_until: float = 600
+    watch_stop_file: str | None = None
     # gain reference
     gain: str | None = None
     gain_rotate: int = 0

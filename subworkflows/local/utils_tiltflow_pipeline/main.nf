@@ -4,12 +4,27 @@
  */
 
 include { SIMULATE } from '../../../modules/local/simulate'
+include { WATCH_MDOCS } from '../watch_mdocs'
 
 workflow PIPELINE_INITIALISATION {
     main:
     checkBackends()
     versions = channel.empty()
-    if (params.input) {
+    if (params.input && params.watch) {
+        // --watch: a session still being collected; one item per series as it becomes complete
+        def folder = file(params.input.toString())
+        if (!folder.isDirectory()) {
+            error("--input ${params.input}: --watch needs the session folder SerialEM writes into")
+        }
+        def movies = params.frames ? file(params.frames, checkIfExists: true) : folder
+        WATCH_MDOCS(folder.toRealPath().toString(), movies.toRealPath().toString())
+        mdocs = WATCH_MDOCS.out.mdocs.map { mdoc -> [mdoc] }
+        movie_dir = channel.value(movies.toRealPath().toString())
+        // unlike `tiltflow watch`, the gain must be there at launch (GAIN stages it when the run starts)
+        gain = params.gain ? channel.of(file(params.gain, checkIfExists: true)) : channel.empty()
+        versions = WATCH_MDOCS.out.versions
+    }
+    else if (params.input) {
         // a real session: mdocs and gain are files the user gave
         found = sessionInput(params.input.toString(), params.frames)
         mdocs = channel.value(found.mdocs)
@@ -29,7 +44,7 @@ workflow PIPELINE_INITIALISATION {
     }
 
     emit:
-    mdocs      // value: the tilt-series mdocs, sorted
+    mdocs      // value: the tilt-series mdocs, sorted (--watch: a channel, one [mdoc] per complete series)
     movie_dir  // value: the folder holding the movies (absolute)
     gain       // channel: the raw gain reference, or nothing
     versions

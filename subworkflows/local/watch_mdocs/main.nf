@@ -1,46 +1,37 @@
 /*
- * WATCH_MDOCS: a session's tilt-series mdocs as each series becomes complete, for a `--watch` mode of the
- * pipeline (series granularity: the per-tilt live work is `tiltflow watch`'s).
+ * WATCH_MDOCS (--watch): the session's tilt-series mdocs, one item per series as each becomes complete,
+ * while SerialEM is still collecting (series granularity: the per-tilt live work is `tiltflow watch`'s).
  *
- * channel.watchPath emits an mdoc every time SerialEM appends a section to it (SerialEM writes one
- * `[ZValue = n]` section per image, AdocAppendSection in SerialEMDoc.cpp). An mdoc is passed on once it
- * has `tilts` sections and its last section is finished (SerialEM ends each with a blank line), so a
- * section still being written is waited for; each series is passed on once. The channel ends at the first
- * file event after `stop_file` exists (watchPath has no timer: the stop is seen on the next event).
- *
- * Wiring (not done here: main.nf is being restructured), for example:
- *     mdocs = params.watch
- *         ? WATCH_MDOCS("${params.input}/*.mdoc", params.watch_tilts, "${params.outdir}/STOP").mdocs.map { m -> [m] }
- *         : channel.fromPath(mdoc_glob, checkIfExists: true).collect()
- * IMPORT then runs once per complete series and the per-series steps follow as in a batch run; EXPORT
- * and REPORT (collect()) run when the watch ends.
+ * FOLLOW runs `tiltflow follow` for the whole watch: it applies `tiltflow watch`'s rules (python/tiltflow/
+ * live/follow.py: a series is complete at --watch_tilts sections, or --watch_series_idle s without a new
+ * one, every movie complete; the watch ends after --watch_until s with nothing new or when the stop
+ * file appears) and announces each complete series as a file in `ready`. channel.watchPath follows that
+ * folder, not the session itself, because watchPath has no timer (it cannot see a series or a session
+ * go idle) and its watcher keeps the run alive until the watched channel ends: here it ends on FOLLOW's
+ * last file, watch_end.
  */
+
+include { FOLLOW } from '../../../modules/local/follow'
 
 workflow WATCH_MDOCS {
     take:
-    pattern     // glob of the session's mdocs, e.g. "/data/session/*.mdoc"
-    tilts       // sections in a complete tilt series
-    stop_file   // the watch ends at the first event after this file appears
+    folder     // the session folder (absolute)
+    movie_dir  // the movie folder (absolute)
 
     main:
-    mdocs = channel.watchPath(pattern, 'create,modify')
-        .until { _mdoc -> file(stop_file).exists() }
-        .filter { mdoc -> seriesComplete(mdoc.text, tilts as int) }
-        .unique { mdoc -> mdoc.name }
+    // one folder per launch (runName changes with every launch, -resume too); it must exist before
+    // watchPath starts, and FOLLOW starts after it
+    def ready = file("${workflow.workDir}/tiltflow-watch/${workflow.runName}")
+    ready.mkdirs()
+    // absolute: FOLLOW runs in its task folder
+    def stop_file = file(params.watch_stop_file ?: "${params.outdir}/STOP").toString()
+    FOLLOW(folder, movie_dir, ready.toString(), stop_file)
+    mdocs = channel.watchPath("${ready}/watch_*", 'create')
+        .until { f -> f.name == 'watch_end' }
+        .map { f -> file(f.text.trim()) }
 
     emit:
-    mdocs
-}
-
-/*
- * Whether mdoc text holds at least `tilts` [ZValue] sections and its last section is finished (followed
- * by a blank line; CRLF files too): tiltflow.live.completeness applies the same rule in `tiltflow watch`.
- */
-def seriesComplete(text, tilts) {
-    def t = text.replace('\r\n', '\n')
-    def last = t.lastIndexOf('[ZValue')
-    if (last < 0) {
-        return false
-    }
-    return t.count('[ZValue') >= tilts && t.substring(last).contains('\n\n')
+    mdocs      // channel: one mdoc per complete series
+    follow_log = FOLLOW.out.log
+    versions = FOLLOW.out.versions
 }
