@@ -165,14 +165,15 @@ def _user_kept(ts: star.TiltSeriesStar) -> tuple[int, ...]:
 
 def _align_builtin(name, stack_path, nominal, axis0, stack_px, opts, user_kept=()):
     from tiltflow.align.pipeline import BuiltinOptions, align_stack
-    from tiltflow.io.mrc import read_mrc
+    from tiltflow.io.mrc import MrcReader, MrcSections, read_mrc
 
-    stack, _ = read_mrc(stack_path)
     if opts.extra_args.strip():
         log.warning("tilt series %s: --extra-args is ignored by the builtin backend", name)
     bo = BuiltinOptions(thickness_px=opts.thickness_nm * 10.0 / stack_px, refine_axis=opts.refine_axis,
                         dark_tol=opts.dark_tol, bin=opts.bin, device=opts.device, user_kept=tuple(user_kept))
-    alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=name)
+    with MrcReader(stack_path) as reader:  # one tilt in memory at a time; a stack with permuted axes is read whole
+        stack = MrcSections(reader) if reader.header.mapcrs == (1, 2, 3) else read_mrc(stack_path)[0]
+        alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=name)
     return alignment, {"score": report.score, "report": report}
 
 
