@@ -83,7 +83,7 @@ def _levels(stack, keep, factors, device) -> list:
         img = torch.as_tensor(np.asarray(stack[int(i)], dtype=np.float32), device=device)
         img -= img.mean()
         spectrum = torch.fft.rfft2(img) if any(f > 1 for f in factors) else None
-        for level, f, s in zip(out, factors, shapes):
+        for level, f, s in zip(out, factors, shapes, strict=True):
             level[k] = img if f <= 1 else filters.crop_spectrum(spectrum, (h, w), s)
         del img, spectrum
     return out
