@@ -44,6 +44,8 @@ def _child(step: str, folder: str, tilts: int, h: int, w: int) -> None:
         _stack_builtin([_Image(p, (h, w), np.dtype(np.float32)) for p in images], Path(folder) / "stack.mrc",
                        1, 2.0, 85.0)
     else:
+        import torch  # noqa: F401 - its ~300 MiB are not the aligner's
+
         from tiltflow.align.pipeline import BuiltinOptions, align_stack
         from tiltflow.io.mrc import MrcReader, MrcSections
 
