@@ -19,6 +19,8 @@ import pytest
 from fakes import install
 from test_stack import NAME, make_series
 
+pytestmark = pytest.mark.slow  # a tiny simulated session and seven fresh interpreters (~1 min on 2 loaded cores)
+
 PROBE = """
 import json, sys
 from tiltflow import cli

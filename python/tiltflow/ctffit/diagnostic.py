@@ -122,7 +122,8 @@ def write_png(path: str | Path, plot: DiagnosticPlot, dpi: int = 90) -> Path:
         if len(k):
             span.set_x(1 / plot.res_min)
             span.set_width(1 / plot.res_max - 1 / plot.res_min)
-            res.set_xdata([1 / plot.resolution] * 2 if fitted else [k[0]] * 2)
+            if fitted:
+                res.set_xdata([1 / plot.resolution] * 2)
             ax_1d.set_xlim(float(k[0]), float(k[-1]))
             ticks = [t for t in (30, 20, 15, 12, 10, 8, 7, 6, 5, 4, 3) if k[0] <= 1 / t <= k[-1]]
             ax_1d.set_xticks([1 / t for t in ticks], [f"1/{t}" for t in ticks])
