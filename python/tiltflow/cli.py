@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from tiltflow import __version__, threads
+from tiltflow import __version__, malloc, threads
 from tiltflow.errors import Interrupted, StopSignal, TiltflowError, write_problem
 
 #: exit code for "CUDA out of memory": Nextflow retries such tasks with more memory (conf/base.config)
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     _sigterm_as_interrupt()
     try:
         threads.configure(argv)  # before any command imports torch (OMP_WAIT_POLICY is read at load)
+        malloc.reuse_freed_memory()  # large freed blocks reused, not faulted in again per frame
         # without standalone mode click returns typer.Exit(code)'s code instead of raising it
         rc = app(args=argv, prog_name="tiltflow", standalone_mode=False)
     except Interrupted as exc:
