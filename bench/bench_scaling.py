@@ -52,15 +52,21 @@ def run_case(work: Path, size: int, tilts: int) -> dict[str, object]:
     """Simulate and run one case; {step: Timing} of each step timed again on its own."""
     session, results = work / f"s{size}_{tilts}", work / f"r{size}_{tilts}"
     half = 10.0 * (tilts - 1) / 2
+    if not (results / "relion" / "tomograms.star").is_file():  # a --workdir kept from an earlier run: reused
+        _simulate_and_run(session, results, size, tilts, half)
+    out = {}
+    for step, (module, args) in STEPS.items():
+        argv = [step, *(a.format(n=NAME) for a in args), "--outdir", f"timed_{step}"]
+        out[step] = t = time_step(results, module, argv, threads=1)
+        print(f"  {step:<12} wall {t.wall:7.2f} s  CPU {t.cpu:7.2f} s  peak {t.peak_mib:6.0f} MiB", flush=True)
+    return out
+
+
+def _simulate_and_run(session: Path, results: Path, size: int, tilts: int, half: float) -> None:
     _tiltflow("simulate", str(session), "--preset", "tiny", "--size", str(size), "--tilt-min", str(-half),
               "--tilt-max", str(half), "--tilt-step", "10")
     _tiltflow("run", str(session), "--outdir", str(results), "--gain", str(session / "gain.mrc"), "--keep-tilts",
               f"{NAME}:0-{tilts - 1}", "--thickness", THICKNESS_NM, "--rec-pixel-size", REC_PIXEL, "--device", "cpu")
-    out = {}
-    for step, (module, args) in STEPS.items():
-        argv = [step, *(a.format(n=NAME) for a in args), "--outdir", f"timed_{step}"]
-        out[step] = time_step(results, module, argv, threads=1)
-    return out
 
 
 def exponent(a: float, b: float, xa: float, xb: float) -> float:
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="tiltflow-scaling-") as tmp:
         work = a.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        cases = [(s, tilts[0]) for s in sizes] + [(sizes[0], t) for t in tilts[1:]]
+        cases = [(sizes[0], t) for t in tilts] + [(s, tilts[0]) for s in sizes[1:]]
         timings = {}
         for size, n in cases:
             print(f"case {n} tilts x {size}^2 ...", flush=True)
@@ -92,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             t = timings[(size, n)][step]
             if k == 0:
                 ref, x0, x1 = None, 0, 0
-            elif n == tilts[0]:  # against the previous size: exponent in pixels
-                ref, x0, x1 = timings[(sizes[k - 1], n)][step], sizes[k - 1] ** 2, size**2
+            elif n == tilts[0]:  # against the next smaller size: exponent in pixels
+                below = sizes[sizes.index(size) - 1]
+                ref, x0, x1 = timings[(below, n)][step], below**2, size**2
             else:  # against the first tilt count at the smallest size: exponent in tilts
                 ref, x0, x1 = timings[(sizes[0], tilts[0])][step], tilts[0], n
             ce = exponent(ref.cpu, t.cpu, x0, x1) if ref else float("nan")
