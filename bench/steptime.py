@@ -31,6 +31,7 @@ class Timing:
     wall: float
     cpu: float
     threads: int
+    peak_mib: float = float("nan")  # the child's peak resident memory (imports included)
 
     @property
     def cpu_ratio(self) -> float:
@@ -49,7 +50,7 @@ def time_step(results: Path, module: str, argv: list[str], threads: int, policy:
     r = json.loads(p.stdout.strip().splitlines()[-1])
     if r["rc"]:
         raise SystemExit(f"tiltflow {' '.join(argv)} exited {r['rc']}:\n{p.stderr[-2000:]}")
-    return Timing(r["wall"], r["cpu"], r["torch_threads"])
+    return Timing(r["wall"], r["cpu"], r["torch_threads"], r.get("peak_mib", float("nan")))
 
 
 def _children_cpu() -> float:
@@ -73,7 +74,10 @@ def _child(results: str, module: str, argv: list[str]) -> None:
     rc = cli.main(argv)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0 + _children_cpu() - k0  # a wrapped program (RELION, CTFFIND) is a child
-    print(json.dumps({"rc": rc, "wall": wall, "cpu": cpu, "torch_threads": torch.get_num_threads()}))
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rc": rc, "wall": wall, "cpu": cpu, "torch_threads": torch.get_num_threads(), "peak_mib": peak}))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tiltflow import geometry
-from tiltflow.align import gauge, points, warp
+from tiltflow.align import gauge, points, track, warp
 
 ROT0 = 85.0
 
@@ -66,7 +66,7 @@ def test_featureless_series_falls_back():
     rng = np.random.default_rng(0)
     imgs = torch.as_tensor(rng.normal(size=(9, 64, 64)).astype(np.float32))
     tilts = np.arange(-24.0, 24.1, 6.0)
-    out = points.refine(imgs, (32.0, 32.0), tilts, np.full(9, ROT0), np.zeros((9, 2)))
+    out = points.refine(track.make_level(imgs, (32.0, 32.0)), tilts, np.full(9, ROT0), np.zeros((9, 2)))
     assert out is None
 
 
@@ -84,7 +84,7 @@ def test_tracking_removes_a_smooth_error_across_the_axis():
     start = s.shifts_px + warp.to_image_frame(smooth, np.full(n, ROT0))
     before = gauge.rms(gauge.gauge_free_error(start, s.shifts_px, s.tilt_angles, ROT0))
     imgs = torch.as_tensor(s.images - s.images.mean(axis=(1, 2), keepdims=True))
-    out = points.refine(imgs, (64.0, 64.0), s.tilt_angles, np.full(n, ROT0 - 1.0), start, rounds=3)
+    out = points.refine(track.make_level(imgs, (64.0, 64.0)), s.tilt_angles, np.full(n, ROT0 - 1.0), start, rounds=3)
     assert out is not None and out.fit.n_points >= 8
     after = gauge.rms(gauge.gauge_free_error(out.shifts, s.shifts_px, s.tilt_angles, ROT0))
     assert before > 2.0

@@ -40,14 +40,17 @@ class DarkReport:
         return {i: r for i, r in enumerate(self.reasons) if r is not None}
 
 
-def image_stats(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(|mean|/std, neighbour correlation at 4x binning) per image, on the central 80 %."""
+def image_stats(stack) -> tuple[np.ndarray, np.ndarray]:
+    """(|mean|/std, neighbour correlation at 4x binning) per image, on the central 80 %.
+
+    ``stack`` (n, h, w): an array or a lazy one (``io.mrc.MrcSections``); read one image at a time.
+    """
     n, h, w = stack.shape
     y0, x0 = h // 10, w // 10
     ratio = np.zeros(n)
     struct = np.zeros(n)
     for i in range(n):
-        a = np.asarray(stack[i, y0: h - y0, x0: w - x0], dtype=np.float64)
+        a = np.asarray(stack[i][y0: h - y0, x0: w - x0], dtype=np.float64)
         if not np.all(np.isfinite(a)):
             ratio[i], struct[i] = 0.0, 0.0
             continue
@@ -67,7 +70,7 @@ def image_stats(stack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detect_dark(
-    stack: np.ndarray, tilt_angles, dark_tol: float = 0.7, blank_tol: float = 0.3, log=None,
+    stack, tilt_angles, dark_tol: float = 0.7, blank_tol: float = 0.3, log=None,
 ) -> DarkReport:
     """Flag dark and blank tilts of ``stack`` (n, h, w) whose rows have ``tilt_angles`` (deg).
 

@@ -21,15 +21,35 @@ def fourier_bin(images, factor: float):
     n, h, w = images.shape
     if factor <= 1.0:
         return images.clone()
-    ho, wo = _even(h / factor), _even(w / factor)
-    cy, cx = h // 2, w // 2
-    out = torch.empty((n, ho, wo), dtype=torch.float32, device=images.device)
-    # one tilt at a time: the complex FFT of a whole 4k stack and its fftshift copy are 4x the stack
-    for i in range(n):
-        f = torch.fft.fftshift(torch.fft.fft2(images[i].to(torch.float32)), dim=(-2, -1))
-        f = f[cy - ho // 2: cy + ho // 2, cx - wo // 2: cx + wo // 2]
-        out[i] = torch.fft.ifft2(torch.fft.ifftshift(f, dim=(-2, -1))).real * (ho * wo) / (h * w)
+    shape = binned_shape((h, w), factor)
+    out = torch.empty((n, *shape), dtype=torch.float32, device=images.device)
+    for i in range(n):  # one tilt at a time: memory bounded by one tilt's spectrum, not the stack's
+        out[i] = crop_spectrum(torch.fft.rfft2(images[i].to(torch.float32)), (h, w), shape)
     return out
+
+
+def binned_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:
+    """The (even) output shape of :func:`fourier_bin` for an image of ``shape``."""
+    return _even(shape[0] / factor), _even(shape[1] / factor)
+
+
+def crop_spectrum(spectrum, shape: tuple[int, int], out_shape: tuple[int, int]):
+    """The image binned to ``out_shape`` from the ``rfft2`` of one ``shape`` image (mean kept).
+
+    The same as keeping the central ho x wo block of the centred full spectrum (frequencies
+    -ho/2..ho/2-1, -wo/2..wo/2-1) and taking the real part of its inverse, read from the half spectrum
+    without a full complex copy: that real part sees the cropped Nyquist row as the mean of the rows
+    at -ho/2 and +ho/2 (the Nyquist column likewise, which ``irfft2`` does by itself; the corner is
+    the real part of F(+ho/2, +wo/2)).
+    """
+    import torch
+
+    (h, w), (ho, wo) = shape, out_shape
+    f = spectrum[..., :, : wo // 2 + 1]
+    f = torch.cat([f[..., : ho // 2, :], f[..., h - ho // 2:, :]], dim=-2)
+    f[..., ho // 2, : wo // 2] = 0.5 * (f[..., ho // 2, : wo // 2] + spectrum[..., ho // 2, : wo // 2])
+    f[..., ho // 2, wo // 2] = spectrum[..., ho // 2, wo // 2]  # the corner: Re F(-ho/2, -wo/2)
+    return torch.fft.irfft2(f, s=(ho, wo)) * (ho * wo) / (h * w)
 
 
 def bin_scale(in_shape: tuple[int, int], out_shape: tuple[int, int]) -> tuple[float, float]:

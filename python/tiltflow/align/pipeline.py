@@ -65,18 +65,39 @@ class AlignReport:
     points: object | None = None  # points.PointRefinement when the point model was used
 
 
-def _frame(images, out_size: int | None, factor: float | None, centre_xy, low_a: float, high: float):
-    """Working level: Fourier-binned stack and the Frame that samples it in the tilt-axis frame."""
+def _levels(stack, keep, factors, device) -> list:
+    """The kept tilts of ``stack`` Fourier-binned by each of ``factors`` (torch, one tensor per factor).
+
+    Each tilt is read once, its mean removed, transformed once (``rfft2``) and cropped to every level,
+    so memory is a few tilts plus the binned levels, never a full-size copy of the stack (a factor <= 1
+    keeps the full size: small stacks, or ``--bin 1``).
+    """
+    import torch
+
+    from tiltflow.align import filters
+
+    h, w = stack.shape[-2:]
+    shapes = [(h, w) if f <= 1 else filters.binned_shape((h, w), f) for f in factors]
+    out = [torch.empty((len(keep), *s), dtype=torch.float32, device=device) for s in shapes]
+    for k, i in enumerate(keep):
+        img = torch.as_tensor(np.asarray(stack[int(i)], dtype=np.float32), device=device)
+        img -= img.mean()
+        spectrum = torch.fft.rfft2(img) if any(f > 1 for f in factors) else None
+        for level, f, s in zip(out, factors, shapes, strict=True):
+            level[k] = img if f <= 1 else filters.crop_spectrum(spectrum, (h, w), s)
+        del img, spectrum
+    return out
+
+
+def _frame(binned, shape: tuple[int, int], centre_xy, low_a: float, high: float):
+    """Working level: the Frame that samples the binned images of a ``shape`` stack in the tilt-axis frame."""
     from tiltflow.align import filters, xcorr
 
-    n, h, w = images.shape
-    if factor is None:
-        factor = max(1.0, max(h, w) / float(out_size))
-    binned = filters.fourier_bin(images, factor) if factor > 1 else images
+    h, w = shape
     scale = filters.bin_scale((h, w), tuple(binned.shape[-2:]))
     out_pixel = float(np.mean(scale))
-    shape = (int(round(h / out_pixel)) // 2 * 2, int(round(w / out_pixel)) // 2 * 2)
-    return xcorr.Frame(filters.normalise(binned), scale, centre_xy, shape, out_pixel, low=low_a, high=high)
+    out_shape = (int(round(h / out_pixel)) // 2 * 2, int(round(w / out_pixel)) // 2 * 2)
+    return xcorr.Frame(filters.normalise(binned), scale, centre_xy, out_shape, out_pixel, low=low_a, high=high)
 
 
 def align_stack(
@@ -85,18 +106,18 @@ def align_stack(
 ) -> tuple[TiltSeriesAlignment, AlignReport]:
     """Align ``stack`` (n, h, w; rows sorted by tilt) starting from the nominal tilts and axis.
 
-    Returns the alignment over the kept tilts (dark/blank ones in ``excluded``, by stack index) with
-    shifts in stack pixels, and a report.
+    ``stack`` is an array or a lazy one read a tilt at a time (``io.mrc.MrcSections``): memory stays
+    a few tilts plus the binned working levels. Returns the alignment over the kept tilts (dark/blank
+    ones in ``excluded``, by stack index) with shifts in stack pixels, and a report.
     """
-    import torch
-
-    from tiltflow.align import axis, dark, gauge, offset, points, slab
+    from tiltflow.align import axis, dark, gauge, offset, points, slab, track
     from tiltflow.device import get_device
 
     o = options or BuiltinOptions()
     rep = AlignReport()
     t_all = time.perf_counter()
-    stack = np.asarray(stack)
+    if not hasattr(stack, "shape"):
+        stack = np.asarray(stack)
     if stack.ndim != 3:
         raise TiltflowError(f"tilt series {name}: the stack is not 3-D ({stack.shape})")
     n, h, w = stack.shape
@@ -123,10 +144,13 @@ def align_stack(
 
     dev = get_device(o.device)
     tilts = tilts_all[keep]
-    images = torch.as_tensor(np.ascontiguousarray(stack[keep], dtype=np.float32), device=dev)
-    images -= images.mean(dim=(-2, -1), keepdim=True)  # in place: one full-size copy of the stack, not two
     centre_xy = (float(w // 2), float(h // 2))
-    coarse = _frame(images, o.coarse_size, None, centre_xy, 0.03, 0.25)
+    f_coarse = max(1.0, max(h, w) / float(o.coarse_size))
+    f_fine = o.bin if o.bin is not None else max(1.0, max(h, w) / float(o.fine_size))
+    b_coarse, b_fine, b_track = _levels(stack, keep, (f_coarse, f_fine, track.level_factor((h, w))), dev)
+    coarse = _frame(b_coarse, (h, w), centre_xy, 0.03, 0.25)
+    lv = track.binned_level(b_track, (h, w), centre_xy) if o.point_model else None
+    del b_track
     rot = np.full(len(keep), float(tilt_axis))
     shifts = np.zeros((len(keep), 2))
 
@@ -146,7 +170,7 @@ def align_stack(
     pts = None
     if o.point_model:
         t0 = time.perf_counter()
-        pts = points.refine(images, centre_xy, tilts, rot, shifts, fit_axis=o.refine_axis, axis_span=o.axis_span,
+        pts = points.refine(lv, tilts, rot, shifts, fit_axis=o.refine_axis, axis_span=o.axis_span,
                             rounds=1, log=log)
         if pts is not None:
             rot, shifts = pts.rot, pts.shifts
@@ -175,7 +199,7 @@ def align_stack(
         rep.timings["offset"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    fine = _frame(images, o.fine_size, o.bin, centre_xy, 0.03, 0.25)
+    fine = _frame(b_fine, (h, w), centre_xy, 0.03, 0.25)
     depth_f = slab_px / fine.out_pixel
     shifts, disp, score = slab.refine(fine, tilts + tilt_offset, rot, shifts, depth_f, rounds=o.pm_rounds,
                                       max_shift=6.0, log=log)
@@ -183,7 +207,7 @@ def align_stack(
     if pts is not None:
         # final point-model rounds from the fine geometry, the same features (no re-picking)
         t0 = time.perf_counter()
-        fin = points.refine(images, centre_xy, tilts, rot, shifts, fit_axis=o.refine_axis, prior=pts.fit,
+        fin = points.refine(lv, tilts, rot, shifts, fit_axis=o.refine_axis, prior=pts.fit,
                             rounds=3, log=log)
         if fin is not None:
             pts = fin

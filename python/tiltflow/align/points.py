@@ -205,12 +205,13 @@ class PointRefinement:
     n_picked: int
 
 
-def refine(images, centre_xy, tilts, rot, shifts, fit_axis: bool = True, axis_span: float = 3.0,
+def refine(lv, tilts, rot, shifts, fit_axis: bool = True, axis_span: float = 3.0,
            min_points: int = 8, rounds: int = 2, n_max: int = 60, prior: PointFit | None = None,
            log=None) -> PointRefinement | None:
     """Pick, track and fit features; returns the refined geometry, or None (logged) when too few track.
 
-    ``images`` (n, h, w) torch, the kept tilts; ``rot``, ``shifts`` the current alignment (prediction).
+    ``lv`` the kept tilts' tracking level (``track.make_level``); ``rot``, ``shifts`` the current alignment
+    (prediction).
     Without ``prior``: features picked on the zero tilt, tracked outward from it, fitted; then ``rounds``
     times re-measured at the model's prediction against neighbour templates and fitted again. With
     ``prior`` (a fit whose points are still valid for this alignment): only the re-measuring rounds.
@@ -221,7 +222,6 @@ def refine(images, centre_xy, tilts, rot, shifts, fit_axis: bool = True, axis_sp
     rot = np.asarray(rot, float).copy()
     shifts = np.asarray(shifts, float).copy()
     zero = int(np.argmin(np.abs(tilts)))
-    lv = track.make_level(images, centre_xy)
     f = prior
     if prior is None:
         q0 = track.pick(lv, rot, shifts, zero, n_max=n_max)

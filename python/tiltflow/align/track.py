@@ -34,12 +34,23 @@ class Level:
     box: int  # box size in box px
 
 
+def level_factor(shape: tuple[int, int], max_size: int = 512) -> float:
+    """The binning of the tracking level: the stack binned to at most ``max_size`` px."""
+    return max(1.0, max(shape) / float(max_size))
+
+
 def make_level(images, centre_xy, max_size: int = 512, box: int = 40, low: float | None = None,
                high: float = 0.22) -> Level:
     """Bin ``images`` (n, h, w torch) to at most ``max_size`` px and bandpass them for tracking."""
     n, h, w = images.shape
-    factor = max(1.0, max(h, w) / float(max_size))
-    b = filters.fourier_bin(images, factor) if factor > 1 else images.clone()
+    b = filters.fourier_bin(images, level_factor((h, w), max_size))
+    return binned_level(b, (h, w), centre_xy, box, low, high)
+
+
+def binned_level(b, shape: tuple[int, int], centre_xy, box: int = 40, low: float | None = None,
+                 high: float = 0.22) -> Level:
+    """The tracking level from the already binned images ``b`` (n, hb, wb torch) of a ``shape`` stack."""
+    h, w = shape
     scale = filters.bin_scale((h, w), tuple(b.shape[-2:]))
     pix = float(np.mean(scale))
     box = int(min(box, max(8, (min(b.shape[-2:]) // 5) // 2 * 2)))

@@ -190,6 +190,32 @@ class MrcReader:
         return data.reshape(h.nz, h.ny, h.nx)
 
 
+class MrcSections:
+    """A 3-D stack on disk indexed like an array, one section read per ``stack[i]`` (bounded memory).
+
+    ``stack[i]`` is section ``i`` as ``(ny, nx)``; ``stack[a:b]`` or ``stack[index_array]`` is another lazy
+    view. Why: the aligner needs one tilt at a time, and a memory map would count every page it touched.
+    """
+
+    def __init__(self, reader: MrcReader, index=None):
+        self.reader = reader
+        self.index = np.arange(reader.header.nz) if index is None else np.asarray(index, int)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return len(self.index), self.reader.header.ny, self.reader.header.nx
+
+    ndim = 3
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k):
+        if isinstance(k, (int, np.integer)):
+            return self.reader.section(int(self.index[k]))
+        return MrcSections(self.reader, self.index[k])
+
+
 def unpack_4bit(packed: np.ndarray, nx: int, ny: int) -> np.ndarray:
     """Unpack IMOD mode 101: the first pixel of each pair in the low 4 bits; odd rows padded to a byte."""
     row_bytes = (nx + 1) // 2
@@ -291,6 +317,7 @@ def is_mrc(path: str | Path) -> bool:
 __all__ = [
     "MrcHeader",
     "MrcReader",
+    "MrcSections",
     "is_mrc",
     "mrc_pixel_size",
     "pack_4bit",

@@ -50,6 +50,7 @@ class FrameSummer:
         cshape = (h, w // 2 + 1)
         zeros = lambda: torch.zeros(cshape, dtype=torch.complex64, device=device)  # noqa: E731
         self.acc = [zeros(), zeros()]  # odd, even (1-based frame numbers among the frames used)
+        self.work = zeros()  # the shifted frame, reused: no full-size allocation per frame
         self.count = [0, 0]
         if exposures is not None:
             fy, fx = fourier.freqs(self.full_shape, device=device)
@@ -63,7 +64,7 @@ class FrameSummer:
         (x, y px), and ``z`` (frames since the first frame used, for the local model)."""
         import torch
 
-        spec = fourier.shift(spectrum, np.asarray(shift, dtype=np.float32), self.full_shape)
+        spec = fourier.shift(spectrum, np.asarray(shift, dtype=np.float32), self.full_shape, out=self.work)
         if self.local_coeffs is not None and z > 0:
             img = torch.fft.irfft2(spec, s=self.full_shape)
             img = local.resample(img, local.field(self.local_coeffs, z, self.full_shape, device=img.device))
@@ -72,9 +73,9 @@ class FrameSummer:
         if self.exposures is not None:
             n0, n1 = self.exposures[movie_index]
             wgt = self.filter(float(n0), float(n1), self.kv)
-            self.acc[half] += spec * wgt
-            self.wsq[half] += wgt * wgt
             self.plain += spec
+            self.acc[half] += spec.mul_(wgt)
+            self.wsq[half].addcmul_(wgt, wgt)
         else:
             self.acc[half] += spec
         self.count[half] += 1

@@ -179,7 +179,7 @@ class _FrameSource:
                 bad |= torch.as_tensor(np.asarray(defects) != 0, device=device)
             self.n_hot = int(bad.sum())
             if self.n_hot:
-                self.mask = bad
+                self.mask, self.good = bad, ~bad
         if self.cached:
             for k in range(self.n):
                 self._cache[k] = torch.fft.rfft2(self._fix(self._cache[k]))
@@ -189,9 +189,14 @@ class _FrameSource:
 
         i = self.indices[k]
         arr = self.movie.frame(i)
-        fr = torch.as_tensor(np.asarray(arr, dtype=np.float32), device=self.device)
+        arr32 = np.asarray(arr, dtype=np.float32)
+        fr = torch.as_tensor(arr32, device=self.device)
+        # the tensor must be our own (later steps work in place), never the movie's array (raw data)
+        shared = fr.device.type == "cpu" and np.may_share_memory(arr32, arr)
         if self.gain is not None:
-            fr = fr * self.gain
+            fr = fr * self.gain if shared else fr.mul_(self.gain)
+        elif shared:
+            fr = fr.clone()
         if not bool(torch.isfinite(fr.sum(dtype=torch.float64))):  # one reduction; NaN/inf propagate
             raise TiltflowError(f"{self.label}: frame {i + 1} has NaN or infinite values (corrupt frame or gain)",
                                 self.movie.path)
@@ -200,8 +205,8 @@ class _FrameSource:
     def _fix(self, fr):
         if self.mask is None:
             return fr
-        good_mean = fr[~self.mask].mean()
-        return fr.masked_fill(self.mask, float(good_mean))
+        good_mean = fr[self.good].mean()
+        return fr.masked_fill_(self.mask, float(good_mean))  # fr is this source's own copy
 
     def spectrum(self, k: int):
         """Full-size rfft2 of used frame ``k`` (0-based within the used range)."""

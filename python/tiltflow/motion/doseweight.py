@@ -79,12 +79,16 @@ class RadialFilter:
         self.n_bins = n_bins
         pos = k.reshape(-1) / self.k_max * (n_bins - 1)
         self.lo = pos.floor().long().clamp(0, n_bins - 2)
+        self.hi = self.lo + 1  # kept: a full-size index tensor per frame was allocation churn on 4k frames
         self.frac = (pos - self.lo).float()
         self.shape = k.shape
         self.table_k = torch.linspace(0.0, self.k_max, n_bins, device=k.device, dtype=torch.float64)
 
     def __call__(self, n_start: float, n_end: float, kv: float = 300.0):
+        import torch
+
         table = frame_filter(self.table_k, n_start, n_end, kv).float()
-        out = table[self.lo] * (1 - self.frac) + table[self.lo + 1] * self.frac
+        out = table[self.lo]
+        torch.lerp(out, table[self.hi], self.frac, out=out)  # lo (1 - frac) + hi frac, in place
         return out.reshape(self.shape)
 

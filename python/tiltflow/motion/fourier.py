@@ -47,10 +47,11 @@ def crop(spectrum, in_shape: tuple[int, int], out_shape: tuple[int, int]):
     return torch.cat(parts, dim=-2) * ((ho * wo) / (h * w))
 
 
-def shift(spectrum, shifts, full_shape: tuple[int, int], real_shape: tuple[int, int] | None = None):
+def shift(spectrum, shifts, full_shape: tuple[int, int], real_shape: tuple[int, int] | None = None, out=None):
     """Move the content of each image by ``shifts`` (``(..., 2)`` as x, y, full-size pixels).
 
-    ``spectrum`` is ``(..., h, w // 2 + 1)``; ``real_shape`` is its real size when it is a cropped copy.
+    ``spectrum`` is ``(..., h, w // 2 + 1)``; ``real_shape`` is its real size when it is a cropped copy;
+    ``out`` a tensor of the result's shape to write into (per-frame loops: no allocation per frame).
     """
     import torch
 
@@ -62,7 +63,9 @@ def shift(spectrum, shifts, full_shape: tuple[int, int], real_shape: tuple[int, 
     # separable ramp: two small exponentials and one multiply per element instead of a full-size exp
     px = torch.exp(-2j * math.pi * (fx.double() * sx)).to(spectrum.dtype)
     py = torch.exp(-2j * math.pi * (fy.double() * sy)).to(spectrum.dtype)
-    return spectrum * py * px
+    if out is None:
+        return spectrum * py * px
+    return torch.mul(spectrum, py, out=out).mul_(px)
 
 
 def even_crop_shape(shape: tuple[int, int], factor: float) -> tuple[int, int]:

@@ -188,16 +188,17 @@ class _BuiltinAligner:
 
     def process(self, ts, stack_path, out_dir, axis0, stack_px) -> AlignResult:
         from tiltflow.align.pipeline import BuiltinOptions, align_stack
-        from tiltflow.io.mrc import read_mrc
+        from tiltflow.io.mrc import MrcReader, MrcSections, read_mrc
 
         opts = self.opts
-        stack, _ = read_mrc(stack_path)
         if opts.extra_args.strip():
             log.warning("tilt series %s: --extra-args is ignored by the builtin backend", ts.name)
         bo = BuiltinOptions(thickness_px=opts.thickness * 10.0 / stack_px, refine_axis=opts.refine_axis,
                             dark_tol=opts.dark_tol, bin=opts.bin, device=opts.device, user_kept=_user_kept(ts))
         nominal = ts.tilts[star.NOMINAL_TILT].to_numpy(float)
-        alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=ts.name)
+        with MrcReader(stack_path) as reader:  # one tilt in memory at a time; a stack with permuted axes is read whole
+            stack = MrcSections(reader) if reader.header.mapcrs == (1, 2, 3) else read_mrc(stack_path)[0]
+            alignment, report = align_stack(stack, nominal, axis0, stack_px, bo, name=ts.name)
         return AlignResult(alignment, report.score)
 
 
