@@ -47,12 +47,19 @@ MIN_TILT = 15.0
 
 @dataclass(frozen=True)
 class HandOptions:
-    """Fitting band and effort: ``max_tilts`` of the highest kept tilts are measured, ``strips`` per tilt."""
+    """Fitting band and effort: up to ``max_tilts`` kept tilts are measured (the highest first), ``strips``
+    per tilt.
+
+    Why every kept tilt by default, and 3 strips: in a dose-symmetric series the highest tilts are the
+    last exposures, whose rings radiation damage has faded, so measuring only the 12 highest (as before)
+    threw away the best-measured tilts; 3 strips give each strip a third of the tiles and so a steadier
+    defocus than 4 (simulated demo session: 12 tilts x 4 strips z 3.3, 76% agreeing; 27 x 4 z 5.9, 85%;
+    27 x 3 z 7.3, 100%)."""
 
     res_min: float = 50.0  # A
     res_max: float = 12.0  # A
-    strips: int = 4
-    max_tilts: int = 12
+    strips: int = 3
+    max_tilts: int = 60
     min_tilt: float = MIN_TILT
     min_z: float = 6.0  # |h| / standard error needed to call the hand (see the module docstring)
     min_agreement: float = 0.9  # fraction of tilts (weighted by |tan|) with the majority sign
