@@ -67,7 +67,7 @@ def correction_metrics(session: str | Path, results: str | Path, name: str,
     from tiltflow.steps.reconstruct import ReconstructOptions, run
 
     results = Path(results).resolve()
-    truth = load_truth(session)
+    truth = load_truth(Path(session).resolve())  # absolute: the reconstructions run inside ``results``
     series = next(s for s in truth.series if s.name == name)
     rec_dir = results / "reconstruct" / name
     rec = star.read_tilt_series(rec_dir / f"{name}.star")
