@@ -27,7 +27,10 @@ wrong sign 5 times: four at z 0.2-0.8, one at z 3.7 with 87% agreeing (h -3.6), 
 (z 3, 70%) wrote as the hand. In between (1 e/A^2 at 0.8x; 8 series) z was 1.9-42, always of the right sign. z 6 is about
 the two-sided 99.5% point of Student's t with 3 degrees of freedom (4 tilts), so a series of pure noise
 passes it by chance about 0.5% of the time; 0.9 lets no tilt of a 4-tilt series disagree (one 30-degree
-tilt against leaves 87%), and in longer series only low tilts, whose gradient is smallest. On the simulated
+tilt against leaves 87%), and in longer series only low tilts, whose gradient is smallest. Those numbers are
+for 4 strips; re-run with 3 strips (2026-12-02, the first 35 of the 46 series: every clear and in-between series
+and 11 of the 22 weak ones) no series gave a wrong sign at all: the 16 clear ones and 2 in-between ones were
+confident (z 8.4-53, all tilts agreeing), the other 17 not (z 0.0-5.4). On the simulated
 demo session (41 tilts at 3 e/A^2, dose-symmetric, 1024^2 at 3 A) every kept tilt from 15 degrees up is measured
 (27): h +0.70, z 7.3, all 27 agreeing, hand +1 as simulated; the 12 highest alone (the former default, the last
 and most damaged exposures) gave z 3.3 with 76% agreeing.
