@@ -55,3 +55,24 @@ def test_phantom_lowpass_to_a_coarser_nyquist():
     k, fsc = C.fourier_shell_correlation(low, v, 4.0)
     assert (fsc[k < 0.045] > 0.95).all() and (np.abs(fsc[k > 0.055]) < 0.1).all()
     assert C.lowpass_phantom(v, 4.0, 4.0) is v
+
+
+def test_first_ctf_zero_is_where_the_written_out_ctf_first_vanishes():
+    """Against the CTF written out here (IMOD ctfphaseflip's form), scanned on a fine grid."""
+    lam = 12.2643 / math.sqrt(300e3 * (1 + 0.978466e-6 * 300e3))  # relativistic wavelength (A) at 300 kV
+    for defocus in (30000.0, 50000.0, 80000.0):
+        k = np.linspace(1e-4, 0.1, 200001)
+        chi = math.pi * lam * defocus * k**2 - 0.5 * math.pi * 2.7e7 * lam**3 * k**4
+        ctf = -math.sqrt(1 - 0.01) * np.sin(chi) - 0.1 * np.cos(chi)
+        first = k[np.nonzero(np.sign(ctf[1:]) != np.sign(ctf[:-1]))[0][0]]
+        assert C.first_zero_resolution(defocus, 300.0, 2.7, 0.1) == pytest.approx(1 / first, rel=1e-3)
+    # 5 um: about 31 A; more defocus puts the zero at lower resolution
+    assert 30.0 < C.first_zero_resolution(50000.0) < 32.0 < C.first_zero_resolution(80000.0)
+
+
+def test_mean_fsc_between_two_resolutions():
+    k = np.array([0.0, 0.01, 0.02, 0.03, 0.04])
+    shells = C.ShellCorrelation(k, np.array([1.0, 0.9, 0.5, 0.1, -0.3]), 50.0, 33.0)
+    assert C.mean_fsc_between(shells, 60.0, 40.0) == pytest.approx(0.5)  # 1/60 <= k <= 1/40: the 50 A shell
+    assert C.mean_fsc_between(shells, 100.0, 25.0) == pytest.approx((0.9 + 0.5 + 0.1 - 0.3) / 4)
+    assert math.isnan(C.mean_fsc_between(shells, 40.0, 35.0))  # no shell there

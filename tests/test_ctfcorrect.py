@@ -116,8 +116,12 @@ def test_phase_flip_of_a_tilted_astigmatic_image_recovers_the_projection(hand):
     before = _corr(_band(-img, lo, hi), band_truth)
     after = _corr(_band(-flipped, lo, hi), band_truth)
     # flipping keeps |CTF| as amplitude, which caps the correlation with the projection itself near
-    # E|sin| / sqrt(E sin^2) = 0.90; against the |CTF|-weighted projection it is exact
-    assert abs(before) < 0.5 and after > 0.85, (before, after)  # measured 0.01 -> 0.87
+    # E|sin| / sqrt(E sin^2) = 0.90 (the issue's 0.9 is above what any phase flip reaches here): the cap is
+    # the perfect flip's own correlation, 0.872 for these blobs and this band; the strips' blending costs
+    # 0.004 of it (0.871 at 100 A defocus steps instead of the automatic 1270 A), so neither the strip
+    # width, the band nor the defocus interpolation is behind the 0.87
+    cap = _corr(_band(-ideal, lo, hi), band_truth)
+    assert abs(before) < 0.5 and after > cap - 0.01 and cap < 0.9, (before, after, cap)  # 0.01 -> 0.868, cap 0.872
     assert _corr(_band(flipped, lo, hi), _band(ideal, lo, hi)) > 0.99
     # the Wiener-like filter also restores the amplitudes: the un-aberrated projection itself
     wiener = _correct(img, tilt, hand, d_u, d_v, angle, "wiener")

@@ -69,3 +69,25 @@ def test_demo_summary_cli_errors(tmp_path, capsys):
     assert demo_main([]) == 2
     assert demo_main([str(tmp_path), str(tmp_path)]) == 2
     assert "ground truth file not found" in capsys.readouterr().err
+
+
+def test_correction_table_shows_each_mode_and_the_shells_beyond_the_first_zero():
+    from rich.console import Console
+
+    from tiltflow.demo_summary import correction_table
+
+    k = np.array([0.0, 0.01, 0.02, 0.03, 0.04])  # shells at 100, 50, 33.3, 25 A
+
+    def metrics(fsc):
+        shells = C.ShellCorrelation(k, np.array(fsc), 50.0, 33.3)
+        return C.TomogramMetrics(0.5, shells, 40.0, 0.7, float(np.mean(fsc[3:])), 24.0)
+
+    table = correction_table("TS_01", {"none": metrics([1, 0.9, 0.5, -0.2, 0.05]),
+                                       "phaseflip": metrics([1, 0.9, 0.5, 0.3, 0.1])})
+    console = Console(width=200, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "first CTF zero of the highest-defocus tilt at 40.0 A" in " ".join(text.split())  # title may wrap
+    assert "shell 33.3 A" in text and "shell 25.0 A" in text and "shell 50.0 A" not in text  # beyond 40 A only
+    row = next(line for line in text.splitlines() if "shell 33.3 A" in line)
+    assert "-0.200" in row and "0.300" in row

@@ -176,6 +176,29 @@ def resolution_at(frequency: np.ndarray, fsc: np.ndarray, threshold: float) -> f
     return math.nan if last < 1 else float(1.0 / frequency[last])
 
 
+def first_zero_resolution(defocus: float, voltage: float = 300.0, cs: float = 2.7,
+                          amplitude_contrast: float = 0.1) -> float:
+    """Resolution (A) of the first CTF zero at ``defocus`` (A underfocus): ``chi(k) = pi - atan(Q / sqrt(1 - Q^2))``.
+
+    The CTF ``-sqrt(1 - Q^2) sin(chi) - Q cos(chi)`` (RELION, IMOD ctfphaseflip) with ``chi = pi lambda D k^2
+    - pi/2 Cs lambda^3 k^4``: the smaller root of that quadratic in ``k^2``.
+    """
+    from tiltflow.ctfmodel import electron_wavelength
+
+    lam = electron_wavelength(voltage)
+    target = math.pi - math.atan2(amplitude_contrast, math.sqrt(1.0 - amplitude_contrast**2))
+    a, b = 0.5 * math.pi * cs * 1e7 * lam**3, math.pi * lam * defocus
+    u = target / b if a == 0 else (b - math.sqrt(max(b * b - 4 * a * target, 0.0))) / (2 * a)
+    return 1.0 / math.sqrt(u)
+
+
+def mean_fsc_between(shells: ShellCorrelation, low_resolution: float, high_resolution: float) -> float:
+    """Mean FSC of the shells from ``low_resolution`` to ``high_resolution`` (A); NaN when none lies there."""
+    k = shells.frequency
+    sel = (k >= 1.0 / low_resolution) & (k <= 1.0 / high_resolution)
+    return float(shells.fsc[sel].mean()) if sel.any() else math.nan
+
+
 def lowpass_phantom(phantom: np.ndarray, phantom_pixel: float, nyquist_pixel: float) -> np.ndarray:
     """The phantom without frequencies beyond the Nyquist of ``nyquist_pixel`` (hard cut, on its own grid)."""
     if nyquist_pixel <= phantom_pixel * 1.0001:
@@ -220,8 +243,43 @@ class SeriesComparison:
     tomogram_correlation: float | None = None
     tomogram_fsc_05: float | None = None  # A, FSC against the phantom
     tomogram_fsc_0143: float | None = None
+    first_zero_A: float | None = None  # first CTF zero of the highest-defocus tilt
+    tomogram_fsc_beyond_zero: float | None = None  # mean FSC from that zero to the phantom's Nyquist
     tomogram: str | None = None
     star_file: str | None = None
+
+
+@dataclass
+class TomogramMetrics:
+    """One tomogram against the phantom: correlation, shells, and the mean FSC either side of the first
+    CTF zero of the highest-defocus tilt (up to the coarser of the phantom's and the tomogram's Nyquist)."""
+
+    correlation: float
+    shells: ShellCorrelation
+    first_zero_A: float
+    below_zero: float
+    beyond_zero: float
+    nyquist_A: float
+
+
+def tomogram_metrics(rec: star.TiltSeriesStar, path: Path, truth: GroundTruth, series: SeriesTruth) -> TomogramMetrics:
+    """The metrics of the tomogram at ``path`` that the reconstruct step's STAR ``rec`` describes."""
+    from tiltflow.io.mrc import read_mrc
+
+    vol, pixel = read_mrc(path)
+    g = rec.globals
+    size = (int(g[star.TOMO_SIZE_X]), int(g[star.TOMO_SIZE_Y]), int(g[star.TOMO_SIZE_Z]))
+    binning = float(g[star.TOMO_BINNING])
+    px = float(pixel) if pixel else binning * rec.pixel_size
+    phantom = np.asarray(read_mrc(truth.path(series.phantom))[0])
+    vol = np.asarray(vol)
+    shells = tomogram_shells(vol, px, binning, size, series, phantom)
+    zero = first_zero_resolution(max(0.5 * (t.defocus_u + t.defocus_v) for t in series.tilts), truth.voltage,
+                                 truth.cs, truth.amplitude_contrast)
+    nyquist = 2.0 * max(series.phantom_pixel_size, px)
+    return TomogramMetrics(tomogram_correlation(vol, px, binning, size, series, phantom), shells, zero,
+                           mean_fsc_between(shells, 1.0 / float(shells.frequency[1]), zero),
+                           mean_fsc_between(shells, zero, nyquist), nyquist)
 
 
 def _read(root: Path, step: str, name: str) -> star.TiltSeriesStar | None:
@@ -236,7 +294,6 @@ def _truth_rows(tilts, series: SeriesTruth) -> list:
 def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
                    with_tomogram: bool = True) -> SeriesComparison:
     """Every metric that the results in ``root`` (a tiltflow/Nextflow results folder) allow."""
-    from tiltflow.io.mrc import read_mrc
     from tiltflow.motion.metadata import read_motion_star
     from tiltflow.qc.report.collect import read_series
 
@@ -274,16 +331,10 @@ def compare_series(root: str | Path, truth: GroundTruth, series: SeriesTruth,
         out.tomogram = str(rec.globals[star.TOMOGRAM])
         path = star.resolve(out.tomogram, root)
         if with_tomogram and path.is_file():
-            vol, pixel = read_mrc(path)
-            g = rec.globals
-            size = (int(g[star.TOMO_SIZE_X]), int(g[star.TOMO_SIZE_Y]), int(g[star.TOMO_SIZE_Z]))
-            binning = float(g[star.TOMO_BINNING])
-            px = float(pixel) if pixel else binning * rec.pixel_size
-            phantom, _ = read_mrc(truth.path(series.phantom))
-            out.tomogram_correlation = tomogram_correlation(np.asarray(vol), px, binning, size, series,
-                                                            np.asarray(phantom))
-            shells = tomogram_shells(np.asarray(vol), px, binning, size, series, np.asarray(phantom))
-            out.tomogram_fsc_05, out.tomogram_fsc_0143 = shells.resolution_05, shells.resolution_0143
+            m = tomogram_metrics(rec, path, truth, series)
+            out.tomogram_correlation = m.correlation
+            out.tomogram_fsc_05, out.tomogram_fsc_0143 = m.shells.resolution_05, m.shells.resolution_0143
+            out.first_zero_A, out.tomogram_fsc_beyond_zero = m.first_zero_A, m.beyond_zero
     relion = root / "relion" / "tilt_series" / f"{name}.star"
     if relion.is_file():
         out.star_file = str(relion.relative_to(root))
