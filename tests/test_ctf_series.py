@@ -16,8 +16,8 @@ from tiltflow.ctffit.series import (
     series_model,
     weighted_median,
 )
-from tiltflow.ctffit.synthetic import synthetic_micrograph
 from tiltflow.errors import TiltflowError
+from tiltflow.testing.ctf_micrograph import synthetic_micrograph
 
 OPTICS = Optics(300.0, 2.7, 0.1)
 PX = 2.5

@@ -74,7 +74,7 @@ def test_demo_summary_cli_errors(tmp_path, capsys):
 def test_correction_table_shows_each_mode_and_the_shells_beyond_the_first_zero():
     from rich.console import Console
 
-    from tiltflow.demo_summary import correction_table
+    from tiltflow.testing.demo_summary import correction_table
 
     k = np.array([0.0, 0.01, 0.02, 0.03, 0.04])  # shells at 100, 50, 33.3, 25 A
 
