@@ -158,8 +158,8 @@ MOTION_COEFF = _col("rlnMotionModelCoeff", "motion", "", "motioncor", "local mod
 # --- the movies STAR file for relion_run_motioncorr (backends/relion.py) ------------------------
 OPTICS_GROUP_NUMBER = _col("rlnOpticsGroup", "optics, movies", "", "motioncor", "optics group number")
 
-#: what ``from tiltflow.columns import *`` (star.py) re-exports: every label constant, nothing else
-__all__ = [n for n, v in list(globals().items()) if n.isupper() and n != "REGISTRY" and isinstance(v, (str, tuple))]
+# No computed ``__all__``: ``from tiltflow.columns import *`` (star.py) re-exports every public name, which
+# a type checker can follow (it cannot follow a list built at import time).
 
 
 def markdown_table() -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from tiltflow.errors import TiltflowError
 log = logging.getLogger("tiltflow.align")
 
 MIN_TILTS = 5
+
+if TYPE_CHECKING:
+    from tiltflow.io.mrc import MrcSections
 
 
 @dataclass
@@ -101,7 +105,7 @@ def _frame(binned, shape: tuple[int, int], centre_xy, low_a: float, high: float)
 
 
 def align_stack(
-    stack: np.ndarray, nominal_tilts, tilt_axis: float, pixel_size: float, options: BuiltinOptions | None = None,
+    stack: np.ndarray | MrcSections, nominal_tilts, tilt_axis: float, pixel_size: float, options: BuiltinOptions | None = None,
     name: str = "tilt series",
 ) -> tuple[TiltSeriesAlignment, AlignReport]:
     """Align ``stack`` (n, h, w; rows sorted by tilt) starting from the nominal tilts and axis.

@@ -39,7 +39,7 @@ def read_tilt_angles(path: str | Path) -> np.ndarray:
     return np.array(out, dtype=float)
 
 
-def write_tilt_angles(path: str | Path, angles: Sequence[float], decimals: int = 2) -> Path:
+def write_tilt_angles(path: str | Path, angles: Sequence[float] | np.ndarray, decimals: int = 2) -> Path:
     """Write one angle per line in IMOD's layout (right-aligned, ``decimals`` places)."""
     return write_text(path, "".join(f"{float(a):{7 + decimals - 2}.{decimals}f}\n" for a in angles))
 

@@ -57,14 +57,14 @@ def correction_metrics(session: str | Path, results: str | Path, name: str,
     reconstruct options (halves off) into a temporary folder inside ``results``, removed afterwards.
     """
     import json
-    import os
     import tempfile
     from dataclasses import replace
 
     from tiltflow import star
     from tiltflow.simulate.compare import tomogram_metrics
     from tiltflow.simulate.truth import load_truth
-    from tiltflow.steps.reconstruct import ReconstructOptions, run
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.reconstruct import Options as ReconstructOptions
 
     results = Path(results).resolve()
     truth = load_truth(Path(session).resolve())  # absolute: the reconstructions run inside ``results``
@@ -75,22 +75,17 @@ def correction_metrics(session: str | Path, results: str | Path, name: str,
     known = set(ReconstructOptions.__dataclass_fields__)
     opts = replace(ReconstructOptions(**{k: v for k, v in record.items() if k in known}), halves=False)
     out: dict[str, TomogramMetrics] = {}
-    here = os.getcwd()
     with tempfile.TemporaryDirectory(dir=results, prefix=".demo-ctf-") as tmp:
-        os.chdir(results)  # STAR paths are relative to the results folder (the step contract)
-        try:
-            for mode in modes:
-                if mode == opts.ctf_correction:
-                    out[mode] = tomogram_metrics(rec, star.resolve(str(rec.globals[star.TOMOGRAM]), results),
-                                                 truth, series)
-                    continue
-                made = run(Path("align") / name / f"{name}.star", Path(tmp).name,
-                           replace(opts, ctf_correction=mode))
-                ts = star.read_tilt_series(made)
-                out[mode] = tomogram_metrics(ts, star.resolve(str(ts.globals[star.TOMOGRAM]), results), truth,
-                                             series)
-        finally:
-            os.chdir(here)
+        for mode in modes:  # STAR paths are relative to the results folder (the project root)
+            if mode == opts.ctf_correction:
+                out[mode] = tomogram_metrics(rec, star.resolve(str(rec.globals[star.TOMOGRAM]), results),
+                                             truth, series)
+                continue
+            made = run_star_step("reconstruct", Path("align") / name / f"{name}.star", Path(tmp).name,
+                                 replace(opts, ctf_correction=mode), results)
+            ts = star.read_tilt_series(made)
+            out[mode] = tomogram_metrics(ts, star.resolve(str(ts.globals[star.TOMOGRAM]), results), truth,
+                                         series)
     return out
 
 
