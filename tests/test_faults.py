@@ -719,8 +719,8 @@ def test_an_outdir_inside_the_session_is_not_session_data_and_resumes(session, t
     again = _run(sess, out)
     assert again.returncode == 0 and " done in " not in again.stderr, again.stderr[-3000:]
     assert "TS_01 reconstruct: skipped (up to date)" in again.stderr
-    found = load_session(sess)  # `tiltflow import/inspect SESSION` look three folders deep
+    found = load_session(sess)  # discovery reads the session's top-level mdocs only, never results/**
     assert [s.name for s in found.series] == ["TS_01"]
-    assert [(s.path, s.kind) for s in found.skipped] == [(out / "stack" / "TS_01" / "TS_01.mdoc", "output")]
+    assert not [s for s in found.skipped if out in Path(s.path).parents]
     assert {p.relative_to(sess): _digest(p) for p in sorted(sess.rglob("*"))
             if p.is_file() and out not in p.parents} == raw

@@ -19,14 +19,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiltflow import star
 from tiltflow.columns import TF_DOSE
+
+from tiltflow import star
 from tiltflow.errors import TiltflowError
 from tiltflow.runner import plan, resume
 from tiltflow.runner.execute import SeriesOutcome, StepOutcome, expected_record, run_step
@@ -91,18 +91,18 @@ def process_tilt(root: str, ts: star.TiltSeriesStar, params: RunParams, has_gain
     from tiltflow.steplog import step_logs
     from tiltflow.steps import ctf, motioncor
 
-    os.chdir(root)
+    rootp = Path(root)  # every path below is under the project root (the working directory is not used)
     name = ts.name
     mroot = movie_root_of(ts.tilts.iloc[0][star.MOVIE])
     t0, cpu0 = time.perf_counter(), time.process_time()
     try:
-        with step_logs("live", live_dir(name), name):
-            mc = motioncor.run_series(ts, Path("motioncor") / name, step_options("motioncor", params, has_gain, name),
-                                      root)
-            star.write_tilt_series(mc, tilt_star(name, mroot, "mc"))
-            preview = ctf.run_series(star.read_tilt_series(tilt_star(name, mroot, "mc")), live_dir(name) / "ctf",
-                                     step_options("ctf", params, has_gain, name), root)
-            star.write_tilt_series(preview, tilt_star(name, mroot, "ctf"))
+        with step_logs("live", rootp / live_dir(name), name):
+            mc = motioncor.run_series(ts, rootp / "motioncor" / name,
+                                      step_options("motioncor", params, has_gain, name), root)
+            star.write_tilt_series(mc, rootp / tilt_star(name, mroot, "mc"))
+            preview = ctf.run_series(star.read_tilt_series(rootp / tilt_star(name, mroot, "mc")),
+                                     rootp / live_dir(name) / "ctf", step_options("ctf", params, has_gain, name), root)
+            star.write_tilt_series(preview, rootp / tilt_star(name, mroot, "ctf"))
             # CPU seconds (all threads) beside the wall time: on a shared machine they say what the work costs
             log.info("%s: %s motion + CTF preview: cpu %.1f s", name, mroot, time.process_time() - cpu0)
     except TiltflowError as exc:
@@ -162,7 +162,6 @@ def adopt_motioncor(root: Path, name: str, params: RunParams, has_gain: bool) ->
     """The series' motioncor STAR and resume record from the per-tilt results (see the module docstring)."""
     from tiltflow.steps.common import execute_series_step
 
-    os.chdir(root)
     t0 = time.perf_counter()
     call = plan.series_call("motioncor", name, params, has_gain)
     try:
@@ -192,14 +191,14 @@ def _assemble(ts: star.TiltSeriesStar, out_dir: Path, options, root: Path) -> st
         one = one_row(ts, i)
         mroot = movie_root_of(one.tilts.iloc[0][star.MOVIE])
         roots.add(mroot)
-        path = tilt_star(ts.name, mroot, "mc")
+        path = Path(root) / tilt_star(ts.name, mroot, "mc")
         done = star.read_tilt_series(path) if path.is_file() else None
         if done is None or not same_motion_inputs(done, one):
             log.info("%s: %s corrected again (no per-tilt result for this import row)", ts.name, mroot)
             star.write_tilt_series(motioncor.run_series(one, out_dir, options, root), path)
             done = star.read_tilt_series(path)
         rows.append(done)
-    _drop_other_tilts(out_dir / "frames", roots, ts.name)
+    _drop_other_tilts(out_dir / "frames", roots, Path(root) / live_dir(ts.name) / "tilts")
     new = ts.copy()
     added = [c for c in rows[0].tilts.columns if c not in ts.tilts.columns]
     for col in added:
@@ -208,10 +207,9 @@ def _assemble(ts: star.TiltSeriesStar, out_dir: Path, options, root: Path) -> st
     return new
 
 
-def _drop_other_tilts(frames: Path, keep: set[str], name: str) -> None:
+def _drop_other_tilts(frames: Path, keep: set[str], tilts: Path) -> None:
     """Remove per-tilt files of tilts the import no longer lists (a retaken image), as a batch run
     (which starts from an empty folder) would not have them."""
-    tilts = live_dir(name) / "tilts"
     if not tilts.is_dir():
         return
     for f in tilts.glob("*.mc.star"):
