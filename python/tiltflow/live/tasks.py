@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tiltflow.columns import TF_DOSE
-
 from tiltflow import star
+from tiltflow.columns import TF_DOSE
 from tiltflow.errors import TiltflowError
 from tiltflow.runner import plan, resume
 from tiltflow.runner.execute import SeriesOutcome, StepOutcome, expected_record, run_step
