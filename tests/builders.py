@@ -300,3 +300,47 @@ def results_folder(out: Path, names=("TS_01", "TS_02"), through: str = "reconstr
     return out
 
 
+# --- stack: the motion-corrected micrographs of one series (acquisition order) ---------------------------------
+MIC_NAME = "TS_01"
+MIC_ANGLES = [0.0, 3.0, -3.0, -6.0, 6.0, 9.0, -9.0]  # dose-symmetric acquisition order
+MIC_PS = 1.5
+MIC_SHAPE = (24, 30)  # ny, nx
+
+
+def _mic_image(i: int) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    return (rng.normal(size=MIC_SHAPE) + 10 * i).astype(np.float32)
+
+
+def micrograph_series(root: Path, halves: bool = True, excluded: dict[int, str] | None = None,
+                angles: list[float] = MIC_ANGLES, shapes: dict[int, tuple[int, int]] | None = None) -> Path:
+    """Write micrographs + the per-series STAR (acquisition order) under ``root``; return the STAR."""
+    mc = root / "motioncor" / MIC_NAME
+    mc.mkdir(parents=True)
+    rows = []
+    for i, a in enumerate(angles):
+        stem = f"{MIC_NAME}_{i:03d}_{a:.1f}"
+        shape = (shapes or {}).get(i, MIC_SHAPE)
+        img = _mic_image(i) if shape == MIC_SHAPE else np.zeros(shape, np.float32)
+        for suffix, data in (("", img), ("_EVN", img + 0.5), ("_ODD", img - 0.5)):
+            with mrcfile.new(mc / f"{stem}{suffix}.mrc") as m:
+                m.set_data(data)
+                m.voxel_size = MIC_PS
+        row = {
+            star.MOVIE: f"frames/{stem}.tif",
+            star.NOMINAL_TILT: a,
+            star.NOMINAL_AXIS: 85.0,
+            star.PRE_EXPOSURE: 3.0 * i,
+            star.NOMINAL_DEFOCUS: -4.0,
+            star.TF_DOSE: 3.0,
+            star.MICROGRAPH: f"motioncor/{MIC_NAME}/{stem}.mrc",
+        }
+        if halves:
+            row[star.MICROGRAPH_EVEN] = f"motioncor/{MIC_NAME}/{stem}_EVN.mrc"
+            row[star.MICROGRAPH_ODD] = f"motioncor/{MIC_NAME}/{stem}_ODD.mrc"
+        if excluded is not None:
+            row[star.TF_EXCLUDED] = int(i in excluded)
+            row[star.TF_EXCLUDE_REASON] = excluded.get(i, "")
+        rows.append(row)
+    ts = star.TiltSeriesStar(MIC_NAME, {star.TS_PIXEL_SIZE: MIC_PS, star.VOLTAGE: 300.0}, pd.DataFrame(rows))
+    return star.write_tilt_series(ts, mc / f"{MIC_NAME}.star")

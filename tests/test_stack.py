@@ -10,56 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from builders import MIC_ANGLES as ANGLES
+from builders import MIC_NAME as NAME
+from builders import MIC_PS as PS
+from builders import MIC_SHAPE as SHAPE
+from builders import _mic_image as _image
+from builders import micrograph_series as make_series
 from fakes import install
 from tiltflow import star
 from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.imodfiles import read_file_of_inputs, read_tilt_angles
 from tiltflow.steps.common import run_star_step
 from tiltflow.steps.stack import Options, bin_image
-
-NAME = "TS_01"
-ANGLES = [0.0, 3.0, -3.0, -6.0, 6.0, 9.0, -9.0]  # dose-symmetric acquisition order
-PS = 1.5
-SHAPE = (24, 30)  # ny, nx
-
-
-def _image(i: int) -> np.ndarray:
-    rng = np.random.default_rng(i)
-    return (rng.normal(size=SHAPE) + 10 * i).astype(np.float32)
-
-
-def make_series(root: Path, halves: bool = True, excluded: dict[int, str] | None = None,
-                angles: list[float] = ANGLES, shapes: dict[int, tuple[int, int]] | None = None) -> Path:
-    """Write micrographs + the per-series STAR (acquisition order) under ``root``; return the STAR."""
-    mc = root / "motioncor" / NAME
-    mc.mkdir(parents=True)
-    rows = []
-    for i, a in enumerate(angles):
-        stem = f"{NAME}_{i:03d}_{a:.1f}"
-        shape = (shapes or {}).get(i, SHAPE)
-        img = _image(i) if shape == SHAPE else np.zeros(shape, np.float32)
-        for suffix, data in (("", img), ("_EVN", img + 0.5), ("_ODD", img - 0.5)):
-            with mrcfile.new(mc / f"{stem}{suffix}.mrc") as m:
-                m.set_data(data)
-                m.voxel_size = PS
-        row = {
-            star.MOVIE: f"frames/{stem}.tif",
-            star.NOMINAL_TILT: a,
-            star.NOMINAL_AXIS: 85.0,
-            star.PRE_EXPOSURE: 3.0 * i,
-            star.NOMINAL_DEFOCUS: -4.0,
-            "tfDose": 3.0,
-            star.MICROGRAPH: f"motioncor/{NAME}/{stem}.mrc",
-        }
-        if halves:
-            row[star.MICROGRAPH_EVEN] = f"motioncor/{NAME}/{stem}_EVN.mrc"
-            row[star.MICROGRAPH_ODD] = f"motioncor/{NAME}/{stem}_ODD.mrc"
-        if excluded is not None:
-            row["tfExcluded"] = int(i in excluded)
-            row["tfExcludeReason"] = excluded.get(i, "")
-        rows.append(row)
-    ts = star.TiltSeriesStar(NAME, {star.TS_PIXEL_SIZE: PS, star.VOLTAGE: 300.0}, pd.DataFrame(rows))
-    return star.write_tilt_series(ts, mc / f"{NAME}.star")
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from builders import MIC_NAME as NAME
+from builders import micrograph_series as make_series
 from fakes import install
-from test_stack import NAME, make_series
 
 pytestmark = pytest.mark.slow  # a tiny simulated session and seven fresh interpreters (~1 min on 2 loaded cores)
 
