@@ -351,7 +351,7 @@ def _number(g: dict[str, Any], label: str, default: float) -> float:
 
 
 def _py(v: Any) -> Any:
-    """numpy scalars -> Python scalars, so that globals compare and serialise simply."""
+    """NumPy scalars -> Python scalars, so that globals compare and serialise simply."""
     return v.item() if hasattr(v, "item") else v
 
 

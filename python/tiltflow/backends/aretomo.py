@@ -78,7 +78,8 @@ class AreTomoVersion:
 # --- version ---------------------------------------------------------------------------------------
 def parse_version(text: str) -> AreTomoVersion | None:
     """From ``--version`` output or a log banner. AreTomo2 names itself ("AreTomo2 version 1.1.3");
-    AreTomo3 1.x prints only "version 1.0.16, built on ...", 2.x may name itself."""
+    AreTomo3 1.x prints only "version 1.0.16, built on ...", 2.x may name itself.
+    """
     m = _VERSION.search(text)
     ver = m.group(1) if m else None
     if re.search(r"aretomo\s*3", text, re.IGNORECASE):

@@ -63,7 +63,8 @@ class AlnRow:
 @dataclass
 class AlnFile:
     """A parsed ``.aln``. ``local`` is the ``# Local Alignment`` block, shape (m, 7):
-    tilt index, patch index, x, y (relative to the image centre), dx, dy, good (1/0)."""
+    tilt index, patch index, x, y (relative to the image centre), dx, dy, good (1/0).
+    """
 
     path: Path
     rows: list[AlnRow]

@@ -223,7 +223,8 @@ class Watcher:
 
     def _gain_task(self) -> _Task | None:
         """The gain step first, as ``tiltflow run`` does, once the file is there and no longer growing
-        (SerialEM saves the gain reference with the first movie)."""
+        (SerialEM saves the gain reference with the first movie).
+        """
         if self.gain_state != st.WAITING:
             return None
         gain = Path(self.params.gain)

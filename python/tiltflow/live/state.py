@@ -63,7 +63,8 @@ class SeriesTrack:
 
 def read_series(track: SeriesTrack, root: Path, params: RunParams, now: float) -> bool:
     """Re-read the mdoc if it changed, and re-import while a section names a movie not there yet (a late
-    movie: the import's row names the file as found). True when there are new complete sections."""
+    movie: the import's row names the file as found). True when there are new complete sections.
+    """
     try:
         st = track.mdoc.stat()
     except OSError:
@@ -89,7 +90,8 @@ def _movie_missing(track: SeriesTrack, root: Path) -> bool:
 
 def _import_partial(track: SeriesTrack, md, root: Path, params: RunParams) -> None:
     """The import step's table of the complete sections, round-tripped through STAR as a batch run's
-    motioncor reads it (``live/<TS>/import.star``)."""
+    motioncor reads it (``live/<TS>/import.star``).
+    """
     from tiltflow.metadata.movies import MovieIndex
     from tiltflow.metadata.series import IncompleteMdoc, InvalidMdoc, build_series
     from tiltflow.runner.options import frames_dir

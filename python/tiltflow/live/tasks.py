@@ -126,7 +126,8 @@ def import_lock(root: Path) -> Iterator[None]:
 def complete_mdocs(root: Path, mdoc: str) -> list[Path]:
     """Add ``mdoc`` to ``live/complete.txt`` (the mdocs of every series found complete on this outdir, over
     restarts too) and return them all: the import step rewrites ``import/`` for exactly the mdocs it is
-    given, so each import must name every complete series. Called under :func:`import_lock`."""
+    given, so each import must name every complete series. Called under :func:`import_lock`.
+    """
     from tiltflow.atomic import write_text
 
     path = root / LIVE / "complete.txt"
@@ -138,7 +139,8 @@ def complete_mdocs(root: Path, mdoc: str) -> list[Path]:
 
 def finish_series(root: str, name: str, params: RunParams, has_gain: bool, mdoc: str) -> SeriesOutcome:
     """A complete series: import (every complete series' mdoc), motioncor from the per-tilt results, then
-    ctf .. reconstruct as ``tiltflow run`` runs them. Stops at the first failing step."""
+    ctf .. reconstruct as ``tiltflow run`` runs them. Stops at the first failing step.
+    """
     rootp = Path(root)
     result = SeriesOutcome(name)
     with import_lock(rootp):
@@ -210,7 +212,8 @@ def _assemble(ts: star.TiltSeriesStar, out_dir: Path, options, root: Path) -> st
 
 def _drop_other_tilts(frames: Path, keep: set[str], name: str) -> None:
     """Remove per-tilt files of tilts the import no longer lists (a retaken image), as a batch run
-    (which starts from an empty folder) would not have them."""
+    (which starts from an empty folder) would not have them.
+    """
     tilts = live_dir(name) / "tilts"
     if not tilts.is_dir():
         return

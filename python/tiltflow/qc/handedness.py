@@ -65,7 +65,8 @@ class HandOptions:
     last exposures, whose rings radiation damage has faded, so measuring only the 12 highest (as before)
     threw away the best-measured tilts; 3 strips give each strip a third of the tiles and so a steadier
     defocus than 4 (simulated demo session: 12 tilts x 4 strips z 3.3, 76% agreeing; 27 x 4 z 5.9, 85%;
-    27 x 3 z 7.3, 100%)."""
+    27 x 3 z 7.3, 100%).
+    """
 
     res_min: float = 50.0  # A
     res_max: float = 12.0  # A

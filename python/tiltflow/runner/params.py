@@ -107,7 +107,8 @@ class RunParams:
 
 def _kind(key: str) -> type | None:
     """The type a key's value must have (bool, int or float; None for text): from RunParams' own field types,
-    as YAML may deliver strings and JSON floats for ints."""
+    as YAML may deliver strings and JSON floats for ints.
+    """
     hint = _HINTS[key]
     allowed = typing.get_args(hint) or (hint,)
     return next((t for t in (bool, int, float) if t in allowed), None)

@@ -57,7 +57,8 @@ class RunProgress:
 
     def close(self, queue: Any, wait: bool = True) -> None:
         """Stop listening; ``wait=False`` after workers were killed: the listener is a daemon thread and
-        putting the sentinel could block on a lock that a killed worker held."""
+        putting the sentinel could block on a lock that a killed worker held.
+        """
         if not wait:
             return
         queue.put(None)

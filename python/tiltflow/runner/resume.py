@@ -64,7 +64,8 @@ class Expected:
 
 def file_stamp(path: str | Path) -> str:
     """A raw input's key as Nextflow's default cache mode has it: size and modification time (ns), without
-    reading the content (movies are large). A file replaced by another one with the same name changes it."""
+    reading the content (movies are large). A file replaced by another one with the same name changes it.
+    """
     p = Path(path)
     try:
         st = p.stat()
@@ -105,7 +106,8 @@ def list_outputs(root: Path, folder: str) -> dict[str, int]:
 
 def warnings_of(root: Path, folder: str) -> list[str]:
     """The warnings the finished step in ``folder`` logged (a movie shorter than the mdoc says, bad gain
-    pixels replaced...): things that change the result, so the summary and the report show them."""
+    pixels replaced...): things that change the result, so the summary and the report show them.
+    """
     rec = load_record(root, folder)
     return list(rec.get("warnings") or []) if rec else []
 

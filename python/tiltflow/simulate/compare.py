@@ -252,7 +252,8 @@ class SeriesComparison:
 @dataclass
 class TomogramMetrics:
     """One tomogram against the phantom: correlation, shells, and the mean FSC either side of the first
-    CTF zero of the highest-defocus tilt (up to the coarser of the phantom's and the tomogram's Nyquist)."""
+    CTF zero of the highest-defocus tilt (up to the coarser of the phantom's and the tomogram's Nyquist).
+    """
 
     correlation: float
     shells: ShellCorrelation

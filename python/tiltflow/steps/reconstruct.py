@@ -66,7 +66,8 @@ METHODS = ("wbp", "sirtlike", "sirt")
 @dataclass(frozen=True)
 class Options:
     """What to reconstruct (``tiltflow reconstruct``); defaults as RELION's GUI (10 A, 300 nm) and IMOD
-    (Hann-apodised ramp)."""
+    (Hann-apodised ramp).
+    """
 
     pixel_size: float = option(10.0, "Tomogram pixel size in A (RELION's binned_angpix).", "A", min=0.01)
     thickness: float = option(300.0, "Tomogram thickness in nm.", "nm", min=1.0)

@@ -91,7 +91,8 @@ def correction_metrics(session: str | Path, results: str | Path, name: str,
 
 def correction_table(name: str, metrics: dict[str, TomogramMetrics]) -> Table:
     """FSC against the phantom per CTF correction: resolutions, the mean either side of the first zero, and
-    every shell beyond it."""
+    every shell beyond it.
+    """
     first = next(iter(metrics.values()))
     t = Table(title=f"{name}: CTF correction, FSC against the phantom (first CTF zero of the highest-defocus "
                     f"tilt at {first.first_zero_A:.1f} A, phantom/tomogram Nyquist {first.nyquist_A:.1f} A)")
@@ -113,7 +114,8 @@ def correction_table(name: str, metrics: dict[str, TomogramMetrics]) -> Table:
 def summarise(session: str | Path, results: str | Path, console: Console | None = None,
               corrections=CORRECTIONS) -> list[SeriesComparison]:
     """Print the locations and the comparison table (and, with ``corrections``, the CTF-correction table
-    of each series); return the rows."""
+    of each series); return the rows.
+    """
     console = console or Console()
     results = Path(results)
     rows = compare(session, results)

@@ -88,7 +88,8 @@ class SeriesData:
 
     def results(self) -> SeriesResults:
         """What the steps measured, merged: the one reading the report, ``tiltflow run``'s table and the
-        simulator comparison share."""
+        simulator comparison share.
+        """
         return SeriesResults.of(self)
 
 
