@@ -101,6 +101,7 @@ class TiltSeriesStar:
     tilts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def copy(self) -> TiltSeriesStar:
+        """A copy that can be changed without changing this one."""
         return TiltSeriesStar(self.name, copy.deepcopy(self.globals), self.tilts.copy())
 
     @property

@@ -71,6 +71,8 @@ class AreTomoOptions:
 
 @dataclass(frozen=True)
 class AreTomoVersion:
+    """Which AreTomo answered, and its version when it says (AreTomo3 1.x does not always name itself)."""
+
     flavour: str  # aretomo2 | aretomo3
     version: str | None
 
@@ -173,6 +175,7 @@ def _common_args(o: AreTomoOptions, align_z: int, axis: float, pixel_size: float
 
 def aretomo2_command(exe: str, stack: Path, work: Path, name: str, o: AreTomoOptions, align_z: int, axis: float,
                      pixel_size: float, dose: float | None) -> list[str]:
+    """The AreTomo2 command line that aligns ``stack`` in ``work`` (the module docstring shows its form)."""
     cmd = [exe, "-InMrc", str(stack), "-OutMrc", str(work / f"{name}_aretomo.mrc"),
            "-AngFile", str(work / f"{name}_aretomo.tlt")]
     cmd += _common_args(o, align_z, axis, pixel_size)
@@ -187,6 +190,7 @@ def aretomo2_command(exe: str, stack: Path, work: Path, name: str, o: AreTomoOpt
 
 def aretomo3_command(exe: str, in_stack: Path, work: Path, o: AreTomoOptions, align_z: int, axis: float,
                      pixel_size: float) -> list[str]:
+    """The AreTomo3 command line that aligns ``in_stack`` into ``work`` (alignment only: no CTF, no split sums)."""
     cmd = [exe, "-InPrefix", str(in_stack), "-InSuffix", ".mrc", "-OutDir", f"{work}/", "-Cmd", "1",
            "-Serial", "0"]
     cmd += _common_args(o, align_z, axis, pixel_size)

@@ -99,6 +99,7 @@ class ComCommand:
         return next((v for name, v in self.options if name.lower() == k), default)
 
     def has(self, key: str) -> bool:
+        """Whether option ``key`` is given (a flag counts)."""
         return self.get(key) is not None
 
     def numbers(self, key: str) -> list[float]:
@@ -117,6 +118,7 @@ class ComFile:
 
     @property
     def commands(self) -> list[ComCommand]:
+        """The ``$program`` commands of the file, in order, without the text lines."""
         return [c for c in self.items if isinstance(c, ComCommand)]
 
     def command(self, program: str) -> ComCommand:

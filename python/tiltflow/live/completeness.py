@@ -37,6 +37,7 @@ class Timing:
 
 
 def read_text(path: Path) -> str:
+    """A file's text as UTF-8, else as Latin-1, so that an mdoc with odd bytes is still read."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8")

@@ -28,6 +28,8 @@ WAITING, QUEUED, RUNNING, DONE, TILT_FAILED = "waiting", "queued", "running", "d
 
 @dataclass
 class TiltTrack:
+    """One tilt of a series being watched: its movie's state and why it waits, if it does."""
+
     root: str
     frames: int | None  # the mdoc's frame count
     size: SizeWatch = field(default_factory=SizeWatch)
@@ -40,6 +42,8 @@ class TiltTrack:
 
 @dataclass
 class SeriesTrack:
+    """One tilt series being watched: its mdoc as last read, its tilts and how far it has got."""
+
     name: str
     mdoc: Path
     signature: tuple[int, int] = (-1, -1)  # (size, mtime_ns) of the mdoc last read
@@ -58,6 +62,7 @@ class SeriesTrack:
 
     @property
     def tilts_done(self) -> int:
+        """Tilts whose processing is done."""
         return sum(t.state == DONE for t in self.tilts.values())
 
 
@@ -170,4 +175,5 @@ def series_complete(track: SeriesTrack, expected: int | None, timing: Timing, no
 
 
 def monotonic() -> float:
+    """The clock of every time the watch keeps (monotonic: a change of the wall clock cannot cut a wait short)."""
     return time.monotonic()

@@ -52,6 +52,7 @@ class TiltResult:
 
 
 def live_dir(name: str) -> Path:
+    """``live/<TS>``: the folder a series' live results go to."""
     return Path(LIVE) / name
 
 
@@ -61,10 +62,12 @@ def tilt_star(name: str, root: str, kind: str) -> Path:
 
 
 def one_row(ts: star.TiltSeriesStar, i: int) -> star.TiltSeriesStar:
+    """Row ``i`` of ``ts`` as a series of its own (same name and globals), for processing one tilt."""
     return star.TiltSeriesStar(ts.name, dict(ts.globals), ts.tilts.iloc[[i]].reset_index(drop=True))
 
 
 def movie_root_of(row_movie: str) -> str:
+    """The movie root (motioncor's output name) of a STAR row's movie."""
     from tiltflow.steps.motioncor import movie_root
 
     return movie_root(str(row_movie))

@@ -54,6 +54,7 @@ def _int(text: str | None) -> int | None:
 
 
 def writer_of(md: MdocFile) -> str:
+    """Which program wrote the mdoc (``SerialEM``, ``Tomo5`` or ``unknown``), as their files differ."""
     titles = " ".join(md.titles)
     if "SerialEM" in titles or "SerialEM" in md.header.get("Version", ""):
         return "SerialEM"

@@ -117,6 +117,7 @@ class HandResult:
         return int(np.sign(self.scale)) if math.isfinite(self.scale) else 0
 
     def describe(self) -> str:
+        """One line for the log: the verdict and the numbers behind it."""
         if not self.tilts:
             return f"handedness not determined: {self.note or 'no usable tilts'}"
         word = f"hand {self.hand:+d}" if self.hand else f"measured hand {self.measured:+d}, not confident"
@@ -233,9 +234,11 @@ class SessionHand:
 
     @property
     def consistent(self) -> bool:
+        """Whether every series with a determined hand agrees."""
         return not self.disagree
 
     def warning(self) -> str | None:
+        """The warning to give when the series disagree, naming them; None when they agree."""
         if self.consistent:
             return None
         if not self.consensus:

@@ -43,11 +43,14 @@ class StepOutcome:
 
 @dataclass
 class SeriesOutcome:
+    """The steps one tilt series went through in a run, in order."""
+
     name: str
     steps: list[StepOutcome] = field(default_factory=list)
 
     @property
     def failed(self) -> StepOutcome | None:
+        """The step that failed, if one did."""
         return next((s for s in self.steps if s.status == "failed"), None)
 
 

@@ -102,6 +102,7 @@ class RunParams:
         return replace(self, **given)
 
     def to_dict(self) -> dict[str, Any]:
+        """The parameters as a plain dict (for records and config files)."""
         return asdict(self)
 
 

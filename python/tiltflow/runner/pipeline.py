@@ -56,6 +56,7 @@ class RunResult:
 
     @property
     def failures(self) -> list[str]:
+        """One line per failed step, series steps first, for the end of the run."""
         out = [f"{o.name} failed at {o.failed.step}: {o.failed.error}" for o in self.series if o.failed]
         out += [f"{s.step} failed: {s.error}" for s in self.session_steps if s.status == "failed"]
         return out

@@ -49,6 +49,7 @@ class Expected:
 
     def record(self, step: str, series: str | None, outputs: dict[str, int],
                warnings: list[str] | None = None) -> dict[str, Any]:
+        """The record to write after the step ran, so that a later run can skip it."""
         rec = {
             "step": step,
             "series": series,
@@ -113,6 +114,7 @@ def warnings_of(root: Path, folder: str) -> list[str]:
 
 
 def load_record(root: Path, folder: str) -> dict[str, Any] | None:
+    """A step folder's record, or None when it is missing or unreadable (then the step runs again)."""
     p = root / folder / RECORD
     try:
         return json.loads(p.read_text())

@@ -50,6 +50,7 @@ def motion_rms_px(estimated_drift: np.ndarray, true_frame_shifts: np.ndarray) ->
 
 
 def rms(values) -> float:
+    """Root mean square of the finite values (nan when there are none)."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     return float(np.sqrt((v ** 2).mean())) if v.size else math.nan

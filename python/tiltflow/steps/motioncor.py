@@ -309,6 +309,7 @@ class TiltFiles:
 
     @classmethod
     def of(cls, frames_dir: Path, root: str) -> TiltFiles:
+        """The files of tilt ``root`` in ``frames_dir``."""
         return cls(image=frames_dir / f"{root}.mrc", even=frames_dir / f"{root}_EVN.mrc",
                    odd=frames_dir / f"{root}_ODD.mrc", ps=frames_dir / f"{root}_PS.mrc",
                    star=frames_dir / f"{root}.star", log=frames_dir / f"{root}.log")

@@ -106,6 +106,7 @@ class Options:
             raise TiltflowError("--defocus-step and --wiener-falloff must be >= 0 and --wiener-snr positive")
 
     def correction(self):
+        """The CTF correction and dose weighting these options ask for."""
         from tiltflow.tomo.ctfcorrect import CtfCorrection
 
         return CtfCorrection(self.ctf_correction, self.dose_weighting, self.defocus_step, self.wiener_snr,
@@ -123,6 +124,7 @@ class TomogramGrid:
 
     @property
     def pixel_size(self) -> float:
+        """Voxel size in A."""
         return self.binning * self.ts_pixel_size
 
     @property

@@ -37,6 +37,7 @@ def _f(v: float | None, spec: str) -> str:
 
 
 def table(rows: list[SeriesComparison]) -> Table:
+    """The comparison as a table, one row per series."""
     t = Table(title="results against the simulated ground truth")
     for h in ("series", "tilts used", "motion (px)", "defocus (um)", "shifts (px)", "axis (deg)",
               "angles (deg)", "tomogram corr.", "FSC 0.5 (A)", "FSC 0.143 (A)"):
@@ -139,6 +140,7 @@ def summarise(session: str | Path, results: str | Path, console: Console | None 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: compare RESULTS with the simulated SESSION; exit 1 if a series has no tomogram, 2 on bad use."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] in ("-h", "--help"):
         print(__doc__.splitlines()[0].strip("`"), file=sys.stderr)
