@@ -109,7 +109,8 @@ def _step_times(log: str) -> str:
 
 def bench_project(project: Path, truth_path: Path, device: str) -> list[dict]:
     """Re-run the align step of a results folder (from its stack step) and score it with
-    ``tiltflow.simulate.compare``: the same metrics, gauge and truth conventions as ``make demo``."""
+    ``tiltflow.simulate.compare``: the same metrics, gauge and truth conventions as ``make demo``.
+    """
     from tiltflow import star
     from tiltflow.device import device_name, get_device
     from tiltflow.simulate.compare import compare_series

@@ -76,7 +76,8 @@ _FIT = re.compile(r"INFO\s+(\S+): (tilt \d+ \((\S+?)\.mrc, [^)]*\)) defocus ([0-
 
 def ctf_reuse(out: Path, names: list[str]) -> list[str]:
     """First-pass and refit seconds per tilt of the series CTF step, and how many tilts' preview defocus U
-    (live/<TS>/tilts/<root>.ctf.star) equals its first pass (to 1 A) and its final value (ctf/<TS>/<TS>.star)."""
+    (live/<TS>/tilts/<root>.ctf.star) equals its first pass (to 1 A) and its final value (ctf/<TS>/<TS>.star).
+    """
     from tiltflow import star
 
     first_s, refit_s, same_first, same_final, n = [], [], 0, 0, 0

@@ -1,4 +1,4 @@
-"""Peak memory of the stack writer and of the built-in aligner: bounded by a few images, not by the series?
+"""Peak memory of the stack writer and of the built-in aligner, to check it is bounded by a few images, not by the series.
 
     .venv/bin/python bench/bench_memory.py                                # 12 x 2048^2 float32 (192 MiB stack)
     .venv/bin/python bench/bench_memory.py --runs 12x2048 24x2048 12x4096  # + a fit and a 41-tilt K3 prediction

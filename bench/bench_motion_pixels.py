@@ -1,4 +1,4 @@
-"""CPU seconds of one movie's motion correction against its pixel count (1 thread): linear or not?
+"""CPU seconds of one movie's motion correction against its pixel count (1 thread), to see whether it is linear.
 
     .venv/bin/python bench/bench_motion_pixels.py                    # 1024^2 and 2048^2, 8 frames
     .venv/bin/python bench/bench_motion_pixels.py --sizes 2048 4096 --frames 10

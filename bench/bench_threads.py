@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _jobs_vs_threads(results: Path, steps: list[str], ts: str, session: Path) -> None:
     """Two tasks (as two tilt series would be): 2 one-thread processes side by side, or one after the other
-    with 2 threads each (what ``tiltflow run --jobs 2`` vs ``--jobs 1`` do on 2 cores)."""
+    with 2 threads each (what ``tiltflow run --jobs 2`` vs ``--jobs 1`` do on 2 cores).
+    """
     import time
     from concurrent.futures import ThreadPoolExecutor
 

@@ -28,6 +28,8 @@ _THREAD_PREFIXES = ("OMP_", "MKL_", "OPENBLAS_", "TILTFLOW_THREADS")
 
 @dataclass(frozen=True)
 class Timing:
+    """One step's run in a fresh process: wall and CPU seconds, its threads and its peak memory."""
+
     wall: float
     cpu: float
     threads: int

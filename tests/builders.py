@@ -240,7 +240,8 @@ def _write(path: Path, data: np.ndarray, ps: float = 4.0) -> None:
 
 def results_folder(out: Path, names=("TS_01", "TS_02"), through: str = "reconstruct") -> Path:
     """A results folder as `tiltflow run` writes it: motioncor/ctf (synthesised), then the real exclude and
-    stack steps, then align/reconstruct STARs with a small tomogram; ``out`` is the project root."""
+    stack steps, then align/reconstruct STARs with a small tomogram; ``out`` is the project root.
+    """
     from tiltflow.steps import exclude, stack
     from tiltflow.steps.common import run_star_step
 

@@ -34,7 +34,8 @@ def _restore_thread_env():
 @pytest.fixture(autouse=True)
 def _restore_tiltflow_logger():
     """``cli.main`` run in-process attaches a console handler to the then-current (captured) stderr; once pytest
-    closes that stream, a later test's log record would print a logging traceback. Undo it after each test."""
+    closes that stream, a later test's log record would print a logging traceback. Undo it after each test.
+    """
     import logging
 
     logger = logging.getLogger("tiltflow")

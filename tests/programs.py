@@ -1,5 +1,6 @@
 """One rule for a test that needs a program from the machine: in CI (``CI`` set) its absence is a failure,
-elsewhere a skip, so that CI can never pass by skipping a peer, a browser or a container engine."""
+elsewhere a skip, so that CI can never pass by skipping a peer, a browser or a container engine.
+"""
 
 from __future__ import annotations
 

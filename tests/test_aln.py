@@ -133,7 +133,8 @@ def test_mismatched_or_out_of_range(tmp_path):
 
 def test_star_columns_as_relion_reads_aretomo(tmp_path):
     """RELION's readAreTomoResults: YTilt = TILT, ZRot = ROT, shifts = TX/TY x pixel size, no sign change;
-    the output columns, units and row order must be those of RELION's AlignTiltSeries file."""
+    the output columns, units and row order must be those of RELION's AlignTiltSeries file.
+    """
     name, relion = star.read_relion_tilt_table(DATA / "cets-relion__AlignTiltSeries_job005_tilt_series_TS_01.star")
     n = len(relion)
     ps = 1.35

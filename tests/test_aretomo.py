@@ -232,7 +232,8 @@ def test_aretomo2_end_to_end(tmp_path, aretomo2, series):
 
 def test_aretomo2_reads_a_real_aln(tmp_path):
     """A real AreTomo .aln (lil-aretomo TS_121, 31 sections) written by a fake AreTomo2 for a stack at its
-    tilts: RELION's reading of it is the file's columns (ROT, TX/TY in px, TILT), nothing excluded."""
+    tilts: RELION's reading of it is the file's columns (ROT, TX/TY in px, TILT), nothing excluded.
+    """
     from fakes import DATA, install
     from fakes import aretomo as fake
 

@@ -101,7 +101,8 @@ def test_version_matches_the_working_tree(podman, tmp_path):
 
 def test_simulated_session_is_the_same(runs):
     """Movies, mdoc, gain and phantom byte for byte. ground_truth.json by value: some particle rotations
-    (simulator metadata that no image is made from) differ in the last bit between the two Pythons."""
+    (simulator metadata that no image is made from) differ in the last bit between the two Pythons.
+    """
     image, host = runs["image"] / "session", runs["host"] / "session"
     files = _files(host, "*")
     assert Path("TS_01.mrc.mdoc") in files and files == _files(image, "*")

@@ -1,5 +1,6 @@
 """The container recipes without a container engine: pins and checksums, the download check, the Nextflow
-engine profiles (GPU options only under ``gpu``)."""
+engine profiles (GPU options only under ``gpu``).
+"""
 
 from __future__ import annotations
 

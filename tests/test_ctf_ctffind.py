@@ -162,7 +162,8 @@ def test_real_transcript_prompts():
 
 def test_fake_prints_exactly_the_real_transcript(tmp_path):
     """Given the real run's answers and file names, the fake prints the transcript byte for byte and writes
-    the real summary and profiles unchanged."""
+    the real summary and profiles unchanged.
+    """
     exe = make_fake(tmp_path)
     write_micrograph(tmp_path / "motioncor" / "TS_01" / "frames" / f"{ROOT}.mrc")
     (tmp_path / "ctf" / "TS_01").mkdir(parents=True)
@@ -222,7 +223,8 @@ def test_wrapper_sends_the_real_runs_answers_and_reads_its_results(tmp_path, mon
 
 def test_ctffind4_and_5_prompts():
     """4.1.14 asks the 5.0.2 run's questions minus the thickness one (ctffind.cpp): the wrapper's answers
-    for each major version are one per question, and each yes/no answer falls on a yes/no question."""
+    for each major version are one per question, and each yes/no answer falls on a yes/no question.
+    """
     p = ctffind.CtffindParams(pixel_size=3.0, amplitude_contrast=0.1, defocus_min=20000, defocus_max=60000)
     for version, major in (("5.0.2", 5), ("4.1.14", 4)):
         qs = fake.questions(version)
@@ -269,7 +271,8 @@ def test_step_answers_the_installed_programs_prompts(tmp_path, monkeypatch, vers
 
 def test_dose_dependent_maximum_resolution_is_answered(tmp_path, monkeypatch):
     """Second tilt (3 e/A^2 before it): max resolution 5 * exp(3/100) A. The fake replays the run on tilt 0,
-    so its results are that tilt's; what is checked here is the answer sent."""
+    so its results are that tilt's; what is checked here is the answer sent.
+    """
     record = tmp_path / "answers.jsonl"
     monkeypatch.setenv("FAKE_CTFFIND_RECORD", str(record))
     run_series(make_series(tmp_path, 2), tmp_path / "ctf" / "TS_01", demo_options(make_fake(tmp_path), png="none"), tmp_path)
@@ -283,7 +286,8 @@ def test_dose_dependent_maximum_resolution_is_answered(tmp_path, monkeypatch):
     (0.1, True, "did not write")])
 def test_tool_failure_names_the_tilt_and_writes_no_star(tmp_path, monkeypatch, amp, silent, match):
     """CTFFIND's own refusal (amplitude contrast above 1, ctffind.cpp's range) and a silent exit 0, on every
-    tilt: each tilt is flagged (steps.common.each_tilt) and the series fails, naming the first tilt's problem."""
+    tilt: each tilt is flagged (steps.common.each_tilt) and the series fails, naming the first tilt's problem.
+    """
     exe = make_fake(tmp_path)
     if silent:
         monkeypatch.setenv("FAKE_CTFFIND_SILENT", "1")

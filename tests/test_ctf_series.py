@@ -1,5 +1,6 @@
 """ctffit.series: the series-level CTF decisions (one gradient sign, one defocus path, one astigmatism) and the
-refits they call for, made from the spectra each tilt's first fit kept (no second reading of the image)."""
+refits they call for, made from the spectra each tilt's first fit kept (no second reading of the image).
+"""
 
 from __future__ import annotations
 

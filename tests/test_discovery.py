@@ -47,7 +47,7 @@ def _layout(root: Path, files: list[str]) -> Path:
 
 
 def _nextflow_side(folder: Path) -> list[str]:
-    """sessionInput's folder branch: files(FOLDER/<glob>) (Nextflow's files() skips hidden files), then its filter."""
+    """The folder branch of sessionInput: files(FOLDER/<glob>) (Nextflow's files() skips hidden files), then its filter."""
     text = GROOVY.read_text()
     pattern = re.search(r'mdocs = files\("\$\{path\}/([^"]+)"\)', text).group(1)
     assert pattern == MDOC_GLOB  # the same glob as the Python rule

@@ -150,7 +150,7 @@ def test_a_failed_rerun_keeps_the_previous_good_result(finished, tmp_path):
 
 
 def test_a_step_killed_before_its_swap_leaves_the_old_folder_or_the_new_one(finished, tmp_path):
-    """kill -9 between the two renames of a swap: the next run puts the previous folder back."""
+    """A kill -9 between the two renames of a swap: the next run puts the previous folder back."""
     from tiltflow.runner import staging
 
     out = _copy(finished, tmp_path / "results")
@@ -217,7 +217,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("signum,to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)])
 def test_a_signal_stops_every_worker_and_says_where_the_run_stopped(session, tmp_path, signum, to_group):
     """Sent once motioncor has finished (the run has steps left): every worker is gone when the run has
-    exited, the run says where it stopped, nothing half-written is left and the rerun resumes."""
+    exited, the run says where it stopped, nothing half-written is left and the rerun resumes.
+    """
     out = tmp_path / "results"
     proc = subprocess.Popen(_command(session, out), stderr=subprocess.PIPE, text=True, env=ENV,
                             start_new_session=True)
@@ -311,7 +312,8 @@ _NAMES = st.text(
 @given(folder=_NAMES, movie=_NAMES)
 def test_every_path_a_star_file_can_hold_round_trips(tmp_path_factory, folder, movie):
     """Any printable or non-ASCII folder and file name, spaces and both quotes included: written and read
-    back unchanged, or refused before writing with a message naming the character."""
+    back unchanged, or refused before writing with a message naming the character.
+    """
     import pandas as pd
 
     from tiltflow import startext
@@ -364,7 +366,8 @@ def test_a_path_no_star_quote_can_hold_is_refused_up_front(session, tmp_path):
 # --- 7. one tilt does not stop a series ----------------------------------------------------------------------
 def test_a_tilt_the_ctf_fit_fails_on_is_flagged_and_the_series_goes_on(finished, session, tmp_path):
     """A blank micrograph (the CTF fitter refuses it) among 7: that tilt has no fit, with the reason, the
-    exclusion drops it and the series reaches the tomogram; a failure of every tilt still stops the series."""
+    exclusion drops it and the series reaches the tomogram; a failure of every tilt still stops the series.
+    """
     import mrcfile
     import numpy as np
 
@@ -422,7 +425,8 @@ def test_a_bad_mdoc_value_is_named_with_what_it_is(tmp_path, old, new, message):
 
 def test_a_user_kept_tilt_stays_through_align_and_its_warning_reaches_the_summary(finished, session, tmp_path):
     """A blank tilt kept with --keep-tilts: ctf flags it, exclude keeps it, align keeps it too (with a
-    warning that the run summary, summary.tsv and the report show)."""
+    warning that the run summary, summary.tsv and the report show).
+    """
     import mrcfile
     import numpy as np
 
@@ -495,7 +499,8 @@ def test_align_messages_name_the_series_once(tmp_path, monkeypatch):
 
 def test_the_default_ctf_limit_follows_the_sampling_so_a_simulated_session_runs_with_the_defaults():
     """The tiny preset (8 A pixels, Nyquist 16 A) fits its rings to about 25 A: the default 20 A limit excluded
-    every tilt. The default now stays 5 pixels or coarser; a limit the user gives is used as given."""
+    every tilt. The default now stays 5 pixels or coarser; a limit the user gives is used as given.
+    """
     from tiltflow.qc.exclusion import Thresholds
     from tiltflow.steps.exclude import ctf_limit_for
 
@@ -510,7 +515,8 @@ def test_the_default_ctf_limit_follows_the_sampling_so_a_simulated_session_runs_
 # --- 9. a bad movie: stops the series, or with --skip-bad-movies flags its tilt ------------------------------
 def _movie_series(root: Path, fmt: str) -> tuple[Path, list[Path]]:
     """3 tilts of 28-frame TIFF movies (the fake MotionCor2 replays a real 28-frame run) or 64-fraction EER
-    movies, with the STAR file and gain under ``root``."""
+    movies, with the STAR file and gain under ``root``.
+    """
     import numpy as np
 
     from builders import as_tiff
@@ -591,7 +597,8 @@ def _backend_options(backend: str, tmp_path: Path, monkeypatch) -> dict:
 def test_a_bad_movie_stops_the_series_or_with_skip_bad_movies_flags_only_its_tilt(tmp_path, monkeypatch, fmt, kind,
                                                                                    backend):
     """Every backend follows one rule: by default the series stops with one line naming the movie and the
-    problem; with --skip-bad-movies that tilt gets tfMovieProblem (and no image), the others are corrected."""
+    problem; with --skip-bad-movies that tilt gets tfMovieProblem (and no image), the others are corrected.
+    """
     from tiltflow.errors import TiltflowError
     from tiltflow.steps.common import run_star_step
     from tiltflow.steps.motioncor import Options
@@ -630,9 +637,10 @@ def test_skip_bad_movies_still_stops_a_series_whose_every_movie_is_bad(tmp_path)
 
 
 def test_a_truncated_movie_with_skip_bad_movies_is_excluded_with_its_reason_and_shown(session, tmp_path):
-    """tiltflow run end to end: without the option the run fails naming the movie; with it the tilt is
+    """A tiltflow run end to end: without the option the run fails naming the movie; with it the tilt is
     excluded (even though --keep-tilts names it: there is no image to keep), the tomogram is made from the
-    other six, and the run summary, summary.tsv and the report say why."""
+    other six, and the run summary, summary.tsv and the report say why.
+    """
     sess = _copy(session, tmp_path / "micro")
     movie = sess / "TS_01_003_-40.0.tif"
     movie.write_bytes(movie.read_bytes()[: movie.stat().st_size // 2])
@@ -693,7 +701,8 @@ def test_a_step_that_fails_before_it_logs_under_tiltflow_run_says_why_in_its_err
 # --- 11. the "also check" list ------------------------------------------------------------------------------
 def test_two_series_of_one_name_in_different_folders_are_refused_before_any_output(tmp_path, monkeypatch):
     """grid1/TS_01.mrc.mdoc and grid2/TS_01.mrc.mdoc given together would write the same import/TS_01/: one would be lost
-    (it was set aside with a debug line). Now one line names both, and nothing is written."""
+    (it was set aside with a debug line). Now one line names both, and nothing is written.
+    """
     from tiltflow.cli import main
 
     for grid in ("grid1", "grid2"):
@@ -709,7 +718,8 @@ def test_two_series_of_one_name_in_different_folders_are_refused_before_any_outp
 
 def test_an_outdir_inside_the_session_is_not_session_data_and_resumes(session, tmp_path):
     """results/ inside the session folder: accepted, never read as a session (its stack mdoc is tiltflow's
-    own), a rerun is up to date (the results do not change the session's keys), raw files untouched."""
+    own), a rerun is up to date (the results do not change the session's keys), raw files untouched.
+    """
     from tiltflow.metadata.session import load_session
 
     sess = _copy(session, tmp_path / "micro")

@@ -84,7 +84,8 @@ def test_weak_evidence_keeps_the_imported_hand_and_warns(tmp_path, monkeypatch):
     """A noise-dominated series (0.5 e/A^2, 0.3x contrast) of hand +1, imported as +1 (the user's value).
 
     With this seed the measurement even points the wrong way (h -3.6, z 3.7, 87% of tilts agree): the
-    former limits (z 3, 70%) wrote -1. Now the imported value stays, with a warning and the numbers."""
+    former limits (z 3, 70%) wrote -1. Now the imported value stays, with a warning and the numbers.
+    """
     from tiltflow.qc.report.render import hand_text
     from tiltflow.steps.common import run_star_step
     from tiltflow.steps.exclude import Options

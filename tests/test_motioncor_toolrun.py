@@ -89,7 +89,8 @@ def _exited(pid: int) -> bool:
 
 def _timeouts_until(started: Path):
     """Timeouts for a call whose program must first record that it started (``started`` exists): a loaded
-    machine can take longer than the first timeout just to start Python, and then the call is repeated."""
+    machine can take longer than the first timeout just to start Python, and then the call is repeated.
+    """
     for timeout in (1, 4, 16, 64):
         yield timeout
         if started.exists():

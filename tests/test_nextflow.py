@@ -56,7 +56,8 @@ def _script_blocks(text: str) -> list[str]:
 
 def _tiltflow_calls(text: str, keep_interpolations: bool = False) -> list[list[str]]:
     """Each `tiltflow ...` command line in a script block, continuation lines joined, as tokens (Groovy
-    interpolations as a placeholder X unless ``keep_interpolations``)."""
+    interpolations as a placeholder X unless ``keep_interpolations``).
+    """
     calls = []
     for block in _script_blocks(_strip_comments(text)):
         joined = re.sub(r"\\\\\n", " ", block)
@@ -245,7 +246,8 @@ def test_gpu_requests_only_in_profile_gpu_and_oom_is_retried():
 
 def _error_strategy(closure: str, status: int) -> str:
     """The value of a Groovy ``errorStrategy`` closure body (``c ? 'a' : (c2 ? 'b' : 'c')`` with conditions
-    ``task.exitStatus in (ranges + ints)`` or ``task.exitStatus == n``) for exit status ``status``."""
+    ``task.exitStatus in (ranges + ints)`` or ``task.exitStatus == n``) for exit status ``status``.
+    """
     expr = closure.strip()
     while expr.startswith("(") and _top_level(expr[1:-1], ")") is None and expr.endswith(")"):
         expr = expr[1:-1].strip()
@@ -324,7 +326,8 @@ def test_versions_name_the_external_tool(tmp_path, monkeypatch):
 
 def test_tiltflow_run_finds_the_series_nextflows_input_finds(tmp_path):
     """One --input rule for both runners: FOLDER/*.mdoc, one .mdoc, or a glob (the stub runs of
-    tests/test_nextflow_run.py check the Nextflow side with the same three forms)."""
+    tests/test_nextflow_run.py check the Nextflow side with the same three forms).
+    """
     from tiltflow.errors import TiltflowError
     from tiltflow.runner.pipeline import find_mdocs
 

@@ -203,7 +203,8 @@ def test_an_input_that_is_not_a_session_stops_the_run(session, tmp_path):
 
 def test_stub_run_under_profile_gpu_creates_every_gpu_task(session, tmp_path):
     """Profile gpu's directives (accelerator, maxForks from --max_gpus, containerOptions) are accepted when the
-    processes are created; a closure as maxForks used to fail here."""
+    processes are created; a closure as maxForks used to fail here.
+    """
     res = _stub(session, tmp_path / "results", str(session), "-profile", "gpu", "--align_backend", "aretomo3")
     assert res.returncode == 0, res.log[-3000:]
     tasks = trace(tmp_path / "results")
@@ -239,7 +240,8 @@ def _same_star_files(ours: Path, theirs: Path) -> None:
 def test_a_task_killed_mid_write_is_retried_and_its_half_written_outputs_never_reach_the_results(
         first_run, session, tmp_path):
     """SIGKILL of a MOTIONCOR task once it has written its first image (what SLURM does at a limit): the
-    task exits 137, Nextflow retries it in a fresh work folder, and the results equal the clean run's."""
+    task exits 137, Nextflow retries it in a fresh work folder, and the results equal the clean run's.
+    """
     _, clean = first_run
     marker = tmp_path / "killed"
     outdir = tmp_path / "results"
@@ -257,7 +259,8 @@ def test_a_task_killed_mid_write_is_retried_and_its_half_written_outputs_never_r
 def test_a_lost_task_folder_is_recomputed_on_resume(first_run, session, launch):
     """A node lost the work folder of a finished task (scratch wiped) and a publish copy was cut short: -resume
     runs that task again (and what depends on its new outputs), reuses the rest, publishes every output
-    again (a cut copy is replaced) and the results are those of the first run."""
+    again (a cut copy is replaced) and the results are those of the first run.
+    """
     _, outdir = first_run
     before = outdir.parent / "results_before_loss"
     shutil.copytree(outdir, before)
@@ -295,7 +298,8 @@ def test_watch_follows_a_playback_session_and_gives_the_batch_results(tmp_path):
     back into it as SerialEM and PACEtomo write one (tiltflow.simulate.playback, what `tiltflow simulate
     --playback --pace 1 --interleave 2` does: movie, then its mdoc section, the two series in turn, one tilt a
     second). Both series are processed, the run ends by itself --watch_until s after the last file, and its
-    STAR files and tomograms equal `tiltflow run`'s on the finished session."""
+    STAR files and tomograms equal `tiltflow run`'s on the finished session.
+    """
     from tiltflow.simulate import make_config
     from tiltflow.simulate.playback import plan_events, play
     from tiltflow.simulate.session import simulate_session

@@ -1,5 +1,6 @@
 """One source for every default: each step's ``Options`` fields against the CLI (typer), the runner's
-``RunParams``, nextflow.config and nextflow_schema.json, for every key that feeds a step option."""
+``RunParams``, nextflow.config and nextflow_schema.json, for every key that feeds a step option.
+"""
 
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def test_cli_options_are_the_options_fields_with_their_defaults(step):
 
 def test_every_run_param_that_feeds_an_option_has_that_options_default():
     """RunParams, nextflow.config and the schema give each key the default of the option it feeds; a key
-    whose default is null leaves the option out (the step's default applies, as the Nextflow module does)."""
+    whose default is null leaves the option out (the step's default applies, as the Nextflow module does).
+    """
     config, schema = _nextflow_config(), _schema()
     params = RunParams().to_dict()
     checked = 0
@@ -105,7 +107,8 @@ def test_every_run_param_that_feeds_an_option_has_that_options_default():
 @pytest.mark.parametrize("step", OPTION_STEPS[:-1])  # export has no options
 def test_runner_with_default_params_builds_the_default_options(step):
     """``tiltflow run`` with no settings gives each step exactly what ``tiltflow <step>`` gives by default
-    (bar the files the runner names: the gain, the movie folder)."""
+    (bar the files the runner names: the gain, the movie folder).
+    """
     built = step_options(step, RunParams(), has_gain=False, series="TS_01")
     assert built == registry.options_class(step)()
     assert set(param_values(step, RunParams())) <= {f.name for f in fields(built)}

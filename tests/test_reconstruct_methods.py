@@ -97,7 +97,7 @@ def test_filters_matter(data):
 
 
 def test_fast_wbp_equals_exact_wbp_to_interpolation(data):
-    """wbp's fast back-projection against the voxel-driven one of the adjoint pair."""
+    """The fast back-projection of wbp against the voxel-driven one of the adjoint pair."""
     ph, imgs, vol = data
     exact = wbp(imgs, ProjectionSetup(_aln(), SHAPE, IMG), exact=True).numpy()
     assert corr(vol, exact) > 0.999  # measured 0.99992

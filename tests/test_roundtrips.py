@@ -40,7 +40,8 @@ angles = st.floats(-720.0, 720.0, allow_nan=False)
 # --- STAR: a tilt series written and read back -----------------------------------------------------------
 def _star_text_value(s: str) -> bool:
     """A string that STAR can carry and that reads back as a string (RELION types a token by its look:
-    ``1``, ``nan``, ``True`` come back as numbers or booleans, in RELION as here)."""
+    ``1``, ``nan``, ``True`` come back as numbers or booleans, in RELION as here).
+    """
     if startext.unrepresentable(s) is not None or s in ("True", "False") or s.strip(" ") != s.strip():
         return False
     try:
@@ -251,8 +252,9 @@ points = st.lists(st.tuples(finite, finite, finite), min_size=1, max_size=5).map
 @SETTINGS
 @given(points, st.floats(-30, 30), st.floats(-70, 70), angles, st.tuples(finite, finite))
 def test_projecting_and_back_projecting_a_point(pts, x_tilt, y_tilt, z_rot, shift):
-    """p = Rz Ry Rx X + shift (RELION's Tomogram::setProjectionMatrix): with the depth row, the point comes
-    back through the transpose; a point on the tilt axis (x_tilt 0) projects to the same place at every tilt."""
+    """Projection is p = Rz Ry Rx X + shift (RELION's Tomogram::setProjectionMatrix): with the depth row, the point comes
+    back through the transpose; a point on the tilt axis (x_tilt 0) projects to the same place at every tilt.
+    """
     r = _rodrigues([0, 0, 1], z_rot) @ _rodrigues([0, 1, 0], y_tilt) @ _rodrigues([1, 0, 0], x_tilt)
     np.testing.assert_allclose(geometry.projection_rotations(x_tilt, y_tilt, z_rot), r, atol=1e-12)
     uv = geometry.project_points(pts, [x_tilt], [y_tilt], [z_rot], [shift])[0]

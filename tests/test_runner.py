@@ -49,7 +49,8 @@ def _digest(path: Path) -> str:
 
 def _result_hashes(out: Path, names=NAMES) -> dict[str, str]:
     """Every series' STAR file of every step (bytes), and its tomogram (voxels and pixel size: the MRC
-    header also holds mrcfile's creation time, which a re-made file cannot share)."""
+    header also holds mrcfile's creation time, which a re-made file cannot share).
+    """
     import mrcfile
 
     files = [out / step / n / f"{n}.star" for step in ("import", *SERIES_STEPS) for n in names]
@@ -139,7 +140,8 @@ def test_second_run_skips_every_step_and_changes_nothing(first, session):
 def test_kill_9_then_rerun_finishes_with_the_same_result(first, session, tmp_path, moment):
     """A copy of the reference results re-made from ``align`` on is killed (the parent, with SIGKILL) while
     both series' align workers hold at ``moment`` (runner/testhold.py); the rerun gives the reference result
-    byte for byte."""
+    byte for byte.
+    """
     import shutil
 
     out = tmp_path / "results"

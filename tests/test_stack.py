@@ -155,8 +155,9 @@ def test_imod_backend_gives_the_same_outputs(project, fake_newstack):
 
 
 def test_imod_backend_leaves_no_backup_files(project, fake_newstack):
-    """newstack renames an existing output to name~ (as IMOD 4.8's did with tiltflow's pre-created
-    temporary file): the step must give it a path that does not exist, also when re-run over a stack."""
+    """The newstack program renames an existing output to name~ (as IMOD 4.8's did with tiltflow's pre-created
+    temporary file): the step must give it a path that does not exist, also when re-run over a stack.
+    """
     in_star = make_series(project)
     opts = Options(backend="imod", executable=str(fake_newstack))
     d = project / "stack" / NAME
@@ -222,7 +223,8 @@ def test_cli_stack(project):
 
 def test_header_statistics_written_section_by_section_match_the_whole_stack(project):
     """dmin/dmax/dmean/rms (MRC 2014: rms = standard deviation) from numpy over the whole stack, for the
-    stack and for EVN/ODD; the voxels are the input micrographs in tilt order (the stack is streamed)."""
+    stack and for EVN/ODD; the voxels are the input micrographs in tilt order (the stack is streamed).
+    """
     out = run(make_series(project), "stack")
     ts = star.read_tilt_series(out)
     order = np.argsort(ANGLES, kind="stable")

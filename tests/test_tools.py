@@ -1,6 +1,7 @@
 """backends.tools + toolrun.find_executable: every external program is found by the same rule, in order:
 ``--executable``, then its environment variables in order, then its names on PATH in order, then
-``$<home>/bin`` (IMOD_DIR). One table row per tool, checked with small fake programs."""
+``$<home>/bin`` (IMOD_DIR). One table row per tool, checked with small fake programs.
+"""
 
 from __future__ import annotations
 

@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _record_failure(argv: list[str] | None, error: str) -> None:
     """Write a failing step command's error into its step folder's error.log (steplog.record_failure), also
-    when it failed before the step logged anything: that folder is all a Nextflow task leaves to look at."""
+    when it failed before the step logged anything: that folder is all a Nextflow task leaves to look at.
+    """
     import contextlib
 
     from tiltflow.steplog import record_failure
@@ -133,7 +134,8 @@ def _failure_folder(argv: list[str]) -> tuple[Path, str] | None:
     """Where a step command logs and its label: ``<outdir>/<series>`` for a per-series step (the series its
     input STAR is named after, ``<name>/<name>.star``), ``<outdir>`` for gain, import and export,
     ``OUT/report`` for report; None for the other commands. The arguments are parsed as the command would
-    (resiliently: a bad value of another option still gives the folder)."""
+    (resiliently: a bad value of another option still gives the folder).
+    """
     from tiltflow.runner.plan import SERIES_STEPS
 
     if not argv or argv[0] not in (*SERIES_STEPS, "gain", "import", "export", "report"):
@@ -152,7 +154,8 @@ def _failure_folder(argv: list[str]) -> tuple[Path, str] | None:
 
 def _sigterm_as_interrupt() -> None:
     """SIGTERM (a scheduler's time limit) unwinds like Ctrl-C, so temporary files are removed on the way out;
-    ``tiltflow run`` installs its own handlers for the run itself (runner/interrupt.py)."""
+    ``tiltflow run`` installs its own handlers for the run itself (runner/interrupt.py).
+    """
     import signal
     import threading
 

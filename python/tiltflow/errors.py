@@ -34,7 +34,8 @@ class Interrupted(TiltflowError):
 
 class StopSignal(BaseException):
     """Raised in the main thread by a SIGINT/SIGTERM handler: a BaseException, so that no step's
-    ``except Exception`` (or per-tilt ``except TiltflowError``) swallows it."""
+    ``except Exception`` (or per-tilt ``except TiltflowError``) swallows it.
+    """
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -48,7 +49,8 @@ _WRITE_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk qu
 
 def write_problem(exc: BaseException, path: str | Path | None = None) -> TiltflowError | None:
     """A full disk, an exhausted quota or a read-only file system as one line naming the file (``path``, else
-    the one in ``exc``), the space left there and that a rerun resumes; None for any other error."""
+    the one in ``exc``), the space left there and that a rerun resumes; None for any other error.
+    """
     if not isinstance(exc, OSError) or exc.errno not in _WRITE_ERRORS:
         return None
     target = Path(path if path is not None else (exc.filename or "."))

@@ -129,7 +129,7 @@ def grid_offsets(geom: EtomoGeometry, axis: float) -> tuple[tuple[float, float],
 
 
 def newst_com(name: str, stack_ref: str, geom: EtomoGeometry, axis: float) -> ComFile:
-    """etomo's newst.com: transform with ``<name>.xf`` and bin to the tomogram's voxel."""
+    """The etomo newst.com: transform with ``<name>.xf`` and bin to the tomogram's voxel."""
     f, integer = aligned_binning(geom)
     d, h, w = geom.tomogram_shape
     (ox, oy), _ = grid_offsets(geom, axis)
@@ -148,7 +148,7 @@ def newst_com(name: str, stack_ref: str, geom: EtomoGeometry, axis: float) -> Co
 
 
 def tilt_com(name: str, geom: EtomoGeometry, axis: float) -> ComFile:
-    """etomo's tilt.com: R-weighted back-projection of the aligned stack, tiltflow's thickness."""
+    """The etomo tilt.com: R-weighted back-projection of the aligned stack, tiltflow's thickness."""
     f, integer = aligned_binning(geom)
     d, h, w = geom.tomogram_shape
     n = round(f) if integer else 1  # IMAGEBINNED is an integer: else everything in aligned pixels

@@ -12,6 +12,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Shells:
+    """The shells of one ``rfftn`` shape: each kept coefficient's shell, how many shells, and how wide."""
+
     index: np.ndarray  # shell of each kept rfftn coefficient (flat)
     keep: np.ndarray  # which flat coefficients lie below Nyquist
     count: int

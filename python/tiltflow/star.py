@@ -101,6 +101,7 @@ class TiltSeriesStar:
     tilts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def copy(self) -> TiltSeriesStar:
+        """A copy that can be changed without changing this one."""
         return TiltSeriesStar(self.name, copy.deepcopy(self.globals), self.tilts.copy())
 
     @property
@@ -351,7 +352,7 @@ def _number(g: dict[str, Any], label: str, default: float) -> float:
 
 
 def _py(v: Any) -> Any:
-    """numpy scalars -> Python scalars, so that globals compare and serialise simply."""
+    """NumPy scalars -> Python scalars, so that globals compare and serialise simply."""
     return v.item() if hasattr(v, "item") else v
 
 

@@ -111,7 +111,8 @@ def render(blocks: dict[str, pd.DataFrame | dict[str, Any]], float_format: str =
 # --- reading -------------------------------------------------------------------------------------
 def parse(text: str, as_string: tuple[str, ...] = ()) -> dict[str, pd.DataFrame | dict[str, Any]]:
     """Every data block of a STAR file: loops as DataFrames, key-value blocks as dicts (numbers converted
-    unless the label is in ``as_string``)."""
+    unless the label is in ``as_string``).
+    """
     blocks: dict[str, pd.DataFrame | dict[str, Any]] = {}
     lines = [ln.rstrip("\r") for ln in text.split("\n")]  # not splitlines(): U+2028 may be in a path
     i = 0

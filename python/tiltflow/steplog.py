@@ -81,7 +81,8 @@ def step_logs(step: str, outdir: str | Path, series: str | None = None) -> Itera
 def record_failure(folder: str | Path, label: str, error: str) -> None:
     """Append "<label> failed: <error>" to ``folder/error.log`` unless the step's own log already holds the
     error: a step can fail before its first log line (an unreadable input STAR, a bad option), and the folder
-    a user or a Nextflow task is left with must still say why."""
+    a user or a Nextflow task is left with must still say why.
+    """
     path = Path(folder) / "error.log"
     error = " ".join(str(error).split())
     with contextlib.suppress(OSError):  # a full disk or a read-only folder: the terminal has the line
@@ -95,7 +96,8 @@ def record_failure(folder: str | Path, label: str, error: str) -> None:
 
 class _LogFile(logging.FileHandler):
     """A step log that stays quiet when it cannot be written (a full disk): logging's default prints a
-    traceback per record over the terminal, while the step's own error already names the file and the space."""
+    traceback per record over the terminal, while the step's own error already names the file and the space.
+    """
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass

@@ -37,6 +37,7 @@ class DarkReport:
 
     @property
     def excluded(self) -> dict[int, str]:
+        """The images set aside, by index, each with the reason it was."""
         return {i: r for i, r in enumerate(self.reasons) if r is not None}
 
 

@@ -20,6 +20,8 @@ from tiltflow.align import xcorr
 
 @dataclass
 class OffsetSearch:
+    """The offset scan: offsets tried, their stretched correlation, the best one, and whether the curve can be trusted."""
+
     offsets: list[float]
     scores: list[float]
     best: float

@@ -39,6 +39,7 @@ class PointFit:
 
     @property
     def n_points(self) -> int:
+        """Points observed in at least one tilt (dropped points do not count)."""
         return int(np.sum(self.used.any(axis=0)))
 
 

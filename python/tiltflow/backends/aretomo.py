@@ -71,6 +71,8 @@ class AreTomoOptions:
 
 @dataclass(frozen=True)
 class AreTomoVersion:
+    """Which AreTomo answered, and its version when it says (AreTomo3 1.x does not always name itself)."""
+
     flavour: str  # aretomo2 | aretomo3
     version: str | None
 
@@ -78,7 +80,8 @@ class AreTomoVersion:
 # --- version ---------------------------------------------------------------------------------------
 def parse_version(text: str) -> AreTomoVersion | None:
     """From ``--version`` output or a log banner. AreTomo2 names itself ("AreTomo2 version 1.1.3");
-    AreTomo3 1.x prints only "version 1.0.16, built on ...", 2.x may name itself."""
+    AreTomo3 1.x prints only "version 1.0.16, built on ...", 2.x may name itself.
+    """
     m = _VERSION.search(text)
     ver = m.group(1) if m else None
     if re.search(r"aretomo\s*3", text, re.IGNORECASE):
@@ -172,6 +175,7 @@ def _common_args(o: AreTomoOptions, align_z: int, axis: float, pixel_size: float
 
 def aretomo2_command(exe: str, stack: Path, work: Path, name: str, o: AreTomoOptions, align_z: int, axis: float,
                      pixel_size: float, dose: float | None) -> list[str]:
+    """The AreTomo2 command line that aligns ``stack`` in ``work`` (the module docstring shows its form)."""
     cmd = [exe, "-InMrc", str(stack), "-OutMrc", str(work / f"{name}_aretomo.mrc"),
            "-AngFile", str(work / f"{name}_aretomo.tlt")]
     cmd += _common_args(o, align_z, axis, pixel_size)
@@ -186,6 +190,7 @@ def aretomo2_command(exe: str, stack: Path, work: Path, name: str, o: AreTomoOpt
 
 def aretomo3_command(exe: str, in_stack: Path, work: Path, o: AreTomoOptions, align_z: int, axis: float,
                      pixel_size: float) -> list[str]:
+    """The AreTomo3 command line that aligns ``in_stack`` into ``work`` (alignment only: no CTF, no split sums)."""
     cmd = [exe, "-InPrefix", str(in_stack), "-InSuffix", ".mrc", "-OutDir", f"{work}/", "-Cmd", "1",
            "-Serial", "0"]
     cmd += _common_args(o, align_z, axis, pixel_size)

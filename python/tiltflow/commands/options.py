@@ -1,5 +1,6 @@
 """The typer options of a step command, built from the step's ``Options`` fields (one source for every
-default and help text; ``tests/test_option_defaults.py`` compares them with the runner and Nextflow)."""
+default and help text; ``tests/test_option_defaults.py`` compares them with the runner and Nextflow).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from tiltflow.steps.common import cli_flag, default_of, option_fields
 
 def option(options_cls: type, name: str) -> Any:
     """``typer.Option`` for field ``name`` of ``options_cls``: its default, ``--name`` (or the field's own
-    flag), its help and limits."""
+    flag), its help and limits.
+    """
     f = option_fields(options_cls)[name]
     meta = f.metadata
     default = default_of(f)
@@ -30,7 +32,8 @@ def root_option() -> Any:
 
 def project_root(root: Path | None) -> Path:
     """The project root of a step command: ``--root``, else the folder it was started in, taken once here
-    (the library never looks at the working directory)."""
+    (the library never looks at the working directory).
+    """
     return (root if root is not None else Path.cwd()).absolute()
 
 

@@ -73,7 +73,7 @@ def main(**opts) -> None:
 
 
 def _signature() -> inspect.Signature:
-    """run's parameters (less --force) followed by watch's own, as typer reads them."""
+    """The run command's parameters (less --force) followed by watch's own, as typer reads them."""
     params = [p for name, p in inspect.signature(run_command.main).parameters.items() if name != "force"]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                  annotation={"tilts": int, "serve": int, "stop_file": Path, "poll": bool}.get(name, float))

@@ -38,6 +38,8 @@ class CtffindRow:
 
 @dataclass
 class CtffindSummary:
+    """A CTFFIND summary file: the program version its header names, and one row per micrograph."""
+
     version: str | None
     rows: list[CtffindRow]
 

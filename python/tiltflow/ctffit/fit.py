@@ -157,7 +157,8 @@ def flatten_spectrum(spectrum, pixel_size: float, k_lo: float, defocus_min: floa
 
 def ring_free_log_background(profile, defocus_min: float, optics: Optics):
     """A smooth fit to log(profile) on a k^2 spline basis too coarse to follow Thon rings at any defocus
-    from ``defocus_min`` up (knots about twice the widest ring period, :func:`ring_basis_size`)."""
+    from ``defocus_min`` up (knots about twice the widest ring period, :func:`ring_basis_size`).
+    """
     import torch
 
     k2 = profile.k.double() ** 2
@@ -321,7 +322,8 @@ def _refine(search: SignSearch, searches: dict[int, SignSearch], s: FitSettings,
 def choose_box(shape: tuple[int, int], pixel_size: float, fit_pixel_size: float, box: int, k_hi: float,
                defocus_max: float, optics: Optics, min_tiles: int = 20) -> int:
     """Halve ``box`` while the image holds fewer than ``min_tiles`` half-overlapping tiles, as long as the
-    Thon rings at ``k_hi`` for ``defocus_max`` keep at least 3 pixels per period (and the box 128 or more)."""
+    Thon rings at ``k_hi`` for ``defocus_max`` keep at least 3 pixels per period (and the box 128 or more).
+    """
     need = 3.0 * 2.0 * optics.wavelength * defocus_max * k_hi / fit_pixel_size  # box * px >= 3 / period
     b = int(box)
     while b // 2 >= max(128, need) and _n_tiles(shape, b * fit_pixel_size / pixel_size) < min_tiles:

@@ -62,7 +62,6 @@ def _extrema_distance_bins(k, defocus: float, optics: Optics, dk: float):
 def fit_profile(flat_spectrum, pixel_size: float, defocus: float, ax: float, ay: float, phase_shift: float,
                 optics: Optics, k_lo: float) -> FitProfile:
     """Equi-phase average, fitted CTF^2 and local correlation from ``k_lo`` to Nyquist; the fit resolution."""
-
     box = flat_spectrum.shape[-1]
     dk = 1.0 / (box * pixel_size)
     k_hi = (box // 2 - 1) * dk

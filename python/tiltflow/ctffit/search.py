@@ -116,7 +116,8 @@ def search_defocus(
     envelope=None,
 ) -> SearchResult:
     """Grid search of defocus in ``centre +- half_range`` (A) and over ``phase_shifts`` (rad), then a local
-    golden-section polish of the defocus around the best grid point."""
+    golden-section polish of the defocus around the best grid point.
+    """
     import torch
 
     lo = max(minimum, centre - half_range)

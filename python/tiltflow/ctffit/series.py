@@ -232,7 +232,8 @@ def series_astigmatism(fits: list, min_tilts: int = 3) -> tuple[float, float] | 
     """One astigmatism (|U - V| A, angle deg) for a series: astigmatism is a property of the microscope,
     so it is taken from the well-fitted tilts only (fit resolution within 1.5x of the series' best, at
     least ``min_tilts``), as the weighted median (weights 1/resolution^2) of their astigmatism vectors -
-    a median, so that one spurious fit cannot move it."""
+    a median, so that one spurious fit cannot move it.
+    """
     from tiltflow.ctffit.model import from_relion, to_relion
 
     good = sorted((f for f in fits if math.isfinite(f.resolution) and f.resolution > 0), key=lambda f: f.resolution)

@@ -48,6 +48,7 @@ class TileSpectra:
 
     @property
     def box(self) -> int:
+        """Side of the square spectrum tiles, in pixels."""
         return int(self.power.shape[-1])
 
     def average(self):

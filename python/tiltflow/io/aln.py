@@ -63,7 +63,8 @@ class AlnRow:
 @dataclass
 class AlnFile:
     """A parsed ``.aln``. ``local`` is the ``# Local Alignment`` block, shape (m, 7):
-    tilt index, patch index, x, y (relative to the image centre), dx, dy, good (1/0)."""
+    tilt index, patch index, x, y (relative to the image centre), dx, dy, good (1/0).
+    """
 
     path: Path
     rows: list[AlnRow]
@@ -80,26 +81,32 @@ class AlnFile:
     # --- column views (row order as written) ---------------------------------------------
     @property
     def secs(self) -> np.ndarray:
+        """SEC of each row, as written (see :attr:`sec_base`)."""
         return np.array([r.sec for r in self.rows], dtype=int)
 
     @property
     def rot(self) -> np.ndarray:
+        """Tilt-axis rotation (degrees) of each row."""
         return np.array([r.rot for r in self.rows], dtype=float)
 
     @property
     def tx(self) -> np.ndarray:
+        """TX of each row, as written."""
         return np.array([r.tx for r in self.rows], dtype=float)
 
     @property
     def ty(self) -> np.ndarray:
+        """TY of each row, as written."""
         return np.array([r.ty for r in self.rows], dtype=float)
 
     @property
     def tilts(self) -> np.ndarray:
+        """Tilt angle (degrees) of each row."""
         return np.array([r.tilt for r in self.rows], dtype=float)
 
     @property
     def is_aretomo3(self) -> bool:
+        """Whether the file holds AreTomo3's extra header lines (alpha offset or thickness)."""
         return self.alpha_offset is not None or self.thickness is not None
 
     @property

@@ -203,6 +203,7 @@ class EerMovie(Movie):
         return acc.astype(np.float32)
 
     def close(self) -> None:
+        """Close the EER file."""
         self._tif.close()
 
 

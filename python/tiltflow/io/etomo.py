@@ -1,10 +1,10 @@
-"""IMOD/Etomo dataset files: the ``.edf`` directive file and ``.com`` command files.
+r"""IMOD/Etomo dataset files: the ``.edf`` directive file and ``.com`` command files.
 
 One reader for the files etomo wrote (``tests/data/IMOD__*``, ``etomofiles__TS_001.edf``) and for
 the ones tiltflow writes, so that a written dataset is checked exactly as a real one is read.
 
 - ``.edf``: Java properties (Etomo's ``BaseMetaData`` saves a ``java.util.Properties``): ``#`` or
-  ``!`` comment lines (Etomo writes the date), then ``key=value`` lines; ``\\`` escapes ``= : # !``.
+  ``!`` comment lines (Etomo writes the date), then ``key=value`` lines; ``\`` escapes ``= : # !``.
 - ``.com``: IMOD command files (``IMOD/com/*.com``, run by ``vmstopy``/``subm``): ``#`` comments,
   ``$`` lines (``$setenv``, ``$if``, or ``$program -StandardInput``), and after a
   ``-StandardInput`` command one ``Key value`` line per PIP option (space or tab separated;
@@ -99,6 +99,7 @@ class ComCommand:
         return next((v for name, v in self.options if name.lower() == k), default)
 
     def has(self, key: str) -> bool:
+        """Whether option ``key`` is given (a flag counts)."""
         return self.get(key) is not None
 
     def numbers(self, key: str) -> list[float]:
@@ -117,6 +118,7 @@ class ComFile:
 
     @property
     def commands(self) -> list[ComCommand]:
+        """The ``$program`` commands of the file, in order, without the text lines."""
         return [c for c in self.items if isinstance(c, ComCommand)]
 
     def command(self, program: str) -> ComCommand:

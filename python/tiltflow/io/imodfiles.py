@@ -119,7 +119,7 @@ class InputEntry:
 
 
 def write_file_of_inputs(path: str | Path, files: Sequence[str | Path | InputEntry]) -> Path:
-    """newstack's FileOfInputs: number of files, then per file its path and its section line."""
+    """The FileOfInputs for newstack: number of files, then per file its path and its section line."""
     entries = [f if isinstance(f, InputEntry) else InputEntry(str(f)) for f in files]
     lines = [str(len(entries))]
     for e in entries:

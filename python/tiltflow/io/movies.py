@@ -147,6 +147,7 @@ class TiffMovie(Movie):
         return tiff_rows(arr)
 
     def close(self) -> None:
+        """Close the TIFF file."""
         self._tif.close()
 
 
@@ -180,6 +181,7 @@ class MrcMovie(Movie):
         return self._reader.section(i)
 
     def close(self) -> None:
+        """Close the MRC file."""
         self._reader.close()
 
 

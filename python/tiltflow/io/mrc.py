@@ -203,6 +203,7 @@ class MrcSections:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """(sections, ny, nx), as an array's shape would be."""
         return len(self.index), self.reader.header.ny, self.reader.header.nx
 
     ndim = 3

@@ -1,4 +1,4 @@
-"""When is a movie, and when is a tilt series, complete while SerialEM is still collecting?
+"""When a movie, and when a tilt series, is complete while SerialEM is still collecting.
 
 Movie: its mdoc section exists, its size has not changed for ``movie_stable`` seconds, and it opens
 with the frame count the mdoc states (``NumSubFrames``; EER: raw fractions), through the same readers
@@ -37,6 +37,7 @@ class Timing:
 
 
 def read_text(path: Path) -> str:
+    """A file's text as UTF-8, else as Latin-1, so that an mdoc with odd bytes is still read."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8")

@@ -47,7 +47,8 @@ def follow_session(session: Path, ready: Path, root: Path, params: RunParams, ti
                    clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> FollowResult:
     """Announce the complete series of ``session`` into ``ready`` until idle for ``timing.idle`` s or the
-    stop file (partial imports go under ``root/live/<TS>``, as in ``tiltflow watch``)."""
+    stop file (partial imports go under ``root/live/<TS>``, as in ``tiltflow watch``).
+    """
     from tiltflow.metadata.discover import series_name
     from tiltflow.runner.pipeline import find_mdocs
 

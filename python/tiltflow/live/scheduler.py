@@ -55,6 +55,8 @@ class WatchSettings:
 
 @dataclass
 class WatchResult:
+    """What a watch ended with: the results folder, each series' track and summary, and what stopped it."""
+
     root: Path
     series: dict[str, st.SeriesTrack]
     summaries: list[SeriesSummary]
@@ -62,10 +64,12 @@ class WatchResult:
 
     @property
     def failures(self) -> list[str]:
+        """``name: error`` for each series that failed."""
         return [f"{t.name}: {t.error}" for t in self.series.values() if t.state == st.FAILED]
 
     @property
     def incomplete(self) -> list[str]:
+        """Series that neither finished nor failed when the watch stopped."""
         return [t.name for t in self.series.values() if t.state not in (st.FINISHED, st.FAILED)]
 
 
@@ -96,6 +100,7 @@ class Watcher:
 
     # --- the loop --------------------------------------------------------------------------------
     def run(self) -> WatchResult:
+        """Watch the session until it is stopped or done, processing each tilt and series as it completes."""
         import watchfiles
 
         workers, threads, gpus = plan_workers(self.params.device, self.cfg.jobs)
@@ -223,7 +228,8 @@ class Watcher:
 
     def _gain_task(self) -> _Task | None:
         """The gain step first, as ``tiltflow run`` does, once the file is there and no longer growing
-        (SerialEM saves the gain reference with the first movie)."""
+        (SerialEM saves the gain reference with the first movie).
+        """
         if self.gain_state != st.WAITING:
             return None
         gain = Path(self.params.gain)
@@ -311,6 +317,7 @@ class Watcher:
 
     # --- the end ---------------------------------------------------------------------------------
     def write_page(self, final: bool = False, stopped_by: str | None = None) -> None:
+        """Write the live page; a failure is only printed, as the page must never stop the processing."""
         from tiltflow.live.page import write_live_page
 
         self.last_report = st.monotonic()

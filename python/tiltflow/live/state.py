@@ -28,6 +28,8 @@ WAITING, QUEUED, RUNNING, DONE, TILT_FAILED = "waiting", "queued", "running", "d
 
 @dataclass
 class TiltTrack:
+    """One tilt of a series being watched: its movie's state and why it waits, if it does."""
+
     root: str
     frames: int | None  # the mdoc's frame count
     size: SizeWatch = field(default_factory=SizeWatch)
@@ -40,6 +42,8 @@ class TiltTrack:
 
 @dataclass
 class SeriesTrack:
+    """One tilt series being watched: its mdoc as last read, its tilts and how far it has got."""
+
     name: str
     mdoc: Path
     signature: tuple[int, int] = (-1, -1)  # (size, mtime_ns) of the mdoc last read
@@ -58,12 +62,14 @@ class SeriesTrack:
 
     @property
     def tilts_done(self) -> int:
+        """Tilts whose processing is done."""
         return sum(t.state == DONE for t in self.tilts.values())
 
 
 def read_series(track: SeriesTrack, root: Path, params: RunParams, now: float) -> bool:
     """Re-read the mdoc if it changed, and re-import while a section names a movie not there yet (a late
-    movie: the import's row names the file as found). True when there are new complete sections."""
+    movie: the import's row names the file as found). True when there are new complete sections.
+    """
     try:
         st = track.mdoc.stat()
     except OSError:
@@ -89,7 +95,8 @@ def _movie_missing(track: SeriesTrack, root: Path) -> bool:
 
 def _import_partial(track: SeriesTrack, md, root: Path, params: RunParams) -> None:
     """The import step's table of the complete sections, round-tripped through STAR as a batch run's
-    motioncor reads it (``live/<TS>/import.star``)."""
+    motioncor reads it (``live/<TS>/import.star``).
+    """
     from tiltflow.metadata.movies import MovieIndex
     from tiltflow.metadata.series import IncompleteMdoc, InvalidMdoc, build_series
     from tiltflow.runner.options import frames_dir
@@ -168,4 +175,5 @@ def series_complete(track: SeriesTrack, expected: int | None, timing: Timing, no
 
 
 def monotonic() -> float:
+    """The clock of every time the watch keeps (monotonic: a change of the wall clock cannot cut a wait short)."""
     return time.monotonic()

@@ -51,6 +51,7 @@ class TiltResult:
 
 
 def live_dir(name: str) -> Path:
+    """``live/<TS>``: the folder a series' live results go to."""
     return Path(LIVE) / name
 
 
@@ -60,10 +61,12 @@ def tilt_star(name: str, root: str, kind: str) -> Path:
 
 
 def one_row(ts: star.TiltSeriesStar, i: int) -> star.TiltSeriesStar:
+    """Row ``i`` of ``ts`` as a series of its own (same name and globals), for processing one tilt."""
     return star.TiltSeriesStar(ts.name, dict(ts.globals), ts.tilts.iloc[[i]].reset_index(drop=True))
 
 
 def movie_root_of(row_movie: str) -> str:
+    """The movie root (motioncor's output name) of a STAR row's movie."""
     from tiltflow.steps.motioncor import movie_root
 
     return movie_root(str(row_movie))
@@ -125,7 +128,8 @@ def import_lock(root: Path) -> Iterator[None]:
 def complete_mdocs(root: Path, mdoc: str) -> list[Path]:
     """Add ``mdoc`` to ``live/complete.txt`` (the mdocs of every series found complete on this outdir, over
     restarts too) and return them all: the import step rewrites ``import/`` for exactly the mdocs it is
-    given, so each import must name every complete series. Called under :func:`import_lock`."""
+    given, so each import must name every complete series. Called under :func:`import_lock`.
+    """
     from tiltflow.atomic import write_text
 
     path = root / LIVE / "complete.txt"
@@ -137,7 +141,8 @@ def complete_mdocs(root: Path, mdoc: str) -> list[Path]:
 
 def finish_series(root: str, name: str, params: RunParams, has_gain: bool, mdoc: str) -> SeriesOutcome:
     """A complete series: import (every complete series' mdoc), motioncor from the per-tilt results, then
-    ctf .. reconstruct as ``tiltflow run`` runs them. Stops at the first failing step."""
+    ctf .. reconstruct as ``tiltflow run`` runs them. Stops at the first failing step.
+    """
     rootp = Path(root)
     result = SeriesOutcome(name)
     with import_lock(rootp):
@@ -208,7 +213,8 @@ def _assemble(ts: star.TiltSeriesStar, out_dir: Path, options, root: Path) -> st
 
 def _drop_other_tilts(frames: Path, keep: set[str], tilts: Path) -> None:
     """Remove per-tilt files of tilts the import no longer lists (a retaken image), as a batch run
-    (which starts from an empty folder) would not have them."""
+    (which starts from an empty folder) would not have them.
+    """
     if not tilts.is_dir():
         return
     for f in tilts.glob("*.mc.star"):

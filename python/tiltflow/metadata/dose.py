@@ -138,6 +138,7 @@ def check_prior_record_dose(ordered: Sequence[Tilt]) -> list[str]:
 
 
 def total_dose(tilts: Sequence[Tilt]) -> float | None:
+    """e/Å² over ``tilts``, or None when any of them has no dose."""
     doses = [t.dose for t in tilts]
     if not doses or any(d is None for d in doses):
         return None

@@ -45,6 +45,7 @@ class MdocFile:
     crlf: bool = False
 
     def kinds(self) -> set[str]:
+        """The kinds of section the file holds (``ZValue``, ``FrameSet``, ...), to tell what it describes."""
         return {s.kind for s in self.sections}
 
 

@@ -40,6 +40,7 @@ class Tilt:
 
     @property
     def movie_found(self) -> bool:
+        """Whether the tilt's movie was found."""
         return self.movie is not None
 
 
@@ -70,10 +71,12 @@ class TiltSeries:
 
     @property
     def n_tilts(self) -> int:
+        """Number of tilts kept (retakes dropped)."""
         return len(self.tilts)
 
     @property
     def angle_range(self) -> tuple[float, float]:
+        """Lowest and highest nominal tilt angle (nan when there are no tilts)."""
         angles = [t.tilt_angle for t in self.tilts]
         return (min(angles), max(angles)) if angles else (float("nan"), float("nan"))
 
@@ -84,6 +87,7 @@ class TiltSeries:
 
     @property
     def has_dose(self) -> bool:
+        """Whether every tilt has a positive dose, so that dose weighting can use them."""
         return all(t.dose is not None and t.dose > 0 for t in self.tilts) and bool(self.tilts)
 
     @property
@@ -96,6 +100,7 @@ class TiltSeries:
 
     @property
     def missing_movies(self) -> list[str]:
+        """The movies not found, by name (or by ZValue when the mdoc names none)."""
         return [t.movie_name or f"(no SubFramePath, ZValue {t.z_value})" for t in self.tilts if t.movie is None]
 
 
@@ -116,6 +121,7 @@ class Skipped:
 
     @property
     def is_problem(self) -> bool:
+        """Whether the file is an error at import, not just set aside."""
         return self.kind in ("duplicate", "incomplete", "invalid")
 
 
@@ -127,6 +133,7 @@ class Session:
     skipped: list[Skipped] = field(default_factory=list)
 
     def get(self, name: str) -> TiltSeries:
+        """The tilt series called ``name`` (``KeyError`` if there is none)."""
         for ts in self.series:
             if ts.name == name:
                 return ts

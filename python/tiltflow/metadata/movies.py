@@ -1,7 +1,7 @@
-"""Finding the movies named by ``SubFramePath``.
+r"""Finding the movies named by ``SubFramePath``.
 
-The mdoc records the path on the microscope PC (``D:\\DATA\\...``, ``X:\\...``, or a UNC path
-``\\\\server\\share\\...``, sometimes with doubled separators). That path never exists on the
+The mdoc records the path on the microscope PC (``D:\DATA\...``, ``X:\...``, or a UNC path
+``\\server\share\...``, sometimes with doubled separators). That path never exists on the
 processing machine, so movies are matched by basename: first in ``--frames DIR``, then next to the
 mdoc, then anywhere below the mdoc's folder (a few levels deep: SerialEM and Tomo5 put frames in
 sub-folders such as ``frames/``).

@@ -54,6 +54,7 @@ def _int(text: str | None) -> int | None:
 
 
 def writer_of(md: MdocFile) -> str:
+    """Which program wrote the mdoc (``SerialEM``, ``Tomo5`` or ``unknown``), as their files differ."""
     titles = " ".join(md.titles)
     if "SerialEM" in titles or "SerialEM" in md.header.get("Version", ""):
         return "SerialEM"
@@ -88,7 +89,8 @@ def complete_sections(md: MdocFile, expected_tilts: int | None = None) -> tuple[
     """An mdoc SerialEM is still writing (it appends one section per tilt, ``AdocAppendSection``): its
     complete sections and a warning saying what was left out. Unchanged (and no warning) when the file is
     complete, when ``expected_tilts`` asks for a definite count, or when the problem is not at its end; then
-    :func:`check_complete` reports it as before."""
+    :func:`check_complete` reports it as before.
+    """
     try:
         check_complete(md, expected_tilts)
         return md, None
@@ -164,7 +166,8 @@ def build_series(
     expected_tilts: int | None = None,
 ) -> TiltSeries:
     """Read one tilt-series mdoc (its complete sections when the last one is still being written, with a
-    warning). Raises IncompleteMdoc / InvalidMdoc."""
+    warning). Raises IncompleteMdoc / InvalidMdoc.
+    """
     md, partial = complete_sections(md, expected_tilts)
     check_complete(md, expected_tilts)
     warnings: list[str] = [partial] if partial else []

@@ -13,6 +13,7 @@ def _r(x: float | None, nd: int = 4) -> float | None:
 
 
 def tilt_dict(t: Tilt) -> dict[str, Any]:
+    """One tilt as JSON values, for ``tiltflow inspect``."""
     return {
         "z_value": t.z_value,
         "tilt_angle": _r(t.tilt_angle),
@@ -40,6 +41,7 @@ def dose_per_tilt(ts: TiltSeries) -> float | None:
 
 
 def series_dict(ts: TiltSeries) -> dict[str, Any]:
+    """One tilt series and its tilts as JSON values, for ``tiltflow inspect``."""
     lo, hi = ts.angle_range
     return {
         "name": ts.name,
@@ -70,6 +72,7 @@ def series_dict(ts: TiltSeries) -> dict[str, Any]:
 
 
 def session_dict(session: Session) -> dict[str, Any]:
+    """The whole session as JSON values: its series and the files set aside."""
     return {
         "series": [series_dict(ts) for ts in session.series],
         "skipped": [{"path": str(s.path), "kind": s.kind, "reason": s.reason} for s in session.skipped],

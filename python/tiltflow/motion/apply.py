@@ -61,7 +61,8 @@ class FrameSummer:
 
     def add(self, spectrum, movie_index: int, shift, z: float) -> None:
         """Add one frame: its full-size rfft2 ``spectrum``, 0-based index in the movie, global ``shift``
-        (x, y px), and ``z`` (frames since the first frame used, for the local model)."""
+        (x, y px), and ``z`` (frames since the first frame used, for the local model).
+        """
         import torch
 
         spec = fourier.shift(spectrum, np.asarray(shift, dtype=np.float32), self.full_shape, out=self.work)

@@ -85,6 +85,7 @@ class RadialFilter:
         self.table_k = torch.linspace(0.0, self.k_max, n_bins, device=k.device, dtype=torch.float64)
 
     def __call__(self, n_start: float, n_end: float, kv: float = 300.0):
+        """The filter for a frame exposed from ``n_start`` to ``n_end`` e/Å², on the grid's shape."""
         import torch
 
         table = frame_filter(self.table_k, n_start, n_end, kv).float()

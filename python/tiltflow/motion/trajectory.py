@@ -37,6 +37,7 @@ class Trajectory:
 
     @property
     def n_frames(self) -> int:
+        """Frames in the movie, used or not."""
         return self.shifts.shape[0]
 
     @property

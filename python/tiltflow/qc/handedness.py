@@ -65,7 +65,8 @@ class HandOptions:
     last exposures, whose rings radiation damage has faded, so measuring only the 12 highest (as before)
     threw away the best-measured tilts; 3 strips give each strip a third of the tiles and so a steadier
     defocus than 4 (simulated demo session: 12 tilts x 4 strips z 3.3, 76% agreeing; 27 x 4 z 5.9, 85%;
-    27 x 3 z 7.3, 100%)."""
+    27 x 3 z 7.3, 100%).
+    """
 
     res_min: float = 50.0  # A
     res_max: float = 12.0  # A
@@ -116,6 +117,7 @@ class HandResult:
         return int(np.sign(self.scale)) if math.isfinite(self.scale) else 0
 
     def describe(self) -> str:
+        """One line for the log: the verdict and the numbers behind it."""
         if not self.tilts:
             return f"handedness not determined: {self.note or 'no usable tilts'}"
         word = f"hand {self.hand:+d}" if self.hand else f"measured hand {self.measured:+d}, not confident"
@@ -232,9 +234,11 @@ class SessionHand:
 
     @property
     def consistent(self) -> bool:
+        """Whether every series with a determined hand agrees."""
         return not self.disagree
 
     def warning(self) -> str | None:
+        """The warning to give when the series disagree, naming them; None when they agree."""
         if self.consistent:
             return None
         if not self.consensus:

@@ -43,11 +43,14 @@ class StepOutcome:
 
 @dataclass
 class SeriesOutcome:
+    """The steps one tilt series went through in a run, in order."""
+
     name: str
     steps: list[StepOutcome] = field(default_factory=list)
 
     @property
     def failed(self) -> StepOutcome | None:
+        """The step that failed, if one did."""
         return next((s for s in self.steps if s.status == "failed"), None)
 
 
@@ -80,7 +83,8 @@ def init_worker(root: str, events: Any, threads: int, gpu_ids: Any) -> None:
 
 def _die_with_parent() -> None:
     """SIGKILL this worker when its parent dies: ``PR_SET_PDEATHSIG`` on Linux, and everywhere a thread that
-    watches the parent id (an idle worker blocked on its task pipe was seen to outlive a killed parent)."""
+    watches the parent id (an idle worker blocked on its task pipe was seen to outlive a killed parent).
+    """
     import threading
 
     parent = os.getppid()
@@ -120,7 +124,8 @@ def expected_record(root: Path, call: StepCall) -> resume.Expected:
 
 def run_step(root: Path, call: StepCall, forced: bool) -> StepOutcome:
     """Skip ``call`` when its record says it is up to date, else run it beside the old folder, record it and
-    put it in place of the old one."""
+    put it in place of the old one.
+    """
     _emit("start", call.series, call.step)
     t0 = time.perf_counter()
     try:

@@ -17,6 +17,7 @@ from tiltflow.steps import registry
 
 
 def parse_patches(text: str | None) -> tuple[int, int] | None:
+    """``mc_patches`` (``'X Y'`` or ``'X,Y'``) as two integers, or None when not set."""
     if not text:
         return None
     parts = str(text).replace(",", " ").split()

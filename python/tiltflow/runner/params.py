@@ -102,12 +102,14 @@ class RunParams:
         return replace(self, **given)
 
     def to_dict(self) -> dict[str, Any]:
+        """The parameters as a plain dict (for records and config files)."""
         return asdict(self)
 
 
 def _kind(key: str) -> type | None:
     """The type a key's value must have (bool, int or float; None for text): from RunParams' own field types,
-    as YAML may deliver strings and JSON floats for ints."""
+    as YAML may deliver strings and JSON floats for ints.
+    """
     hint = _HINTS[key]
     allowed = typing.get_args(hint) or (hint,)
     return next((t for t in (bool, int, float) if t in allowed), None)

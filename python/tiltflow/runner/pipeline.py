@@ -56,6 +56,7 @@ class RunResult:
 
     @property
     def failures(self) -> list[str]:
+        """One line per failed step, series steps first, for the end of the run."""
         out = [f"{o.name} failed at {o.failed.step}: {o.failed.error}" for o in self.series if o.failed]
         out += [f"{s.step} failed: {s.error}" for s in self.session_steps if s.status == "failed"]
         return out
@@ -158,7 +159,8 @@ def run_pipeline(session: str | Path, outdir: str | Path, params: RunParams, job
 
 def _read_only(root: Path, mdocs: list[Path], params: RunParams, console: Console) -> RunResult:
     """A results folder that cannot be written (a read-only mount): report a finished run whose every step is
-    up to date, else say which step would have to run; nothing is written."""
+    up to date, else say which step would have to run; nothing is written.
+    """
     from tiltflow.runner.execute import expected_record
 
     calls = ([plan.gain_call(params)] if params.gain is not None else []) + [plan.import_call(params, mdocs)]
@@ -254,7 +256,7 @@ def _session_step(pool: ProcessPoolExecutor, root: Path, call: plan.StepCall, fo
 
 def _session_start(pool: ProcessPoolExecutor, root: Path, params: RunParams, mdocs: list[Path],
                    forced: set[str], result: RunResult) -> list[str]:
-    """gain and import; a failure here stops the run (exit 2 for bad input)."""
+    """The gain and import steps; a failure here stops the run (exit 2 for bad input)."""
     calls = ([plan.gain_call(params)] if params.gain is not None else []) + [plan.import_call(params, mdocs)]
     for call in calls:
         out = _session_step(pool, root, call, call.step in forced, result)

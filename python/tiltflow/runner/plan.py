@@ -64,6 +64,7 @@ class StepCall:
         return out
 
     def function(self):
+        """The function that runs the step, imported from ``target`` only when it is called."""
         module, name = self.target.split(":")
         return getattr(importlib.import_module(module), name)
 
@@ -82,6 +83,7 @@ def _options_record(opts: Any) -> dict[str, Any]:
 
 
 def gain_call(p: RunParams) -> StepCall:
+    """The gain step, with the gain file as its input."""
     from tiltflow.runner.options import param_values, step_options
 
     gain = str(Path(p.gain).resolve())  # type: ignore[arg-type]
@@ -90,6 +92,7 @@ def gain_call(p: RunParams) -> StepCall:
 
 
 def import_call(p: RunParams, mdocs: list[Path]) -> StepCall:
+    """The import step of ``mdocs``; the frames folder counts as an input, as it changes what import finds."""
     from tiltflow.runner.options import param_values, step_options
 
     values = param_values("import", p)
@@ -118,6 +121,7 @@ def series_call(step: str, name: str, p: RunParams, has_gain: bool) -> StepCall:
 
 
 def export_call(names: list[str]) -> StepCall:
+    """The export step: the reconstructed series into a RELION project (``relion/``)."""
     from tiltflow.steps.export import Options
 
     stars = [series_star("reconstruct", n) for n in sorted(names)]

@@ -37,9 +37,11 @@ class RunProgress:
             self.add_series(name)
 
     def add_session(self) -> None:
+        """Add the row of the session steps."""
         self.tasks[SESSION] = self.progress.add_task("", total=len(self._session_steps), label=SESSION, step="")
 
     def add_series(self, name: str) -> None:
+        """Add a row for series ``name``, unless it has one."""
         if name not in self.tasks:
             self.tasks[name] = self.progress.add_task("", total=self._n, label=name, step="waiting")
 
@@ -57,7 +59,8 @@ class RunProgress:
 
     def close(self, queue: Any, wait: bool = True) -> None:
         """Stop listening; ``wait=False`` after workers were killed: the listener is a daemon thread and
-        putting the sentinel could block on a lock that a killed worker held."""
+        putting the sentinel could block on a lock that a killed worker held.
+        """
         if not wait:
             return
         queue.put(None)
@@ -76,6 +79,7 @@ class RunProgress:
             self.handle(event)
 
     def handle(self, event: tuple) -> None:
+        """Show one step event (start or end) on its series' row."""
         kind, series, step = event[0], event[1], event[2]
         key = series or SESSION
         if key not in self.tasks:

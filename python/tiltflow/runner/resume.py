@@ -49,6 +49,7 @@ class Expected:
 
     def record(self, step: str, series: str | None, outputs: dict[str, int],
                warnings: list[str] | None = None) -> dict[str, Any]:
+        """The record to write after the step ran, so that a later run can skip it."""
         rec = {
             "step": step,
             "series": series,
@@ -64,7 +65,8 @@ class Expected:
 
 def file_stamp(path: str | Path) -> str:
     """A raw input's key as Nextflow's default cache mode has it: size and modification time (ns), without
-    reading the content (movies are large). A file replaced by another one with the same name changes it."""
+    reading the content (movies are large). A file replaced by another one with the same name changes it.
+    """
     p = Path(path)
     try:
         st = p.stat()
@@ -105,12 +107,14 @@ def list_outputs(root: Path, folder: str) -> dict[str, int]:
 
 def warnings_of(root: Path, folder: str) -> list[str]:
     """The warnings the finished step in ``folder`` logged (a movie shorter than the mdoc says, bad gain
-    pixels replaced...): things that change the result, so the summary and the report show them."""
+    pixels replaced...): things that change the result, so the summary and the report show them.
+    """
     rec = load_record(root, folder)
     return list(rec.get("warnings") or []) if rec else []
 
 
 def load_record(root: Path, folder: str) -> dict[str, Any] | None:
+    """A step folder's record, or None when it is missing or unreadable (then the step runs again)."""
     p = root / folder / RECORD
     try:
         return json.loads(p.read_text())

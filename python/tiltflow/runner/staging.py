@@ -61,7 +61,8 @@ def _link(src: Path, dst: Path) -> None:
 
 def prepare(root: Path, folder: str, reads: Iterable[str], reads_all: bool = False) -> Path:
     """The staging root for ``folder``: the folders in ``reads`` (all top-level ones with ``reads_all``)
-    linked in, and the real folder's logs linked into the new folder so that both attempts append to them."""
+    linked in, and the real folder's logs linked into the new folder so that both attempts append to them.
+    """
     stage = staging_root(root, folder)
     names = ([p.name for p in root.iterdir() if not p.name.startswith(".") and p.name != folder.split("/")[0]]
              if reads_all else list(reads))

@@ -17,6 +17,8 @@ from tiltflow.atomic import write_text
 
 @dataclass
 class SeriesSummary:
+    """One tilt series at the end of a run: how it went and what the steps measured, for the table."""
+
     name: str
     status: str = "ok"  # ok | "failed at <step>: <error>"
     tilts_total: int | None = None
@@ -54,6 +56,7 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def rows(summaries: list[SeriesSummary]) -> list[list[str]]:
+    """The table's cells, one row per series."""
     out = []
     for s in summaries:
         used = f"{s.tilts_used}/{s.tilts_total}" if s.tilts_used is not None and s.tilts_total else "-"
@@ -80,6 +83,7 @@ def write_tsv(path: str | Path, summaries: list[SeriesSummary]) -> Path:
 
 
 def print_table(console: Console, summaries: list[SeriesSummary], title: str = "tiltflow run") -> None:
+    """Print the end-of-run table, then each series' warnings."""
     table = Table(title=title)
     for h in HEADER:
         table.add_column(h, overflow="fold")

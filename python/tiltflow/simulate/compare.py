@@ -50,6 +50,7 @@ def motion_rms_px(estimated_drift: np.ndarray, true_frame_shifts: np.ndarray) ->
 
 
 def rms(values) -> float:
+    """Root mean square of the finite values (nan when there are none)."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     return float(np.sqrt((v ** 2).mean())) if v.size else math.nan
@@ -252,7 +253,8 @@ class SeriesComparison:
 @dataclass
 class TomogramMetrics:
     """One tomogram against the phantom: correlation, shells, and the mean FSC either side of the first
-    CTF zero of the highest-defocus tilt (up to the coarser of the phantom's and the tomogram's Nyquist)."""
+    CTF zero of the highest-defocus tilt (up to the coarser of the phantom's and the tomogram's Nyquist).
+    """
 
     correlation: float
     shells: ShellCorrelation

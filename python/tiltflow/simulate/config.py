@@ -82,10 +82,12 @@ class SimulationConfig:
 
     @property
     def width(self) -> int:
+        """Movie width in pixels."""
         return int(self.size[0])
 
     @property
     def height(self) -> int:
+        """Movie height in pixels."""
         return int(self.size[1])
 
     def validate(self) -> SimulationConfig:
@@ -151,6 +153,7 @@ class SimulationConfig:
 
     @property
     def n_tilts(self) -> int:
+        """Number of tilts the scheme acquires over the tilt range."""
         from tiltflow.simulate.schemes import acquisition_order
 
         return len(acquisition_order(self.scheme, self.tilt_min, self.tilt_max, self.tilt_step,
@@ -165,10 +168,12 @@ class SimulationConfig:
 
     @property
     def shift_sigma_px(self) -> float:
+        """Sigma of the random tilt shifts in pixels: ``shift_sigma``, else 1% of the width."""
         return 0.01 * self.width if self.shift_sigma is None else float(self.shift_sigma)
 
     @property
     def thickness_px(self) -> float:
+        """Specimen thickness in pixels (``thickness`` is in nm)."""
         return self.thickness * 10.0 / self.pixel_size
 
 

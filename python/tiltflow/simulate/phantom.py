@@ -46,10 +46,12 @@ class Blobs:
 
     @classmethod
     def empty(cls) -> Blobs:
+        """No blobs, to start from or to stand for an empty part."""
         return cls(np.zeros((0, 3)), np.zeros(0), np.zeros(0))
 
     @classmethod
     def concat(cls, parts: list[Blobs]) -> Blobs:
+        """The blobs of ``parts`` as one set."""
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls.empty()
@@ -137,6 +139,8 @@ class Species:
 
 @dataclass
 class Particle:
+    """One particle of a species, placed and rotated in the specimen."""
+
     species: int
     position: np.ndarray  # (3,) pixels from the tomogram centre
     rotation: np.ndarray  # (3, 3): species frame -> tomogram frame

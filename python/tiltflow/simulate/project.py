@@ -43,10 +43,12 @@ class Grid:
 
     @property
     def wp(self) -> int:
+        """Padded canvas width."""
         return self.width + 2 * self.pad
 
     @property
     def hp(self) -> int:
+        """Padded canvas height."""
         return self.height + 2 * self.pad
 
     @property
@@ -87,6 +89,7 @@ class DepthPlanes:
 
     @classmethod
     def spanning(cls, z: np.ndarray, step: float) -> DepthPlanes:
+        """Planes ``step`` apart from the lowest to beyond the highest of ``z``, so that every depth lies between two."""
         if len(z) == 0:
             return cls(0.0, step, 1)
         lo, hi = float(np.min(z)), float(np.max(z))
@@ -95,6 +98,7 @@ class DepthPlanes:
 
     @property
     def depths(self) -> np.ndarray:
+        """Depth of each plane."""
         return self.z0 + self.step * np.arange(self.n)
 
     def nearest(self, z: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ def movie_name(series: str, z_value: int, angle: float, movie_format: str) -> st
 
 
 def sub_frame_path(session: str, movie: str, subdir: str = "") -> str:
-    """The Windows path the microscope PC wrote: ``X:\\Frames\\<session>\\[subdir\\]<movie>``."""
+    r"""The Windows path the microscope PC wrote: ``X:\Frames\<session>\[subdir\]<movie>``."""
     parts = ["X:", "Frames", session] + ([subdir] if subdir else []) + [movie]
     return "\\".join(parts)
 

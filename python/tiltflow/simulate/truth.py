@@ -71,6 +71,8 @@ class TiltTruth:
 
 @dataclass
 class SeriesTruth:
+    """One simulated tilt series: its geometry, specimen, dose scheme and tilts."""
+
     name: str
     mdoc: str
     tilt_axis: float
@@ -98,6 +100,7 @@ class SeriesTruth:
 
     @property
     def nominal_angles(self) -> np.ndarray:
+        """Nominal tilt angles in acquisition order."""
         return np.array([t.nominal_tilt_angle for t in self.tilts])
 
     @property
@@ -110,6 +113,7 @@ class SeriesTruth:
         return sorted(self.tilts, key=lambda t: t.nominal_tilt_angle)
 
     def tilt_for_movie(self, movie: str) -> TiltTruth:
+        """The tilt whose movie has the same file name as ``movie`` (``KeyError`` if none)."""
         name = Path(movie).name
         for t in self.tilts:
             if Path(t.movie).name == name:
@@ -119,6 +123,8 @@ class SeriesTruth:
 
 @dataclass
 class GainTruth:
+    """The gain file the simulator wrote, and the MotionCor rotate and flip that bring it onto the movies."""
+
     file: str
     rotate: int
     flip: int
@@ -126,6 +132,8 @@ class GainTruth:
 
 @dataclass
 class GroundTruth:
+    """What the simulator made (``ground_truth.json``): optics, gain, every series and tilt, to compare results with."""
+
     version: int
     pixel_size: float
     voltage: float
@@ -146,18 +154,21 @@ class GroundTruth:
         return self.root / relative
 
     def series_named(self, name: str) -> SeriesTruth:
+        """The series called ``name`` (``KeyError`` if there is none)."""
         for s in self.series:
             if s.name == name:
                 return s
         raise KeyError(name)
 
     def to_dict(self) -> dict:
+        """The truth as JSON values (``root`` is where it was read, not part of it)."""
         d = asdict(self)
         d.pop("root")
         return d
 
 
 def write_truth(path: str | Path, truth: GroundTruth) -> Path:
+    """Write ``truth`` as JSON to ``path``."""
     return write_json(path, truth.to_dict())
 
 

@@ -37,7 +37,8 @@ log = logging.getLogger("tiltflow")
 
 def option(default: Any, help: str, unit: str = "", *, flag: str | None = None, **limits: float) -> Any:
     """An Options field: its default and what the CLI shows (``help``, ``unit``; ``flag`` replaces the
-    derived ``--name`` or ``--name/--no-name``; ``limits`` are typer's ``min``/``max``)."""
+    derived ``--name`` or ``--name/--no-name``; ``limits`` are typer's ``min``/``max``).
+    """
     return field(default=default, metadata={"help": help, "unit": unit, "flag": flag, "limits": limits})
 
 
@@ -69,7 +70,8 @@ def at_root(path: str | Path, root: str | Path) -> Path:
 def run_star_step(step: str, in_star: str | Path, step_dir: str | Path, options: Any, root: str | Path) -> Path:
     """The STAR-level form of every per-series step (what ``tiltflow <step> IN.star --outdir DIR`` runs):
     validate ``options``, then ``steps/<step>.run_series`` between reading ``in_star`` and writing
-    ``<step_dir>/<name>/<name>.star``."""
+    ``<step_dir>/<name>/<name>.star``.
+    """
     from tiltflow.steps import registry
 
     options.validate()
@@ -81,7 +83,8 @@ def run_star_step(step: str, in_star: str | Path, step_dir: str | Path, options:
 
 class _RootRelative(logging.Filter):
     """Paths under the project root logged as the STAR files name them: the runner's root is a staging
-    folder that is gone once the step's folder is in place."""
+    folder that is gone once the step's folder is in place.
+    """
 
     def __init__(self, root: Path) -> None:
         super().__init__()
@@ -145,7 +148,8 @@ def each_tilt(tilts: Sequence[T], fn: Callable[[T], Any], series: str, what: str
     """``fn(tilt)`` for every tilt; a :class:`TiltflowError` of one tilt (an empty fitting band, a blank
     micrograph) flags that tilt with its reason and the series goes on, as one bad exposure of 61 should not
     cost the other 60. Returns the results (None where flagged) and ``{position: reason}``; when no tilt
-    succeeds the first problem stops the series (whether enough tilts remain is the exclusion's decision)."""
+    succeeds the first problem stops the series (whether enough tilts remain is the exclusion's decision).
+    """
     results: list[Any] = []
     problems: dict[int, str] = {}
     for i, t in enumerate(tilts):

@@ -94,6 +94,7 @@ class Options:
 
     @property
     def thresholds(self) -> Thresholds:
+        """The exclusion thresholds, with those switched off (negative) as None."""
         return Thresholds(max_motion=_off(self.max_motion), max_early_motion=_off(self.max_early_motion),
                           min_ctf_resolution=_off(self.min_ctf_resolution),
                           min_ctf_score=self.min_ctf_score if self.min_ctf_score >= 0 else None,
@@ -101,6 +102,7 @@ class Options:
 
     @property
     def hand_options(self) -> HandOptions:
+        """The options the handedness check takes."""
         return HandOptions(max_tilts=self.hand_tilts)
 
     def validate(self) -> None:

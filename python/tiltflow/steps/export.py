@@ -31,7 +31,8 @@ class Options:
 
 def run_session(stars: Sequence[str | Path], outdir: str | Path, options: Options, root: str | Path) -> Path:
     """Write RELION 5's ``tomograms.star`` + per-series files for ``stars`` (relative paths relative to the
-    project ``root``); return tomograms.star."""
+    project ``root``); return tomograms.star.
+    """
     options.validate()
     prefix = str(Path(outdir) / "tilt_series")  # rlnTomoTiltSeriesStarFile: relative to the root, as given
     outdir = at_root(outdir, root)

@@ -62,6 +62,7 @@ class GainResult:
 
     @property
     def n_bad(self) -> int:
+        """Gain pixels that are zero, negative or not finite."""
         return self.n_zero + self.n_negative + self.n_nonfinite
 
     def summary(self) -> str:

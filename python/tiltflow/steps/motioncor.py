@@ -259,7 +259,8 @@ def _movie_pixel_size(ts: star.TiltSeriesStar) -> float:
 
 def _frame_dose(t: _Tilt, raw_per_frame: int, n_raw: int) -> float | None:
     """e/A^2 per movie frame: the tilt's dose over the raw frames (or EER fractions) the file really holds,
-    times raw frames per rendered frame. The file, not the mdoc's frame count, says how the dose was split."""
+    times raw frames per rendered frame. The file, not the mdoc's frame count, says how the dose was split.
+    """
     if not t.dose:
         return None
     return t.dose / n_raw * raw_per_frame
@@ -308,6 +309,7 @@ class TiltFiles:
 
     @classmethod
     def of(cls, frames_dir: Path, root: str) -> TiltFiles:
+        """The files of tilt ``root`` in ``frames_dir``."""
         return cls(image=frames_dir / f"{root}.mrc", even=frames_dir / f"{root}_EVN.mrc",
                    odd=frames_dir / f"{root}_ODD.mrc", ps=frames_dir / f"{root}_PS.mrc",
                    star=frames_dir / f"{root}.star", log=frames_dir / f"{root}.log")
@@ -405,7 +407,8 @@ def _builtin_log(res) -> str:
 
 def _check_movie(t: _Tilt, movie, movie_px: float) -> None:
     """Fewer frames than SerialEM saved (``NumSubFrames``) is a movie cut short (a copy that stopped at a frame
-    boundary reads without error): refused like any truncated movie. More frames is only a warning."""
+    boundary reads without error): refused like any truncated movie. More frames is only a warning.
+    """
     n_raw = int(getattr(movie, "n_fractions", movie.n_frames))
     if t.frame_count and n_raw < t.frame_count:
         raise TiltflowError(f"{t.label}: truncated movie: {n_raw} frames where the mdoc says {t.frame_count}",

@@ -66,7 +66,8 @@ METHODS = ("wbp", "sirtlike", "sirt")
 @dataclass(frozen=True)
 class Options:
     """What to reconstruct (``tiltflow reconstruct``); defaults as RELION's GUI (10 A, 300 nm) and IMOD
-    (Hann-apodised ramp)."""
+    (Hann-apodised ramp).
+    """
 
     pixel_size: float = option(10.0, "Tomogram pixel size in A (RELION's binned_angpix).", "A", min=0.01)
     thickness: float = option(300.0, "Tomogram thickness in nm.", "nm", min=1.0)
@@ -105,6 +106,7 @@ class Options:
             raise TiltflowError("--defocus-step and --wiener-falloff must be >= 0 and --wiener-snr positive")
 
     def correction(self):
+        """The CTF correction and dose weighting these options ask for."""
         from tiltflow.tomo.ctfcorrect import CtfCorrection
 
         return CtfCorrection(self.ctf_correction, self.dose_weighting, self.defocus_step, self.wiener_snr,
@@ -122,6 +124,7 @@ class TomogramGrid:
 
     @property
     def pixel_size(self) -> float:
+        """Voxel size in A."""
         return self.binning * self.ts_pixel_size
 
     @property

@@ -32,6 +32,7 @@ class Step:
     command: str  # tiltflow.commands.<command>
 
     def import_module(self) -> ModuleType:
+        """The step's module; if it is missing, the error says that this installation lacks the step."""
         try:
             return importlib.import_module(self.module)
         except ModuleNotFoundError as exc:

@@ -248,6 +248,7 @@ class SectionStats:
     dmax: float = -math.inf
 
     def add(self, section: np.ndarray) -> None:
+        """Take one section into the statistics."""
         x = np.asarray(section)
         k = x.size
         if k == 0:
@@ -264,6 +265,7 @@ class SectionStats:
         self.dmax = max(self.dmax, float(x.max()))
 
     def write_to(self, header) -> None:
+        """Put the statistics into an MRC header (left as it is when no section was added)."""
         if self.n == 0:
             return
         if not (math.isfinite(self.dmin) and math.isfinite(self.dmax)):

@@ -37,6 +37,7 @@ def _f(v: float | None, spec: str) -> str:
 
 
 def table(rows: list[SeriesComparison]) -> Table:
+    """The comparison as a table, one row per series."""
     t = Table(title="results against the simulated ground truth")
     for h in ("series", "tilts used", "motion (px)", "defocus (um)", "shifts (px)", "axis (deg)",
               "angles (deg)", "tomogram corr.", "FSC 0.5 (A)", "FSC 0.143 (A)"):
@@ -91,7 +92,8 @@ def correction_metrics(session: str | Path, results: str | Path, name: str,
 
 def correction_table(name: str, metrics: dict[str, TomogramMetrics]) -> Table:
     """FSC against the phantom per CTF correction: resolutions, the mean either side of the first zero, and
-    every shell beyond it."""
+    every shell beyond it.
+    """
     first = next(iter(metrics.values()))
     t = Table(title=f"{name}: CTF correction, FSC against the phantom (first CTF zero of the highest-defocus "
                     f"tilt at {first.first_zero_A:.1f} A, phantom/tomogram Nyquist {first.nyquist_A:.1f} A)")
@@ -113,7 +115,8 @@ def correction_table(name: str, metrics: dict[str, TomogramMetrics]) -> Table:
 def summarise(session: str | Path, results: str | Path, console: Console | None = None,
               corrections=CORRECTIONS) -> list[SeriesComparison]:
     """Print the locations and the comparison table (and, with ``corrections``, the CTF-correction table
-    of each series); return the rows."""
+    of each series); return the rows.
+    """
     console = console or Console()
     results = Path(results)
     rows = compare(session, results)
@@ -137,6 +140,7 @@ def summarise(session: str | Path, results: str | Path, console: Console | None 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: compare RESULTS with the simulated SESSION; exit 1 if a series has no tomogram, 2 on bad use."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] in ("-h", "--help"):
         print(__doc__.splitlines()[0].strip("`"), file=sys.stderr)

@@ -243,6 +243,7 @@ class ProjectionSetup:
                       self.image_center, self.image_scale)
 
     def backproject(self, images, weights=None, z_slab=None) -> torch.Tensor:
+        """Back-project ``images`` into the volume with this geometry (see :func:`backproject`)."""
         return backproject(images, self.alignment, self.volume_shape, weights, z_slab, **self._kw())
 
     def fast_backprojector(self, images, weights=None, **options) -> FastBackprojector:
@@ -250,6 +251,7 @@ class ProjectionSetup:
         return FastBackprojector(images, self.alignment, self.volume_shape, weights, **self._kw(), **options)
 
     def forward(self, volume, weights=None, z_slab=None) -> torch.Tensor:
+        """Project ``volume`` onto the tilt images with this geometry (see :func:`forward_project`)."""
         return forward_project(volume, self.alignment, self.image_shape, weights, z_slab,
                                volume_depth=self.volume_shape[0], **self._kw())
 

@@ -39,6 +39,7 @@ class SeriesData:
     problems: list[str] = field(default_factory=list)
 
     def latest(self, steps=STEPS[::-1]) -> star.TiltSeriesStar | None:
+        """The STAR of the first of ``steps`` that has one (by default the latest step), or None."""
         for s in steps:
             if s in self.stars:
                 return self.stars[s]
@@ -46,6 +47,7 @@ class SeriesData:
 
     @property
     def globals(self) -> dict:
+        """The global rows of every step's STAR merged, later steps winning."""
         g: dict = {}
         for s in STEPS:
             if s in self.stars:
@@ -84,11 +86,13 @@ class SeriesData:
 
     @property
     def total_time(self) -> float:
+        """Seconds the steps took for the series, all together."""
         return float(sum(self.timings.values()))
 
     def results(self) -> SeriesResults:
         """What the steps measured, merged: the one reading the report, ``tiltflow run``'s table and the
-        simulator comparison share."""
+        simulator comparison share.
+        """
         return SeriesResults.of(self)
 
 
@@ -126,10 +130,12 @@ class SeriesResults:
 
     @property
     def tilts_used(self) -> int | None:
+        """Tilts left after exclusion, when it is known."""
         return None if self.excluded is None else self.tilts_total - self.excluded
 
     @classmethod
     def of(cls, sd: SeriesData) -> SeriesResults:
+        """The measurements of one series, read from its STAR files."""
         t = sd.tilts()
         known = "exclude" in sd.stars or "align" in sd.stars
         kept = ~t[star.TF_EXCLUDED].to_numpy(bool) if len(t) else np.array([], bool)
@@ -169,6 +175,7 @@ class SessionData:
 
     @property
     def steps_missing(self) -> list[str]:
+        """Pipeline steps whose results were not found."""
         return [s for s in STEPS if s not in self.steps_found]
 
     def resolve(self, ref: str | None) -> Path | None:

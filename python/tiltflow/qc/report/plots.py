@@ -105,6 +105,7 @@ def dose_plot(t: pd.DataFrame, path: Path) -> Path | None:
 
 
 def residual_columns(t: pd.DataFrame) -> list[str]:
+    """The columns that hold alignment residuals, whichever aligner wrote them."""
     return [c for c in t.columns if "residual" in c.lower()]
 
 

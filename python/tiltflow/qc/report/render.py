@@ -99,7 +99,7 @@ def series_summary(data: SessionData, sd: SeriesData) -> dict[str, str]:
 
 
 def hand_text(g: dict) -> str:
-    """rlnTomoHand as written, where it came from, and what was measured with which confidence.
+    """The rlnTomoHand as written, where it came from, and what was measured with which confidence.
 
     For example ``-1 (imported; measured +1, not confident: z 3.7, 87% of tilts agree)``.
     """
