@@ -46,3 +46,17 @@ def _restore_tiltflow_logger():
             logger.removeHandler(h)
     logger.setLevel(level)
     logger.propagate = propagate
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_into_the_checkout():
+    """A test writes only under its tmp_path: a step command given a relative --outdir without --root writes
+    into the working directory, which is the checkout when pytest runs from it. Fail the test that does.
+    """
+    from pathlib import Path
+
+    here = Path.cwd()
+    before = {p.name for p in here.iterdir()}
+    yield
+    new = sorted({p.name for p in here.iterdir()} - before)
+    assert not new, f"the test wrote {new} into {here} (give the step --root or an absolute --outdir)"

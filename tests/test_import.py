@@ -196,7 +196,7 @@ def test_skip_incomplete_imports_the_rest(tmp_path):
     assert ts.tilts[star.PRE_EXPOSURE].iloc[1] == pytest.approx(5.45454 * 1.49179 / 1.94**2, rel=1e-4)
 
 
-def test_help_in_a_real_process():
+def test_help_in_a_real_process(tmp_path):
     env = dict(os.environ)
     for cmd in (["import", "--help"], ["inspect", "--help"]):
         r = subprocess.run([sys.executable, "-m", "tiltflow", *cmd], capture_output=True, text=True, env=env,
@@ -204,5 +204,5 @@ def test_help_in_a_real_process():
         assert r.returncode == 0, r.stderr
         assert "--dose-per-tilt" in r.stdout and "--frames" in r.stdout
     r = subprocess.run([sys.executable, "-m", "tiltflow", "import", "/nonexistent/x.mdoc"], capture_output=True,
-                       text=True, timeout=60)
+                       text=True, timeout=60, cwd=tmp_path)  # its import/error.log lands in the folder it runs in
     assert r.returncode == 2 and r.stderr.strip() == "tiltflow: error: /nonexistent/x.mdoc: no such file or folder"

@@ -144,12 +144,14 @@ def _failure_folder(argv: list[str]) -> tuple[Path, str] | None:
     params = command.make_context(argv[0], argv[1:], resilient_parsing=True).params
     if argv[0] == "report":
         return (Path(params["out"]) / "report", "report") if params.get("out") else None
+    # a relative --outdir is relative to the project root, as the step itself takes it (commands.options)
+    outdir = Path(params.get("root") or ".") / params["outdir"]
     if argv[0] not in SERIES_STEPS:
-        return Path(params["outdir"]), argv[0]
+        return outdir, argv[0]
     if not params.get("in_star"):
         return None
     name = Path(params["in_star"]).stem
-    return Path(params["outdir"]) / name, f"{argv[0]} {name}"
+    return outdir / name, f"{argv[0]} {name}"
 
 
 def _sigterm_as_interrupt() -> None:

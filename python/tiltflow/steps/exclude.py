@@ -89,7 +89,8 @@ class Options:
                                        "tilt's mean (0 = off).")
     hand: str = option("auto", "Defocus handedness (rlnTomoHand): auto (measure from the defocus gradient), keep "
                                "(as imported), 1 or -1.")
-    hand_tilts: int = option(12, "Highest tilts measured for the handedness.", min=2)
+    hand_tilts: int = option(HandOptions.max_tilts, "Most kept tilts measured for the handedness (the highest first).",
+                             min=2)  # the default is the handedness module's own (one source)
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
 
     @property
