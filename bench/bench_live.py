@@ -137,7 +137,10 @@ def run_once(work: Path, args, n: int) -> list:
 
     cmd = [sys.executable, "-m", "tiltflow", "watch", str(session), "--outdir", str(out), "--gain",
            str(session / "gain.mrc"), "--device", args.device, "--jobs", str(args.jobs),
-           "--tilts", str(len(truth.series[0].tilts)), "--movie-stable", str(args.movie_stable), "--idle", "5",
+           "--tilts", str(len(truth.series[0].tilts)), "--movie-stable", str(args.movie_stable),
+           # the watch may stop only after two tilts' time with nothing new: a shorter --idle than the pace stops it
+           # between tilts whenever the machine is fast enough to be idle (the "incomplete" series seen before)
+           "--idle", str(2 * args.pace + 5),
            "--keep-tilts", ";".join(f"{s.name}:0-{len(s.tilts) - 1}" for s in truth.series)]
     thread = threading.Thread(target=player, daemon=True)
     watch = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
