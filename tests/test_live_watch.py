@@ -106,13 +106,15 @@ def scenario(tmp_path_factory):
     _wait_for(lambda: len(list(tilts.glob("*.ctf.star"))) >= 2, 600, "TS_01's second tilt", first)
     os.kill(first.pid, signal.SIGKILL)
     first.communicate(timeout=60)
+    done_at_kill = sorted(p.name.removesuffix(".ctf.star") for p in tilts.glob("*.ctf.star"))
     second = subprocess.run(watch + ["--poll"], capture_output=True, text=True, timeout=1500)
     player.join(timeout=60)
     assert not player.is_alive()
     ref = base / "run"
     batch = subprocess.run(_tiltflow("run", str(session), "--outdir", str(ref), "--gain", str(session / "gain.mrc"),
                                      *RUN_OPTIONS), capture_output=True, text=True, timeout=1500)
-    return {"out": out, "ref": ref, "session": session, "first": first, "second": second, "batch": batch}
+    return {"out": out, "ref": ref, "session": session, "first": first, "second": second, "batch": batch,
+            "done_at_kill": done_at_kill}
 
 
 def test_watch_gives_the_batch_runs_star_files_and_tomograms(scenario):
@@ -168,9 +170,16 @@ def test_killed_watch_restarts_where_it_stopped(scenario):
     out = scenario["out"]
     assert scenario["first"].returncode == -signal.SIGKILL
     log = (out / "live" / "TS_01" / "console.log").read_text()
-    # every tilt corrected once over both watches: the restart took the first watch's tilts as done
-    # (a tilt running at the kill has no "done" line from the first watch)
-    assert len(re.findall(r"done live TS_01 in", log)) == TILTS, log[-3000:]
+    # motion correction per tilt over both watches, by the tilt's result name (TS_01_004_20.0.tif -> TS_01_004_20_0)
+    corrected: dict[str, int] = {}
+    for movie in re.findall(r"TS_01: tilt 1 \((\S+)\.tif\) total motion", log):
+        corrected[movie.replace(".", "_")] = corrected.get(movie.replace(".", "_"), 0) + 1
+    assert len(corrected) == TILTS, corrected
+    # the restart took every tilt whose result the first watch had written as done (a tilt still running at
+    # the kill, or written after its motion line but before its CTF result, is corrected again)
+    assert len(scenario["done_at_kill"]) >= 2
+    assert {t: corrected[t] for t in scenario["done_at_kill"]} == dict.fromkeys(scenario["done_at_kill"], 1), corrected
+    assert len(list((out / "live" / "TS_01" / "tilts").glob("*.ctf.star"))) == TILTS
     assert not list(out.rglob("*.part*"))
 
 
