@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ts = sorted(p.name for p in (results / "align").iterdir() if p.is_dir())[0]
     print(f"session: {a.size}^2, tilt step {a.tilt_step} deg, series {ts}; {len(os.sched_getaffinity(0))} CPUs "
           f"in this process's affinity mask; load average {os.getloadavg()[0]:.1f}")
+    ceiling = machine_ceiling()
+    print(f"machine ceiling: two 1-thread processes of a fixed matmul load finish {ceiling:.2f}x the work of one "
+          "in the same time (2.00 on 2 idle cores; a speed-up above this is not measurable now)")
     print(f"{'step':<10} {'policy':<8} {'threads':>7} {'wall s':>8} {'CPU s':>8} {'speed-up':>8}")
     for step in a.steps:
         for policy in a.policies:
@@ -74,7 +77,29 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     if a.jobs:
         _jobs_vs_threads(results, a.steps, ts, session)
+    print(f"machine ceiling at the end: {machine_ceiling():.2f}x")
     return 0
+
+
+#: a fixed single-threaded load (float32 matmuls) for :func:`machine_ceiling`
+_LOAD = ("import time, torch; torch.set_num_threads(1); a = torch.rand(384, 384); t = time.perf_counter()\n"
+         "for _ in range(1500): a = torch.tanh(a @ a)\nprint(time.perf_counter() - t)")
+
+
+def machine_ceiling() -> float:
+    """How many cores this machine gives now: the same fixed load run alone, then twice at once.
+
+    On a shared machine the cores in the affinity mask are not all ours; two independent processes are the
+    best any 2-thread step can do, so a step's speed-up is read against this number.
+    """
+    def start():
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_"))}
+        return subprocess.Popen([sys.executable, "-c", _LOAD], stdout=subprocess.PIPE, text=True, env=env)
+
+    alone = float(start().communicate()[0])
+    pair = [start(), start()]
+    both = max(float(p.communicate()[0]) for p in pair)
+    return 2.0 * alone / both
 
 
 def _jobs_vs_threads(results: Path, steps: list[str], ts: str, session: Path) -> None:

@@ -647,7 +647,7 @@ def test_a_truncated_movie_with_skip_bad_movies_is_excluded_with_its_reason_and_
     out = tmp_path / "results"
     proc = _run(sess, out)
     assert proc.returncode == 1
-    assert f"TS_01 failed at motioncor: TS_01 tilt 4 (TS_01_003_-40.0.tif): {movie}: truncated" in proc.stderr
+    assert f"TS_01 failed at motioncor: TS_01 tilt 4 (TS_01_003_-40.0.tif): {movie}: truncated" in proc.stderr, proc.stderr
     proc = _run(sess, out, "--skip-bad-movies")
     assert proc.returncode == 0, proc.stderr[-3000:]
     exc = star.read_tilt_series(out / "exclude" / "TS_01" / "TS_01.star")

@@ -66,10 +66,19 @@ def atomic_fresh_path(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+#: read once, at import: reading the umask means setting it, and tilts written by parallel threads
+#: (:mod:`tiltflow.parallel`) must never create a file or folder under the momentary 0
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def write_text(target: str | Path, text: str) -> Path:

@@ -144,19 +144,23 @@ def execute_series_step(
     return at_root(out, root)
 
 
-def each_tilt(tilts: Sequence[T], fn: Callable[[T], Any], series: str, what: str) -> tuple[list[Any], dict[int, str]]:
-    """``fn(tilt)`` for every tilt; a :class:`TiltflowError` of one tilt (an empty fitting band, a blank
-    micrograph) flags that tilt with its reason and the series goes on, as one bad exposure of 61 should not
-    cost the other 60. Returns the results (None where flagged) and ``{position: reason}``; when no tilt
-    succeeds the first problem stops the series (whether enough tilts remain is the exclusion's decision).
+def each_tilt(tilts: Sequence[T], fn: Callable[[T], Any], series: str, what: str,
+              workers: int = 1) -> tuple[list[Any], dict[int, str]]:
+    """``fn(tilt)`` for every tilt (``workers`` at a time, :mod:`tiltflow.parallel`); a :class:`TiltflowError`
+    of one tilt (an empty fitting band, a blank micrograph) flags that tilt with its reason and the series
+    goes on, as one bad exposure of 61 should not cost the other 60. Returns the results (None where flagged)
+    and ``{position: reason}``; when no tilt succeeds the first problem stops the series (whether enough
+    tilts remain is the exclusion's decision). Any other exception stops the series (the first in order).
     """
+    from tiltflow.parallel import outcomes
+
     results: list[Any] = []
     problems: dict[int, str] = {}
-    for i, t in enumerate(tilts):
-        try:
-            results.append(fn(t))
-        except TiltflowError as exc:
-            results.append(None)
+    for i, (value, exc) in enumerate(outcomes(fn, tilts, workers)):
+        if exc is not None and not isinstance(exc, TiltflowError):
+            raise exc
+        results.append(value)
+        if exc is not None:
             problems[i] = str(exc)
             log.warning("%s: no %s: %s", series, what, exc)  # the step's error names the tilt
     if tilts and len(problems) == len(tilts):

@@ -46,6 +46,7 @@ import numpy as np
 from tiltflow import star
 from tiltflow.columns import TF_CTF_GRADIENT_SIGN, TF_CTF_PROBLEM
 from tiltflow.errors import TiltflowError
+from tiltflow.parallel import map_ordered, workers_for
 from tiltflow.steps.common import each_tilt, option
 
 if TYPE_CHECKING:
@@ -350,7 +351,8 @@ class _BuiltinFitter:
             return fit
 
         t0 = time.perf_counter()
-        fits, problems = each_tilt(tilts, first_fit, series, "CTF fit")
+        workers = workers_for(len(tilts), self.device)  # tilts side by side (tiltflow.parallel)
+        fits, problems = each_tilt(tilts, first_fit, series, "CTF fit", workers)
         t1 = time.perf_counter()
         good = [i for i in range(len(tilts)) if i not in problems]
         n_refit = 0
@@ -360,8 +362,9 @@ class _BuiltinFitter:
                 fits[i] = d.fit
             n_refit = sum(d.refitted for d in decisions)
         t2 = time.perf_counter()
-        results = [_no_fit(t, problems[i]) if i in problems else self.write(t, f, frames, i in png_rows, series)
-                   for i, (t, f) in enumerate(zip(tilts, fits, strict=True))]
+        results = map_ordered(lambda i: _no_fit(tilts[i], problems[i]) if i in problems
+                              else self.write(tilts[i], fits[i], frames, i in png_rows, series),
+                              range(len(tilts)), workers)
         passes = {"first pass": t1 - t0, "series pass": t2 - t1, "outputs": time.perf_counter() - t2}
         log.info("%s: CTF first pass %.1f s, series pass %.1f s (%d of %d tilts refitted from their kept spectra), "
                  "outputs %.1f s", series, passes["first pass"], passes["series pass"], n_refit, len(good),

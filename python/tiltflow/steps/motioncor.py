@@ -42,6 +42,7 @@ from tiltflow.errors import TiltflowError, ToolError
 from tiltflow.io.mrc import read_mrc, write_mrc
 from tiltflow.motion.metadata import MovieInfo, write_motion_star
 from tiltflow.motion.trajectory import Trajectory
+from tiltflow.parallel import map_ordered, workers_for
 from tiltflow.steps.common import at_root, each_tilt, option
 
 log = logging.getLogger("tiltflow.motioncor")
@@ -155,10 +156,12 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
                 raise
             raise type(exc)(f"{ts.name} {t.label}: {exc}") from exc
 
+    # the built-in correction runs tilts side by side (tiltflow.parallel); external programs use their own threads
+    workers = workers_for(len(tilts), backend.device) if isinstance(backend, _Builtin) else 1
     if options.skip_bad_movies:  # the same per-tilt rule as the CTF fit: flagged, unless every tilt fails
-        outs, problems = each_tilt(tilts, one, ts.name, "motion-corrected image (--skip-bad-movies)")
+        outs, problems = each_tilt(tilts, one, ts.name, "motion-corrected image (--skip-bad-movies)", workers)
     else:
-        outs, problems = [one(t) for t in tilts], {}
+        outs, problems = map_ordered(one, tilts, workers), {}
     if problems or TF_MOVIE_PROBLEM in tbl:
         tbl[TF_MOVIE_PROBLEM] = [problems.get(i, "") for i in range(len(tilts))]
     for t, out in zip(tilts, outs, strict=True):

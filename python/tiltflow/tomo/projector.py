@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from tiltflow.alignment import TiltSeriesAlignment
 from tiltflow.geometry import centre, projection_rotations
+from tiltflow.parallel import map_ordered, workers_for
 
 #: voxels per internal chunk (grid 8 B + output 4 B + temporaries per voxel): ~250 MB at 2**24
 MAX_VOXELS = 2**24
@@ -385,12 +386,19 @@ class FastBackprojector:
         else:
             # chunks of planes bounded in nonzeros of W and in voxels of the product
             step = max(1, min(self.max_nonzeros // (wv * 2 * self._nf), self.max_voxels // (hv * wv)))
-            for za in range(z0, z1, step):
+            workers = workers_for(z1 - z0, self.device)
+            # at least one chunk per worker: the sparse product runs on one thread, so the chunks of a
+            # slab go side by side (tiltflow.parallel), each writing its own planes of ``out``
+            step = max(1, min(step, -(-(z1 - z0) // workers)))
+
+            def chunk(za: int) -> None:
                 zb = min(z1, za + step)
                 # rows in (x, z) order: consecutive rows reuse the same rows of R (3x faster than
                 # (z, x)), and (w_v, dz * h_v) -> (dz * h_v, w_v) is one 2-D transpose (a blocked copy)
                 prod = self._rows(za, zb) @ self._r  # (w_v * dz, h_v)
                 out[za - z0 : zb - z0].view(-1, wv).copy_(prod.view(wv, -1).t())
+
+            map_ordered(chunk, range(z0, z1, step), workers)
         if self._slow is not None:
             images, alignment, wts, kw = self._slow
             out += backproject(images, alignment, self.volume_shape, wts, (z0, z1), **kw).float()

@@ -1,0 +1,79 @@
+"""Tilts in parallel threads of one torch thread each: how a built-in step uses the cores it was given.
+
+Why over tilts, and why threads: torch's own intra-op threads gave 1.1-1.25x with 2 threads for motion
+correction, CTF and WBP (``bench/bench_threads.py``: many small operators with Python between them, and
+sparse products that run on one thread), while two independent one-thread workers on the same cores gave
+1.5-1.9x. torch and numpy release the GIL inside their operators, so threads run the tilts side by side in
+one process: no second import of torch, no copy of the gain or the images, and results that do not depend
+on the thread count (every tilt is computed with one intra-op thread, however many run at once, also
+when a step is given one tilt, as ``tiltflow watch`` does).
+
+The number of workers is :mod:`tiltflow.threads`' choice (``--threads``, ``TILTFLOW_THREADS``, the
+scheduler's allocation), never more than the tilts; on a GPU one worker (the device serialises the work).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def workers_for(n_items: int, device: Any = None) -> int:
+    """Workers for ``n_items`` independent tilts: the thread choice, capped by the tilts; 1 off the CPU."""
+    from tiltflow import threads
+
+    if device is not None and str(getattr(device, "type", device)).split(":")[0] not in ("cpu", "auto"):
+        return 1
+    return max(1, min(int(n_items), threads.choose().count))
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's intra-op pool at one thread for the block (workers are the parallelism), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def outcomes(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[tuple[R | None, BaseException | None]]:
+    """``(fn(item), None)`` or ``(None, exception)`` for every item, in order; ``workers`` at a time.
+
+    Every item runs with one torch thread: one worker in the calling thread, more in a pool of threads
+    (so ``tiltflow watch``, which gives a step one tilt at a time, computes what a batch run computes with
+    two tilts at a time, bit for bit). A KeyboardInterrupt cancels the items not started and
+    waits for the running ones (one tilt each) before it propagates.
+    """
+    def guarded(item: T) -> tuple[R | None, BaseException | None]:
+        try:
+            return fn(item), None
+        except Exception as exc:  # returned, not raised: the caller decides per item
+            return None, exc
+
+    with one_torch_thread():  # also with one worker: a tilt's result never depends on the thread count
+        if workers <= 1 or len(items) <= 1:
+            return [guarded(x) for x in items]
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tilt")
+        try:
+            futures = [pool.submit(guarded, x) for x in items]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def map_ordered(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """``[fn(x) for x in items]`` on ``workers`` threads; the first item's exception (in order) is raised."""
+    results = outcomes(fn, items, workers)
+    for _, exc in results:
+        if exc is not None:
+            raise exc
+    return [r for r, _ in results]  # type: ignore[misc]
