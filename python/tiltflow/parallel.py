@@ -34,7 +34,7 @@ def workers_for(n_items: int, device: Any = None) -> int:
 
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """torch's intra-op pool at one thread for the block (workers are the parallelism), restored after."""
+    """Torch's intra-op pool at one thread for the block (workers are the parallelism), restored after."""
     import torch
 
     before = torch.get_num_threads()
