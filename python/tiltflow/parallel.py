@@ -15,6 +15,7 @@ scheduler's allocation), never more than the tilts; on a GPU one worker (the dev
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -34,9 +35,15 @@ def workers_for(n_items: int, device: Any = None) -> int:
 
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
-    """Torch's intra-op pool at one thread for the block (workers are the parallelism), restored after."""
-    import torch
+    """Torch's intra-op pool at one thread for the block (workers are the parallelism), restored after.
 
+    A no-op where torch is not loaded: the external-program backends stay torch-free (their work is a child
+    process's, with its own threads); the built-in ones have loaded torch before their tilts run.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
