@@ -45,6 +45,18 @@ then WBP of the corrected images; the correction is part of the time). Measured 
     ctf-wiener     128x256x256     2.67      1004  cpu (1 threads)  0.805   0.129    0.184  23.5
     ctf-3d         128x256x256     5.11      1051  cpu (1 threads)  0.689   0.137    0.191  22.9
 
+Re-measured 2026-12-02 at load 0.7-1.8 (best of 5, 1 thread), after the strip filters became one pass per
+operation (0.177 -> 0.168 s of correction, cProfile: the rest is the strips' FFTs, ~0.09 s, and the CTF phase):
+
+    wbp            128x256x256     0.41       960  cpu (1 threads)  0.780   0.145    0.191   0.7
+    ctf-none       128x256x256     0.45       977  cpu (1 threads)  0.674   0.129    0.129   1.1
+    ctf-phaseflip  128x256x256     0.58       998  cpu (1 threads)  0.689   0.137    0.191   1.2
+    wbp            128x256x256     0.43       975  cpu (1 threads)  0.780   0.145    0.191   1.4
+    ctf-phaseflip  128x256x256     0.70       991  cpu (1 threads)  0.689   0.137    0.191   1.5
+    ctf-wiener     128x256x256     0.52      1003  cpu (1 threads)  0.805   0.129    0.184   1.6
+    ctf-3d         128x256x256     1.31      1019  cpu (1 threads)  0.689   0.137    0.191   1.8
+
+Alternating in one process (min of 10-20 runs, load ~0-2): WBP 0.42 s, phase flip + WBP 0.55-0.59 s, i.e. 1.3-1.4x.
 Phase flipping costs 1.15-1.5x plain WBP here (the correction grows with the image area, the
 back-projection with the volume, so the ratio falls for thicker tomograms); 3d ~2x (one correction,
 filtering and resampling per depth slab). The step (``tiltflow reconstruct``) also writes uncorrected central

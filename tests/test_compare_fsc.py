@@ -76,3 +76,29 @@ def test_mean_fsc_between_two_resolutions():
     assert C.mean_fsc_between(shells, 60.0, 40.0) == pytest.approx(0.5)  # 1/60 <= k <= 1/40: the 50 A shell
     assert C.mean_fsc_between(shells, 100.0, 25.0) == pytest.approx((0.9 + 0.5 + 0.1 - 0.3) / 4)
     assert math.isnan(C.mean_fsc_between(shells, 40.0, 35.0))  # no shell there
+
+
+def test_the_soft_mask_keeps_low_resolution_agreement_out_of_the_high_shells():
+    """Two volumes that share only content below 80 A (a hard low-pass), each with its own noise: their true
+    FSC beyond 40 A is zero. Cut by a hard box inside the volume, the box edge spreads the low-resolution
+    agreement into every shell; the raised-cosine box (what ``tomogram_shells`` uses) does not.
+    """
+    rng = np.random.default_rng(0)
+    shape = (48, 64, 64)
+    common = _hard_lowpass(rng.normal(size=shape), 8.0, 80.0)
+    common /= common.std()
+    a, b = common + 0.3 * rng.normal(size=shape), common + 0.3 * rng.normal(size=shape)
+    inside = np.zeros(shape, bool)
+    inside[8:40, 10:54, 10:54] = True
+
+    def fsc(m):
+        ta, tb = ((v - (v * m).sum() / m.sum()) * m for v in (a, b))
+        return C.fourier_shell_correlation(ta, tb, 8.0)
+
+    k, hard = fsc(inside.astype(float))
+    _, soft = fsc(C.soft_box_mask(inside))
+    assert hard[k > 1 / 40].mean() > 0.3  # the artefact the soft edge removes
+    assert abs(soft[k > 1 / 40].mean()) < 0.05
+    assert soft[k < 1 / 100].min() > 0.99  # the shared low resolution is kept
+    m = C.soft_box_mask(inside)
+    assert m[24, 32, 32] == 1.0 and m[0, 0, 0] == 0.0 and m[~inside].max() == 0.0

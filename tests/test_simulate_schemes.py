@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tiltflow.errors import TiltflowError
@@ -49,7 +51,10 @@ def test_presets_have_the_documented_sizes():
     assert (test.n_tilts, test.size, test.frames) == (21, (256, 256), 6)
     assert (demo.n_tilts, demo.size, demo.frames, demo.dose_per_tilt) == (41, (1024, 1024), 8, 3.0)
     assert demo.scheme == "dose-symmetric" and demo.group_size == 2
-    assert set(PRESETS) == {"tiny", "test", "demo"}
+    assert set(PRESETS) == {"tiny", "test", "demo", "demo-ctf"}
+    ctf = make_config("demo-ctf")  # the demo, only further from focus (make demo-ctf)
+    assert (ctf.defocus_min, ctf.defocus_max) == (6.0, 8.0) and (demo.defocus_min, demo.defocus_max) == (3.0, 5.0)
+    assert ctf == replace(demo, defocus_min=6.0, defocus_max=8.0)
 
 
 def test_explicit_values_override_the_preset():

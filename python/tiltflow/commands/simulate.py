@@ -11,7 +11,7 @@ _P = "Preset values are used for options not given (see tiltflow.simulate.config
 
 def main(
     out: Path = typer.Argument(..., help="Folder to write the session into (movies, mdocs, gain, ground truth)."),
-    preset: str = typer.Option("demo", "--preset", help="demo (41 x 1024^2, 8 frames), test (21 x 256^2) or tiny (11 x 128^2)."),
+    preset: str = typer.Option("demo", "--preset", help="demo (41 x 1024^2, 8 frames), demo-ctf (the demo at 6-8 um defocus), test (21 x 256^2) or tiny (11 x 128^2)."),
     n_series: int | None = typer.Option(None, "--n-series", help="Number of tilt series."),
     tilt_min: float | None = typer.Option(None, "--tilt-min", help="Lowest tilt angle (degrees)."),
     tilt_max: float | None = typer.Option(None, "--tilt-max", help="Highest tilt angle (degrees)."),

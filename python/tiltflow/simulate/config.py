@@ -19,6 +19,9 @@ MOVIE_FORMATS = ("tiff", "mrc")
 #: vesicles, filaments, 25 nm particles and gold beads are resolvable in a 10 A tomogram and Thon rings
 #: reach about 9 A at low tilt; about 50 CPU-seconds, i.e. under a minute on 2 cores (tilts in parallel).
 #: ``tiny`` (8 A pixels, 4 frames) and ``test`` (5 A pixels, 6 frames) are for unit and integration tests.
+#: ``demo-ctf``: the demo at 6-8 um underfocus (``make demo-ctf``), so that the first CTF zero of the
+#: highest-defocus tilt (39 A) lies well inside the 24 A Nyquist of the 12 A phantom and the 10 A tomogram:
+#: the shells where uncorrected contrast reverses, and phase flipping must restore it, are measurable.
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": dict(size=(128, 128), tilt_min=-50.0, tilt_max=50.0, tilt_step=10.0, frames=4, pixel_size=8.0,
                  thickness=60.0, dose_per_tilt=3.0, n_series=1),
@@ -27,6 +30,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "demo": dict(size=(1024, 1024), tilt_min=-60.0, tilt_max=60.0, tilt_step=3.0, frames=8, pixel_size=3.0,
                  thickness=120.0, dose_per_tilt=3.0, n_series=1),
 }
+PRESETS["demo-ctf"] = dict(PRESETS["demo"], defocus_min=6.0, defocus_max=8.0)
 
 
 @dataclass(frozen=True)

@@ -154,10 +154,10 @@ class TiltCorrector:
                                  float(o.defocus_angle[i]), o.voltage, o.cs, o.amplitude_contrast,
                                  float(o.phase_shift[i]))
         off = torch.as_tensor(np.asarray(offsets, np.float32), device=self.device)[:, None, None]
-        ctf = -torch.sin(phase + off * slope)
+        sin = torch.addcmul(phase, off, slope).sin_()  # = -CTF, one pass per operation
         if self.corr.mode == "wiener":
-            return -ctf / (ctf * ctf + self.inv_snr)
-        return torch.where(ctf < 0, 1.0, -1.0)  # IMOD: sign = ctf < 0 ? 1 : -1
+            return sin / (sin * sin + self.inv_snr)  # -CTF / (CTF^2 + 1/SNR)
+        return torch.where(sin > 0, 1.0, -1.0)  # IMOD: sign = ctf < 0 ? 1 : -1
 
     def _dose(self, i: int) -> torch.Tensor | None:
         if not self.corr.dose_weighting or self.optics.pre_exposure[i] <= 0:
