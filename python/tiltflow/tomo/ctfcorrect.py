@@ -40,6 +40,7 @@ import torch
 from tiltflow.ctfmodel import ctf_phase, electron_wavelength
 from tiltflow.fftsize import next_fast_size
 from tiltflow.geometry import projection_rotations
+from tiltflow.parallel import map_ordered, workers_for
 from tiltflow.tomo.filters import irfft2_corner
 
 MODES = ("none", "phaseflip", "wiener", "3d")
@@ -169,16 +170,19 @@ class TiltCorrector:
         n, h, w = images.shape
         ph, pw = self.padded
         out = torch.empty((n, h, w), dtype=torch.float32, device=images.device)
-        for i in range(n):
+
+        def one(i: int) -> None:  # tilts side by side on the CPU (tiltflow.parallel), each into its own out[i]
             spec = torch.fft.rfft2(images[i].float(), s=(ph, pw))
             dose = self._dose(i)
             if dose is not None:
                 spec *= dose
             if self.corr.mode == "none":
                 out[i] = irfft2_corner(spec, (ph, pw), (h, w))
-                continue
+                return
             offsets = _offset_map(self.grad[i], self.origin[i], (h, w), images.device) + float(self.per_z[i]) * z
             out[i] = self._blend(i, spec, offsets.float())
+
+        map_ordered(one, range(n), workers_for(n, images.device))
         return out
 
     def _blend(self, i: int, spec: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
