@@ -34,6 +34,10 @@ STEPS = {
     "ctf": ("tiltflow.steps.ctf", ["ctf", "motioncor/{ts}/{ts}.star", "--outdir", "{out}/ctf", "--device", "cpu"]),
     "wbp": ("tiltflow.steps.reconstruct", ["reconstruct", "align/{ts}/{ts}.star", "--outdir", "{out}/reconstruct",
                                            "--method", "wbp", "--pixel-size", "5", "--device", "cpu"]),
+    # binned 4x, as tomograms are usually made: compute-bound (the bin-1 case writes 7.5 GB and waits on the disk)
+    "wbp-bin4": ("tiltflow.steps.reconstruct", ["reconstruct", "align/{ts}/{ts}.star", "--outdir",
+                                                "{out}/reconstruct", "--method", "wbp", "--pixel-size", "20",
+                                                "--device", "cpu"]),
 }
 
 
