@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 module, args = STEPS[step]
                 out = f"bench_threads/{step}_{n}_{policy}"
                 r = time_step(results, module, [x.format(ts=ts, out=out, frames=session) for x in args], n, policy)
+                shutil.rmtree(results / out, ignore_errors=True)  # a bin-1 WBP case writes 7.5 GB
                 base = base or r.wall
                 print(f"{step:<10} {policy:<8} {n:>7} {r.wall:>8.2f} {r.cpu:>8.2f} {base / r.wall:>8.2f}",
                       flush=True)
@@ -118,7 +120,10 @@ def _jobs_vs_threads(results: Path, steps: list[str], ts: str, session: Path) ->
     def case(step: str, tag: str, n: int):
         module, args = STEPS[step]
         out = f"bench_threads/{step}_{tag}"
-        return time_step(results, module, [x.format(ts=ts, out=out, frames=session) for x in args], n)
+        try:
+            return time_step(results, module, [x.format(ts=ts, out=out, frames=session) for x in args], n)
+        finally:
+            shutil.rmtree(results / out, ignore_errors=True)
 
     print(f"\n{'step':<10} {'2 tasks as':<26} {'wall s':>8} {'CPU s':>8}")
     for step in steps:
