@@ -240,7 +240,7 @@ def test_header_statistics_written_section_by_section_match_the_whole_stack(proj
 
 
 def test_section_stats_pairwise_update_equals_one_pass_over_all():
-    from tiltflow.steps.stack import SectionStats
+    from tiltflow.io.mrc import SectionStats
 
     rng = np.random.default_rng(3)
     sections = [rng.normal(1e3 * k, 1 + k, size=(5, 7)).astype(np.float32) for k in range(4)]

@@ -37,7 +37,7 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
     try:
         yield tmp_path
         # mkstemp creates 0600 files; give outputs the usual permissions (0666 less the umask)
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, target)
     except OSError as exc:  # a full disk: name the file being written, not the temporary one
         raise write_problem(exc, target) or exc from None
@@ -60,7 +60,7 @@ def atomic_fresh_path(target: str | Path) -> Iterator[Path]:
     tmp_path = folder / target.name
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, target)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -76,9 +76,6 @@ def _read_umask() -> int:
 #: (:mod:`tiltflow.parallel`) must never create a file or folder under the momentary 0
 _UMASK = _read_umask()
 
-
-def _umask() -> int:
-    return _UMASK
 
 
 def write_text(target: str | Path, text: str) -> Path:

@@ -8,6 +8,8 @@ negative). Sections are read one at a time from the file, so a movie never has t
 
 from __future__ import annotations
 
+import logging
+import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ import numpy as np
 
 from tiltflow.atomic import atomic_path
 from tiltflow.errors import TiltflowError
+
+log = logging.getLogger("tiltflow.mrc")
 
 _MRC_DTYPES = (np.int8, np.int16, np.uint16, np.float32, np.float16, np.complex64)
 
@@ -328,3 +332,46 @@ __all__ = [
     "write_mrc",
     "write_mrc_4bit",
 ]
+
+
+@dataclass
+class SectionStats:
+    """MRC header statistics (dmin, dmax, dmean, rms = standard deviation) accumulated section by section.
+
+    mrcfile's ``update_header_stats`` computes them over the whole array (``data.std`` allocates a full
+    float32 temporary: a stack or a tomogram twice in memory). Chan et al.'s pairwise update of mean and sum of squared
+    deviations keeps the result as accurate as a two-pass one, in float64.
+    """
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    dmin: float = math.inf
+    dmax: float = -math.inf
+
+    def add(self, section: np.ndarray) -> None:
+        """Take one section into the statistics."""
+        x = np.asarray(section)
+        k = x.size
+        if k == 0:
+            return
+        mean_k = float(x.mean(dtype=np.float64))
+        d = (x.astype(np.float64) - mean_k).ravel()
+        m2_k = float(d @ d)
+        delta = mean_k - self.mean
+        total = self.n + k
+        self.mean += delta * k / total
+        self.m2 += m2_k + delta * delta * self.n * k / total
+        self.n = total
+        self.dmin = min(self.dmin, float(x.min()))
+        self.dmax = max(self.dmax, float(x.max()))
+
+    def write_to(self, header, what: str = "the volume") -> None:
+        """Put the statistics into an MRC header (left as it is when no section was added)."""
+        if self.n == 0:
+            return
+        if not (math.isfinite(self.dmin) and math.isfinite(self.dmax)):
+            log.warning("%s holds NaN or infinite values; its header statistics are not meaningful", what)
+        header.dmin, header.dmax = np.float32(self.dmin), np.float32(self.dmax)
+        header.dmean = np.float32(self.mean)
+        header.rms = np.float32(math.sqrt(self.m2 / self.n))

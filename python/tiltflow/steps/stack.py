@@ -17,7 +17,6 @@ central part is used. Images are streamed one at a time into a memory-mapped tem
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from tiltflow.columns import (
     TF_EXCLUDED,
 )
 from tiltflow.errors import TiltflowError
-from tiltflow.io.mrc import read_mrc_header
+from tiltflow.io.mrc import SectionStats, read_mrc_header
 from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.stack")
@@ -232,49 +231,6 @@ def _stack_builtin(images: list[_Image], target: Path, b: int, ps: float, axis: 
             _finish_header(out, ps * b, axis, b, stats)
 
 
-@dataclass
-class SectionStats:
-    """MRC header statistics (dmin, dmax, dmean, rms = standard deviation) accumulated section by section.
-
-    mrcfile's ``update_header_stats`` computes them over the whole array (``data.std`` allocates a full
-    float32 temporary: the stack twice in memory). Chan et al.'s pairwise update of mean and sum of squared
-    deviations keeps the result as accurate as a two-pass one, in float64.
-    """
-
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    dmin: float = math.inf
-    dmax: float = -math.inf
-
-    def add(self, section: np.ndarray) -> None:
-        """Take one section into the statistics."""
-        x = np.asarray(section)
-        k = x.size
-        if k == 0:
-            return
-        mean_k = float(x.mean(dtype=np.float64))
-        d = (x.astype(np.float64) - mean_k).ravel()
-        m2_k = float(d @ d)
-        delta = mean_k - self.mean
-        total = self.n + k
-        self.mean += delta * k / total
-        self.m2 += m2_k + delta * delta * self.n * k / total
-        self.n = total
-        self.dmin = min(self.dmin, float(x.min()))
-        self.dmax = max(self.dmax, float(x.max()))
-
-    def write_to(self, header) -> None:
-        """Put the statistics into an MRC header (left as it is when no section was added)."""
-        if self.n == 0:
-            return
-        if not (math.isfinite(self.dmin) and math.isfinite(self.dmax)):
-            log.warning("stack holds NaN or infinite values; its header statistics are not meaningful")
-        header.dmin, header.dmax = np.float32(self.dmin), np.float32(self.dmax)
-        header.dmean = np.float32(self.mean)
-        header.rms = np.float32(math.sqrt(self.m2 / self.n))
-
-
 def _data_offset(mrc) -> int:
     """Byte offset of the first voxel: the 1024-byte header plus the extended header."""
     return int(mrc.header.nbytes + mrc.extended_header.nbytes)
@@ -295,7 +251,7 @@ def _section_stats(path: Path, mrc) -> SectionStats:
 def _finish_header(mrc, pixel_size: float, axis: float | None, b: int, stats: SectionStats) -> None:
     """Pixel size, statistics and IMOD's title line (``alterheader -ti`` form) for the tilt axis."""
     mrc.voxel_size = float(pixel_size)
-    stats.write_to(mrc.header)
+    stats.write_to(mrc.header, "stack")
     if axis is not None:
         mrc.add_label(f"Tilt axis angle = {axis:.2f}, binning = {b}")
     mrc.add_label("tiltflow stack")
