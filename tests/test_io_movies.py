@@ -115,6 +115,44 @@ def test_truncated_movies_one_line_errors(tmp_path):
         assert str(cut_tif) in str(ei.value) and "\n" not in str(ei.value)
 
 
+def test_another_threads_broken_movie_does_not_fail_this_one(tmp_path):
+    """The tifffile library reports a broken page chain only through its (global) logger; movies are opened side by side
+    in threads, so a record logged by another thread while this one counts pages must not be taken as ours.
+    """
+    import logging
+    import threading
+
+    import tiltflow.io.movies as movies
+
+    tif = tmp_path / "good.tif"
+    tifffile.imwrite(tif, np.zeros((3, 8, 8), np.uint8), photometric="minisblack")
+
+    def log_error() -> None:
+        logging.getLogger("tifffile").error("invalid page offset 1")
+
+    class Pages(list):
+        """Pages whose counting logs tifffile's broken-chain error, in this thread or (joined) in another."""
+
+        elsewhere = True
+
+        def __len__(self):
+            if self.elsewhere:
+                t = threading.Thread(target=log_error)
+                t.start()
+                t.join()
+            else:
+                log_error()
+            return super().__len__()
+
+    real = tifffile.TiffFile(tif)
+    fake = type("Fake", (), {"pages": Pages(real.pages), "filehandle": real.filehandle})()
+    assert movies.count_tiff_pages(fake, tif) == 3
+    Pages.elsewhere = False
+    with pytest.raises(TiltflowError, match="page chain breaks after 3 pages"):
+        movies.count_tiff_pages(fake, tif)
+    real.close()
+
+
 def test_unknown_and_missing(tmp_path):
     with pytest.raises(TiltflowError, match="not found"):
         open_movie(tmp_path / "none.tif")

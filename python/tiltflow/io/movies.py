@@ -198,15 +198,19 @@ def count_tiff_pages(tif, path: Path) -> int:
     """Number of pages, refusing a TIFF whose page chain or last page runs past the end of the file.
 
     tifffile only logs a broken page chain and returns the pages before it; a movie silently missing
-    its last frames would give a wrong dose, so that is an error here.
+    its last frames would give a wrong dose, so that is an error here. Movies are opened side by side
+    in threads (tiltflow.parallel) and tifffile's logger is global: only this thread's records count.
     """
     import logging
+    import threading
 
     records: list[logging.LogRecord] = []
+    me = threading.get_ident()
 
     class _Grab(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
+            if record.thread == me:
+                records.append(record)
 
     tlog = logging.getLogger("tifffile")
     handler = _Grab(level=logging.ERROR)
