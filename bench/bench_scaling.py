@@ -20,7 +20,7 @@ case did not finish in the time there was), CPU s / peak MiB:
     reconstruct   0.96 / 689  0.92 / 710  1.59 / 859   ~0 / 0.36
 
 At these sizes the per-process fixed costs still dominate (exponents < 1); ``bench_motion_pixels.py`` isolates
-motion correction: exponent 1.02 from 1024^2 to 2048^2 with freed blocks reused (``tiltflow.malloc``).
+motion correction: exponent 1.02 from 1024^2 to 2048^2 (then with freed blocks reused; now huge pages, ``tiltflow.malloc``).
 """
 
 from __future__ import annotations

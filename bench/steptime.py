@@ -66,6 +66,9 @@ def _children_cpu() -> float:
 def _child(results: str, module: str, argv: list[str]) -> None:
     import importlib
 
+    from tiltflow import malloc
+
+    malloc.use_huge_pages()  # as cli.main does, before torch loads (torch reads it at its first allocation)
     import torch
 
     importlib.import_module(module)

@@ -1,4 +1,4 @@
-"""tiltflow.malloc: a large block freed and allocated again is reused, not faulted in from the kernel again."""
+"""tiltflow.malloc: large torch tensors come on huge pages (far fewer page faults), freed memory goes back."""
 
 from __future__ import annotations
 
@@ -8,34 +8,56 @@ import sys
 
 import pytest
 
+from tiltflow import malloc
+
 PROBE = """
 import json, resource, sys
-import numpy as np
 from tiltflow import malloc
-try:  # numpy asks for huge pages on large arrays; count plain 4 KiB pages here
-    from numpy._core.multiarray import _set_madvise_hugepage
-except ImportError:
-    from numpy.core.multiarray import _set_madvise_hugepage
-_set_madvise_hugepage(False)
-reused = malloc.reuse_freed_memory() if sys.argv[1] == "reuse" else None
-a = np.ones(1 << 24)  # 128 MiB, above glibc's largest mmap threshold (32 MiB)
-del a
+on = malloc.use_huge_pages() if sys.argv[1] == "huge" else None
+import torch
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-a = np.ones(1 << 24)  # the same size again, every page written
+a = torch.ones(1 << 25)  # 128 MiB, every page written
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"reused": reused, "faults": faults}))
+rss = lambda: int(open("/proc/self/statm").read().split()[1])
+with_a = rss()
+del a
+print(json.dumps({"on": on, "faults": faults, "freed_pages": with_a - rss()}))
 """
 
 
-def _faults(mode: str) -> dict:
-    p = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120)
+def _probe(mode: str) -> dict:
+    env = {k: v for k, v in __import__("os").environ.items() if k != malloc.TORCH_THP}
+    p = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
-def test_a_freed_large_block_is_reused_without_page_faults():
-    default, reuse = _faults("default"), _faults("reuse")
-    assert default["faults"] > 10_000  # control: glibc unmapped the block; 128 MiB of 4 KiB pages came back
-    assert reuse["reused"] is True
-    assert reuse["faults"] < 1_000
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
+def test_large_tensors_fault_in_huge_pages_where_the_kernel_offers_them():
+    default, huge = _probe("default"), _probe("huge")
+    assert default["faults"] > 10_000  # control: 128 MiB of 4 KiB pages faulted in one by one
+    assert huge["on"] is malloc.kernel_offers_huge_pages()
+    if huge["on"]:
+        assert huge["faults"] < default["faults"] / 20
+    else:  # nothing changed where the kernel has none to give
+        assert huge["faults"] > 10_000
+    for run in (default, huge):  # either way the freed tensor's memory goes back to the system
+        assert run["freed_pages"] > (1 << 27) // 4096 * 0.9
+
+
+def test_the_kernel_mode_and_the_users_choice(tmp_path, monkeypatch):
+    mode = tmp_path / "enabled"
+    for text, offered in (("always [madvise] never\n", True), ("[always] madvise never\n", True),
+                          ("always madvise [never]\n", False)):
+        mode.write_text(text)
+        assert malloc.kernel_offers_huge_pages(mode) is offered
+    assert malloc.kernel_offers_huge_pages(tmp_path / "absent") is False
+    mode.write_text("always [madvise] never\n")
+    assert malloc.use_huge_pages({malloc.TORCH_THP: "0"}, mode) is False  # the user's 0 is kept
+    monkeypatch.setitem(sys.modules, "torch", object())
+    env: dict[str, str] = {}
+    assert malloc.use_huge_pages(env, mode) is False and env == {}  # too late once torch is loaded
+    monkeypatch.delitem(sys.modules, "torch")
+    assert malloc.use_huge_pages(env, mode) is True and env == {malloc.TORCH_THP: "1"}
+    mode.write_text("always madvise [never]\n")
+    assert malloc.use_huge_pages(env := {}, mode) is False and env == {}
