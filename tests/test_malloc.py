@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -26,7 +27,7 @@ print(json.dumps({"on": on, "faults": faults, "freed_pages": with_a - rss()}))
 
 
 def _probe(mode: str) -> dict:
-    env = {k: v for k, v in __import__("os").environ.items() if k != malloc.TORCH_THP}
+    env = {k: v for k, v in os.environ.items() if k != malloc.TORCH_THP}
     p = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout)
@@ -60,4 +61,5 @@ def test_the_kernel_mode_and_the_users_choice(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "torch")
     assert malloc.use_huge_pages(env, mode) is True and env == {malloc.TORCH_THP: "1"}
     mode.write_text("always madvise [never]\n")
-    assert malloc.use_huge_pages(env := {}, mode) is False and env == {}
+    env = {}
+    assert malloc.use_huge_pages(env, mode) is False and env == {}

@@ -2,15 +2,16 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and returns it
 with ``munmap`` when freed, so each full-size tensor of a 4k frame (64-130 MiB) is faulted in again, 4 KiB at
-a time: motion correction spent 43-53 % of its CPU in the kernel on 2k-K3 movies. torch's own switch
+a time: motion correction spent 31-55 % of its CPU in the kernel on 2k to K3 movies. torch's own switch
 ``THP_MEM_ALLOC_ENABLE`` (c10/core/impl/alloc_cpu.cpp) aligns allocations of 2 MiB and more and asks the kernel
-for transparent huge pages (``madvise(MADV_HUGEPAGE)``): 512 times fewer faults, and the memory still goes
-back to the system when freed.
+for transparent huge pages (``madvise(MADV_HUGEPAGE)``): a 128 MiB tensor took 619 faults instead of 32812
+(``tests/test_malloc.py``), and the memory still goes back to the system when freed.
 
-Measured on two K3 movies (4092x5760, 10 frames, 1 thread; ``bench/bench_motion_pixels.py --sizes 4092x5760``):
-default malloc 29.6 CPU s (15.8 in the kernel), peak 2.6 GiB; huge pages 19.0 CPU s, peak 2.6 GiB; glibc told
-to keep freed blocks (mmap off, the earlier way) 18.8 CPU s but a 5.7 GiB peak (freed blocks fragment the heap),
-over the 4 GB a K3 series must stay under.
+Measured, one K3 movie (5760x4092, 10 frames, 1 thread; ``bench/bench_motion_pixels.py --sizes 5760x4092
+--frames 10 --malloc default|huge-pages``): 16.6 -> 11.9 CPU s, kernel 55 -> 41 %. The earlier way (glibc told
+to keep freed blocks, mmap off) was as fast but fragmented the heap: ``tiltflow motioncor`` on a simulated
+3-tilt K3 series peaked at 4.8 GiB (ru_maxrss), and 5.7 GiB with the same code in one Python process, against
+2.6-2.8 GiB with glibc's default or huge pages: over the 4 GB a K3 series must stay under.
 """
 
 from __future__ import annotations
