@@ -175,3 +175,29 @@ def test_local_motion_is_estimated_from_patches(tmp_path):
     # correction shift = -displacement: x shift at the right edge after 5 frames is about -0.9 * 5 * 0.5
     sx, _ = local.evaluate(res.trajectory.local_model, 5.0, np.array([0.45]), np.array([0.0]))
     assert sx[0] == pytest.approx(-0.9 * 5 * 0.45, abs=0.35)
+
+
+@pytest.mark.parametrize("kept", [4, 1, 0])
+def test_hot_and_defect_pixels_take_the_mean_of_the_frames_good_pixels(tmp_path, kept):
+    """RELION's rule: a pixel above mean + 6 sd of the unaligned sum, and every defect-map pixel, is replaced in
+    each frame by that frame's mean over the other pixels; kept or re-read frames (all, some, none) are the same.
+    """
+    from tiltflow.motion.correct import _FrameSource, cache_bytes
+
+    rng = np.random.default_rng(3)
+    data = rng.poisson(2.0, (4, 64, 80)).astype(np.float32)
+    data[:, 10, 20] = 500.0  # hot in every frame
+    defects = np.zeros((64, 80), np.uint8)
+    defects[40, 5:8] = 1
+    path = write_movie(tmp_path / "hot.mrc", data, 1.0)
+    bad = defects.astype(bool)
+    bad[10, 20] = True
+    with open_movie(path) as mv:
+        budget = (kept + 0.5) * cache_bytes((64, 80), 1) / 1e9
+        src = _FrameSource(mv, range(4), None, torch.device("cpu"), MotionSettings(memory_gb=budget), "m", defects)
+        assert src.kept == kept and src.n_hot == 4
+        for k in range(4):
+            fixed = torch.fft.irfft2(src.spectrum(k), s=(64, 80)).numpy()
+            expect = data[k].copy()
+            expect[bad] = data[k][~bad].mean(dtype=np.float64)
+            np.testing.assert_allclose(fixed, expect, atol=1e-3)

@@ -9,28 +9,47 @@ on the thread count (every tilt is computed with one intra-op thread, however ma
 when a step is given one tilt, as ``tiltflow watch`` does).
 
 The number of workers is :mod:`tiltflow.threads`' choice (``--threads``, ``TILTFLOW_THREADS``, the
-scheduler's allocation), never more than the tilts; on a GPU one worker (the device serialises the work).
+scheduler's allocation), never more than the tilts, nor more than fit in the memory the process may use
+(:mod:`tiltflow.memory`) when the step says what a tilt holds; on a GPU one worker (the device serialises
+the work).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+log = logging.getLogger("tiltflow.parallel")
+
 T = TypeVar("T")
 R = TypeVar("R")
 
 
-def workers_for(n_items: int, device: Any = None) -> int:
-    """Workers for ``n_items`` independent tilts: the thread choice, capped by the tilts; 1 off the CPU."""
+def workers_for(n_items: int, device: Any = None, item_bytes: int | None = None) -> int:
+    """Workers for ``n_items`` independent tilts: the thread choice, capped by the tilts; 1 off the CPU.
+
+    ``item_bytes`` (what one tilt holds while it is worked on) also caps them by the memory this process may
+    still take (:func:`tiltflow.memory.headroom`); one worker always runs, however little is left.
+    """
     from tiltflow import threads
 
     if device is not None and str(getattr(device, "type", device)).split(":")[0] not in ("cpu", "auto"):
         return 1
-    return max(1, min(int(n_items), threads.choose().count))
+    workers = max(1, min(int(n_items), threads.choose().count))
+    if item_bytes and workers > 1:
+        from tiltflow import memory
+
+        room = memory.headroom()
+        fit = max(1, room // int(item_bytes))
+        if fit < workers:
+            log.info("%d tilts at a time, not %d: each holds about %.1f GiB and %.1f GiB is free (%s)", fit,
+                     workers, item_bytes / memory.GIB, room / memory.GIB, memory.allowed())
+            workers = int(fit)
+    return workers
 
 
 @contextlib.contextmanager

@@ -50,20 +50,30 @@ def _positive_int(value: str | None, name: str) -> int | None:
     return n
 
 
-def cgroup_cpus(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
-    """CPUs allowed by the cgroup CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), rounded up; None = no quota."""
+def cgroup_files(v2_name: str, v1_controller: str, v1_name: str, root: Path = Path("/sys/fs/cgroup"),
+                 proc_cgroup: Path = Path("/proc/self/cgroup")) -> list[Path]:
+    """Where this process's cgroup limit file may be: its own cgroup first (v2 unified, then v1), then the root.
+
+    ``/proc/self/cgroup`` lines are ``id:controllers:path`` (kernel's cgroup-v2.rst; v2 has empty controllers).
+    """
     candidates: list[Path] = []
     try:
         for line in proc_cgroup.read_text().splitlines():
             _, controllers, path = line.split(":", 2)
             rel = path.lstrip("/")
             if controllers == "":  # cgroup v2 unified hierarchy
-                candidates.append(root / rel / "cpu.max")
-            elif "cpu" in controllers.split(","):
-                candidates.append(root / controllers / rel / "cpu.cfs_quota_us")
+                candidates.append(root / rel / v2_name)
+            elif v1_controller in controllers.split(","):
+                candidates.append(root / controllers / rel / v1_name)
     except (OSError, ValueError):
         pass
-    candidates += [root / "cpu.max", root / "cpu" / "cpu.cfs_quota_us", root / "cpu,cpuacct" / "cpu.cfs_quota_us"]
+    return candidates + [root / v2_name, root / v1_controller / v1_name]
+
+
+def cgroup_cpus(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> int | None:
+    """CPUs allowed by the cgroup CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), rounded up; None = no quota."""
+    candidates = cgroup_files("cpu.max", "cpu", "cpu.cfs_quota_us", root, proc_cgroup)
+    candidates.append(root / "cpu,cpuacct" / "cpu.cfs_quota_us")
     for path in candidates:
         try:
             if path.name == "cpu.max":

@@ -17,9 +17,10 @@ process ALIGN {
     def args = task.ext.args ?: ''
     def backend = task.ext.backend ?: 'builtin'
     def args2 = task.ext.args2 ? "--extra-args '${task.ext.args2}'" : ''
+    def memory_env = task.memory ? "TILTFLOW_MEMORY_GB=${task.memory.toMega() / 1024}" : ''  // tiltflow.memory
     """
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
-    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus} ${memory_env}
     tiltflow align stack/${meta.id}/${meta.id}.star --outdir align --backend ${backend} ${args} ${args2}
     tiltflow version --yaml "${task.process}" --tool ${backend} > versions.yml
     """

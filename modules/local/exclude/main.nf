@@ -17,9 +17,10 @@ process EXCLUDE {
     def args = task.ext.args ?: ''
     // only this series' entries reach the task, so a change for another series leaves its hash alone
     def user = [exclude_tilts ? "--exclude-tilts '${exclude_tilts}'" : '', keep_tilts ? "--keep-tilts '${keep_tilts}'" : '']
+    def memory_env = task.memory ? "TILTFLOW_MEMORY_GB=${task.memory.toMega() / 1024}" : ''  // tiltflow.memory
     """
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
-    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus} ${memory_env}
     tiltflow exclude ctf/${meta.id}/${meta.id}.star --outdir exclude ${user.join(' ')} ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """

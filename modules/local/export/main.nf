@@ -15,9 +15,10 @@ process EXPORT {
 
     script:
     def args = task.ext.args ?: ''
+    def memory_env = task.memory ? "TILTFLOW_MEMORY_GB=${task.memory.toMega() / 1024}" : ''  // tiltflow.memory
     """
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
-    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus} ${memory_env}
     tiltflow export reconstruct/*/*.star --outdir relion ${args}
     tiltflow version --yaml "${task.process}" > versions.yml
     """

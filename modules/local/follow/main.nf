@@ -21,9 +21,10 @@ process FOLLOW {
 
     script:
     def args = task.ext.args ?: ''
+    def memory_env = task.memory ? "TILTFLOW_MEMORY_GB=${task.memory.toMega() / 1024}" : ''  // tiltflow.memory
     """
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
-    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus} ${memory_env}
     set -o pipefail
     tiltflow follow '${folder}' --frames '${movie_dir}' --ready '${ready}' --stop-file '${stop_file}' ${args} 2>&1 | tee follow.log
     tiltflow version --yaml "${task.process}" > versions.yml

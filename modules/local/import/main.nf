@@ -18,9 +18,10 @@ process IMPORT {
 
     script:
     def args = task.ext.args ?: ''
+    def memory_env = task.memory ? "TILTFLOW_MEMORY_GB=${task.memory.toMega() / 1024}" : ''  // tiltflow.memory
     """
     # tiltflow ${workflow.manifest.version}: a new release changes every task hash (bin/ alone is hashed)
-    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus}
+    export TILTFLOW_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus} ${memory_env}
     # the real paths go into the STAR files, so that they resolve from results/ too
     tiltflow import \$(readlink -f mdoc/*.mdoc) --outdir import --frames '${movie_dir}' ${args}
     tiltflow version --yaml "${task.process}" > versions.yml

@@ -157,7 +157,7 @@ def run_series(ts: star.TiltSeriesStar, out_dir: str | Path, options: Options, r
             raise type(exc)(f"{ts.name} {t.label}: {exc}") from exc
 
     # the built-in correction runs tilts side by side (tiltflow.parallel); external programs use their own threads
-    workers = workers_for(len(tilts), backend.device) if isinstance(backend, _Builtin) else 1
+    workers = backend.plan(tilts) if isinstance(backend, _Builtin) else 1
     if options.skip_bad_movies:  # the same per-tilt rule as the CTF fit: flagged, unless every tilt fails
         outs, problems = each_tilt(tilts, one, ts.name, "motion-corrected image (--skip-bad-movies)", workers)
     else:
@@ -363,6 +363,39 @@ class _Builtin:
 
         self.setup, self.gain, self.defects = setup, gain, defects
         self.device = get_device(_builtin_device(setup.options))
+        self.cache_gb: float | None = None  # per movie; None = correct_movie's own default
+
+    def plan(self, tilts: list[_Tilt]) -> int:
+        """Tilts at a time, and each one's budget for keeping its frames (``cache_gb``), from the memory allowed.
+
+        On the CPU every worker holds a movie (:func:`tiltflow.motion.correct.movie_bytes`): the workers are
+        capped by what fits (:mod:`tiltflow.memory`), and each keeps as many of its frames' spectra as its share
+        of the rest holds; the others it reads again from the movie in each pass (more decoding, same result).
+        More workers first: on a K3 series under a 4 GiB limit, two workers reading every frame three times
+        took 40 s where one worker keeping all its frames took 48 s (at 20 % more CPU).
+        """
+        from tiltflow import memory
+        from tiltflow.motion.correct import cache_bytes, movie_bytes
+
+        if self.device.type != "cpu" or not tilts:
+            return workers_for(len(tilts), self.device)
+        probe = next((t for t in tilts if not t.problem), None)
+        if probe is None:
+            return 1
+        try:
+            with _open(probe, self.setup.options) as movie:
+                shape, n_frames = tuple(movie.shape), movie.n_frames
+        except (TiltflowError, OSError):
+            return 1  # the tilt's own run reports the problem
+        opts = self.setup.options
+        n_used = max(2, n_frames - opts.throw - opts.trunc)
+        plain = movie_bytes(shape, n_used)
+        workers = workers_for(len(tilts), self.device, item_bytes=plain)
+        share = memory.headroom() / workers - plain
+        self.cache_gb = max(0.0, min(4e9, share)) / 1e9
+        log.info("%d tilts at a time; %.1f GB per movie for keeping its %dx%d frames (%.1f GB each)", workers,
+                 self.cache_gb, shape[1], shape[0], cache_bytes(shape, 1) / 1e9)
+        return workers
 
     def describe(self) -> str:
         from tiltflow.device import device_name
@@ -375,7 +408,8 @@ class _Builtin:
 
         options, movie_px, kv, gain_path = self.setup.options, self.setup.movie_px, self.setup.kv, self.setup.gain_path
         settings = MotionSettings(throw=options.throw, trunc=options.trunc, bin_factor=options.bin,
-                                  patches=tuple(options.patches), even_odd=options.even_odd)
+                                  patches=tuple(options.patches), even_odd=options.even_odd,
+                                  memory_gb=self.cache_gb)
         with _open(t, options) as movie:
             raw_per_frame = int(getattr(movie, "group_size", 1))
             n_raw = int(getattr(movie, "n_fractions", movie.n_frames))
