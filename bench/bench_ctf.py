@@ -158,10 +158,11 @@ _BASELINE = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from tiltflow.steplog import configure_console
-from tiltflow.steps.ctf import CtfOptions, run_from_star
+from tiltflow.steps.common import run_star_step
+from tiltflow.steps.ctf import Options
 configure_console(quiet=True)
 t0, c0 = time.perf_counter(), time.process_time()
-out = run_from_star(sys.argv[2], sys.argv[3], CtfOptions(**json.loads(sys.argv[4])))
+out = run_star_step("ctf", sys.argv[2], sys.argv[3], Options(**json.loads(sys.argv[4])), ".")
 print(json.dumps({"out": str(out), "seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0}))
 """
 
@@ -169,7 +170,9 @@ print(json.dumps({"out": str(out), "seconds": time.perf_counter() - t0, "cpu": t
 def evaluate_baseline(src: Path, root: Path, in_star: Path, truth: list[dict], options: dict, tag: str) -> dict:
     """The same run with the CTF step of the source tree ``src`` (its ``python/`` folder), in a subprocess."""
     proc = subprocess.run([sys.executable, "-c", _BASELINE, str(src / "python"), str(in_star), f"ctf_base_{tag}",
-                           json.dumps(options)], cwd=root, check=True, capture_output=True, text=True)
+                           json.dumps(options)], cwd=root, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"baseline {src} failed:\n{proc.stderr[-2000:]}")
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     return {**score(root / r["out"], truth), "seconds": r["seconds"], "cpu": r["cpu"], "passes": {}}
 

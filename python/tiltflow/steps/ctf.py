@@ -357,7 +357,7 @@ class _BuiltinFitter:
         good = [i for i in range(len(tilts)) if i not in problems]
         n_refit = 0
         if len(good) >= 3:  # the series pass sees the fitted tilts only
-            decisions = self.series_pass([tilts[i] for i in good], [fits[i] for i in good], series)
+            decisions = self.series_pass([tilts[i] for i in good], [fits[i] for i in good], series, workers)
             for i, d in zip(good, decisions, strict=True):
                 fits[i] = d.fit
             n_refit = sum(d.refitted for d in decisions)
@@ -398,7 +398,7 @@ class _BuiltinFitter:
         except TiltflowError as exc:
             raise TiltflowError(f"{t.label}: {exc}", t.micrograph) from exc
 
-    def series_pass(self, tilts: list[CtfTilt], fits: list, series: str) -> list[SeriesDecision]:
+    def series_pass(self, tilts: list[CtfTilt], fits: list, series: str, workers: int = 1) -> list[SeriesDecision]:
         """The series model (:func:`tiltflow.ctffit.series.series_model`) and the refits it calls for, logged."""
         from tiltflow.ctffit.series import apply_series_model, series_model
 
@@ -413,7 +413,7 @@ class _BuiltinFitter:
                 log.warning("%s: too few well-fitted tilts for a series astigmatism; kept per-tilt values", series)
             else:
                 log.info("%s: series astigmatism |U - V| = %.0f A at %.1f deg", series, *model.astigmatism)
-        decisions = apply_series_model(fits, model, agree=max(300.0, 3 * o.defocus_step))
+        decisions = apply_series_model(fits, model, agree=max(300.0, 3 * o.defocus_step), workers=workers)
         for t, d, path in zip(tilts, decisions, model.path, strict=True):
             if d.imposed:
                 log.info("%s: %s best defocus %.0f A disagrees with the series; using %.0f A", series, t.label,
