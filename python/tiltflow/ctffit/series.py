@@ -206,8 +206,9 @@ def apply_series_model(fits: list, model: SeriesModel, agree: float, workers: in
     astigmatism is free is kept as it is. Otherwise a tilt whose own peak agrees is refitted near it with the
     series' sign and astigmatism; a tilt whose data disagree (weak rings, a wrong ring order) gets the path's
     defocus - the most probable value given its own curve and its neighbours' - and only the rest is fitted,
-    unless the path's defocus explains less than :data:`OWN_RINGS_WIN` of the 2-D correlation its own
-    does (two ring orders of a damaged tilt score alike; a real focusing error does not). The refits are independent: ``workers`` of them at a time (:mod:`tiltflow.parallel`).
+    unless the tilt is well fitted (rings to within 1.5x of the series' best resolution) and the path's
+    defocus explains less than :data:`OWN_RINGS_WIN` of the 2-D correlation its own does (two ring orders of a
+    damaged tilt score alike and fit to low resolution; a real focusing error of a good tilt does not). The refits are independent: ``workers`` of them at a time (:mod:`tiltflow.parallel`).
     """
     import time
 
@@ -215,6 +216,11 @@ def apply_series_model(fits: list, model: SeriesModel, agree: float, workers: in
     from tiltflow.parallel import map_ordered
 
     sign = model.gradient_sign
+    resolutions = [f.resolution for f in fits if math.isfinite(f.resolution) and f.resolution > 0]
+    best = min(resolutions) if resolutions else math.inf
+
+    def well_fitted(f) -> bool:  # rings to within 1.5x of the series' best resolution (as series_astigmatism)
+        return f.score > 0 and math.isfinite(f.resolution) and f.resolution <= 1.5 * best
 
     def decide(i: int) -> SeriesDecision:
         f, d = fits[i], model.path[i]
@@ -228,9 +234,9 @@ def apply_series_model(fits: list, model: SeriesModel, agree: float, workers: in
         if consistent:
             return SeriesDecision(near_own, own, True, False, time.perf_counter() - t0)
         on_path = refit(f, gradient_sign=sign or None, fixed_astigmatism=model.astigmatism, fixed_defocus=float(d))
-        if near_own.score > 0 and on_path.score < OWN_RINGS_WIN * near_own.score:
+        if well_fitted(near_own) and on_path.score < OWN_RINGS_WIN * near_own.score:
             # the tilt's rings say otherwise, clearly: a focusing error, not a weak tilt (simulated test session:
-            # CC 0.31 at its own defocus, -0.06 on the path 0.8 um away)
+            # CC 0.31 to 10 A at its own defocus, -0.06 on the path 0.8 um away)
             return SeriesDecision(near_own, own, True, False, time.perf_counter() - t0)
         return SeriesDecision(on_path, own, True, True, time.perf_counter() - t0)
 
