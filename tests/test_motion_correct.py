@@ -201,3 +201,12 @@ def test_hot_and_defect_pixels_take_the_mean_of_the_frames_good_pixels(tmp_path,
             expect = data[k].copy()
             expect[bad] = data[k][~bad].mean(dtype=np.float64)
             np.testing.assert_allclose(fixed, expect, atol=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")
+def test_a_frame_with_nan_is_refused_by_its_number(tmp_path):
+    data = np.random.default_rng(4).poisson(2.0, (5, 48, 64)).astype(np.float32)
+    data[2, 7, 9] = np.nan
+    path = write_movie(tmp_path / "nan.mrc", data, 1.0)
+    with open_movie(path) as mv, pytest.raises(TiltflowError, match=r"tilt 3: frame 3 has NaN or infinite"):
+        correct_movie(mv, pixel_size=1.0, label="tilt 3")
