@@ -232,11 +232,15 @@ def tilt_corrected_average(tiles: TileSpectra, defocus: float, gradient: tuple[f
     box = tiles.box
     dev = tiles.power.device
     kx, ky = frequency_grid(box, tiles.pixel_size, dev)
-    k2 = kx * kx + ky * ky
     c = box // 2
+    # a real image's power spectrum is centrosymmetric and the stretch is radial, so the average is too:
+    # rows 0..c are computed, the others are their mirror images (half the work of the step's costliest part)
+    rows = c + 1 if box % 2 == 0 else box
+    kx, ky = kx[:rows], ky[:rows]
+    k2 = kx * kx + ky * ky
     idx = torch.arange(box, dtype=torch.float32, device=dev) - c
-    gy, gx = torch.meshgrid(idx, idx, indexing="ij")
-    out = torch.zeros_like(tiles.power[0])
+    gy, gx = torch.meshgrid(idx[:rows], idx, indexing="ij")
+    out = torch.zeros(rows, box, dtype=tiles.power.dtype, device=dev)
     n = tiles.power.shape[0]
     for i in range(0, n, chunk):
         dz = (defocus + offsets[i:i + chunk]).clamp(min=0.05 * defocus)[:, None, None]
@@ -248,4 +252,7 @@ def tilt_corrected_average(tiles: TileSpectra, defocus: float, gradient: tuple[f
         grid = torch.stack([sx, sy], dim=-1)
         out += torch.nn.functional.grid_sample(tiles.power[i:i + chunk, None], grid, mode="bilinear",
                                                padding_mode="border", align_corners=True).sum(dim=(0, 1))
+    if rows < box:  # row box - r, column box - j (mod box) mirror row r, column j
+        mirrored = torch.roll(out[1:c].flip(0).flip(1), 1, dims=1)
+        out = torch.cat([out, mirrored])
     return out / n
