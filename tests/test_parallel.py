@@ -112,3 +112,11 @@ def test_motion_correction_and_ctf_give_the_same_files_with_one_or_two_threads(t
     one, two = outs[1][1].tilts, outs[2][1].tilts
     for col in (star.DEFOCUS_U, star.DEFOCUS_V, star.DEFOCUS_ANGLE, star.CTF_FOM, star.MOTION_TOTAL):
         assert one[col].tolist() == two[col].tolist(), col
+
+
+def test_work_started_inside_a_worker_gets_one_worker(monkeypatch):
+    """A step part run inside a pool thread (a WBP inside a half tomogram) must not start a pool of its own."""
+    monkeypatch.setenv("TILTFLOW_THREADS", "2")
+    inner = parallel.map_ordered(lambda _: parallel.workers_for(8), range(2), 2)
+    assert inner == [1, 1]
+    assert parallel.workers_for(8) == 2  # the calling thread is not a worker

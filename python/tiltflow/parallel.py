@@ -19,11 +19,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 log = logging.getLogger("tiltflow.parallel")
+
+#: set in the pool's threads: work started inside a worker (a WBP inside a half tomogram) gets one worker
+_worker = threading.local()
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,6 +42,8 @@ def workers_for(n_items: int, device: Any = None, item_bytes: int | None = None)
     from tiltflow import threads
 
     if device is not None and str(getattr(device, "type", device)).split(":")[0] not in ("cpu", "auto"):
+        return 1
+    if getattr(_worker, "active", False):  # inside a worker already: the outer pool holds the threads
         return 1
     workers = max(1, min(int(n_items), threads.choose().count))
     if item_bytes and workers > 1:
@@ -85,12 +91,16 @@ def outcomes(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[tup
         except Exception as exc:  # returned, not raised: the caller decides per item
             return None, exc
 
+    def in_worker(item: T) -> tuple[R | None, BaseException | None]:
+        _worker.active = True  # a pool thread: nested steps run their parts in it, one at a time
+        return guarded(item)
+
     with one_torch_thread():  # also with one worker: a tilt's result never depends on the thread count
         if workers <= 1 or len(items) <= 1:
             return [guarded(x) for x in items]
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tilt")
         try:
-            futures = [pool.submit(guarded, x) for x in items]
+            futures = [pool.submit(in_worker, x) for x in items]
             return [f.result() for f in futures]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -55,6 +55,7 @@ from tiltflow.columns import (
 )
 from tiltflow.errors import TiltflowError
 from tiltflow.io.mrc import SectionStats, read_mrc_header
+from tiltflow.parallel import map_ordered, workers_for
 from tiltflow.steps.common import option
 
 log = logging.getLogger("tiltflow.reconstruct")
@@ -184,20 +185,36 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     elif opts.halves and (even or odd):
         log.warning("tilt series %s has only one of tfStackEven/tfStackOdd: no half tomograms", ts.name)
 
-    scale = corrector = None
     new = ts.copy()
-    for col, (src, target) in jobs.items():
+    # the full tomogram first: its images give the intensity scale and the CTF corrector of all three
+    t0 = time.perf_counter()
+    images, setup = _load(ts, stack_path, aln, grid, stack_bin, (ns_x, ns_y), n1, device)
+    scale = float(images.std()) or 1.0
+    corrector = _corrector(images, setup, optics, grid, opts)
+    if corrector is not None and opts.method != "sirt":
+        _write_uncorrected_slices(images / scale, setup, grid, opts, out_dir, ts.name, new.globals, root)
+    images /= scale
+    full = jobs.pop(star.TOMOGRAM)[1]
+    _write_tomogram(images, setup, grid, opts, full, corrector)
+    new.globals[star.TOMOGRAM] = star.relative_to_root(full, root)
+    log.info("wrote %s in %.1f s", full, time.perf_counter() - t0)
+    del images, setup
+
+    def half(item: tuple[str, tuple[Path, Path]]) -> None:
+        col, (src, target) = item
         t0 = time.perf_counter()
-        images, setup = _load(ts, src, aln, grid, stack_bin, (ns_x, ns_y), n1, device)
-        if scale is None:  # one intensity scale for the full tomogram and its halves
-            scale = float(images.std()) or 1.0
-            corrector = _corrector(images, setup, optics, grid, opts)
-            if corrector is not None and col == star.TOMOGRAM and opts.method != "sirt":
-                _write_uncorrected_slices(images / scale, setup, grid, opts, out_dir, ts.name, new.globals, root)
-        images /= scale
-        _write_tomogram(images, setup, grid, opts, target, corrector)
-        new.globals[col] = star.relative_to_root(target, root)
+        imgs, stp = _load(ts, src, aln, grid, stack_bin, (ns_x, ns_y), n1, device)
+        imgs /= scale
+        _write_tomogram(imgs, stp, grid, opts, target, corrector)
         log.info("wrote %s in %.1f s", target, time.perf_counter() - t0)
+
+    # the two halves side by side (tiltflow.parallel; each back-projects on one thread then): their fixed
+    # parts (reading, filtering, writing) are most of a binned tomogram's time
+    halves = list(jobs.items())
+    map_ordered(half, halves, workers_for(len(halves), device))
+    for col, (_, target) in halves:
+        new.globals[col] = star.relative_to_root(target, root)
+    jobs[star.TOMOGRAM] = (stack_path, full)
 
     g = new.globals
     g[star.TOMO_SIZE_X], g[star.TOMO_SIZE_Y], g[star.TOMO_SIZE_Z] = grid.size_bin1
