@@ -9,18 +9,21 @@ then times every per-series step again in a fresh process of one thread (``stept
 reads its peak resident memory. The exponent between two cases is log(cost ratio) / log(size ratio): 1.0 is
 linear; torch's import (~300 MiB) is in every peak, so memory exponents of small cases read low.
 
-Measured (``--sizes 512 1024 2048 --tilts 5 9``, 1 thread, load average ~30 on 2 cores, so CPU seconds; the 2048
-case did not finish in the time there was), CPU s / peak MiB:
+Measured 2026-12-02 (``run_all.py --size 4k`` = ``--sizes 1024 2048 4096 --tilts 5 9``, 1 thread, 2 idle cores),
+CPU s / peak MiB, and the fitted exponents (vs pixels from 2048^2 to 4096^2; vs tilts at 1024^2)::
 
-    step          5 x 512^2   9 x 512^2   5 x 1024^2   CPU exponent vs tilts / vs pixels
-    motioncor     0.76 / 649  0.97 / 650  1.97 / 757   0.41 / 0.69
-    ctf           2.51 / 677  3.18 / 680  4.34 / 762   0.40 / 0.40
-    stack         0.68 / 604  0.65 / 604  0.87 / 610   ~0 / 0.18
-    align         1.25 / 657  1.69 / 722  1.13 / 678   0.51 / ~0 (works on binned levels)
-    reconstruct   0.96 / 689  0.92 / 710  1.59 / 859   ~0 / 0.36
+    step          5 x 1024^2  9 x 1024^2   5 x 2048^2   5 x 4096^2   CPU exp tilts / pixels  peak exp
+    motioncor     1.33 / 845  2.37 / 836   5.95 / 1074  27.05 / 1714   0.98 / 1.09            0.34
+    ctf           2.49 / 792  3.64 / 802   7.19 / 960   22.31 / 1647   0.65 / 0.82            0.39
+    stack         0.55 / 692  0.69 / 692   1.29 / 728    3.66 / 872    0.39 / 0.75            0.13
+    align         1.13 / 771  1.66 / 801   1.37 / 790    3.34 / 852    0.65 / 0.64            0.05
+    reconstruct   2.51 / 869  3.08 / 880   6.99 / 1207  33.85 / 2434   0.35 / 1.14            0.51
 
-At these sizes the per-process fixed costs still dominate (exponents < 1); ``bench_motion_pixels.py`` isolates
-motion correction: exponent 1.02 from 1024^2 to 2048^2 (then with freed blocks reused; now huge pages, ``tiltflow.malloc``).
+Every peak is under 2.5 GiB (torch and the imports are about 0.7 of it); memory does not grow with the tilts
+(exponent ~0). Motion correction is linear in tilts and pixels (5.4 CPU s per 4096^2 tilt of 4 frames, the tiny preset);
+the reconstruction's 1.14 from 2048 to 4096 is a 16 A tomogram growing with the field of view.
+Earlier (before the parallel, FFT-size and memory work; ``--sizes 512 1024 2048``, load ~30): motioncor
+0.97 CPU s for 9 x 512^2, exponents 0.41-0.69 where fixed per-process costs dominated.
 """
 
 from __future__ import annotations

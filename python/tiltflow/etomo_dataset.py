@@ -31,6 +31,8 @@ the exact factor (``ShrinkByFactor``, a float) and tilt.com is written in aligne
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import os
 from dataclasses import dataclass
@@ -171,27 +173,27 @@ def tilt_com(name: str, geom: EtomoGeometry, axis: float) -> ComFile:
     return com_file(header, ["$setenv IMOD_OUTPUT_FORMAT MRC", cmd, "$if (-e ./savework) ./savework"])
 
 
+@functools.lru_cache(maxsize=1)
 def radial_filter() -> tuple[float, float]:
     """IMOD's RADIAL (cutoff, true sigma) closest to tiltflow's WBP apodisation.
 
     IMOD's weighting is flat to the cutoff, then a Gaussian fall-off (tilt.adoc RADIAL,
-    FalloffIsTrueSigma); fitted (ramp-weighted least squares) to tiltflow's apodisation.
+    FalloffIsTrueSigma); fitted (ramp-weighted least squares) to tiltflow's apodisation on a grid of
+    cutoffs and sigmas, all at once (a loop over the 6000 pairs was 7 % of a binned reconstruction).
     """
     import torch
 
     from tiltflow.tomo.filters import FilterSettings, _apodization
 
     apod = _apodization((1, 512), FilterSettings(), torch.device("cpu"))
-    target = apod[0].numpy() if apod is not None else np.ones(257)
+    target = apod[0].numpy().astype(np.float64) if apod is not None else np.ones(257)
     k = np.arange(len(target)) / 512.0
-    best = (np.inf, 0.35, 0.035)
-    for r in np.arange(0.0, 0.5001, 0.005):
-        for s in np.arange(0.005, 0.3001, 0.005):
-            g = np.where(k <= r, 1.0, np.exp(-((k - r) ** 2) / (2 * s * s)))
-            err = float(np.sum((k * (g - target)) ** 2))
-            if err < best[0]:
-                best = (err, float(r), float(s))
-    return best[1], best[2]
+    cut = np.round(np.arange(0.0, 0.5001, 0.005), 6)[:, None, None]
+    sigma = np.round(np.arange(0.005, 0.3001, 0.005), 6)[None, :, None]
+    g = np.where(k <= cut, 1.0, np.exp(-((k - cut) ** 2) / (2 * sigma * sigma)))
+    err = np.sum((k * (g - target)) ** 2, axis=-1)
+    i, j = np.unravel_index(int(np.argmin(err)), err.shape)  # the first minimum, as the loop kept
+    return float(cut[i, 0, 0]), float(sigma[0, j, 0])
 
 
 #: Every key of a real etomo 4.12.17 single-axis dataset (teamtomo/etomofiles TS_001.edf), with

@@ -191,16 +191,17 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     images, setup = _load(ts, stack_path, aln, grid, stack_bin, (ns_x, ns_y), n1, device)
     scale = float(images.std()) or 1.0
     corrector = _corrector(images, setup, optics, grid, opts)
-    if corrector is not None and opts.method != "sirt":
-        _write_uncorrected_slices(images / scale, setup, grid, opts, out_dir, ts.name, new.globals, root)
     images /= scale
     full = jobs.pop(star.TOMOGRAM)[1]
     _write_tomogram(images, setup, grid, opts, full, corrector)
     new.globals[star.TOMOGRAM] = star.relative_to_root(full, root)
     log.info("wrote %s in %.1f s", full, time.perf_counter() - t0)
-    del images, setup
+    halves = list(jobs.items())
 
-    def half(item: tuple[str, tuple[Path, Path]]) -> None:
+    def rest(item: tuple[str, tuple[Path, Path]] | None) -> None:
+        if item is None:  # the report's uncorrected slices, from the full tomogram's images
+            _write_uncorrected_slices(images, setup, grid, opts, out_dir, ts.name, new.globals, root)
+            return
         col, (src, target) = item
         t0 = time.perf_counter()
         imgs, stp = _load(ts, src, aln, grid, stack_bin, (ns_x, ns_y), n1, device)
@@ -208,10 +209,11 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
         _write_tomogram(imgs, stp, grid, opts, target, corrector)
         log.info("wrote %s in %.1f s", target, time.perf_counter() - t0)
 
-    # the two halves side by side (tiltflow.parallel; each back-projects on one thread then): their fixed
-    # parts (reading, filtering, writing) are most of a binned tomogram's time
-    halves = list(jobs.items())
-    map_ordered(half, halves, workers_for(len(halves), device))
+    # the halves and the uncorrected slices side by side (tiltflow.parallel; each back-projects on one
+    # thread then): their fixed parts (reading, filtering, writing) are most of a binned tomogram's time
+    todo: list = ([None] if corrector is not None and opts.method != "sirt" else []) + halves
+    map_ordered(rest, todo, workers_for(len(todo), device))
+    del images, setup
     for col, (_, target) in halves:
         new.globals[col] = star.relative_to_root(target, root)
     jobs[star.TOMOGRAM] = (stack_path, full)
