@@ -32,7 +32,6 @@ the exact factor (``ShrinkByFactor``, a float) and tilt.com is written in aligne
 from __future__ import annotations
 
 import functools
-
 import logging
 import os
 from dataclasses import dataclass

@@ -213,7 +213,6 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     # thread then): their fixed parts (reading, filtering, writing) are most of a binned tomogram's time
     todo: list = ([None] if corrector is not None and opts.method != "sirt" else []) + halves
     map_ordered(rest, todo, workers_for(len(todo), device))
-    del images, setup
     for col, (_, target) in halves:
         new.globals[col] = star.relative_to_root(target, root)
     jobs[star.TOMOGRAM] = (stack_path, full)
