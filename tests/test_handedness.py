@@ -164,3 +164,18 @@ def test_session_disagreement_is_reported():
     assert "TS_03 (+1)" in bad.warning()
     tie = session_hand({"A": 1, "B": -1})
     assert not tie.consistent
+
+
+def test_the_measured_hand_does_not_depend_on_the_thread_count(tmp_path, monkeypatch):
+    """Nextflow runs exclude with task.cpus threads, `tiltflow run` with its share of the cores: same STAR values."""
+    from tiltflow.steps.common import run_star_step
+    from tiltflow.steps.exclude import Options
+
+    in_star = simulated_ctf_star(tmp_path, 1)
+    found = {}
+    for n in ("1", "2"):
+        monkeypatch.setenv("TILTFLOW_THREADS", n)
+        out = run_star_step("exclude", in_star, f"exclude{n}", Options(dark_tol=0.5, device="cpu"), tmp_path)
+        g = star.read_tilt_series(out).globals
+        found[n] = [g[k] for k in ("tfHandScale", "tfHandZ", "tfHandAgreement")]
+    assert found["1"] == found["2"]

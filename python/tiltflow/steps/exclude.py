@@ -45,6 +45,7 @@ from tiltflow.columns import (
     TF_HAND_Z,
 )
 from tiltflow.errors import TiltflowError
+from tiltflow.parallel import map_ordered, workers_for
 from tiltflow.qc.exclusion import Decision, Thresholds, TiltMeasures, check_indices, decide, parse_tilt_list
 from tiltflow.qc.handedness import HandOptions, HandResult
 from tiltflow.steps.common import option
@@ -304,17 +305,22 @@ def measure_hand(ts: star.TiltSeriesStar, usable: list[bool], opts: Options, roo
     optics = ts.optics
     idx = acquisition_indices(ts)
     device = get_device(opts.device)
-    grads = []
-    for r in rows:
+
+    def one(r: int):
         defocus = _defocus(tilts, r)
         if defocus is None:
-            continue
+            return None
         with MrcReader(star.resolve(str(tilts[star.MICROGRAPH].iloc[r]), root)) as mrc:
             img = mrc.section(0).astype(np.float32)
         gr = tilt_gradient(img, ts.pixel_size, angles[r], axis, defocus, optics, opts.hand_options, idx[r], device)
         if gr is not None:
-            grads.append(gr)
             log.debug("tilt %d (%.1f deg): defocus slope %.3f across the axis", idx[r], angles[r], gr.slope)
+        return gr
+
+    # tilts side by side, each on one torch thread (tiltflow.parallel): the measured slope does not depend on
+    # the thread count (with the process' threads it did, in the 4th decimal: Nextflow's task.cpus 1 and
+    # `tiltflow run`'s 2 threads wrote different tfHandScale)
+    grads = [g for g in map_ordered(one, rows, workers_for(len(rows), device)) if g is not None]
     return combine(grads, opts.hand_options)
 
 
