@@ -107,14 +107,21 @@ def _align(spectra, real_shape, full_shape, params: AlignParams, init) -> AlignR
     converged = False
     heights = torch.zeros(n, dtype=torch.float64)
     damping = 1.0
+    # buffers reused by every iteration: fresh memory is zeroed by the kernel on first touch, which was a
+    # third of a K3 movie's time (perf: clear_page) when each iteration allocated its stack again
+    shifted = torch.empty_like(spectra)
+    chunk = min(params.chunk, n)
+    prod_buf = torch.empty((chunk, *spectra.shape[1:]), dtype=spectra.dtype, device=dev)
+    cc_buf = torch.empty((chunk, *real_shape), dtype=torch.float32, device=dev)
     for _it in range(params.max_iter):
-        shifted = fourier.shift(spectra, shifts.float(), full_shape, real_shape)
+        fourier.shift(spectra, shifts.float(), full_shape, real_shape, out=shifted)
         total = shifted.sum(dim=0)
         delta = torch.zeros_like(shifts)
         for start in range(0, n, params.chunk):
             part = shifted[start:start + params.chunk]
-            prod = torch.sub(total, part).mul_(part.conj()).mul_(weight)  # one temporary, not three
-            cc = torch.fft.irfft2(prod, s=real_shape)
+            m = part.shape[0]
+            prod = torch.sub(total, part, out=prod_buf[:m]).mul_(part.conj()).mul_(weight)
+            cc = torch.fft.irfft2(prod, s=real_shape, out=cc_buf[:m])
             d, hgt = peak_offsets(cc, scale, params.max_shift)
             delta[start:start + params.chunk] = d
             heights[start:start + params.chunk] = hgt.cpu()

@@ -64,7 +64,7 @@ def shift(spectrum, shifts, full_shape: tuple[int, int], real_shape: tuple[int, 
     px = torch.exp(-2j * math.pi * (fx.double() * sx)).to(spectrum.dtype)
     py = torch.exp(-2j * math.pi * (fy.double() * sy)).to(spectrum.dtype)
     if out is None:
-        return spectrum * py * px
+        return torch.mul(spectrum, py).mul_(px)  # one full-size result, not two
     return torch.mul(spectrum, py, out=out).mul_(px)
 
 
