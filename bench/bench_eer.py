@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_eer.py                              # 2048^2, 400 fractions, grouping 32 and 40
     .venv/bin/python bench/bench_eer.py --size 4096 --fractions 400   # a 4k Falcon movie (run_all.py --size 4k)
 
-Writes one EER movie (``tiltflow.io.eer.write_eer``'s encoding, written fraction by fraction here so that the
-movie is never whole in memory) of a random texture drifting ``--drift`` px along x over the exposure, about
+Writes one EER movie (``tiltflow.io.eer.write_eer``, given the fractions one by one so that the movie is
+never whole in memory) of a random texture drifting ``--drift`` px along x over the exposure, about
 ``--dose`` electrons per pixel in all, then corrects it in a fresh process per case with the function the
 step calls (``motion.correct.correct_movie``, one torch thread, huge pages as ``tiltflow`` sets them) and
 prints wall and CPU seconds, the peak resident memory of that process, the rendered frames and the drift
@@ -54,8 +54,8 @@ print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() -
 
 
 def write_movie(path: Path, size: int, fractions: int, dose: float, drift: float, seed: int = 0) -> None:
-    """An EER movie of a texture moving ``drift`` px along x over ``fractions`` fractions, written page by page."""
-    from tiltflow.io.eer import _bigtiff_bytes, encode_eer_fraction
+    """An EER movie of a texture moving ``drift`` px along x over ``fractions`` fractions, made one at a time."""
+    from tiltflow.io.eer import write_eer
 
     rng = np.random.default_rng(seed)
     yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
@@ -66,11 +66,9 @@ def write_movie(path: Path, size: int, fractions: int, dose: float, drift: float
     texture += rng.uniform(0, 1.0, (size, size)).astype(np.float32)
     del yy, xx
     p = texture * (dose / fractions / float(texture.mean()))
-    strips = []
-    for k in range(fractions):
-        shifted = np.roll(p, int(round(drift * k / max(fractions - 1, 1))), axis=1)
-        strips.append(encode_eer_fraction(rng.random((size, size), dtype=np.float32) < shifted))
-    path.write_bytes(_bigtiff_bytes(strips, size, size, 65001, b"<metadata></metadata>"))
+    events = (rng.random((size, size), dtype=np.float32) < np.roll(p, int(round(drift * k / max(fractions - 1, 1))),
+                                                                   axis=1) for k in range(fractions))
+    write_eer(path, events, pixel_size=1.0)
 
 
 def main(argv: list[str] | None = None) -> int:

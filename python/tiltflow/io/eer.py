@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,24 +256,37 @@ def encode_eer_fraction(events: np.ndarray, subpixel: np.ndarray | None = None) 
 
 def write_eer(
     path: str | Path,
-    fractions: np.ndarray,
+    fractions: np.ndarray | Iterable[np.ndarray],
     *,
     pixel_size: float = 1.0,
     total_dose_per_pixel: float | None = None,
     subpixel: np.ndarray | None = None,
     exposure_time: float = 1.0,
 ) -> Path:
-    """Write ``fractions`` ((n, h, w) 0/1 events) as an EER file with Falcon-style XML metadata.
+    """Write ``fractions`` ((n, h, w) 0/1 events, or (h, w) fractions one by one) as an EER file with Falcon-style
+    XML metadata.
 
     ``pixel_size`` in A; ``total_dose_per_pixel`` (e/pixel, default: the events counted) goes into the
-    header as ``totalDose`` so that readers can derive the dose per fraction. Written atomically.
+    header as ``totalDose`` so that readers can derive the dose per fraction. Fractions given one by one are
+    encoded as they come (a 4k movie of hundreds of fractions is never whole in memory). Written atomically.
     """
-    fr = np.asarray(fractions)
-    if fr.ndim != 3:
+    if isinstance(fractions, np.ndarray) and fractions.ndim != 3:
         raise ValueError("fractions must be (n, h, w)")
-    n, h, w = fr.shape
+    strips: list[bytes] = []
+    shape: tuple[int, ...] | None = None
+    events = 0
+    for k, fraction in enumerate(fractions):
+        f = np.asarray(fraction)
+        if f.ndim != 2 or (shape is not None and f.shape != shape):
+            raise ValueError(f"fraction {k} is {f.shape}, not (h, w) like the others")
+        shape = f.shape
+        strips.append(encode_eer_fraction(f, None if subpixel is None else subpixel[k]))
+        events += int(f.sum())
+    if shape is None:
+        raise ValueError("no fractions to write")
+    n, (h, w) = len(strips), shape
     if total_dose_per_pixel is None:
-        total_dose_per_pixel = float(fr.sum()) / (h * w)
+        total_dose_per_pixel = events / (h * w)
     meta = {
         "numberOfFrames": str(n),
         "sensorImageWidth": str(w),
@@ -287,7 +301,6 @@ def write_eer(
     xml = (
         "<metadata>" + "".join(f'<item name="{k}">{v}</item>' for k, v in meta.items()) + "</metadata>"
     ).encode()
-    strips = [encode_eer_fraction(fr[k], None if subpixel is None else subpixel[k]) for k in range(n)]
     with atomic_path(path) as tmp:
         tmp.write_bytes(_bigtiff_bytes(strips, h, w, 65001, xml))
     return Path(path)
