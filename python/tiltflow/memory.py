@@ -86,19 +86,18 @@ def _mib(env: Mapping[str, str], name: str) -> int | None:
     return n * (1 << 20) if n > 0 else None
 
 
-def slurm_limit(env: Mapping[str, str], cpus: int | None = None) -> int | None:
-    """Slurm's allocation: ``SLURM_MEM_PER_NODE``, else ``SLURM_MEM_PER_CPU`` x the job's CPUs (sbatch(1))."""
+def slurm_limit(env: Mapping[str, str]) -> int | None:
+    """Slurm's allocation: ``SLURM_MEM_PER_NODE``, else ``SLURM_MEM_PER_CPU`` x the task's CPUs (sbatch(1))."""
     per_node = _mib(env, "SLURM_MEM_PER_NODE")
     if per_node is not None:
         return per_node
     per_cpu = _mib(env, "SLURM_MEM_PER_CPU")
     if per_cpu is None:
         return None
-    if cpus is None:
-        try:
-            cpus = max(1, int(env.get("SLURM_CPUS_PER_TASK", "1")))
-        except ValueError:
-            cpus = 1
+    try:
+        cpus = max(1, int(env.get("SLURM_CPUS_PER_TASK", "1")))
+    except ValueError:
+        cpus = 1
     return per_cpu * cpus
 
 

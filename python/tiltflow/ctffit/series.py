@@ -99,6 +99,9 @@ def gradient_sign_evidence(fits) -> tuple[int, float]:
 #: a tilt keeps its own defocus against the path when the path's 2-D score is below this share of its own
 OWN_RINGS_WIN = 0.5
 
+#: a fit counts as good when its rings reach within this factor of the series' best fit resolution
+WELL_FITTED = 1.5
+
 #: a tilt's own curve counts towards the smooth trend only above this peak log-likelihood (noise alone
 #: reaches about e^3 over a few hundred defoci)
 TREND_EVIDENCE = 3.0
@@ -219,8 +222,8 @@ def apply_series_model(fits: list, model: SeriesModel, agree: float, workers: in
     resolutions = [f.resolution for f in fits if math.isfinite(f.resolution) and f.resolution > 0]
     best = min(resolutions) if resolutions else math.inf
 
-    def well_fitted(f) -> bool:  # rings to within 1.5x of the series' best resolution (as series_astigmatism)
-        return f.score > 0 and math.isfinite(f.resolution) and f.resolution <= 1.5 * best
+    def well_fitted(f) -> bool:  # rings as far as the series' good fits (:data:`WELL_FITTED`)
+        return f.score > 0 and math.isfinite(f.resolution) and f.resolution <= WELL_FITTED * best
 
     def decide(i: int) -> SeriesDecision:
         f, d = fits[i], model.path[i]
@@ -260,7 +263,7 @@ def series_astigmatism(fits: list, min_tilts: int = 3) -> tuple[float, float] | 
     good = sorted((f for f in fits if math.isfinite(f.resolution) and f.resolution > 0), key=lambda f: f.resolution)
     if len(good) < min_tilts:
         return None
-    close = [f for f in good if f.resolution <= 1.5 * good[0].resolution]
+    close = [f for f in good if f.resolution <= WELL_FITTED * good[0].resolution]
     good = close if len(close) >= min_tilts else good[:min_tilts]
     w = np.array([1.0 / f.resolution**2 for f in good])
     vec = np.array([from_relion(f.defocus_u, f.defocus_v, f.defocus_angle)[1:] for f in good])

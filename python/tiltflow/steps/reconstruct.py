@@ -31,6 +31,7 @@ a memory-mapped temporary MRC that is renamed when complete (SIRT keeps its volu
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -192,30 +193,26 @@ def run_series(ts: star.TiltSeriesStar, out_dir: Path, opts: Options, root: str 
     scale = float(images.std()) or 1.0
     corrector = _corrector(images, setup, optics, grid, opts)
     images /= scale
-    full = jobs.pop(star.TOMOGRAM)[1]
+    full = jobs[star.TOMOGRAM][1]
     _write_tomogram(images, setup, grid, opts, full, corrector)
-    new.globals[star.TOMOGRAM] = star.relative_to_root(full, root)
     log.info("wrote %s in %.1f s", full, time.perf_counter() - t0)
-    halves = list(jobs.items())
 
-    def rest(item: tuple[str, tuple[Path, Path]] | None) -> None:
-        if item is None:  # the report's uncorrected slices, from the full tomogram's images
-            _write_uncorrected_slices(images, setup, grid, opts, out_dir, ts.name, new.globals, root)
-            return
-        col, (src, target) = item
+    def half(src: Path, target: Path) -> None:
         t0 = time.perf_counter()
         imgs, stp = _load(ts, src, aln, grid, stack_bin, (ns_x, ns_y), n1, device)
         imgs /= scale
         _write_tomogram(imgs, stp, grid, opts, target, corrector)
         log.info("wrote %s in %.1f s", target, time.perf_counter() - t0)
 
-    # the halves and the uncorrected slices side by side (tiltflow.parallel; each back-projects on one
+    # the report's uncorrected slices and the halves side by side (tiltflow.parallel; each back-projects on one
     # thread then): their fixed parts (reading, filtering, writing) are most of a binned tomogram's time
-    todo: list = ([None] if corrector is not None and opts.method != "sirt" else []) + halves
-    map_ordered(rest, todo, workers_for(len(todo), device))
-    for col, (_, target) in halves:
+    tasks = [functools.partial(half, src, target) for col, (src, target) in jobs.items() if col != star.TOMOGRAM]
+    if corrector is not None and opts.method != "sirt":
+        tasks.insert(0, functools.partial(_write_uncorrected_slices, images, setup, grid, opts, out_dir, ts.name,
+                                          new.globals, root))
+    map_ordered(lambda task: task(), tasks, workers_for(len(tasks), device))
+    for col, (_, target) in jobs.items():
         new.globals[col] = star.relative_to_root(target, root)
-    jobs[star.TOMOGRAM] = (stack_path, full)
 
     g = new.globals
     g[star.TOMO_SIZE_X], g[star.TOMO_SIZE_Y], g[star.TOMO_SIZE_Z] = grid.size_bin1
